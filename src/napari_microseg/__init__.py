@@ -1,0 +1,36 @@
+"""napari-microseg: deep-learning segmentation of microscopy images.
+
+The package root stays light: importing it loads neither napari, Qt nor torch.
+The public scripting API is re-exported lazily from :mod:`napari_microseg.core`.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from ._version import __version__
+
+# name -> "module:attribute"; filled in as the core grows.
+_LAZY_API: dict[str, str] = {
+    "imread": "napari_microseg.core.io:imread",
+    "imwrite": "napari_microseg.core.io:imwrite",
+    "Progress": "napari_microseg.core.progress:Progress",
+    "drain": "napari_microseg.core.progress:drain",
+}
+
+__all__ = ["__version__", *_LAZY_API]
+
+
+def __getattr__(name: str) -> Any:
+    target = _LAZY_API.get(name)
+    if target is None:
+        raise AttributeError(f"module 'napari_microseg' has no attribute {name!r}")
+    module_name, _, attribute = target.partition(":")
+    value = getattr(import_module(module_name), attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
