@@ -135,8 +135,9 @@ def fibsem_mitochondria(
         cristae = 14 * np.cos(2 * np.pi * along / rng.uniform(3.5, 5.5)) ** 8
         values = np.where(rho > shell, 62.0, matrix + cristae)
         # A thin lighter band between the two membranes of the envelope.
-        values = np.where((rho > shell + (1 - shell) * 0.4) & (rho < shell + (1 - shell) * 0.6),
-                          90.0, values)
+        values = np.where(
+            (rho > shell + (1 - shell) * 0.4) & (rho < shell + (1 - shell) * 0.6), 90.0, values
+        )
         region = image[box]
         region[inside] = values[inside]
     for _ in range(int(np.prod(shape) / 60000)):  # vesicles: dark, small, not mitochondria
@@ -165,8 +166,12 @@ def fibsem_mitochondria(
 
 
 def _irregular_blob(
-    shape: tuple[int, int], center: np.ndarray, radius: float, elongation: float,
-    rng: np.random.Generator, roughness: float = 0.08,
+    shape: tuple[int, int],
+    center: np.ndarray,
+    radius: float,
+    elongation: float,
+    rng: np.random.Generator,
+    roughness: float = 0.08,
 ) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray]:
     """A 2D star-convex blob with a wavy outline; returns box, inside mask and normalised radius."""
     reach = int(np.ceil(radius * elongation * (1 + 3 * roughness))) + 2
@@ -236,8 +241,8 @@ def fluorescence_nuclei(
         brightness = rng.uniform(0.35, 1.0)
         chromatin = 0.75 + 0.25 * _smooth_noise(rng, inside.shape, 1.5)
         signal[box][free] = (brightness * chromatin * (1.05 - 0.3 * rho**2))[free]
-    background = 0.06 + 0.05 * np.linspace(0, 1, shape[1])[None, :] + 0.02 * _smooth_noise(
-        rng, shape, 40
+    background = (
+        0.06 + 0.05 * np.linspace(0, 1, shape[1])[None, :] + 0.02 * _smooth_noise(rng, shape, 40)
     )
     image = ndi.gaussian_filter(signal, 1.6) + background
     counts = rng.poisson(np.clip(image, 0, None) * 900).astype(np.float32)
@@ -300,9 +305,7 @@ def he_glands(
     image[ndi.binary_dilation(scattered, iterations=2)] = np.array([110, 60, 140])
     image = ndi.gaussian_filter(image, (1.0, 1.0, 0))
     image += rng.normal(0, 6, image.shape)
-    return Sample(
-        np.clip(image, 0, 255).astype(np.uint8), labels, "YXC", (0.62, 0.62), "he_glands"
-    )
+    return Sample(np.clip(image, 0, 255).astype(np.uint8), labels, "YXC", (0.62, 0.62), "he_glands")
 
 
 SAMPLES = {
@@ -334,8 +337,9 @@ def write_samples(folder: str | Path, *, seed: int = DEFAULT_SEED) -> list[Path]
     written = []
     for name, make in SAMPLES.items():
         sample = make(seed=seed)
-        written.append(write_image(out / f"{name}.tif", sample.image, scale=sample.scale,
-                                   axes=sample.axes))
+        written.append(
+            write_image(out / f"{name}.tif", sample.image, scale=sample.scale, axes=sample.axes)
+        )
         written.append(write_labels(out / f"{name}_labels.tif", sample.labels, scale=sample.scale))
     return written
 

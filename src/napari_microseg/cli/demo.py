@@ -1,0 +1,80 @@
+"""``microseg demo``: segment the sample FIB-SEM stack, headless or in napari."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+DEFAULT_OUT = Path("microseg-demo")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="segment the sample FIB-SEM stack (headless) or open it in napari (--gui)",
+        description="Segment the synthetic FIB-SEM sample stack and write a labels TIFF and a "
+        "PNG preview, or open napari with the sample and the plugin's widgets (--gui).",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})"
+    )
+    parser.add_argument("--gui", action="store_true", help="open napari instead of writing files")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.gui:
+        from ..demo_gui import NoDisplayError, open_demo_viewer
+        from . import CommandError
+
+        try:
+            open_demo_viewer(run_event_loop=True)
+        except NoDisplayError as error:
+            raise CommandError(str(error)) from error
+        return 0
+    return write_demo(args.out)
+
+
+def write_demo(out: Path) -> int:
+    """Segment the sample stack and write ``*_labels.tif`` and ``*_preview.png`` into ``out``."""
+    import numpy as np
+
+    from ..core import synthetic
+    from ..core.classical import segment_dark_objects
+    from ..core.writers import write_image, write_labels
+
+    out.mkdir(parents=True, exist_ok=True)
+    sample = synthetic.fibsem_mitochondria()
+    print(f"Sample: synthetic FIB-SEM stack {sample.image.shape} (ZYX), voxel 10 nm.")
+    print(
+        "Method: classical segmentation (smoothing, Otsu threshold, opening, size filter); "
+        "no bundled deep-learning model for this sample yet."
+    )
+    labels = segment_dark_objects(sample.image)
+    truth = sample.labels > 0
+    found = labels > 0
+    dice = 2 * np.logical_and(truth, found).sum() / max(truth.sum() + found.sum(), 1)
+    labels_path = write_labels(out / f"{sample.name}_labels.tif", labels, scale=sample.scale)
+    preview_path = write_image(out / f"{sample.name}_preview.png", preview(sample.image, labels))
+    print(f"Found {labels.max()} objects ({int(sample.labels.max())} in the ground truth); "
+          f"foreground Dice {dice:.3f}.")
+    print(f"Wrote {labels_path}")
+    print(f"Wrote {preview_path}")
+    return 0
+
+
+def preview(image: Any, labels: Any) -> Any:
+    """Middle slice: the image beside the image with coloured object overlays, RGB uint8."""
+    import numpy as np
+    from skimage.color import label2rgb
+    from skimage.segmentation import find_boundaries
+
+    middle = image.shape[0] // 2 if image.ndim == 3 else slice(None)
+    grey = np.asarray(image[middle], dtype=np.float32)
+    grey = (grey - grey.min()) / max(float(np.ptp(grey)), 1e-6)
+    slice_labels = np.asarray(labels[middle])
+    overlay = label2rgb(slice_labels, image=grey, alpha=0.35, bg_label=0)
+    overlay[find_boundaries(slice_labels, mode="inner")] = (1.0, 1.0, 0.0)
+    side = np.concatenate([np.repeat(grey[..., None], 3, axis=-1), overlay], axis=1)
+    return (np.clip(side, 0, 1) * 255).astype(np.uint8)
