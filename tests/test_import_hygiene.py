@@ -35,6 +35,8 @@ def test_every_core_module_imports_without_napari_or_qt():
 
 
 def test_package_root_and_cli_do_not_import_torch_or_napari():
-    loaded = _loaded_after("import napari_microseg, napari_microseg.cli; napari_microseg.cli.build_parser()")
+    loaded = _loaded_after(
+        "import napari_microseg, napari_microseg.cli; napari_microseg.cli.build_parser()"
+    )
     heavy = sorted(m for m in loaded if m.split(".")[0] in ("torch", "napari", "qtpy"))
     assert not heavy, f"light imports pulled in {heavy[:5]}"

@@ -22,8 +22,13 @@ def test_reader_returns_none_for_foreign_files(tmp_path):
 
 def test_reader_gives_image_layer_with_scale(tmp_path):
     data = np.arange(4 * 5 * 6, dtype=np.uint16).reshape(4, 5, 6)
-    tifffile.imwrite(tmp_path / "s.tif", data, imagej=True, resolution=(100.0, 100.0),
-                     metadata={"spacing": 0.03, "unit": "um", "axes": "ZYX"})
+    tifffile.imwrite(
+        tmp_path / "s.tif",
+        data,
+        imagej=True,
+        resolution=(100.0, 100.0),
+        metadata={"spacing": 0.03, "unit": "um", "axes": "ZYX"},
+    )
     reader = napari_get_reader(str(tmp_path / "s.tif"))
     [(layer_data, kwargs, layer_type)] = reader(str(tmp_path / "s.tif"))
     assert layer_type == "image"

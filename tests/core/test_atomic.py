@@ -37,8 +37,9 @@ def test_refuses_to_overwrite_when_asked(tmp_path):
 
 
 def test_missing_folder_is_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"), atomic_path(
-        tmp_path / "nope" / "a.txt"
+    with (
+        pytest.raises(FileNotFoundError, match="does not exist"),
+        atomic_path(tmp_path / "nope" / "a.txt"),
     ):
         pass
 
@@ -51,7 +52,5 @@ def test_unwritable_folder_says_so(tmp_path, monkeypatch):
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(tempfile, "mkstemp", refuse)
-    with pytest.raises(PermissionError, match="permission denied"), atomic_path(
-        tmp_path / "a.txt"
-    ):
+    with pytest.raises(PermissionError, match="permission denied"), atomic_path(tmp_path / "a.txt"):
         pass

@@ -14,7 +14,9 @@ from napari_microseg.core.zarr_io import write_ome_zarr
 RNG = np.random.default_rng(0)
 
 
-@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.uint32, np.float32, np.float64])
+@pytest.mark.parametrize(
+    "dtype", [np.uint8, np.uint16, np.int32, np.uint32, np.float32, np.float64]
+)
 def test_tiff_2d_grey_roundtrip_every_dtype(tmp_path, dtype):
     data = (RNG.random((17, 23)) * 200).astype(dtype)
     tifffile.imwrite(tmp_path / "a.tif", data)
@@ -192,16 +194,18 @@ def test_ome_zarr_opens_lazily_with_scale_and_kind(tmp_path):
     assert image.axes == "ZYX"
     np.testing.assert_allclose(image.scale, (0.05, 0.01, 0.01))
     np.testing.assert_array_equal(np.asarray(image.data), data)
-    labels = write_ome_zarr(tmp_path / "lab.ome.zarr", data.astype(np.uint32), axes="ZYX",
-                            kind="labels")
+    labels = write_ome_zarr(
+        tmp_path / "lab.ome.zarr", data.astype(np.uint32), axes="ZYX", kind="labels"
+    )
     assert imread(labels).kind == "labels"
 
 
 def test_plain_zarr_array(tmp_path):
     import zarr
 
-    array = zarr.create_array(str(tmp_path / "raw.zarr"), shape=(4, 30, 30), chunks=(1, 30, 30),
-                              dtype="uint16")
+    array = zarr.create_array(
+        str(tmp_path / "raw.zarr"), shape=(4, 30, 30), chunks=(1, 30, 30), dtype="uint16"
+    )
     array[:] = 7
     image = imread(tmp_path / "raw.zarr")
     assert image.axes == "ZYX" and int(image.data[0, 0, 0].compute()) == 7

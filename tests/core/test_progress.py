@@ -65,8 +65,6 @@ def test_unknown_total_has_no_fraction():
     assert str(Progress(3, message="step")) == "step [3]"
 
 
-@pytest.mark.parametrize(
-    ("seconds", "text"), [(4.25, "4.2s"), (65, "1m05s"), (3725, "1h02m")]
-)
+@pytest.mark.parametrize(("seconds", "text"), [(4.25, "4.2s"), (65, "1m05s"), (3725, "1h02m")])
 def test_format_seconds(seconds, text):
     assert format_seconds(seconds) == text

@@ -63,7 +63,9 @@ def test_demo_viewer_has_sample_and_widgets(make_napari_viewer, monkeypatch):
     from napari_microseg import demo_gui
 
     created = []
-    monkeypatch.setattr(napari, "Viewer", lambda **kw: created.append(make_napari_viewer()) or created[-1])
+    monkeypatch.setattr(
+        napari, "Viewer", lambda **kw: created.append(make_napari_viewer()) or created[-1]
+    )
     viewer = demo_gui.open_demo_viewer(show=False)
     assert "fibsem_mitochondria" in viewer.layers
     docked = set(viewer.window._dock_widgets)

@@ -57,8 +57,10 @@ def write_demo(out: Path) -> int:
     dice = 2 * np.logical_and(truth, found).sum() / max(truth.sum() + found.sum(), 1)
     labels_path = write_labels(out / f"{sample.name}_labels.tif", labels, scale=sample.scale)
     preview_path = write_image(out / f"{sample.name}_preview.png", preview(sample.image, labels))
-    print(f"Found {labels.max()} objects ({int(sample.labels.max())} in the ground truth); "
-          f"foreground Dice {dice:.3f}.")
+    print(
+        f"Found {labels.max()} objects ({int(sample.labels.max())} in the ground truth); "
+        f"foreground Dice {dice:.3f}."
+    )
     print(f"Wrote {labels_path}")
     print(f"Wrote {preview_path}")
     return 0
