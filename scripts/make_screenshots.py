@@ -1,6 +1,7 @@
 """Make the README screenshots: napari with the sample data, results and our widgets docked.
 
-Run under a display (``xvfb-run -a python scripts/make_screenshots.py``); writes PNGs to docs/images/.
+Run under a display: ``xvfb-run -a python scripts/make_screenshots.py``.
+Writes PNGs to docs/images/.
 """
 
 from __future__ import annotations

@@ -175,7 +175,7 @@ def test_folder_of_slices_is_one_stack_in_natural_order(tmp_path):
 def test_folder_with_mismatched_slices_says_which(tmp_path):
     write_image(tmp_path / "a.png", np.zeros((6, 7), np.uint8))
     write_image(tmp_path / "b.png", np.zeros((6, 8), np.uint8))
-    with pytest.raises(ImageReadError, match="b.png"):
+    with pytest.raises(ImageReadError, match=r"b\.png"):
         imread(tmp_path)
 
 

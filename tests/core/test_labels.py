@@ -83,7 +83,7 @@ def test_neighbour_object_wraps_around():
     assert ops.neighbour_object(labels, 7, +1)[0] == 3
     assert ops.neighbour_object(labels, 3, -1)[0] == 7
     assert ops.neighbour_object(labels, 0, +1)[0] == 3
-    target, centroid = ops.neighbour_object(labels, 3, +1)
+    _, centroid = ops.neighbour_object(labels, 3, +1)
     assert centroid == pytest.approx((7.5, 8.0))
     assert ops.neighbour_object(np.zeros((3, 3), int), 0) is None
 
