@@ -63,7 +63,7 @@ class JobRunner:
         *,
         on_cancel: Callable[[], None] | None = None,
     ) -> GeneratorWorker:
-        """Start ``job`` in a worker thread; ``on_result`` gets its return value on the GUI thread."""
+        """Start ``job`` in a worker thread; ``on_result`` gets its result on the GUI thread."""
         if self.worker is not None:
             raise RuntimeError("A job is already running; cancel it first.")
         self._job = job

@@ -128,7 +128,7 @@ class CorrectWidget(Container):
         if "Shift" not in event.modifiers:
             return
         position = layer.world_to_data(event.position)
-        index = tuple(int(round(p)) for p in position)
+        index = tuple(round(p) for p in position)
         if any(i < 0 or i >= s for i, s in zip(index, layer.data.shape)):
             return
         label_id = int(layer.data[index])

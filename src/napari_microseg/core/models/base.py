@@ -38,6 +38,10 @@ class ModelError(ValueError):
     """A model cannot be built, loaded or used as asked; the message names it and what to do."""
 
 
+def _is_positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
 @dataclass
 class ModelCard:
     """Everything known about a model except its weights (stored as JSON).
@@ -81,6 +85,9 @@ class ModelCard:
         napari-microseg version that wrote the card.
     description : str
         Free text for the model picker.
+    modality : str
+        Imaging modality, e.g. ``"EM"``, ``"fluorescence"``, ``"H&E"``; empty when
+        unknown (the registry then describes the input channels).
     """
 
     name: str
@@ -102,6 +109,7 @@ class ModelCard:
     )
     version: str = __version__
     description: str = ""
+    modality: str = ""
 
     #: Fields a card file must hold; the others have defaults.
     REQUIRED = ("name", "architecture", "in_channels", "classes", "task")
@@ -120,7 +128,43 @@ class ModelCard:
                 "napari-microseg, or add them to its .json card."
             )
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        card = cls(**{k: v for k, v in data.items() if k in known})
+        card.validate(source=source)
+        return card
+
+    def validate(self, *, source: str | None = None) -> None:
+        """Raise :class:`ModelError` naming the model and the bad field when the card is unusable.
+
+        Parameters
+        ----------
+        source : str, optional
+            How to name the card in messages (a file name); defaults to the model name.
+        """
+        where = source or f"The model card of {self.name!r}"
+        problems = []
+        if not isinstance(self.name, str) or not self.name.strip():
+            problems.append("name must be a non-empty text")
+        if not isinstance(self.architecture, str) or not self.architecture:
+            problems.append("architecture must be a non-empty text such as 'unet'")
+        if not _is_positive_int(self.in_channels):
+            problems.append(f"in_channels must be a positive integer, not {self.in_channels!r}")
+        if (
+            not isinstance(self.classes, list | tuple)
+            or not self.classes
+            or not all(isinstance(c, str) for c in self.classes)
+        ):
+            problems.append(f"classes must be a non-empty list of names, not {self.classes!r}")
+        if self.task not in ("semantic", "instance"):
+            problems.append(f"task must be 'semantic' or 'instance', not {self.task!r}")
+        if not isinstance(self.hyperparameters, dict):
+            problems.append("hyperparameters must be a mapping of names to values")
+        if not isinstance(self.normalization, dict) or "kind" not in self.normalization:
+            problems.append("normalization must be a mapping with a 'kind'")
+        if problems:
+            raise ModelError(
+                f"{where} is invalid: {'; '.join(problems)}. Fix its .json card or re-save the "
+                "model with napari-microseg."
+            )
 
     @property
     def n_classes(self) -> int:
@@ -187,6 +231,54 @@ class SegmentationModel:
             return logits.sigmoid()
         return logits
 
+    @property
+    def device(self) -> torch.device:
+        """The device holding the module's parameters (CPU for a parameter-free module)."""
+        import torch
+
+        for tensor in self.module.parameters():
+            return tensor.device
+        for tensor in self.module.buffers():
+            return tensor.device
+        return torch.device("cpu")
+
+    def to(self, device: str | torch.device) -> SegmentationModel:
+        """Move the module to ``device`` and return self."""
+        self.module.to(device)
+        return self
+
+    def eval(self) -> SegmentationModel:
+        """Put the module in inference mode (dropout off, batch-norm statistics fixed)."""
+        self.module.eval()
+        return self
+
+    def check_batch(self, batch: torch.Tensor) -> None:
+        """Raise :class:`ModelError` unless ``batch`` is ``(N, C, H, W)`` with C == ``in_channels``."""
+        if batch.ndim != 4:
+            raise ModelError(
+                f"Model {self.name!r} takes a batch shaped (N, C, H, W), got shape "
+                f"{tuple(batch.shape)}. Add the batch and channel axes first."
+            )
+        self.check_channels(int(batch.shape[1]))
+
+    def predict(self, batch: torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``(N, K, H, W)`` for a normalized float32 batch ``(N, C, H, W)``.
+
+        The module is put in eval mode and run without gradients; the batch is
+        moved to the module's device. Tilers may call ``module`` directly; this
+        is the checked convenience for whole images and scripts.
+        """
+        import torch
+
+        if self.task != "semantic":
+            raise ModelError(
+                f"Model {self.name!r} detects instances; call predict_instances() instead."
+            )
+        self.check_batch(batch)
+        self.module.eval()
+        with torch.no_grad():
+            return self.probabilities(self.module(batch.to(self.device, torch.float32)))
+
     def predict_instances(self, batch: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         """Detect instances in a normalized batch ``(N, C, H, W)``; instance models override."""
         raise ModelError(f"Model {self.name!r} predicts {self.task} probabilities, not instances.")
@@ -204,7 +296,7 @@ class SegmentationModel:
 
     def __repr__(self) -> str:
         return (
-            f"SegmentationModel({self.name!r}, {self.card.architecture}, task={self.task}, "
+            f"{type(self).__name__}({self.name!r}, {self.card.architecture}, task={self.task}, "
             f"in_channels={self.in_channels}, classes={self.classes})"
         )
 
