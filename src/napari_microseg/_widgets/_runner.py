@@ -89,14 +89,14 @@ class JobRunner:
 
     # -- slots, all on the GUI thread
     def _on_progress(self, event: Progress) -> None:
-        if self._bar is None or not isinstance(event, Progress):
+        bar = self._bar  # a local: updating the bar can process events that close it
+        if bar is None or not isinstance(event, Progress):
             return
-        if event.total and self._bar.total != event.total:
-            self._bar.total = event.total
+        if event.total and bar.total != event.total:
+            bar.total = event.total
+        bar.n = event.step
         eta = f" (ETA {format_seconds(event.eta_s)})" if event.eta_s is not None else ""
-        self._bar.set_description(f"{self.description}: {event.message}{eta}".strip())
-        self._bar.n = event.step
-        self._bar.refresh()
+        bar.set_description(f"{self.description}: {event.message}{eta}".strip())
 
     def _on_returned(self, result: Any, on_result: Callable[[Any], None]) -> None:
         try:

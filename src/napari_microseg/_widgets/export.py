@@ -1,0 +1,142 @@
+"""Export widget: labels to TIFF/PNG/OME-Zarr and per-object measurements to CSV.
+
+The export runs in a worker thread (never on the GUI thread), every file is
+written atomically, and nothing is overwritten without asking.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    Label,
+    PushButton,
+    create_widget,
+)
+from napari.layers import Image, Labels
+from napari.utils.notifications import show_info, show_warning
+from qtpy.QtWidgets import QMessageBox
+
+from ..core.export import LABEL_FORMATS, ExportResult, export_job
+from ._runner import JobRunner
+
+if TYPE_CHECKING:
+    import napari
+
+
+class ExportWidget(Container):
+    """Dock widget that exports a labels layer and its measurements."""
+
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        super().__init__(labels=True)
+        self.viewer = napari_viewer
+        self.labels_combo: ComboBox = create_widget(annotation=Labels, label="labels")
+        self.image_combo: ComboBox = create_widget(
+            annotation=Image | None, label="intensity from", options={"nullable": True}
+        )
+        self.folder = FileEdit(mode="d", label="folder", value=Path.home())
+        self.format = ComboBox(choices=list(LABEL_FORMATS), value="TIFF", label="labels as")
+        self.write_labels = CheckBox(value=True, text="write labels")
+        self.write_csv = CheckBox(value=True, text="write measurements (CSV)")
+        self.export_button = PushButton(text="Export")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.summary = Label(value="")
+        self.extend(
+            [
+                self.labels_combo,
+                self.image_combo,
+                self.folder,
+                self.format,
+                self.write_labels,
+                self.write_csv,
+                self.export_button,
+                self.cancel_button,
+                self.summary,
+            ]
+        )
+        self.runner = JobRunner("Export", on_state=self._set_running)
+        self.export_button.changed.connect(self.export)
+        self.cancel_button.changed.connect(self.runner.cancel)
+        self.last_result: ExportResult | None = None
+
+    def _set_running(self, running: bool) -> None:
+        self.export_button.enabled = not running
+        self.cancel_button.enabled = running
+
+    def targets(self) -> tuple[Path | None, Path | None]:
+        """The label file and CSV file an export would write now."""
+        layer = self.labels_combo.value
+        folder = Path(self.folder.value)
+        stem = layer.name if layer is not None else "labels"
+        labels_path = folder / f"{stem}{LABEL_FORMATS[self.format.value]}"
+        csv_path = folder / f"{stem}_measurements.csv"
+        return (
+            labels_path if self.write_labels.value else None,
+            csv_path if self.write_csv.value else None,
+        )
+
+    def confirm_overwrite(self, existing: list[Path]) -> bool:
+        """Ask before replacing files (tests replace this method)."""
+        names = "\n".join(str(p) for p in existing)
+        answer = QMessageBox.question(
+            self.native, "Overwrite?", f"These files exist and would be replaced:\n{names}"
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
+    def export(self) -> None:
+        """Check the inputs, ask before overwriting, and start the export job."""
+        layer = self.labels_combo.value
+        if layer is None or layer not in self.viewer.layers:
+            show_warning("Choose a labels layer to export.")
+            return
+        labels_path, csv_path = self.targets()
+        if labels_path is None and csv_path is None:
+            show_warning("Tick 'write labels' or 'write measurements'.")
+            return
+        folder = Path(self.folder.value)
+        if not folder.is_dir():
+            show_warning(f"The folder {folder} does not exist; choose another one.")
+            return
+        if self.format.value == "PNG" and layer.data.ndim != 2 and labels_path is not None:
+            show_warning("PNG holds 2D labels only; choose TIFF or OME-Zarr for a stack.")
+            return
+        existing = [p for p in (labels_path, csv_path) if p is not None and p.exists()]
+        if existing and not self.confirm_overwrite(existing):
+            show_info("Export cancelled; nothing was overwritten.")
+            return
+        intensity = self._intensity_for(layer)
+        scale = tuple(float(s) for s in layer.scale)
+        physical = None if all(s == 1.0 for s in scale) else scale
+        # A snapshot, so painting during the export cannot tear the written file.
+        labels = np.array(layer.data, copy=True)
+        job = export_job(
+            labels, labels_path, scale=physical, csv_path=csv_path, intensity=intensity
+        )
+        self.runner.start(job, self._on_done)
+
+    def _intensity_for(self, layer: Labels) -> np.ndarray | None:
+        image = self.image_combo.value
+        if image is None or image not in self.viewer.layers:
+            return None
+        data = np.asarray(image.data)
+        spatial = data.shape[:-1] if image.rgb else data.shape
+        if spatial != layer.data.shape:
+            show_warning(
+                f"The image {image.name!r} {spatial} and the labels {layer.data.shape} differ in "
+                "shape; measuring without intensities."
+            )
+            return None
+        return data
+
+    def _on_done(self, result: ExportResult) -> None:
+        self.last_result = result
+        parts = [f"{k.replace('_', ' ')}: {v:.4g}" for k, v in result.summary.items()]
+        self.summary.value = "; ".join(parts)
+        written = ", ".join(p.name for p in result.files)
+        show_info(f"Exported {written}." if written else "Measured; nothing written.")

@@ -1,0 +1,91 @@
+"""Export widget: labels + measurements written off the GUI thread, never overwriting silently."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from napari_microseg._widgets.export import ExportWidget
+from napari_microseg.core.io import imread
+
+
+@pytest.fixture
+def setup(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    labels = np.zeros((3, 20, 20), np.uint32)
+    labels[1, 2:6, 2:6] = 70000
+    labels[:, 10:15, 10:15] = 2
+    image = viewer.add_image(np.full(labels.shape, 5.0), name="em", scale=(0.1, 0.02, 0.02))
+    layer = viewer.add_labels(labels, name="mito", scale=(0.1, 0.02, 0.02))
+    widget = ExportWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.folder.value = tmp_path
+    widget.image_combo.value = image
+    widget.labels_combo.value = layer
+    return viewer, layer, widget
+
+
+def run_export(widget, qtbot):
+    widget.export()
+    if widget.runner.worker is not None:
+        with qtbot.waitSignal(widget.runner.worker.finished, timeout=10000):
+            pass
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "OME-Zarr"])
+def test_export_labels_and_measurements_then_reread(setup, qtbot, tmp_path, fmt):
+    _, layer, widget = setup
+    widget.format.value = fmt
+    run_export(widget, qtbot)
+    labels_path, csv_path = widget.targets()
+    back = imread(labels_path)
+    np.testing.assert_array_equal(np.asarray(back.data), layer.data)
+    np.testing.assert_allclose(back.scale, (0.1, 0.02, 0.02))
+    rows = list(csv.DictReader(csv_path.open()))
+    assert [r["label"] for r in rows] == ["2", "70000"]
+    assert float(rows[1]["volume_um3"]) == pytest.approx(16 * 0.1 * 0.02 * 0.02)
+    assert float(rows[0]["mean_intensity"]) == 5.0
+    assert "objects: 2" in widget.summary.value
+
+
+def test_never_overwrites_without_asking(setup, qtbot):
+    _, _, widget = setup
+    labels_path, _ = widget.targets()
+    labels_path.write_text("precious")
+    widget.confirm_overwrite = lambda existing: False
+    run_export(widget, qtbot)
+    assert labels_path.read_text() == "precious"
+    widget.confirm_overwrite = lambda existing: True
+    run_export(widget, qtbot)
+    assert imread(labels_path).kind == "labels"
+
+
+def test_png_refuses_a_stack_and_no_layer_is_a_message(setup, qtbot, tmp_path):
+    viewer, layer, widget = setup
+    widget.format.value = "PNG"
+    widget.export()
+    assert widget.runner.worker is None and not list(tmp_path.glob("*.png"))
+    viewer.layers.remove(layer)
+    widget.export()  # no labels layer: a warning, no crash
+    assert widget.runner.worker is None
+
+
+def test_unwritable_folder_mid_export_keeps_layers(setup, qtbot, monkeypatch):
+    import napari_microseg.core.export as export_module
+
+    viewer, _, widget = setup
+
+    def refuse(*args, **kwargs):
+        raise PermissionError("Cannot write to the folder: permission denied.")
+
+    monkeypatch.setattr(export_module, "write_measurements", refuse)
+    errors = []
+    monkeypatch.setattr(
+        "napari_microseg._widgets._runner.show_error", lambda message: errors.append(message)
+    )
+    run_export(widget, qtbot)
+    assert errors and "permission denied" in errors[0]
+    assert [lay.name for lay in viewer.layers] == ["em", "mito"]
+    assert not list(widget.targets()[1].parent.glob("*.csv"))
