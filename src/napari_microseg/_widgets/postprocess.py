@@ -1,0 +1,282 @@
+"""Post-process widget: probabilities to labels with a live preview, no re-inference.
+
+It works on any probability Image layer: the layers the Segment widget makes
+carry their class axis and the model's recommended pipeline in
+``layer.metadata``; any other single-channel image in [0, 1] works too.
+Moving a slider re-runs the pipeline on the current slice only (thresholds
+derived once from the whole map, so the preview matches the final result);
+"Apply to all slices" runs the whole map in the background with Cancel.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSlider,
+    FloatSpinBox,
+    Label,
+    PushButton,
+    create_widget,
+)
+from napari.layers import Image
+from napari.utils.notifications import show_warning
+
+from ..core.postprocess import METHODS, PostprocessPipeline
+from ._runner import JobRunner, user_message
+
+if TYPE_CHECKING:
+    import napari
+
+LOG = logging.getLogger(__name__)
+
+
+def class_axis_of(layer: Image) -> int | None:
+    """The class axis of a probability layer made by the Segment widget, else None."""
+    axis = layer.metadata.get("class_axis")
+    return int(axis) if axis is not None else None
+
+
+def spatial_scale(layer: Image) -> tuple[float, ...]:
+    """The layer's scale without the class axis."""
+    axis = class_axis_of(layer)
+    return tuple(float(s) for i, s in enumerate(layer.scale) if i != axis)
+
+
+class PostprocessWidget(Container):
+    """Dock widget that turns a probability layer into labels."""
+
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        super().__init__(labels=True)
+        self.viewer = napari_viewer
+        self.prob_combo: ComboBox = create_widget(annotation=Image, label="probabilities")
+        self.method = ComboBox(choices=list(METHODS), value="otsu", label="method")
+        self.threshold = FloatSlider(value=0.5, min=0.0, max=1.0, step=0.01, label="threshold")
+        self.auto_threshold = CheckBox(value=True, text="automatic (Otsu / from Otsu)")
+        self.low = FloatSlider(value=0.3, min=0.0, max=1.0, step=0.01, label="low")
+        self.high = FloatSlider(value=0.7, min=0.0, max=1.0, step=0.01, label="high")
+        self.markers = ComboBox(choices=["distance", "probability"], label="markers")
+        self.h = FloatSpinBox(value=2.0, min=0.0, max=1000.0, step=0.5, label="h (maxima depth)")
+        self.compactness = FloatSpinBox(
+            value=0.0, min=0.0, max=100.0, step=0.01, label="compactness"
+        )
+        self.opening = FloatSpinBox(value=0.0, min=0.0, max=50.0, step=0.5, label="opening radius")
+        self.fill_holes = CheckBox(value=True, text="fill holes")
+        self.min_size = FloatSpinBox(value=0.0, min=0.0, max=1e12, step=10.0, label="min size")
+        self.physical = CheckBox(value=False, text="sizes in µm (else pixels)")
+        self.live = CheckBox(value=True, text="live preview on the current slice")
+        self.apply_button = PushButton(text="Apply to all slices")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.status = Label(value="")
+        self.extend(
+            [
+                self.prob_combo,
+                self.method,
+                self.auto_threshold,
+                self.threshold,
+                self.low,
+                self.high,
+                self.markers,
+                self.h,
+                self.compactness,
+                self.opening,
+                self.fill_holes,
+                self.min_size,
+                self.physical,
+                self.live,
+                self.apply_button,
+                self.cancel_button,
+                self.status,
+            ]
+        )
+        self.runner = JobRunner("Post-process", on_state=self._set_running)
+        self._resolved: dict[tuple[Any, ...], PostprocessPipeline] = {}
+        for control in (
+            self.method,
+            self.threshold,
+            self.auto_threshold,
+            self.low,
+            self.high,
+            self.markers,
+            self.h,
+            self.compactness,
+            self.opening,
+            self.fill_holes,
+            self.min_size,
+            self.physical,
+            self.live,
+        ):
+            control.changed.connect(self.update_preview)
+        self.prob_combo.changed.connect(self._on_layer_changed)
+        self.apply_button.changed.connect(self.apply_to_all)
+        self.cancel_button.changed.connect(self.runner.cancel)
+        self.viewer.dims.events.current_step.connect(self.update_preview)
+        self._on_layer_changed(self.prob_combo.value)
+
+    # -------------------------------------------------------------------- settings
+    def _set_running(self, running: bool) -> None:
+        self.apply_button.enabled = not running
+        self.cancel_button.enabled = running
+
+    def _on_layer_changed(self, layer: Image | None) -> None:
+        if layer is not None and "postprocess" in layer.metadata:
+            self.set_pipeline(PostprocessPipeline.from_dict(layer.metadata["postprocess"]))
+        self._update_visibility()
+        self.update_preview()
+
+    def set_pipeline(self, pipeline: PostprocessPipeline) -> None:
+        """Show a pipeline's settings in the controls (e.g. a model's recommendation)."""
+        with self.changed.blocked():
+            self.method.value = pipeline.method
+            self.auto_threshold.value = pipeline.threshold is None
+            if pipeline.threshold is not None:
+                self.threshold.value = pipeline.threshold
+            if pipeline.low is not None and pipeline.high is not None:
+                self.low.value, self.high.value = pipeline.low, pipeline.high
+            self.markers.value = pipeline.markers
+            if pipeline.h is not None:
+                self.h.value = pipeline.h
+            self.compactness.value = pipeline.compactness
+            self.opening.value = pipeline.opening_radius
+            self.fill_holes.value = pipeline.fill_holes
+            self.min_size.value = pipeline.min_size
+            self.physical.value = pipeline.physical_units
+        self._base = pipeline
+
+    def _update_visibility(self) -> None:
+        method = self.method.value
+        self.threshold.visible = method == "threshold" or not self.auto_threshold.value
+        self.auto_threshold.visible = method != "threshold"
+        self.low.visible = self.high.visible = (
+            method == "hysteresis" and not self.auto_threshold.value
+        )
+        self.markers.visible = self.h.visible = self.compactness.visible = method == "watershed"
+
+    def pipeline(self) -> PostprocessPipeline:
+        """The pipeline the controls describe."""
+        method = self.method.value
+        auto = self.auto_threshold.value and method != "threshold"
+        base = getattr(self, "_base", None)
+        layer = self.prob_combo.value
+        boundary = base.boundary_class if base is not None else None
+        foreground = base.foreground_class if base is not None else 1
+        if layer is None or class_axis_of(layer) is None:
+            boundary, foreground = None, 1
+        return PostprocessPipeline(
+            method=method,
+            threshold=None if auto or method == "hysteresis" else float(self.threshold.value),
+            low=None if auto else float(min(self.low.value, self.high.value)),
+            high=None if auto else float(max(self.low.value, self.high.value)),
+            foreground_class=foreground,
+            boundary_class=boundary,
+            markers=self.markers.value,
+            h=float(self.h.value),
+            compactness=float(self.compactness.value),
+            opening_radius=float(self.opening.value),
+            fill_holes=bool(self.fill_holes.value),
+            min_size=float(self.min_size.value),
+            physical_units=bool(self.physical.value),
+        )
+
+    # --------------------------------------------------------------------- preview
+    def _resolved_pipeline(
+        self, layer: Image, pipeline: PostprocessPipeline
+    ) -> PostprocessPipeline:
+        """Thresholds derived once from the whole map (cached), so a slice matches the volume."""
+        key = (
+            id(layer),
+            pipeline.method,
+            pipeline.threshold,
+            pipeline.low,
+            pipeline.high,
+            pipeline.foreground_class,
+        )
+        if key not in self._resolved:
+            data = np.asarray(layer.data)
+            self._resolved[key] = pipeline.resolve(data, class_axis=class_axis_of(layer))
+        resolved = self._resolved[key]
+        return replace(pipeline, threshold=resolved.threshold, low=resolved.low, high=resolved.high)
+
+    def current_slice(self, layer: Image) -> tuple[np.ndarray, tuple[int, ...]]:
+        """The probabilities of the displayed 2D slice (class axis kept) and its index."""
+        axis = class_axis_of(layer)
+        data = layer.data
+        point = layer.world_to_data(self.viewer.dims.point[-layer.ndim :])
+        index: list[Any] = []
+        picked: list[int] = []
+        for i in range(data.ndim):
+            if i == axis or i >= data.ndim - 2:
+                index.append(slice(None))
+            else:
+                value = int(np.clip(round(point[i]), 0, data.shape[i] - 1))
+                index.append(value)
+                picked.append(value)
+        return np.asarray(data[tuple(index)]), tuple(picked)
+
+    def update_preview(self, event: Any = None) -> None:
+        """Re-run the pipeline on the current slice and show it as a preview layer."""
+        self._update_visibility()
+        layer = self.prob_combo.value
+        if not self.live.value or layer is None or layer not in self.viewer.layers:
+            return
+        try:
+            pipeline = self._resolved_pipeline(layer, self.pipeline())
+            prob, picked = self.current_slice(layer)
+            axis = class_axis_of(layer)
+            scale = spatial_scale(layer)
+            labels = pipeline.run(
+                prob,
+                class_axis=None if axis is None else 0,
+                spacing=scale[-2:] if pipeline.physical_units else None,
+            )
+        except ValueError as error:
+            self.status.value = user_message(error)
+            return
+        self.status.value = f"preview: {int(labels.max())} objects on this slice"
+        self._show(f"{layer.name} preview", labels, layer, translate_slice=picked)
+
+    def _show(
+        self, name: str, labels: np.ndarray, source: Image, translate_slice: tuple[int, ...] = ()
+    ) -> None:
+        scale = spatial_scale(source)[-labels.ndim :]
+        translate = tuple(source.translate)[-labels.ndim :]
+        if name in self.viewer.layers:
+            target = self.viewer.layers[name]
+            target.data = labels
+            target.scale, target.translate = scale, translate
+        else:
+            self.viewer.add_labels(labels, name=name, scale=scale, translate=translate, opacity=0.5)
+
+    # ------------------------------------------------------------------- apply all
+    def apply_to_all(self) -> None:
+        """Post-process the whole probability map in the background."""
+        layer = self.prob_combo.value
+        if layer is None or layer not in self.viewer.layers:
+            show_warning("Choose a probability layer first.")
+            return
+        try:
+            pipeline = self._resolved_pipeline(layer, self.pipeline())
+        except ValueError as error:
+            show_warning(user_message(error))
+            return
+        axis = class_axis_of(layer)
+        scale = spatial_scale(layer)
+        job = pipeline.run_job(
+            np.asarray(layer.data),
+            class_axis=axis,
+            spacing=scale if pipeline.physical_units else None,
+        )
+        name = f"{layer.name.removesuffix(' probabilities')} labels"
+
+        def done(labels: np.ndarray) -> None:
+            self.status.value = f"{int(labels.max())} objects"
+            if layer in self.viewer.layers:
+                self._show(name, labels, layer)
+
+        self.runner.start(job, done)

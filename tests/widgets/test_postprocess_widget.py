@@ -1,0 +1,88 @@
+"""Post-process widget: live preview on the current slice, apply to all with Cancel."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_microseg._widgets.postprocess import PostprocessWidget
+
+
+def blobs_probability(shape=(4, 64, 64)) -> np.ndarray:
+    prob = np.zeros(shape, np.float32)
+    prob[:, 10:20, 10:20] = 0.9
+    prob[:, 30:50, 30:40] = 0.7
+    prob[2, 5:8, 50:60] = 0.95  # only on slice 2
+    return prob
+
+
+@pytest.fixture
+def viewer_widget(make_napari_viewer):
+    viewer = make_napari_viewer()
+    widget = PostprocessWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    return viewer, widget
+
+
+def test_preview_follows_the_slice_and_sliders(viewer_widget):
+    viewer, widget = viewer_widget
+    viewer.add_image(blobs_probability(), name="mito probabilities", scale=(0.1, 0.02, 0.02))
+    widget.prob_combo.value = viewer.layers["mito probabilities"]
+    viewer.dims.set_point(0, 0.0)
+    preview = viewer.layers["mito probabilities preview"]
+    assert preview.data.ndim == 2 and preview.data.max() == 2
+    np.testing.assert_allclose(preview.scale, (0.02, 0.02))
+    viewer.dims.set_point(0, 0.2)  # slice 2 holds a third object
+    assert viewer.layers["mito probabilities preview"].data.max() == 3
+    widget.auto_threshold.value = False
+    widget.method.value = "threshold"
+    widget.threshold.value = 0.8  # the 0.7 blob disappears
+    assert viewer.layers["mito probabilities preview"].data.max() == 2
+
+
+def test_class_stack_from_segment_widget_uses_its_metadata(viewer_widget):
+    viewer, widget = viewer_widget
+    fg = np.zeros((32, 32), np.float32)
+    fg[5:15, 5:15] = 0.9
+    stack = np.stack([1 - fg, fg])
+    layer = viewer.add_image(
+        stack,
+        name="x probabilities",
+        metadata={"class_axis": 0, "postprocess": {"method": "hysteresis", "min_size": 4}},
+    )
+    widget.prob_combo.value = layer
+    assert widget.method.value == "hysteresis"
+    assert viewer.layers["x probabilities preview"].data.shape == (32, 32)
+
+
+def test_apply_to_all_slices(viewer_widget, qtbot):
+    viewer, widget = viewer_widget
+    viewer.add_image(blobs_probability(), name="mito probabilities")
+    widget.prob_combo.value = viewer.layers["mito probabilities"]
+    widget.apply_to_all()
+    with qtbot.waitSignal(widget.runner.worker.finished, timeout=10000):
+        pass
+    labels = viewer.layers["mito labels"].data
+    assert labels.shape == (4, 64, 64) and labels.max() == 3
+
+
+def test_cancel_leaves_no_layer(viewer_widget, qtbot):
+    viewer, widget = viewer_widget
+    viewer.add_image(blobs_probability(), name="p")
+    widget.prob_combo.value = viewer.layers["p"]
+    widget.apply_to_all()
+    worker = widget.runner.worker
+    widget.runner.cancel()
+    with qtbot.waitSignal(worker.finished, timeout=10000):
+        pass
+    assert "p labels" not in viewer.layers
+
+
+def test_removed_layer_does_not_break_it(viewer_widget):
+    viewer, widget = viewer_widget
+    layer = viewer.add_image(blobs_probability(), name="p")
+    widget.prob_combo.value = layer
+    viewer.layers.remove(layer)
+    widget.update_preview()
+    widget.apply_to_all()
+    assert widget.runner.worker is None
