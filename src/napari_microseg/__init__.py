@@ -17,6 +17,8 @@ _LAZY_API: dict[str, str] = {
     "imwrite": "napari_microseg.core.io:imwrite",
     "Progress": "napari_microseg.core.progress:Progress",
     "drain": "napari_microseg.core.progress:drain",
+    "predict": "napari_microseg.core.inference:predict",
+    "iter_predict": "napari_microseg.core.inference:iter_predict",
 }
 
 __all__ = ["__version__", *_LAZY_API]
