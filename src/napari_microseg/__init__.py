@@ -17,6 +17,7 @@ _LAZY_API: dict[str, str] = {
     "imwrite": "napari_microseg.core.io:imwrite",
     "Progress": "napari_microseg.core.progress:Progress",
     "drain": "napari_microseg.core.progress:drain",
+    "load_model": "napari_microseg.core.models.registry:load_model",
     "predict": "napari_microseg.core.inference:predict",
     "iter_predict": "napari_microseg.core.inference:iter_predict",
 }

@@ -253,7 +253,7 @@ class SegmentationModel:
         return self
 
     def check_batch(self, batch: torch.Tensor) -> None:
-        """Raise :class:`ModelError` unless ``batch`` is ``(N, C, H, W)`` with C == ``in_channels``."""
+        """Raise :class:`ModelError` unless ``batch`` is ``(N, C, H, W)``, C = ``in_channels``."""
         if batch.ndim != 4:
             raise ModelError(
                 f"Model {self.name!r} takes a batch shaped (N, C, H, W), got shape "
@@ -288,9 +288,10 @@ class SegmentationModel:
         if channels == self.in_channels:
             return
         kind = {1: "greyscale (1 channel)", 3: "RGB (3 channels)"}
+        wanted = kind.get(self.in_channels, f"{self.in_channels} channels")
         raise ModelError(
-            f"Model {self.name!r} takes {kind.get(self.in_channels, f'{self.in_channels} channels')} "
-            f"input but {image_name} has {kind.get(channels, f'{channels} channels')}. "
+            f"Model {self.name!r} takes {wanted} input but {image_name} has "
+            f"{kind.get(channels, f'{channels} channels')}. "
             "Pick a model trained for this kind of image, or convert the image first."
         )
 

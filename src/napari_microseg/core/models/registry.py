@@ -1,0 +1,464 @@
+"""The model registry: bundled models, the user's own models, and model files.
+
+- **Bundled** models ship inside the package, in ``napari_microseg/models/``.
+- **User** models live in a per-user data folder (``platformdirs``), or in the
+  folder named by the environment variable ``NAPARI_MICROSEG_MODELS``;
+  fine-tuning saves there with :func:`save_user_model`.
+- **Files**: any saved model opened by path.
+
+Listing reads only the JSON cards and the safetensors headers: it imports no
+torch and loads no weights, so the model picker opens at once. A broken or
+foreign file is listed as unusable with the reason; it never breaks the list.
+
+Examples
+--------
+>>> for entry in list_models():  # doctest: +SKIP
+...     print(entry.name, entry.family, entry.size_mb, entry.problem or "ok")
+>>> model = load_model("mito-em", device="auto")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .base import ModelCard, ModelError, SegmentationModel
+from .build import get_architecture
+from .checkpoint import (
+    CARD_SUFFIX,
+    PICKLE_SUFFIXES,
+    WEIGHTS_SUFFIX,
+    checkpoint_paths,
+    inspect_checkpoint,
+    load_checkpoint,
+    serialize,
+    write_checkpoint,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    import torch
+
+log = logging.getLogger(__name__)
+
+#: Environment variable overriding the user's model folder.
+ENV_VAR = "NAPARI_MICROSEG_MODELS"
+#: Files in model folders that are not models and are not listed.
+_IGNORED_SUFFIXES = {".md", ".txt", ".rst", ".py", ".pyc", ".lock"}
+_CHANNEL_MODALITY = {1: "greyscale (EM, fluorescence)", 3: "RGB (H&E, brightfield)"}
+
+
+def bundled_models_dir() -> Path:
+    """The folder of the models shipped with the package (it may be empty or absent)."""
+    return Path(__file__).resolve().parents[2] / "models"
+
+
+def user_models_dir(*, create: bool = False) -> Path:
+    """The user's model folder: ``$NAPARI_MICROSEG_MODELS``, else a per-user data folder.
+
+    Parameters
+    ----------
+    create : bool
+        Create the folder if it does not exist.
+    """
+    override = os.environ.get(ENV_VAR, "").strip()
+    if override:
+        folder = Path(override).expanduser()
+    else:
+        from platformdirs import user_data_path
+
+        folder = user_data_path("napari-microseg", appauthor=False) / "models"
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One row of the model list.
+
+    Attributes
+    ----------
+    name : str
+        Registry name (the card's name; the file stem for unusable files).
+    source : {"bundled", "user", "file"}
+        Where it was found.
+    path : Path
+        Its weights file (or the offending file).
+    family : str
+        Architecture key (``"unet"`` ...).
+    modality : str
+        Imaging modality, or a description of the input channels.
+    in_channels : int or None
+        Input channels C.
+    task : str
+        ``"semantic"`` or ``"instance"``.
+    classes : tuple of str
+        Output classes.
+    size_mb : float
+        Size on disk in MB (10**6 bytes).
+    dtype : str
+        Storage type of the weights.
+    lineage : tuple of str
+        Parent, grandparent, ... names (empty for a model trained from scratch).
+    metrics : dict
+        The card's metrics, with the data they were measured on.
+    description : str
+        The card's free text.
+    problem : str
+        Why the model cannot be used; empty when it can.
+    card : ModelCard or None
+        The full card, when readable.
+    """
+
+    name: str
+    source: str
+    path: Path
+    family: str = ""
+    modality: str = ""
+    in_channels: int | None = None
+    task: str = ""
+    classes: tuple[str, ...] = ()
+    size_mb: float = 0.0
+    dtype: str = ""
+    lineage: tuple[str, ...] = ()
+    metrics: dict[str, Any] = field(default_factory=dict, compare=False)
+    description: str = ""
+    problem: str = ""
+    card: ModelCard | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def usable(self) -> bool:
+        """True when the model can be loaded."""
+        return not self.problem
+
+    @property
+    def size_text(self) -> str:
+        """The size in MB, with two significant digits below 1 MB."""
+        return f"{self.size_mb:.1f}" if self.size_mb >= 0.95 else f"{self.size_mb:.2g}"
+
+    @property
+    def label(self) -> str:
+        """One line for a model picker."""
+        if not self.usable:
+            return f"{self.name} (unusable: {self.problem})"
+        return f"{self.name} — {self.family}, {self.modality}, {self.size_text} MB"
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable description (for ``microseg models --json``)."""
+        return {
+            "name": self.name,
+            "source": self.source,
+            "path": str(self.path),
+            "family": self.family,
+            "modality": self.modality,
+            "in_channels": self.in_channels,
+            "task": self.task,
+            "classes": list(self.classes),
+            "size_mb": round(self.size_mb, 3),
+            "dtype": self.dtype,
+            "lineage": list(self.lineage),
+            "metrics": self.metrics,
+            "description": self.description,
+            "usable": self.usable,
+            "problem": self.problem,
+        }
+
+
+def _entry_for(path: Path, source: str) -> ModelEntry:
+    """Describe one model file; any failure becomes the entry's ``problem``."""
+    try:
+        info = inspect_checkpoint(path)
+        card = info.card
+        get_architecture(card.architecture, model_name=card.name)
+    # A listing must survive any file a user drops in the folder; the reason is shown.
+    except Exception as error:
+        weights, _ = checkpoint_paths(path)
+        return ModelEntry(name=weights.stem, source=source, path=path, problem=str(error))
+    return ModelEntry(
+        name=card.name,
+        source=source,
+        path=info.weights,
+        family=card.architecture,
+        modality=card.modality or _CHANNEL_MODALITY.get(card.in_channels, f"{card.in_channels} ch"),
+        in_channels=card.in_channels,
+        task=card.task,
+        classes=tuple(card.classes),
+        size_mb=info.size_bytes / 1e6,
+        dtype=info.dtype,
+        metrics=dict(card.metrics),
+        description=card.description,
+        card=card,
+    )
+
+
+def _foreign_entry(path: Path, source: str) -> ModelEntry:
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        problem = (
+            f"{path.name} is a PyTorch pickle checkpoint; these are never loaded automatically "
+            "because they can run code. Convert it with `microseg models import`."
+        )
+    else:
+        problem = (
+            f"{path.name} is not a napari-microseg model (expected a .safetensors file with "
+            "its .json card)."
+        )
+    return ModelEntry(name=path.stem, source=source, path=path, problem=problem)
+
+
+def scan_folder(folder: str | os.PathLike, source: str) -> list[ModelEntry]:
+    """List every model file in ``folder`` (not recursive); a missing folder gives ``[]``."""
+    folder = Path(folder)
+    try:
+        files = sorted(
+            p
+            for p in folder.iterdir()
+            if p.is_file()
+            and not p.name.startswith((".", "_"))
+            and p.suffix.lower() not in _IGNORED_SUFFIXES
+        )
+    except OSError:  # absent, not a folder, or unreadable
+        return []
+    entries, claimed = [], set()
+    # Cards first; their weights files are then not listed again.
+    for path in (p for p in files if p.suffix.lower() == CARD_SUFFIX):
+        entries.append(_entry_for(path, source))
+        claimed.update({path, checkpoint_paths(path)[0]})
+    for path in files:
+        if path in claimed:
+            continue
+        if path.suffix.lower() == WEIGHTS_SUFFIX:
+            entries.append(_entry_for(path, source))
+        else:
+            entries.append(_foreign_entry(path, source))
+    return entries
+
+
+def _with_lineage_and_duplicates(entries: list[ModelEntry]) -> list[ModelEntry]:
+    by_name: dict[str, ModelEntry] = {}
+    result = []
+    for entry in entries:
+        first = by_name.get(entry.name)
+        if entry.usable and first is not None:
+            entry = replace(
+                entry,
+                problem=f"the name {entry.name!r} is already used by the {first.source} model "
+                f"at {first.path}; rename this model (its .json card) to use it.",
+            )
+        elif entry.usable:
+            by_name[entry.name] = entry
+        result.append(entry)
+    for index, entry in enumerate(result):
+        chain: list[str] = []
+        parent = entry.card.parent if entry.card else None
+        while parent and parent not in chain and parent != entry.name:
+            chain.append(parent)
+            ancestor = by_name.get(parent)
+            parent = ancestor.card.parent if ancestor and ancestor.card else None
+        if chain:
+            result[index] = replace(entry, lineage=tuple(chain))
+    return result
+
+
+def list_models(
+    paths: Iterable[str | os.PathLike] = (), *, include_unusable: bool = True
+) -> list[ModelEntry]:
+    """Bundled models, then the user's, then ``paths``.
+
+    Parameters
+    ----------
+    paths : iterable of path-like
+        Extra model files (``.safetensors``/``.json``) to list, source ``"file"``.
+    include_unusable : bool
+        Also list broken and foreign files, with their ``problem``.
+
+    Returns
+    -------
+    list of ModelEntry
+        A model whose name is already taken by an earlier entry is marked unusable.
+    """
+    entries = scan_folder(bundled_models_dir(), "bundled")
+    entries += scan_folder(user_models_dir(), "user")
+    for path in paths:
+        path = Path(path)
+        if any(_same_file(path, entry.path) for entry in entries):
+            continue  # already listed from a model folder
+        if path.suffix.lower() in PICKLE_SUFFIXES:
+            entries.append(_foreign_entry(path, "file"))
+        else:
+            entries.append(_entry_for(path, "file"))
+    entries = _with_lineage_and_duplicates(entries)
+    return entries if include_unusable else [e for e in entries if e.usable]
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name the same model (either file of a pair, or the stem)."""
+    if a.suffix.lower() in PICKLE_SUFFIXES or b.suffix.lower() in PICKLE_SUFFIXES:
+        return a.resolve() == b.resolve()
+    return checkpoint_paths(a)[0].resolve() == checkpoint_paths(b)[0].resolve()
+
+
+def model_choices() -> list[tuple[str, str]]:
+    """``(label, name)`` of every usable model, for a model picker."""
+    return [(entry.label, entry.name) for entry in list_models(include_unusable=False)]
+
+
+def _is_path(name_or_path: str | os.PathLike) -> bool:
+    if not isinstance(name_or_path, str):
+        return True
+    known = (WEIGHTS_SUFFIX, CARD_SUFFIX, *PICKLE_SUFFIXES)
+    return "/" in name_or_path or os.sep in name_or_path or name_or_path.lower().endswith(known)
+
+
+def find_model(name_or_path: str | os.PathLike) -> ModelEntry:
+    """The entry for a registry name or a model file; :class:`ModelError` if there is none."""
+    if _is_path(name_or_path):
+        path = Path(name_or_path).expanduser()
+        weights, card_file = checkpoint_paths(path)
+        if not (path.exists() or weights.exists() or card_file.exists()):
+            raise ModelError(f"No model file at {path}.")
+        return next(entry for entry in list_models([path]) if _same_file(path, entry.path))
+    entries = list_models()
+    for entry in entries:
+        if entry.name == name_or_path and entry.usable:
+            return entry
+    for entry in entries:
+        if entry.name == name_or_path:
+            return entry
+    available = ", ".join(e.name for e in entries if e.usable) or "none yet"
+    raise ModelError(
+        f"No model named {name_or_path!r}. Available models: {available}. Run "
+        "`microseg models` to list them, or give the path of a .safetensors file."
+    )
+
+
+def load_model(
+    name_or_path: str | os.PathLike, device: str | torch.device | None = "auto"
+) -> SegmentationModel:
+    """Load a model by registry name or path, ready for inference.
+
+    Parameters
+    ----------
+    name_or_path : str or path-like
+        A name from :func:`list_models`, or a ``.safetensors``/``.json`` file.
+    device : str or torch.device, optional
+        ``"auto"`` picks CUDA, then MPS, then CPU; an unavailable GPU falls back
+        to the CPU with a warning (see :func:`napari_microseg.core.device.select_device`).
+
+    Returns
+    -------
+    SegmentationModel
+        In eval mode on the chosen device.
+
+    Raises
+    ------
+    ModelError
+        For an unknown name, a missing, broken or foreign file; the message
+        names the model and what to do.
+    """
+    entry = find_model(name_or_path)
+    if not entry.usable:
+        raise ModelError(f"Model {entry.name!r} cannot be used: {entry.problem}")
+    model = load_checkpoint(entry.path, device=device)
+    log.info("Loaded model %r (%s) on %s", model.name, entry.source, model.device)
+    return model
+
+
+def _file_stem(name: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")
+    if not stem:
+        raise ModelError(f"{name!r} cannot be used as a model name; use letters and digits.")
+    return stem
+
+
+def unique_model_name(base: str) -> str:
+    """``base``, or ``base-2``, ``base-3``... whichever no listed model uses yet."""
+    taken = {entry.name for entry in list_models()}
+    taken |= {p.stem for p in user_models_dir().glob(f"*{CARD_SUFFIX}")}
+    name, number = base, 1
+    while name in taken or _file_stem(name) in taken:
+        number += 1
+        name = f"{base}-{number}"
+    return name
+
+
+def _same_card(a: ModelCard, b: ModelCard) -> bool:
+    """Equal apart from when and by which version they were written."""
+
+    def content(card: ModelCard) -> dict[str, Any]:
+        return {k: v for k, v in card.to_dict().items() if k not in ("created", "version")}
+
+    return content(a) == content(b)
+
+
+def save_user_model(
+    model: SegmentationModel,
+    name: str | None = None,
+    *,
+    folder: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    dtype: str = "float32",
+) -> Path:
+    """Save ``model`` into the user's model folder, atomically.
+
+    Parameters
+    ----------
+    model : SegmentationModel
+        Network and card (set ``card.parent``, ``lineage`` and ``metrics`` first).
+    name : str, optional
+        Registry name; the card's name by default.
+    folder : path-like, optional
+        Defaults to :func:`user_models_dir`.
+    overwrite : bool
+        Replace a *different* model of the same name. Saving the very same
+        weights and card again is always allowed and changes nothing.
+    dtype : {"float32", "float16"}
+        Storage type of the weights.
+
+    Returns
+    -------
+    Path
+        The weights file.
+
+    Raises
+    ------
+    ModelError
+        If a bundled model has this name, or a different user model has it and
+        ``overwrite`` is False; :func:`unique_model_name` suggests a free name.
+    """
+    name = name or model.name
+    target = Path(folder) if folder is not None else user_models_dir(create=True)
+    target.mkdir(parents=True, exist_ok=True)
+    payload, card = serialize(model, dtype=dtype, card=replace(model.card, name=name))
+    weights, card_file = checkpoint_paths(target / _file_stem(name))
+    for entry in list_models(include_unusable=False):
+        if entry.name != name or entry.path.resolve() == weights.resolve():
+            continue
+        # Even with overwrite: a second file under a taken name would shadow nothing
+        # and only confuse the list, and a bundled model is never replaced.
+        raise ModelError(
+            f"A {entry.source} model named {name!r} already exists ({entry.path}). Save "
+            f"under another name, e.g. {unique_model_name(name)!r}."
+        )
+    if weights.exists() or card_file.exists():
+        try:
+            existing = inspect_checkpoint(weights)
+            identical = existing.sha256 == hashlib.sha256(payload).hexdigest() and _same_card(
+                existing.card, card
+            )
+        except ModelError:
+            identical = False
+        if identical:
+            return weights
+        if not overwrite:
+            raise ModelError(
+                f"A different model is already saved as {weights}. Save under another name, "
+                f"e.g. {unique_model_name(name)!r}, or pass overwrite=True to replace it."
+            )
+    return write_checkpoint(payload, card, weights, dtype)
