@@ -143,8 +143,8 @@ def run_folder(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from ..core.models.checkpoint import import_state_dict
     from ..core.models.registry import save_user_model
+    from ..core.models.state_dict_import import import_state_dict
 
     try:
         hyperparameters = json.loads(args.hyperparameters)

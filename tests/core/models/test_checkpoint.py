@@ -11,12 +11,12 @@ import torch
 from napari_microseg.core.models.base import ModelError, wrap_module
 from napari_microseg.core.models.build import create_model
 from napari_microseg.core.models.checkpoint import (
-    import_state_dict,
     inspect_checkpoint,
     load_checkpoint,
     read_card,
     save_checkpoint,
 )
+from napari_microseg.core.models.state_dict_import import import_state_dict
 
 TINY = {
     "unet": {"depth": 3, "base_width": 4, "batch_norm": True},

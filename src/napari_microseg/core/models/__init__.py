@@ -26,7 +26,7 @@ _LAZY: dict[str, str] = {
     "create_model": "build",
     "save_checkpoint": "checkpoint",
     "load_checkpoint": "checkpoint",
-    "import_state_dict": "checkpoint",
+    "import_state_dict": "state_dict_import",
     "read_card": "checkpoint",
     "detections_to_labels": "instances",
     "ModelEntry": "registry",
