@@ -29,9 +29,25 @@ array([[0, 0, 0, 0, 0, 0],
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+
+
+class Instances(NamedTuple):
+    """The result of an instance model.
+
+    Attributes
+    ----------
+    labels : ndarray of uint32
+        Object ids (0 = background), the image's spatial shape.
+    scores : (n + 1,) ndarray of float32
+        Detection score of each object: ``scores[label]``; ``scores[0]`` is 0.
+    """
+
+    labels: np.ndarray
+    scores: np.ndarray
+
 
 #: Objects of two tiles are one object when their IoU inside the shared area reaches this.
 IOU_THRESHOLD = 0.5

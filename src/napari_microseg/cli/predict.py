@@ -1,0 +1,231 @@
+"""``microseg predict``: tiled inference on files or folders, then post-processing to labels."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+#: Post-processing methods of :mod:`napari_microseg.core.postprocess`.
+METHODS = ("otsu", "threshold", "hysteresis", "watershed")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="segment images with a model: tiled inference, then post-processing to labels",
+        description="Predict INPUT (an image, several images, or a folder of images) tile by "
+        "tile with a model, post-process the probabilities into a label image as the model "
+        "card recommends (or as --postprocess says), and write it. The model is loaded once "
+        "for all inputs. With several inputs or a folder, --out is a folder and file names are "
+        "kept.",
+    )
+    parser.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="image(s) or folder")
+    parser.add_argument("--model", required=True, help="registry name or model file")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="labels file (.tif, .png, .zarr) for one input, or a folder for several",
+    )
+    parser.add_argument(
+        "--probabilities",
+        type=Path,
+        metavar="PATH",
+        help="also write the (K, ...) probabilities: a .tif or .zarr file for one input "
+        "(.zarr streams to disk, for volumes larger than memory), a folder for several",
+    )
+    parser.add_argument("--tile", type=int, help="tile side in pixels (default: model card, 256)")
+    parser.add_argument("--overlap", type=float, default=0.25, help="tile overlap in [0, 1)")
+    parser.add_argument("--batch-size", type=int, help="tiles per batch (halved on out-of-memory)")
+    parser.add_argument(
+        "--blend", choices=["gaussian", "average"], default="gaussian", help="tile blending"
+    )
+    parser.add_argument("--tta", action="store_true", help="average the 8 flips and rotations")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N, mps")
+    parser.add_argument("--axes", help="axis letters of the inputs, e.g. ZYX (needed for 4D/5D)")
+    parser.add_argument("--slice-axis", help="3D: cut 2D planes along this axis (default Z)")
+    parser.add_argument(
+        "--ortho", action="store_true", help="3D: average predictions along Z, Y and X planes"
+    )
+    parser.add_argument(
+        "--postprocess",
+        choices=METHODS,
+        metavar="METHOD",
+        help=f"post-processing ({', '.join(METHODS)}); default: the model card's, else otsu",
+    )
+    parser.add_argument("--threshold", type=float, help="threshold for --postprocess threshold")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from . import CommandError
+
+    inputs = expand_inputs(args.inputs)
+    several = len(inputs) > 1 or any(p.is_dir() and not _is_zarr(p) for p in args.inputs)
+    if several:
+        if args.out.suffix:
+            raise CommandError(
+                f"{len(inputs)} inputs need --out to be a folder, not the file {args.out}."
+            )
+        args.out.mkdir(parents=True, exist_ok=True)
+        if args.probabilities is not None:
+            args.probabilities.mkdir(parents=True, exist_ok=True)
+    model = load(args.model, args.device)
+    print(f"Model {model.name!r} ({model.card.architecture}, {model.task}).")
+    for number, path in enumerate(inputs, 1):
+        labels_path = args.out / f"{_stem(path)}.tif" if several else args.out
+        prob_path = args.probabilities
+        if several and prob_path is not None:
+            prob_path = prob_path / f"{_stem(path)}.tif"
+        if labels_path.resolve() == path.resolve():
+            raise CommandError(f"{labels_path} would overwrite its input; choose another --out.")
+        print(f"[{number}/{len(inputs)}] {path.name}")
+        predict_one(model, path, labels_path, prob_path, args)
+    return 0
+
+
+def load(name_or_path: str, device: str) -> Any:
+    """Load the model once, with a one-line error for unknown names or broken files."""
+    from ..core.models.registry import load_model
+
+    return load_model(name_or_path, device=device)
+
+
+def expand_inputs(paths: list[Path]) -> list[Path]:
+    """Files as given; folders (other than zarr stores) become their images, in name order."""
+    from ..core.io import IMAGE_SUFFIXES, ZARR_SUFFIXES, _natural_key
+    from . import CommandError
+
+    found: list[Path] = []
+    for path in paths:
+        if not path.exists():
+            raise CommandError(f"{path} does not exist.")
+        if path.is_dir() and not _is_zarr(path):
+            inside = [
+                p
+                for p in path.iterdir()
+                if not p.name.startswith(".")
+                and (p.name.lower().endswith(IMAGE_SUFFIXES + ZARR_SUFFIXES) or _is_zarr(p))
+            ]
+            if not inside:
+                raise CommandError(f"The folder {path} holds no images (TIFF, PNG, JPEG, zarr).")
+            found += sorted(inside, key=lambda p: _natural_key(p.name))
+        else:
+            found.append(path)
+    return found
+
+
+def _is_zarr(path: Path) -> bool:
+    from ..core.io import ZARR_SUFFIXES, _looks_like_zarr
+
+    return path.name.lower().endswith(ZARR_SUFFIXES) or (path.is_dir() and _looks_like_zarr(path))
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".ome.zarr", ".ome.tiff", ".ome.tif"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def predict_one(
+    model: Any, path: Path, labels_path: Path, prob_path: Path | None, args: argparse.Namespace
+) -> None:
+    """Predict one image and write its labels (and probabilities)."""
+    from ..core.inference import Instances, iter_predict
+    from ..core.io import describe, imread
+    from ..core.progress import drain
+    from . import CommandError
+
+    image = imread(path)
+    print(f"  {describe(image)}")
+    if args.axes:
+        image.axes = args.axes.upper()
+    out = None
+    if prob_path is not None:
+        if model.task == "instance":
+            raise CommandError("An instance model gives objects, not probabilities; drop it.")
+        if prob_path.suffix.lower() == ".zarr":
+            out = _zarr_probabilities(prob_path, model, image)
+    job = iter_predict(
+        model,
+        image.data,
+        axes=image.axes,
+        tile_size=args.tile,
+        overlap=args.overlap,
+        blend=args.blend,
+        batch_size=args.batch_size,
+        device=args.device,
+        tta=args.tta,
+        out=out,
+        slice_axis=args.slice_axis,
+        ortho=args.ortho,
+    )
+    result = drain(job)
+    if isinstance(result, Instances):
+        if args.postprocess:
+            print("  (--postprocess ignored: an instance model gives objects directly)")
+        labels = result.labels
+    else:
+        if prob_path is not None and out is None:
+            _write_probabilities(prob_path, result, image)
+        labels = _postprocess(model, result, image, args)
+    _write_labels(labels_path, labels, image)
+    print(f"  {int(labels.max())} objects -> {labels_path}")
+
+
+def _zarr_probabilities(path: Path, model: Any, image: Any) -> Any:
+    import zarr
+
+    spatial = image.spatial_axes
+    shape = tuple(image.data.shape[i] for i, a in enumerate(image.axes) if a != "C")
+    chunks = tuple(min(s, 256 if a in "YX" else 16) for a, s in zip(spatial, shape))
+    array = zarr.create_array(
+        store=str(path),
+        shape=(model.n_classes, *shape),
+        chunks=(1, *chunks),
+        dtype="float32",
+        overwrite=True,
+    )
+    array.attrs["axes"] = ["c", *spatial.lower()]
+    return array
+
+
+def _postprocess(model: Any, prob: Any, image: Any, args: argparse.Namespace) -> Any:
+    import numpy as np
+
+    from ..core.postprocess import postprocess
+
+    pipeline = model.card.recommended.get("postprocess")
+    settings: dict[str, Any] = {}
+    if args.postprocess:
+        settings["method"] = args.postprocess
+    if args.threshold is not None:
+        settings["threshold"] = args.threshold
+    if not isinstance(pipeline, dict):
+        pipeline = None
+    prob = np.asarray(prob)
+    if prob.shape[0] == 1:  # one sigmoid channel: the foreground itself
+        settings.setdefault("foreground_class", 0)
+    spacing = image.scale if image.scale and len(image.scale) == prob.ndim - 1 else None
+    return postprocess(prob, pipeline, class_axis=0, spacing=spacing, **settings)
+
+
+def _write_probabilities(path: Path, prob: Any, image: Any) -> None:
+    from ..core.writers import write_image
+
+    axes = "C" + image.spatial_axes
+    write_image(path, prob, scale=image.scale, axes=axes)
+    print(f"  probabilities -> {path}")
+
+
+def _write_labels(path: Path, labels: Any, image: Any) -> None:
+    from ..core.writers import write_labels
+    from ..core.zarr_io import write_ome_zarr
+
+    if path.suffix.lower() == ".zarr" or path.name.lower().endswith(".ome.zarr"):
+        write_ome_zarr(path, labels, axes=image.spatial_axes, scale=image.scale, kind="labels")
+    else:
+        write_labels(path, labels, scale=image.scale, axes=image.spatial_axes)
