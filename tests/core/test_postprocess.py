@@ -99,11 +99,14 @@ def test_slabs_give_the_whole_volume_answer(monkeypatch):
     rng = np.random.default_rng(1)
     prob = rng.random((5, 6, 7)).astype(np.float32)
     whole = (threshold_otsu(prob), hysteresis(prob), thresholds.probability_histogram(prob)[0])
+    pipeline = PostprocessPipeline(fill_holes=True, min_size=3)
+    labels = pipeline.run(prob)
     monkeypatch.setattr(thresholds, "SLAB_VOXELS", 50)  # slabs of one z-plane
     assert len(list(thresholds.iter_slabs(prob.shape))) == 5
     assert threshold_otsu(prob) == whole[0]
     np.testing.assert_array_equal(hysteresis(prob), whole[1])
     np.testing.assert_array_equal(thresholds.probability_histogram(prob)[0], whole[2])
+    np.testing.assert_array_equal(pipeline.run(prob), labels)
 
 
 @pytest.mark.parametrize("ndim", [2, 3])
@@ -367,3 +370,12 @@ def test_postprocess_accepts_settings_on_top_of_a_pipeline():
     base = PostprocessPipeline(method="threshold", threshold=0.5)
     np.testing.assert_array_equal(postprocess(prob, base), [[1, 1, 0, 2]])
     np.testing.assert_array_equal(postprocess(prob, base, min_size=2), [[1, 1, 0, 0]])
+
+
+def test_cleanup_can_work_in_place():
+    labels = np.array([[1, 1, 1, 0, 2], [1, 0, 1, 0, 0], [1, 1, 1, 0, 0]], np.uint32)
+    same = fill_holes(labels, out=labels)
+    assert same is labels and labels[1, 1] == 1
+    assert remove_small_objects(labels, 2, out=labels) is labels and labels[0, 4] == 0
+    with pytest.raises(ValueError, match="out must be"):
+        remove_small_holes(labels, 1, out=np.zeros((2, 2), np.uint32))

@@ -15,7 +15,7 @@ Label images keep their ids (uint32 or wider, never wrapped at 65535);
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -121,9 +121,10 @@ def relabel_sequential(labels: np.ndarray) -> np.ndarray:
         for index in iter_slabs(labels.shape):
             present[labels[index]] = True
         present[0] = False
-        lut = np.zeros(top + 1, dtype=np.uint64)
-        lut[present] = np.arange(1, np.count_nonzero(present) + 1, dtype=np.uint64)
-        dtype = np.uint32 if np.count_nonzero(present) < 2**32 else np.uint64
+        count = int(np.count_nonzero(present))
+        dtype = np.uint32 if count < 2**32 else np.uint64
+        lut = np.zeros(top + 1, dtype=dtype)
+        lut[present] = np.arange(1, count + 1, dtype=dtype)
         out = labels if labels.dtype == dtype else np.empty(labels.shape, dtype=dtype)
         for index in iter_slabs(labels.shape):
             out[index] = lut[labels[index]]
@@ -142,6 +143,7 @@ def remove_small_objects(
     *,
     spacing: Sequence[float] | None = None,
     connectivity: int = 1,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Remove objects smaller than ``min_size``.
 
@@ -155,6 +157,9 @@ def remove_small_objects(
         Voxel size in µm per axis.
     connectivity : int
         Neighbourhood of a mask's components.
+    out : ndarray, optional
+        Where to write the result, of ``image``'s shape and type; may be
+        ``image`` itself to work in place.
 
     Returns
     -------
@@ -176,26 +181,49 @@ def remove_small_objects(
            [1, 1, 0, 0]])
     """
     image = _check_image(image)
+    out = _output(image, out)
     min_pixels = pixels_for(min_size, spacing, image.ndim)
     if min_pixels <= 1:
-        return image.copy()
+        if out is not image:
+            out[...] = image
+        return out
     labels = label_components(image, connectivity=connectivity) if image.dtype == bool else image
     if labels.size and labels.min() < 0:
         raise ValueError("Label ids must be >= 0 (0 is background); found negative ids.")
-    keep = (_sizes_per_pixel(labels) >= min_pixels) & (labels > 0)
-    if image.dtype == bool:
-        return keep
-    return np.where(keep, labels, 0).astype(labels.dtype, copy=False)
-
-
-def _sizes_per_pixel(labels: np.ndarray) -> np.ndarray:
-    """The size of the object each pixel belongs to (background included as id 0)."""
     top = int(labels.max()) if labels.size else 0
-    if top <= 4 * labels.size + 1024:
-        return np.bincount(labels.ravel(), minlength=1)[labels]
-    # Sparse huge ids (say 2**40): a table indexed by id would not fit; sort instead.
-    _, inverse, counts = np.unique(labels.ravel(), return_inverse=True, return_counts=True)
-    return counts[inverse].reshape(labels.shape)
+    if top > 4 * labels.size + 1024:
+        # Sparse huge ids (say 2**40): a table indexed by id would not fit; sort instead.
+        _, inverse, counts = np.unique(labels.ravel(), return_inverse=True, return_counts=True)
+        keep = (counts[inverse].reshape(labels.shape) >= min_pixels) & (labels > 0)
+        out[...] = keep if image.dtype == bool else np.where(keep, labels, 0)
+        return out
+    keep_id = count_ids(labels, top) >= min_pixels
+    keep_id[0] = False
+    # Slab by slab, so the temporaries stay small next to a 3D volume.
+    for index in iter_slabs(labels.shape):
+        keep = keep_id[labels[index]]
+        out[index] = keep if image.dtype == bool else np.where(keep, labels[index], 0)
+    return out
+
+
+def count_ids(labels: np.ndarray, top: int) -> np.ndarray:
+    """Pixels per id 0..``top``, counted slab by slab.
+
+    ``np.bincount`` casts its input to 8-byte integers; on a whole 3D volume
+    that copy alone would be twice the size of uint32 labels.
+    """
+    counts = np.zeros(top + 1, dtype=np.int64)
+    for index in iter_slabs(labels.shape):
+        counts += np.bincount(labels[index].ravel().astype(np.intp), minlength=top + 1)
+    return counts
+
+
+def _output(image: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    if out is None:
+        return np.empty_like(image)
+    if out.shape != image.shape or out.dtype != image.dtype:
+        raise ValueError(f"out must be {image.shape} {image.dtype}; got {out.shape} {out.dtype}.")
+    return out
 
 
 def _hole_owners(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -205,30 +233,19 @@ def _hole_owners(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     ``owner[h]`` the id of the one object around region ``h`` (0 when it
     touches the image border or several objects), and the size of each region.
     """
-    background = labels == 0
     holes = np.empty(labels.shape, dtype=np.uint32)
-    n = ndi.label(background, output=holes)
-    sizes = np.bincount(holes.ravel(), minlength=n + 1)
+    n = ndi.label(labels == 0, output=holes)
+    sizes = count_ids(holes, n)
     if n == 0:
         return holes, np.zeros(1, dtype=labels.dtype), sizes
-    # Neighbouring (region, object) pairs across every face, both directions.
-    hole_ids, owner_ids = [], []
-    for axis in range(labels.ndim):
-        lo = [slice(None)] * labels.ndim
-        hi = [slice(None)] * labels.ndim
-        lo[axis], hi[axis] = slice(None, -1), slice(1, None)
-        for a, b in ((tuple(lo), tuple(hi)), (tuple(hi), tuple(lo))):
-            h, o = holes[a], labels[b]
-            touch = (h > 0) & (o > 0)
-            hole_ids.append(h[touch])
-            owner_ids.append(o[touch])
-    hole_ids_all = np.concatenate(hole_ids)
-    owner_all = np.concatenate(owner_ids).astype(np.uint64)
-    big = np.iinfo(np.uint64).max
-    lowest = np.full(n + 1, big, dtype=np.uint64)
+    # Lowest and highest object id next to each region; one owner when they agree.
+    lowest = np.full(n + 1, np.iinfo(np.uint64).max, dtype=np.uint64)
     highest = np.zeros(n + 1, dtype=np.uint64)
-    np.minimum.at(lowest, hole_ids_all, owner_all)
-    np.maximum.at(highest, hole_ids_all, owner_all)
+    for h, o in _face_pairs(holes, labels):
+        touch = (h > 0) & (o > 0)
+        hole_ids, owner_ids = h[touch], o[touch].astype(np.uint64)
+        np.minimum.at(lowest, hole_ids, owner_ids)
+        np.maximum.at(highest, hole_ids, owner_ids)
     owner = np.where(lowest == highest, highest, 0)
     # Regions on the image border are outside, not holes.
     for axis in range(labels.ndim):
@@ -238,11 +255,33 @@ def _hole_owners(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return holes, owner.astype(labels.dtype), sizes
 
 
+def _face_pairs(first: np.ndarray, second: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Views of face-neighbouring pixels (``first`` at p, ``second`` at its neighbour q).
+
+    Both directions across every axis, slab by slab along the first axis so
+    the caller's temporaries stay small.
+    """
+    ndim, n0 = first.ndim, first.shape[0]
+    for (rows,) in iter_slabs(first.shape):
+        a, b = rows.start, rows.stop
+        stop = min(b, n0 - 1)
+        if stop > a:  # across the first axis, between this slab's rows and the next
+            yield first[a:stop], second[a + 1 : stop + 1]
+            yield first[a + 1 : stop + 1], second[a:stop]
+        for axis in range(1, ndim):
+            lo = [slice(a, b)] + [slice(None)] * (ndim - 1)
+            hi = list(lo)
+            lo[axis], hi[axis] = slice(None, -1), slice(1, None)
+            yield first[tuple(lo)], second[tuple(hi)]
+            yield first[tuple(hi)], second[tuple(lo)]
+
+
 def remove_small_holes(
     image: np.ndarray,
     max_size: float,
     *,
     spacing: Sequence[float] | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Fill holes of at most ``max_size`` pixels inside objects.
 
@@ -255,6 +294,8 @@ def remove_small_holes(
         ``spacing`` is given.
     spacing : sequence of float, optional
         Voxel size in µm per axis.
+    out : ndarray, optional
+        Where to write the result; may be ``image`` itself to work in place.
 
     Returns
     -------
@@ -276,21 +317,26 @@ def remove_small_holes(
            [1, 1, 1]])
     """
     image = _check_image(image)
+    out = _output(image, out)
     max_pixels = pixels_for(max_size, spacing, image.ndim)
-    labels = image.astype(np.uint8) if image.dtype == bool else image
+    labels = image.view(np.uint8) if image.dtype == bool else image
     holes, owner, sizes = _hole_owners(labels)
     owner = np.where(sizes <= max_pixels, owner, 0).astype(labels.dtype)
-    filled = np.where(labels == 0, owner[holes], labels)
-    return filled.astype(bool) if image.dtype == bool else filled.astype(image.dtype, copy=False)
+    for index in iter_slabs(labels.shape):
+        filled = np.where(holes[index] > 0, owner[holes[index]], labels[index])
+        out[index] = filled.view(bool) if image.dtype == bool else filled
+    return out
 
 
-def fill_holes(image: np.ndarray) -> np.ndarray:
+def fill_holes(image: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
     """Fill every hole inside objects.
 
     Parameters
     ----------
     image : (M, N[, P]) ndarray of bool or int
         A mask or a label image.
+    out : ndarray, optional
+        Where to write the result; may be ``image`` itself to work in place.
 
     Returns
     -------
@@ -310,7 +356,7 @@ def fill_holes(image: np.ndarray) -> np.ndarray:
     >>> fill_holes(two)[1]
     array([1, 1, 1, 2, 2, 2])
     """
-    return remove_small_holes(image, np.inf)
+    return remove_small_holes(image, np.inf, out=out)
 
 
 def _footprint_mask(image: np.ndarray, what: str) -> np.ndarray:

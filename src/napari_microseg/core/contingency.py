@@ -134,7 +134,7 @@ def compress_ids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         labels = labels.view(np.uint8)
     top = int(labels.max()) if labels.size else 0
     if top <= 4 * labels.size + 1024:
-        present = np.bincount(labels.ravel(), minlength=top + 1) > 0
+        present = np.bincount(labels.ravel().astype(np.intp), minlength=top + 1) > 0
         present[0] = True
         ids = np.flatnonzero(present)
         lut = np.zeros(top + 1, dtype=np.intp)

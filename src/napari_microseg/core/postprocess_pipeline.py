@@ -357,13 +357,15 @@ class PostprocessPipeline:
             yield advance("connected components")
         del mask
         if self.fill_holes:
-            labels = fill_holes(labels)
+            labels = fill_holes(labels, out=labels)  # the pipeline owns labels: in place
             yield advance("fill holes")
         elif self.max_hole_size > 0:
-            labels = remove_small_holes(labels, self.max_hole_size, spacing=unit_spacing)
+            labels = remove_small_holes(
+                labels, self.max_hole_size, spacing=unit_spacing, out=labels
+            )
             yield advance("fill small holes")
         if self.min_size > 0:
-            labels = remove_small_objects(labels, self.min_size, spacing=unit_spacing)
+            labels = remove_small_objects(labels, self.min_size, spacing=unit_spacing, out=labels)
             yield advance("remove small objects")
         labels = relabel_sequential(labels)
         yield advance(f"{int(labels.max()) if labels.size else 0} objects")

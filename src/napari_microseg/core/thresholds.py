@@ -20,8 +20,11 @@ from collections.abc import Iterator
 import numpy as np
 from scipy import ndimage as ndi
 
-#: Voxels per slab: about 64 MiB of float32 temporaries at a time.
-SLAB_VOXELS = 1 << 24
+#: Voxels per slab: 16 MiB of float32 at a time (4 planes of 1024 x 1024).
+SLAB_VOXELS = 1 << 22
+
+#: Voxels per histogram chunk: ``bincount`` needs 8-byte indices, so chunks stay small.
+_HISTOGRAM_VOXELS = 1 << 20
 
 #: Tolerance on the [0, 1] range: float32 softmax or blending can overshoot by an ulp or so.
 _RANGE_TOLERANCE = 1e-4
@@ -136,7 +139,7 @@ def probability_histogram(prob: np.ndarray, *, nbins: int = 256) -> tuple[np.nda
         Bin centres.
     """
     counts = np.zeros(nbins, dtype=np.int64)
-    for index in iter_slabs(prob.shape):
+    for index in iter_slabs(prob.shape, voxels=_HISTOGRAM_VOXELS):
         slab = np.asarray(prob[index], dtype=np.float32)
         bins = (slab * nbins).astype(np.intp).ravel()
         np.clip(bins, 0, nbins - 1, out=bins)
