@@ -34,9 +34,10 @@ def register(subparsers: Any) -> None:
         "postprocess",
         help="turn probability maps into label images (otsu, hysteresis, watershed, cleanup)",
         description="Threshold probability maps (TIFF, (Y,X) or (Z,Y,X) in [0, 1], or a (K,...) "
-        "class stack with --class), split touching objects, clean up, and write uint32 label "
-        "TIFFs that keep the voxel size. Settings come from the options, from --pipeline "
-        "(a saved pipeline or a model card's recommended post-processing), or both (options win).",
+        "class stack with --class), split touching objects, clean up, and write label TIFFs "
+        "(uint16, or uint32 beyond 65535 objects) that keep the voxel size. Settings come "
+        "from the options, from --pipeline (a saved pipeline or a model card's recommended "
+        "post-processing), or both (options win).",
     )
     parser.add_argument("prob", type=Path, nargs="+", metavar="PROB", help="probability TIFF(s)")
     parser.add_argument(
