@@ -320,6 +320,18 @@ def test_instance_stack_ids_are_unique_across_slices():
     assert len(scores) == labels.max() + 1
 
 
+def test_a_real_mask_rcnn_runs_tile_by_tile():
+    build = pytest.importorskip("napari_microseg.core.models.build")
+    torch.manual_seed(0)
+    model = build.create_model(
+        "maskrcnn", name="mr", fpn_channels=16, box_head_size=32, mask_head_channels=16
+    )
+    image = np.random.default_rng(13).random((48, 80), dtype=np.float32)
+    labels, scores = predict(model, image, tile_size=48, overlap=0.25)
+    assert labels.shape == image.shape and labels.dtype == np.uint32
+    assert len(scores) == labels.max() + 1 and np.all(scores[1:] > 0)
+
+
 def test_instance_models_refuse_tta():
     with pytest.raises(ModelError, match="instance"):
         predict(BlobDetector(), blob_image(), tta=True)

@@ -254,6 +254,8 @@ def sample_values(
         for axis in rest:
             index[axis] = slice(None, None, step)
     picked = _read(data, tuple(index))
+    if picked.dtype == bool:  # percentiles need numbers
+        picked = picked.view(np.uint8)
     if channel is not None:
         picked = np.moveaxis(picked, channel, 0)
     return picked.reshape(n_channels, -1)
