@@ -16,7 +16,7 @@ from importlib import import_module
 from .._version import __version__
 
 #: Sub-command modules, in the order ``--help`` lists them.
-COMMANDS = ["demo", "models", "predict", "postprocess", "evaluate"]
+COMMANDS = ["demo", "models", "predict", "postprocess", "evaluate", "train", "finetune"]
 
 
 class CommandError(Exception):

@@ -1,0 +1,130 @@
+"""``microseg finetune``: fine-tune a model on corrected labels and save it as a new version.
+
+Examples
+--------
+::
+
+    microseg finetune --model mito-em --image stack.tif --labels corrected.tif \\
+        --slices 12,40 --name mito-em-mine --minutes 2
+    microseg predict --model mito-em-mine ...      # usable by name at once
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``finetune`` sub-command."""
+    parser = subparsers.add_parser(
+        "finetune",
+        help="fine-tune a model on corrected labels (a few slices suffice)",
+        description="Fine-tune a model on hand-corrected labels and save the result under a new "
+        "name in the user's model folder ($NAPARI_MICROSEG_MODELS or a per-user data folder), "
+        "with its lineage. Only annotated slices count: the non-empty label slices, or those "
+        "given with --slices. The parent model is never changed. Ctrl-C stops and keeps the "
+        "best weights so far as NAME-draft.",
+    )
+    parser.add_argument("--model", required=True, help="parent model: registry name or file")
+    parser.add_argument("--image", required=True, type=Path, help="the image (TIFF, PNG...)")
+    parser.add_argument("--labels", required=True, type=Path, help="the corrected labels")
+    parser.add_argument(
+        "--annotated", type=Path, help="mask of the annotated region (default: annotated slices)"
+    )
+    parser.add_argument("--slices", help="annotated slices of a stack, e.g. 3,10-12")
+    parser.add_argument("--name", required=True, help="registry name of the new model")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=int, help="number of training steps (reproducible)")
+    budget.add_argument("--minutes", type=float, help="time budget in minutes")
+    parser.add_argument("--freeze-encoder", action="store_true", help="train the decoder only")
+    parser.add_argument("--lr", type=float, help="learning rate (default 5e-4)")
+    parser.add_argument("--patch-size", type=int, help="patch side in pixels (default 128)")
+    parser.add_argument("--batch-size", type=int, help="patches per step (default 4)")
+    parser.add_argument(
+        "--augment", choices=("default", "light", "none"), help="augmentation preset"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(func=run)
+
+
+def settings_from_args(args: argparse.Namespace) -> Any:
+    """The fine-tune :class:`~napari_microseg.core.training.TrainSettings` the options ask for."""
+    from ..core.training import TrainSettings
+
+    overrides: dict[str, Any] = {"seed": args.seed, "freeze_encoder": args.freeze_encoder}
+    # One budget given: it alone limits the run (steps alone are reproducible).
+    if args.steps is not None:
+        overrides.update(steps=args.steps, minutes=None)
+    if args.minutes is not None:
+        overrides.update(minutes=args.minutes, steps=None)
+    optional = {
+        "learning_rate": args.lr,
+        "patch_size": args.patch_size,
+        "batch_size": args.batch_size,
+        "augment": args.augment,
+    }
+    overrides.update({key: value for key, value in optional.items() if value is not None})
+    return TrainSettings.for_finetune(**overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..core.io import imread
+    from ..core.progress import drain
+    from ..core.training import SaveError, finetune
+    from . import CommandError
+
+    settings = settings_from_args(args)
+    image = imread(args.image)
+    labels = imread(args.labels)
+    annotated = imread(args.annotated).data if args.annotated else None
+    job = finetune(
+        args.model,
+        image.data,
+        labels.data,
+        annotated=annotated,
+        slices=args.slices,
+        axes=image.axes,
+        name=args.name,
+        settings=settings,
+        device=args.device,
+    )
+    try:
+        model = drain(job, show=not args.json)
+    except SaveError as error:
+        raise CommandError(str(error)) from error
+    report(model, as_json=args.json)
+    return 0
+
+
+def report(model: Any, *, as_json: bool = False) -> None:
+    """Print what was trained and where it went."""
+    lineage = model.card.lineage
+    before, after = lineage.get("metrics_before") or {}, lineage.get("metrics_after") or {}
+    if as_json:
+        summary = {
+            "name": model.name,
+            "parent": model.card.parent,
+            "steps": lineage.get("steps"),
+            "stopped": lineage.get("stopped"),
+            "duration_s": lineage.get("duration_s"),
+            "metrics_before": before,
+            "metrics_after": after,
+            "data_sha256": lineage.get("data_sha256"),
+        }
+        print(json.dumps(summary, indent=2))
+        return
+    print(
+        f"Saved {model.name!r} ({lineage.get('steps')} steps, stopped by "
+        f"{lineage.get('stopped')}, {lineage.get('duration_s')} s)."
+    )
+    for key in ("dice", "iou", "object_f1"):
+        if key in after:
+            old = f"{before[key]:.3f} -> " if key in before else ""
+            print(f"  validation {key}: {old}{after[key]:.3f}")
+    print(f"  validation data: {lineage.get('validation')}")
+    print(f"Use it by name: microseg predict --model {model.name} ...")

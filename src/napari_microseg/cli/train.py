@@ -1,0 +1,168 @@
+"""``microseg train``: train a model from scratch as a YAML config describes.
+
+A config names the family, its hyper-parameters and classes, the data set
+(a folder in one of the layouts of :mod:`napari_microseg.core.datasets`;
+``--data`` overrides its path) and the training settings (the fields of
+:class:`~napari_microseg.core.training.TrainSettings`). See ``configs/`` for
+examples::
+
+    microseg train --config configs/mito-em.yaml --data /data/lucchi
+    microseg train --config configs/mito-em.yaml --data /data/lucchi --resume
+
+The model goes to the user's model folder, usable by name at once. A
+resumable checkpoint is written every few minutes to the user's model folder
+(``.training/<name>.pt``, or ``--checkpoint``); ``--resume`` continues from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+#: Top-level keys a training config may hold.
+CONFIG_KEYS = (
+    "name",
+    "family",
+    "in_channels",
+    "classes",
+    "hyperparameters",
+    "normalization",
+    "description",
+    "recommended",
+    "data",
+    "training",
+)
+#: Keys of the config's ``data`` section.
+DATA_KEYS = ("path", "kind", "split", "limit", "target", "grey")
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``train`` sub-command."""
+    parser = subparsers.add_parser(
+        "train",
+        help="train a model from scratch from a YAML config",
+        description="Train a U-Net, SegNet, Micro-Net or Mask R-CNN as a YAML config describes "
+        "(family, hyper-parameters, classes, data set, training settings), and save it in the "
+        "user's model folder with its lineage. See configs/*.yaml.",
+    )
+    parser.add_argument("--config", required=True, type=Path, help="the YAML config")
+    parser.add_argument("--data", type=Path, help="data set folder (overrides data.path)")
+    parser.add_argument("--name", help="registry name (overrides the config's name)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--steps", type=int, help="training steps (overrides the config)")
+    parser.add_argument("--minutes", type=float, help="time budget (overrides the config)")
+    parser.add_argument("--limit", type=int, help="use at most this many images or slices")
+    parser.add_argument("--checkpoint", type=Path, help="resumable checkpoint file")
+    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    parser.add_argument("--seed", type=int, help="random seed (overrides the config)")
+    parser.set_defaults(func=run)
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """Read and check a training config; a :class:`~..CommandError` names what is wrong."""
+    import yaml
+
+    from . import CommandError
+
+    if not path.is_file():
+        raise CommandError(f"The config {path} does not exist.")
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise CommandError(f"{path} is not valid YAML: {error}") from error
+    if not isinstance(config, dict):
+        raise CommandError(f"{path} must hold a mapping of settings.")
+    unknown = sorted(set(config) - set(CONFIG_KEYS))
+    if unknown:
+        raise CommandError(
+            f"{path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(CONFIG_KEYS)}."
+        )
+    for key in ("name", "family"):
+        if not config.get(key):
+            raise CommandError(f"{path} needs a {key!r}.")
+    data = config.get("data") or {}
+    if not isinstance(data, dict) or set(data) - set(DATA_KEYS):
+        raise CommandError(f"{path}: 'data' takes the keys {', '.join(DATA_KEYS)}.")
+    return config
+
+
+def build(config: dict[str, Any], args: argparse.Namespace, base: Path) -> tuple[Any, ...]:
+    """The fresh model, the data set and the settings a config (plus options) describes."""
+    from ..core.datasets import load_dataset
+    from ..core.models.build import create_model
+    from ..core.training import TrainSettings
+    from . import CommandError
+
+    data_cfg = dict(config.get("data") or {})
+    data_path = args.data or data_cfg.get("path")
+    if not data_path:
+        raise CommandError("No data: give --data FOLDER or data.path in the config.")
+    data_path = Path(data_path).expanduser()
+    if not data_path.is_absolute() and not data_path.exists():
+        data_path = base / data_path  # relative to the config file
+    dataset = load_dataset(
+        data_path,
+        kind=data_cfg.get("kind"),
+        split=data_cfg.get("split"),
+        limit=args.limit if args.limit is not None else data_cfg.get("limit"),
+        target=data_cfg.get("target"),
+        grey=bool(data_cfg.get("grey", False)),
+    )
+    training = dict(config.get("training") or {})
+    for key, value in (("steps", args.steps), ("minutes", args.minutes), ("seed", args.seed)):
+        if value is not None:
+            training[key] = value
+    if args.minutes is not None and args.steps is None:
+        training.setdefault("steps", None)
+    settings = TrainSettings.from_dict(training).validate()
+    name = args.name or config["name"]
+    model = create_model(
+        config["family"],
+        name=name,
+        in_channels=int(config.get("in_channels", 1)),
+        classes=config.get("classes") or ("background", "foreground"),
+        normalization=config.get("normalization"),
+        pixel_size_um=dataset.pixel_size_um,
+        modality=dataset.modality,
+        description=config.get("description", ""),
+        **(config.get("hyperparameters") or {}),
+    )
+    if config.get("recommended"):
+        model.card.recommended = dict(config["recommended"])
+    return model, dataset, settings
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..core.models.registry import user_models_dir
+    from ..core.progress import drain
+    from ..core.training import SaveError, train
+    from . import CommandError
+    from .finetune import report
+
+    config = read_config(args.config)
+    model, dataset, settings = build(config, args, args.config.resolve().parent)
+    checkpoint = args.checkpoint or user_models_dir(create=True) / ".training" / f"{model.name}.pt"
+    if args.resume and not checkpoint.exists():
+        raise CommandError(f"Nothing to resume: {checkpoint} does not exist.")
+    print(
+        f"Training {config['family']} {model.name!r} on {dataset.description} "
+        f"({len(dataset.pairs)} training item(s)"
+        + (f", {len(dataset.validation)} validation item(s))" if dataset.validation else ")")
+    )
+    job = train(
+        model,
+        dataset.pairs,
+        validation=dataset.validation,
+        name=model.name,
+        settings=settings,
+        device=args.device,
+        checkpoint=checkpoint,
+        resume=args.resume,
+    )
+    try:
+        trained = drain(job)
+    except SaveError as error:
+        raise CommandError(str(error)) from error
+    report(trained)
+    return 0
