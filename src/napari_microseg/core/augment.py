@@ -12,12 +12,15 @@ The augmentations are those of the source reports:
 * piecewise-affine distortion (the DSB 2018 report, imgaug's
   ``PiecewiseAffine`` with point scale 0.01-0.04).
 
-torchvision.transforms.v2 does the crop, flips, rotation, affine and elastic
-transforms: it applies one set of random parameters to every input and
-resamples ``tv_tensors.Mask`` inputs with nearest-neighbour interpolation,
-so masks keep their integer values. This module adds what v2 lacks: exact
-rotations by 90 degrees, radial and piecewise distortion, noise scaled to the
-image's range, median blur and alpha-blended sharpening.
+torchvision.transforms.v2 does the resampling: ``functional.affine`` for the
+crop, rotation, zoom, shear and shift (composed into one transform) and
+``functional.elastic`` for the elastic field of ``ElasticTransform`` plus
+the radial or piecewise distortion (summed into one displacement field), so
+an image is resampled at most twice however many augmentations fire, and
+``tv_tensors.Mask`` inputs are resampled with nearest neighbour and keep
+their integer values. This module adds what v2 lacks: exact rotations by 90
+degrees, radial and piecewise distortion fields, noise scaled to the image's
+range, median blur and alpha-blended sharpening.
 
 Masks (labels, class targets, the annotated-region mask, weight maps) are
 never interpolated into new values. Pixels that a geometric transform brings
@@ -272,17 +275,8 @@ class Augmenter:
         img, squeeze, img_numpy = _image_tensor(image)
         mask_tensors, restore = zip(*(_mask_tensor(m) for m in masks)) if masks else ((), ())
         items: tuple[Any, ...] = (tv_tensors.Image(img), *mask_tensors)
-        fill = {tv_tensors.Image: 0.0, tv_tensors.Mask: 0}
         height, width = img.shape[-2:]
 
-        if _chance(cfg.crop_p) and cfg.crop_fraction < 1:
-            size = [
-                max(1, round(height * cfg.crop_fraction)),
-                max(1, round(width * cfg.crop_fraction)),
-            ]
-            items = v2.Compose([v2.RandomCrop(size), v2.Resize([height, width], antialias=True)])(
-                items
-            )
         if _chance(cfg.hflip_p):
             items = tuple(TF.horizontal_flip(t) for t in items)
         if _chance(cfg.vflip_p):
@@ -291,30 +285,21 @@ class Augmenter:
             # Exact: a quarter turn needs no interpolation, and keeps a square's shape.
             k = int(torch.randint(1, 4, ()).item()) if height == width else 2
             items = tuple(_rewrap(t, torch.rot90(t, k, dims=(-2, -1))) for t in items)
-        if _chance(cfg.rotate_p) and cfg.rotate_degrees > 0:
-            items = v2.RandomRotation(
-                cfg.rotate_degrees, interpolation=InterpolationMode.BILINEAR, fill=fill
-            )(items)
-        if _chance(cfg.affine_p):
-            items = v2.RandomAffine(
-                degrees=0,
-                translate=(cfg.shift, cfg.shift) if cfg.shift > 0 else None,
-                scale=tuple(cfg.zoom),
-                shear=cfg.shear if cfg.shear > 0 else None,
-                interpolation=InterpolationMode.BILINEAR,
-                fill=fill,
-            )(items)
-        if _chance(cfg.elastic_p):
-            alpha = _uniform(*cfg.elastic_alpha)
-            items = v2.ElasticTransform(alpha=alpha, sigma=cfg.elastic_sigma, fill=fill)(items)
-        if _chance(cfg.distort_p) and cfg.distort_kinds:
-            kind = cfg.distort_kinds[int(torch.randint(len(cfg.distort_kinds), ()).item())]
-            grid = (
-                _radial_grid(height, width, cfg.radial_k)
-                if kind == "radial"
-                else _piecewise_grid(height, width, cfg.piecewise_grid, cfg.piecewise_scale)
+        # Every resampling blurs the image and may move a mask edge by half a pixel, so the
+        # crop, rotation, zoom, shear and shift become one affine transform, and the elastic
+        # and distortion fields one displacement field: at most two resamplings in all.
+        affine = self._affine_params(height, width)
+        if affine is not None:
+            items = tuple(
+                TF.affine(t, **affine, interpolation=InterpolationMode.BILINEAR, fill=0)
+                for t in items
             )
-            items = tuple(_warp(t, grid) for t in items)
+        displacement = self._displacement(items, height, width)
+        if displacement is not None:
+            items = tuple(
+                TF.elastic(t, displacement, interpolation=InterpolationMode.BILINEAR, fill=0)
+                for t in items
+            )
         if out_size is not None:
             items = tuple(TF.center_crop(t, list(out_size)) for t in items)
 
@@ -332,6 +317,55 @@ class Augmenter:
         out_image = out_image.numpy() if img_numpy else out_image
         out_masks = [fn(t.as_subclass(torch.Tensor)) for fn, t in zip(restore, items[1:])]
         return (out_image, *out_masks)
+
+    def _affine_params(self, height: int, width: int) -> dict[str, Any] | None:
+        """Parameters of ``TF.affine`` for the crop, rotation and zoom/shear/shift drawn."""
+        cfg = self.config
+        crop = _chance(cfg.crop_p) and cfg.crop_fraction < 1
+        rotate = _chance(cfg.rotate_p) and cfg.rotate_degrees > 0
+        affine = _chance(cfg.affine_p)
+        if not (crop or rotate or affine):
+            return None
+        angle, scale, shift_x, shift_y, shear = 0.0, 1.0, 0.0, 0.0, [0.0, 0.0]
+        if crop:
+            # A random window of crop_fraction of the image, resized back to full size.
+            fraction = cfg.crop_fraction
+            scale /= fraction
+            reach = (1 - fraction) / (2 * fraction)
+            shift_x += _uniform(-reach, reach) * width
+            shift_y += _uniform(-reach, reach) * height
+        if rotate:
+            angle = _uniform(-cfg.rotate_degrees, cfg.rotate_degrees)
+        if affine:
+            scale *= _uniform(*cfg.zoom)
+            shift_x += _uniform(-cfg.shift, cfg.shift) * width
+            shift_y += _uniform(-cfg.shift, cfg.shift) * height
+            shear = [_uniform(-cfg.shear, cfg.shear), _uniform(-cfg.shear, cfg.shear)]
+        return {
+            "angle": angle,
+            "translate": [round(shift_x), round(shift_y)],
+            "scale": scale,
+            "shear": shear,
+        }
+
+    def _displacement(self, items: tuple[Any, ...], height: int, width: int):
+        """The elastic field (torchvision's) plus a radial or piecewise distortion, or None."""
+        cfg = self.config
+        field = None
+        if _chance(cfg.elastic_p):
+            alpha = _uniform(*cfg.elastic_alpha)
+            elastic = v2.ElasticTransform(alpha=alpha, sigma=cfg.elastic_sigma)
+            field = elastic.make_params(list(items))["displacement"]
+        if _chance(cfg.distort_p) and cfg.distort_kinds:
+            kind = cfg.distort_kinds[int(torch.randint(len(cfg.distort_kinds), ()).item())]
+            grid = (
+                _radial_grid(height, width, cfg.radial_k)
+                if kind == "radial"
+                else _piecewise_grid(height, width, cfg.piecewise_grid, cfg.piecewise_scale)
+            )
+            extra = grid - _identity_grid(height, width)
+            field = extra if field is None else field + extra
+        return field
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -422,31 +456,6 @@ def _piecewise_grid(
     control = torch.randn(1, 2, points, points) * (2 * sigma)
     field = F.interpolate(control, size=(height, width), mode="bilinear", align_corners=True)
     return _identity_grid(height, width) + field.permute(0, 2, 3, 1)
-
-
-def _warp(item: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """Resample an image (bilinear) or a mask (nearest) at ``grid``; outside is 0."""
-    is_mask = isinstance(item, tv_tensors.Mask)
-    data = item.as_subclass(torch.Tensor)
-    # float64 keeps every integer label exact through nearest sampling.
-    work = data.to(torch.float64 if is_mask else torch.float32)
-    work = (
-        work.reshape(-1, 1, *data.shape[-2:]) if is_mask else work.reshape(1, -1, *data.shape[-2:])
-    )
-    out = F.grid_sample(
-        work,
-        grid.to(work.dtype).expand(work.shape[0], -1, -1, -1),
-        mode="nearest" if is_mask else "bilinear",
-        padding_mode="zeros",
-        align_corners=False,
-    )
-    out = out.reshape(data.shape)
-    out = (
-        out.round().to(data.dtype)
-        if is_mask and not data.is_floating_point()
-        else out.to(data.dtype)
-    )
-    return tv_tensors.wrap(out, like=item)
 
 
 def median_blur(image: torch.Tensor, size: int = 3) -> torch.Tensor:

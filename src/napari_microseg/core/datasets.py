@@ -147,9 +147,15 @@ def load_dataset(
 
 
 def _read(path: Path) -> np.ndarray:
-    from .io import imread
+    # The layouts fix the axes (stacks are Z, Y, X), so no guessing: a 3-slice stack read
+    # by a general reader could pass for an RGB image.
+    if path.suffix.lower() in (".tif", ".tiff"):
+        import tifffile
 
-    return np.asarray(imread(path).data)
+        return np.asarray(tifffile.imread(path))
+    import imageio.v3 as iio
+
+    return np.asarray(iio.imread(path))
 
 
 def _spread(n: int, limit: int | None) -> np.ndarray:

@@ -59,6 +59,18 @@ def _check(logits: torch.Tensor, target: torch.Tensor, annotated: torch.Tensor |
         raise ValueError(f"annotated must be {expected}, got {tuple(annotated.shape)}.")
 
 
+def _masked(logits: torch.Tensor, annotated: torch.Tensor | None) -> torch.Tensor:
+    """Float logits with unannotated pixels set to 0 before any arithmetic.
+
+    A product with 0 afterwards is not enough: an infinite logit gives NaN in
+    the softmax, and the NaN would come back through the gradient.
+    """
+    logits = logits.float()
+    if annotated is None:
+        return logits
+    return torch.where(annotated[:, None], logits, torch.zeros_like(logits))
+
+
 def cross_entropy(
     logits: torch.Tensor,
     target: torch.Tensor,
@@ -85,7 +97,7 @@ def cross_entropy(
         nothing is annotated.
     """
     _check(logits, target, annotated)
-    logits = logits.float()
+    logits = _masked(logits, annotated)
     if logits.shape[1] == 1:
         per_pixel = F.binary_cross_entropy_with_logits(
             logits[:, 0], target.float(), reduction="none"
@@ -94,7 +106,6 @@ def cross_entropy(
         per_pixel = F.cross_entropy(logits, target.long(), reduction="none")
     w = torch.ones_like(per_pixel) if weight is None else weight.float()
     if annotated is not None:
-        # where(), not a product: 0 * inf would be NaN for a wild unannotated logit.
         per_pixel = torch.where(annotated, per_pixel, torch.zeros_like(per_pixel))
         w = torch.where(annotated, w, torch.zeros_like(w))
     total = w.sum()
@@ -134,7 +145,7 @@ def soft_dice(
         pooled over the batch.
     """
     _check(logits, target, annotated)
-    logits = logits.float()
+    logits = _masked(logits, annotated)
     n_classes = logits.shape[1]
     if n_classes == 1:
         probs = torch.sigmoid(logits)

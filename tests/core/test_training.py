@@ -1,0 +1,400 @@
+"""train() / finetune(): sparse annotation, validation split, lineage, Cancel, bad input."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from napari_microseg.core import synthetic
+from napari_microseg.core.models import registry
+from napari_microseg.core.models.base import ModelError
+from napari_microseg.core.models.build import create_model
+from napari_microseg.core.progress import drain
+from napari_microseg.core.training import (
+    SaveError,
+    TrainingDataError,
+    TrainingError,
+    TrainingPair,
+    TrainingWarning,
+    TrainSettings,
+    annotated_slices,
+    finetune,
+    parse_slices,
+    train,
+)
+from napari_microseg.core.trainingdata import Plane, prepare, split_validation
+
+
+@pytest.fixture(autouse=True)
+def user_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty registry in tmp_path: no test sees or writes the real model folders."""
+    bundled, user = tmp_path / "bundled", tmp_path / "user"
+    bundled.mkdir()
+    monkeypatch.setenv(registry.ENV_VAR, str(user))
+    monkeypatch.setattr(registry, "bundled_models_dir", lambda: bundled)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the test machine's cores are shared
+    yield user
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def parent():
+    """A tiny untrained U-Net saved in the user folder as 'tiny'."""
+    torch.manual_seed(0)
+    model = create_model("unet", name="tiny", depth=2, base_width=8)
+    registry.save_user_model(model)
+    return model
+
+
+@pytest.fixture(scope="module")
+def nuclei():
+    return synthetic.fluorescence_nuclei((96, 96), n_objects=12, seed=1)
+
+
+def quick(**overrides) -> TrainSettings:
+    base = {
+        "steps": 20,
+        "minutes": None,
+        "patch_size": 48,
+        "batch_size": 4,
+        "learning_rate": 1e-2,
+        "val_every": 10,
+        "warmup_steps": 2,
+    }
+    return TrainSettings.for_finetune(**{**base, **overrides})
+
+
+def sparse_stack():
+    """A 6-slice FIB-SEM-like stack whose labels are painted on slices 1 and 4 only."""
+    sample = synthetic.fibsem_mitochondria((6, 64, 64), n_objects=14, seed=3)
+    labels = np.zeros_like(sample.labels)
+    labels[[1, 4]] = sample.labels[[1, 4]]
+    return sample.image, labels
+
+
+def file_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def weights_of(module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+# ----------------------------------------------------------------------------- sparse data
+
+
+def test_annotated_slices_are_found_or_given(parent):
+    image, labels = sparse_stack()
+    assert annotated_slices(labels) == [1, 4]
+    data = prepare([TrainingPair(image, labels)], parent)
+    assert [p.name for p in data.planes] == ["image 1 z=1", "image 1 z=4"]
+    only = prepare([TrainingPair(image, labels, slices=[4])], parent)
+    assert [p.name for p in only.planes] == ["image 1 z=4"]
+    assert parse_slices("3, 10-12") == [3, 10, 11, 12]
+    assert len(data.data_hash) == 64 and data.data_hash != only.data_hash
+
+
+def test_an_explicit_annotated_region_is_all_that_counts(parent, nuclei):
+    annotated = np.zeros(nuclei.labels.shape, bool)
+    annotated[:, :50] = True
+    data = prepare([TrainingPair(nuclei.image, nuclei.labels, annotated)], parent)
+    assert np.array_equal(data.planes[0].annotated, annotated)
+
+
+def test_two_planes_are_split_into_strips(parent):
+    image, labels = sparse_stack()
+    data = prepare([TrainingPair(image, labels)], parent)
+    train_regions, val_regions, text = split_validation(data.planes, fraction=0.2)
+    assert len(val_regions) == 2 and "strip" in text
+    for tr, va in zip(train_regions, val_regions):
+        assert not (tr.mask & va.mask).any()
+        assert np.array_equal(tr.mask | va.mask, tr.plane.annotated)
+        assert 0.1 < va.pixels / tr.plane.annotated.sum() < 0.35
+        assert va.objects > 0 and tr.objects > 0
+
+
+def test_many_planes_hold_out_whole_planes():
+    planes = []
+    for i in range(6):
+        ids = np.zeros((32, 32), np.uint16)
+        ids[4:10, 4 + i : 12 + i] = 1
+        planes.append(
+            Plane(
+                np.zeros((1, 32, 32), np.float32),
+                ids,
+                (ids > 0).astype(np.uint8),
+                np.ones((32, 32), bool),
+                f"p{i}",
+            )
+        )
+    train_regions, val_regions, text = split_validation(planes, fraction=0.2)
+    assert len(val_regions) == 1 and len(train_regions) == 5 and "planes held out" in text
+
+
+# ----------------------------------------------------------------------------- fine-tuning
+
+
+def test_a_short_finetune_improves_dice_and_records_lineage(parent, nuclei, user_folder):
+    parent_file = user_folder / "tiny.safetensors"
+    before_hash = file_hash(parent_file)
+    events = []
+    model = drain(
+        finetune(
+            "tiny", nuclei.image, nuclei.labels, name="tiny-nuclei", settings=quick(), device="cpu"
+        ),
+        show=False,
+        on_progress=events.append,
+    )
+    lineage = model.card.lineage
+    before, after = lineage["metrics_before"]["dice"], lineage["metrics_after"]["dice"]
+    assert after > before + 0.2 and after > 0.7
+    # Lineage: parent, data hash, settings, metrics before/after, time.
+    assert model.card.parent == "tiny" and lineage["parent"] == "tiny"
+    assert lineage["parent_sha256"] and len(lineage["data_sha256"]) == 64
+    assert lineage["settings"]["steps"] == 20 and lineage["steps"] == 20
+    assert lineage["started"] <= lineage["finished"] and lineage["duration_s"] >= 0
+    assert model.card.metrics["dice"] == after and "held-out" in model.card.metrics["data"]
+    # Listed at once, loadable by name, the parent untouched and still listed.
+    entries = {e.name: e for e in registry.list_models(include_unusable=False)}
+    assert entries["tiny-nuclei"].lineage == ("tiny",) and "tiny" in entries
+    reloaded = registry.load_model("tiny-nuclei", device="cpu")
+    assert reloaded.card.lineage["data_sha256"] == lineage["data_sha256"]
+    assert file_hash(parent_file) == before_hash
+    # Live-curve information for the widget.
+    phases = [e.info.get("phase") for e in events]
+    assert phases[0] == "prepare" and "baseline" in phases and phases[-1] == "done"
+    train_events = [e for e in events if e.info.get("phase") == "train"]
+    assert len(train_events) == 20 and all("loss" in e.info for e in train_events)
+    assert any("val_dice" in e.info for e in events if e.info.get("phase") == "validate")
+
+
+def test_cancel_keeps_a_draft_and_leaves_the_parent_intact(parent, nuclei, user_folder):
+    parent_file = user_folder / "tiny.safetensors"
+    before_hash = file_hash(parent_file)
+    before_weights = weights_of(parent.module)
+    job = finetune(
+        parent,
+        nuclei.image,
+        nuclei.labels,
+        name="tiny-cancel",
+        settings=quick(steps=50, val_every=3),
+        device="cpu",
+    )
+    for event in job:
+        if event.info.get("phase") == "train" and event.step == 7:
+            break
+    job.close()
+    assert file_hash(parent_file) == before_hash
+    after_weights = weights_of(parent.module)
+    assert all(torch.equal(before_weights[k], after_weights[k]) for k in before_weights)
+    names = {e.name for e in registry.list_models(include_unusable=False)}
+    assert "tiny-cancel-draft" in names and "tiny-cancel" not in names
+    draft = registry.load_model("tiny-cancel-draft", device="cpu")
+    assert draft.card.parent == "tiny" and draft.card.lineage["draft"] is True
+
+
+def test_a_seed_makes_a_step_budgeted_run_reproducible(parent, nuclei):
+    runs = [
+        drain(
+            finetune(
+                parent,
+                nuclei.image,
+                nuclei.labels,
+                settings=quick(steps=4, seed=5),
+                device="cpu",
+                save=False,
+            ),
+            show=False,
+        )
+        for _ in range(2)
+    ]
+    first, second = (weights_of(m.module) for m in runs)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_freezing_the_encoder_trains_only_the_decoder(parent, nuclei):
+    model = drain(
+        finetune(
+            parent,
+            nuclei.image,
+            nuclei.labels,
+            settings=quick(steps=3, freeze_encoder=True),
+            device="cpu",
+            save=False,
+        ),
+        show=False,
+    )
+    old, new = parent.module.state_dict(), model.module.state_dict()
+    assert all(torch.equal(old[k], new[k]) for k in old if k.startswith("encoders."))
+    assert not all(torch.equal(old[k], new[k]) for k in old if k.startswith("decoders."))
+
+
+def test_boundary_models_get_a_boundary_target(nuclei):
+    model = create_model(
+        "unet", name="three", classes=["background", "nucleus", "boundary"], depth=2, base_width=4
+    )
+    data = prepare([TrainingPair(nuclei.image, nuclei.labels)], model)
+    assert set(np.unique(data.planes[0].target)) == {0, 1, 2}
+
+
+def test_micronet_trains_with_deep_supervision(nuclei):
+    torch.manual_seed(0)
+    model = create_model("micronet", name="micro", depth=3, base_width=4)
+    calls = []
+    original = model.module.forward_with_aux
+    model.module.forward_with_aux = lambda x: calls.append(1) or original(x)
+    result = drain(
+        finetune(
+            model,
+            nuclei.image,
+            nuclei.labels,
+            device="cpu",
+            save=False,
+            settings=quick(steps=2, patch_size=64),
+        ),
+        show=False,
+    )
+    assert len(calls) == 2 and result.card.lineage["steps"] == 2
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_no_annotated_pixels_is_a_clear_error(parent):
+    image, labels = sparse_stack()
+    with pytest.raises(TrainingDataError, match="no annotated pixels"):
+        drain(finetune(parent, image, np.zeros_like(labels), settings=quick()), show=False)
+
+
+def test_background_only_annotation_is_a_clear_error(parent):
+    image, labels = sparse_stack()
+    with pytest.raises(TrainingDataError, match="no object"):
+        drain(
+            finetune(parent, image, np.zeros_like(labels), slices=[2], settings=quick()), show=False
+        )
+
+
+def test_labels_of_another_shape_are_a_clear_error(parent, nuclei):
+    with pytest.raises(TrainingDataError, match=r"labels are shaped \(96, 90\)"):
+        drain(finetune(parent, nuclei.image, nuclei.labels[:, :90], settings=quick()), show=False)
+
+
+def test_slices_outside_the_stack_and_rgb_for_a_grey_model(parent):
+    image, labels = sparse_stack()
+    with pytest.raises(TrainingDataError, match="outside the stack"):
+        drain(finetune(parent, image, labels, slices=[9], settings=quick()), show=False)
+    rgb = np.zeros((32, 32, 3), np.uint8)
+    with pytest.raises(ModelError, match="greyscale"):
+        drain(finetune(parent, rgb, np.ones((32, 32), np.uint8), settings=quick()), show=False)
+
+
+@pytest.mark.parametrize("budget", [{"minutes": 0}, {"minutes": -1}, {"steps": 0}])
+def test_a_zero_budget_is_a_clear_error(parent, nuclei, budget):
+    with pytest.raises(TrainingError, match="budget"):
+        drain(finetune(parent, nuclei.image, nuclei.labels, settings=quick(**budget)), show=False)
+
+
+def test_a_single_annotated_object_trains_with_a_warning(parent):
+    image = np.zeros((64, 64), np.float32)
+    labels = np.zeros((64, 64), np.uint8)
+    labels[20:40, 20:40] = 1
+    image[labels > 0] = 1.0
+    with pytest.warns(TrainingWarning, match="Only one object"):
+        model = drain(
+            finetune(parent, image, labels, settings=quick(steps=2), save=False), show=False
+        )
+    assert "Only one object" in " ".join(model.card.lineage["notes"])
+
+
+def test_a_taken_name_is_refused_before_training(parent, nuclei):
+    job = finetune(parent, nuclei.image, nuclei.labels, name="tiny", settings=quick())
+    with pytest.raises(ModelError, match="already exists"):
+        next(job)
+
+
+def test_disk_full_while_saving_is_clear_and_leaves_no_file(
+    parent, nuclei, user_folder, monkeypatch
+):
+    before = sorted(p.name for p in user_folder.iterdir())
+    parent_hash = file_hash(user_folder / "tiny.safetensors")
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    job = finetune(parent, nuclei.image, nuclei.labels, name="tiny-full", settings=quick(steps=2))
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(SaveError, match="disk is full"):
+        drain(job, show=False)
+    monkeypatch.undo()
+    assert sorted(p.name for p in user_folder.iterdir()) == before
+    assert file_hash(user_folder / "tiny.safetensors") == parent_hash
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def test_train_writes_a_checkpoint_and_resumes_from_it(tmp_path):
+    stack = synthetic.fibsem_mitochondria((4, 48, 48), n_objects=10, seed=4)
+    data = [(stack.image, stack.labels)]
+    checkpoint = tmp_path / "run.pt"
+
+    def fresh():
+        torch.manual_seed(0)
+        return create_model("unet", name="scratch", depth=2, base_width=4)
+
+    settings = TrainSettings(
+        steps=3, patch_size=32, batch_size=2, val_every=3, checkpoint_every_s=0, augment="light"
+    )
+    drain(
+        train(fresh(), data, settings=settings, device="cpu", save=False, checkpoint=checkpoint),
+        show=False,
+    )
+    assert checkpoint.is_file()
+    events = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TrainingWarning)
+        model = drain(
+            train(
+                fresh(),
+                data,
+                settings=TrainSettings(**{**settings.to_dict(), "steps": 5}),
+                device="cpu",
+                checkpoint=checkpoint,
+                resume=True,
+            ),
+            show=False,
+            on_progress=events.append,
+        )
+    assert events[1].info["phase"] == "resume" and events[1].step == 3
+    assert model.card.lineage["steps"] == 5 and model.card.parent is None
+    assert "scratch" in {e.name for e in registry.list_models(include_unusable=False)}
+
+
+def test_maskrcnn_trains_on_its_multi_task_loss(nuclei):
+    torch.manual_seed(0)
+    model = create_model(
+        "maskrcnn", name="mrcnn", fpn_channels=32, box_head_size=64, mask_head_channels=32
+    )
+    events = []
+    result = drain(
+        finetune(
+            model,
+            nuclei.image,
+            nuclei.labels,
+            device="cpu",
+            save=False,
+            settings=quick(steps=2, patch_size=64, batch_size=2, learning_rate=1e-4),
+        ),
+        show=False,
+        on_progress=events.append,
+    )
+    losses = [e.info["loss"] for e in events if e.info.get("phase") == "train"]
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    assert result.card.task == "instance" and "dice" in result.card.lineage["metrics_after"]

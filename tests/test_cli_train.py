@@ -1,0 +1,199 @@
+"""``microseg train`` and ``microseg finetune``: the new model is usable by name at once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_microseg.cli import main
+from napari_microseg.cli.train import read_config
+from napari_microseg.core import synthetic
+from napari_microseg.core.models import registry
+from napari_microseg.core.models.build import ARCHITECTURES, create_model
+from napari_microseg.core.training import TrainSettings
+
+CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+
+
+@pytest.fixture(autouse=True)
+def user_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    bundled, user = tmp_path / "bundled", tmp_path / "user"
+    bundled.mkdir()
+    monkeypatch.setenv(registry.ENV_VAR, str(user))
+    monkeypatch.setattr(registry, "bundled_models_dir", lambda: bundled)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield user
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def image_files(tmp_path: Path) -> tuple[Path, Path]:
+    sample = synthetic.fluorescence_nuclei((80, 80), n_objects=10, seed=2)
+    image, labels = tmp_path / "nuclei.tif", tmp_path / "nuclei_labels.tif"
+    tifffile.imwrite(image, sample.image)
+    tifffile.imwrite(labels, sample.labels)
+    return image, labels
+
+
+def usable_names() -> set[str]:
+    return {e.name for e in registry.list_models(include_unusable=False)}
+
+
+def test_finetune_saves_a_new_version_usable_by_name(image_files, capsys):
+    torch.manual_seed(0)
+    registry.save_user_model(create_model("unet", name="tiny", depth=2, base_width=8))
+    image, labels = image_files
+    code = main(
+        [
+            "finetune",
+            "--model",
+            "tiny",
+            "--image",
+            str(image),
+            "--labels",
+            str(labels),
+            "--name",
+            "tiny-cli",
+            "--steps",
+            "3",
+            "--device",
+            "cpu",
+            "--patch-size",
+            "48",
+            "--json",
+        ]
+    )
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["name"] == "tiny-cli" and summary["parent"] == "tiny"
+    assert summary["steps"] == 3 and "dice" in summary["metrics_after"]
+    assert {"tiny", "tiny-cli"} <= usable_names()
+    assert registry.load_model("tiny-cli", device="cpu").card.parent == "tiny"
+
+
+def test_finetune_bad_input_is_one_clear_line(image_files, tmp_path, capsys):
+    registry.save_user_model(create_model("unet", name="tiny", depth=2, base_width=8))
+    image, _ = image_files
+    wrong = tmp_path / "wrong.tif"
+    tifffile.imwrite(wrong, np.ones((40, 40), np.uint8))
+    code = main(
+        [
+            "finetune",
+            "--model",
+            "tiny",
+            "--image",
+            str(image),
+            "--labels",
+            str(wrong),
+            "--name",
+            "x",
+            "--steps",
+            "2",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "microseg finetune: error:" in err and "shaped (40, 40)" in err
+    code = main(
+        [
+            "finetune",
+            "--model",
+            "tiny",
+            "--image",
+            str(image),
+            "--labels",
+            str(wrong),
+            "--name",
+            "x",
+            "--minutes",
+            "0",
+        ]
+    )
+    assert code == 2 and "time budget" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "finetune",
+                "--model",
+                "tiny",
+                "--image",
+                "a",
+                "--labels",
+                "b",
+                "--name",
+                "x",
+                "--steps",
+                "2",
+                "--minutes",
+                "1",
+            ]
+        )
+
+
+def fake_lucchi(folder: Path) -> Path:
+    folder.mkdir()
+    sample = synthetic.fibsem_mitochondria((4, 48, 48), n_objects=10, seed=5)
+    for split in ("train", "val"):
+        tifffile.imwrite(folder / f"{split}_images.tif", sample.image)
+        tifffile.imwrite(folder / f"{split}_masks.tif", (sample.labels > 0).astype(np.uint8) * 255)
+    return folder
+
+
+def test_train_from_a_config_with_a_data_override(tmp_path, capsys):
+    data = fake_lucchi(tmp_path / "lucchi")
+    config = tmp_path / "cfg.yaml"
+    config.write_text(
+        "name: mini-mito\nfamily: unet\nclasses: [background, mitochondrion]\n"
+        "hyperparameters: {depth: 2, base_width: 4}\n"
+        "data: {path: does/not/matter, kind: lucchi}\n"
+        "training: {steps: 50, patch_size: 32, batch_size: 2, augment: light}\n"
+    )
+    code = main(
+        [
+            "train",
+            "--config",
+            str(config),
+            "--data",
+            str(data),
+            "--steps",
+            "2",
+            "--device",
+            "cpu",
+            "--checkpoint",
+            str(tmp_path / "ck.pt"),
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    model = registry.load_model("mini-mito", device="cpu")
+    assert model.card.lineage["steps"] == 2 and model.card.pixel_size_um == 0.005
+    assert "validation planes given separately" in model.card.lineage["validation"]
+    assert (tmp_path / "ck.pt").is_file()
+
+
+def test_train_config_errors(tmp_path, capsys):
+    config = tmp_path / "cfg.yaml"
+    config.write_text("name: x\nfamily: unet\nlearning_rate: 1\n")
+    assert main(["train", "--config", str(config)]) == 2
+    assert "unknown key(s) learning_rate" in capsys.readouterr().err
+    config.write_text("name: x\nfamily: unet\n")
+    assert main(["train", "--config", str(config)]) == 2
+    assert "No data" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_example_configs_are_valid(path):
+    config = read_config(path)
+    assert config["family"] in ARCHITECTURES
+    TrainSettings.from_dict(config["training"]).validate()
+    create_model(
+        config["family"],
+        name=config["name"],
+        in_channels=config["in_channels"],
+        classes=config["classes"],
+        **config["hyperparameters"],
+    )
