@@ -29,9 +29,7 @@ def setup(make_napari_viewer, tmp_path):
 
 def run_export(widget, qtbot):
     widget.export()
-    if widget.runner.worker is not None:
-        with qtbot.waitSignal(widget.runner.worker.finished, timeout=10000):
-            pass
+    qtbot.waitUntil(lambda: widget.runner.worker is None, timeout=10000)
 
 
 @pytest.mark.parametrize("fmt", ["TIFF", "OME-Zarr"])

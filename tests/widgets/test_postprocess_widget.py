@@ -60,21 +60,31 @@ def test_apply_to_all_slices(viewer_widget, qtbot):
     viewer.add_image(blobs_probability(), name="mito probabilities")
     widget.prob_combo.value = viewer.layers["mito probabilities"]
     widget.apply_to_all()
-    with qtbot.waitSignal(widget.runner.worker.finished, timeout=10000):
-        pass
+    qtbot.waitUntil(lambda: widget.runner.worker is None, timeout=10000)
     labels = viewer.layers["mito labels"].data
     assert labels.shape == (4, 64, 64) and labels.max() == 3
 
 
-def test_cancel_leaves_no_layer(viewer_widget, qtbot):
+def test_cancel_leaves_no_layer(viewer_widget, qtbot, monkeypatch):
+    import time
+
+    from napari_microseg.core.postprocess import PostprocessPipeline
+    from napari_microseg.core.progress import Progress
+
+    def slow_job(self, prob, **kwargs):
+        for step in range(100):
+            time.sleep(0.05)
+            yield Progress(step, 100, "slow stage")
+        return np.zeros(prob.shape, np.uint32)
+
     viewer, widget = viewer_widget
     viewer.add_image(blobs_probability(), name="p")
     widget.prob_combo.value = viewer.layers["p"]
+    monkeypatch.setattr(PostprocessPipeline, "run_job", slow_job)
     widget.apply_to_all()
-    worker = widget.runner.worker
+    qtbot.wait(150)
     widget.runner.cancel()
-    with qtbot.waitSignal(worker.finished, timeout=10000):
-        pass
+    qtbot.waitUntil(lambda: widget.runner.worker is None, timeout=10000)
     assert "p labels" not in viewer.layers
 
 

@@ -82,7 +82,8 @@ class CorrectWidget(Container):
         self.clear_button.changed.connect(self.clear_selection)
         self.restore_button.changed.connect(self.restore_autosave)
         self.labels_combo.changed.connect(self._bind_layer)
-        self._timer = QTimer()
+        # Parented to the dock widget so Qt stops and frees it with the widget.
+        self._timer = QTimer(self.native)
         self._timer.setInterval(AUTOSAVE_INTERVAL_S * 1000)
         self._timer.timeout.connect(self._autosave_if_dirty)
         self._timer.start()

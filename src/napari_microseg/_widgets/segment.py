@@ -1,0 +1,332 @@
+"""Segment widget: pick an image and a model, run tiled inference in the background.
+
+The model list comes from the registry (bundled, the user's own and fine-tuned
+models, or a file opened here) and shows each model's card. Inference and the
+model's recommended post-processing run in a worker thread with progress and
+Cancel; the results land as a probability layer and a labels layer with the
+image's scale and translate, replacing the previous result of the same name.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSpinBox,
+    Label,
+    PushButton,
+    SpinBox,
+    create_widget,
+)
+from napari.layers import Image
+from napari.utils.notifications import show_info, show_warning
+
+from ._runner import JobRunner
+
+if TYPE_CHECKING:
+    import napari
+
+    from ..core.models.base import SegmentationModel
+    from ..core.segment import SegmentResult
+
+LOG = logging.getLogger(__name__)
+REGIONS = ("whole image", "current slice", "field of view")
+NO_MODEL = "(no model: open a file or fine-tune one)"
+
+
+def image_axes(layer: Image) -> str:
+    """Axis letters of an image layer's data: ``YX``, ``YXC`` (RGB), ``ZYX``..."""
+    ndim = layer.data.ndim
+    if layer.rgb:
+        return "ZYXC"[-ndim:]
+    if ndim > 4:
+        raise ValueError(
+            f"The layer {layer.name!r} has {ndim} dimensions; pick one time point or channel "
+            "first (napari: Layers > Split stack)."
+        )
+    return "TZYX"[-ndim:]
+
+
+class SegmentWidget(Container):
+    """Dock widget that segments an image layer with a deep-learning model."""
+
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        super().__init__(labels=True)
+        self.viewer = napari_viewer
+        self.image_combo: ComboBox = create_widget(annotation=Image, label="image")
+        self.model_combo = ComboBox(label="model", choices=[NO_MODEL])
+        self.open_button = PushButton(text="Open model file…")
+        self.card_label = Label(value="")
+        self.device_combo = ComboBox(choices=["auto", "cpu", "cuda", "mps"], label="device")
+        self.device_label = Label(value="")
+        self.tile = SpinBox(value=256, min=32, max=4096, step=32, label="tile size")
+        self.overlap = FloatSpinBox(value=0.25, min=0.0, max=0.9, step=0.05, label="overlap")
+        self.blend = ComboBox(choices=["gaussian", "average"], value="gaussian", label="blend")
+        self.tta = CheckBox(value=False, text="test-time augmentation (8x slower)")
+        self.mode_3d = ComboBox(choices=["slice-wise", "ortho-plane"], label="3D mode")
+        self.region = ComboBox(choices=list(REGIONS), value="whole image", label="run on")
+        self.run_button = PushButton(text="Run")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.status = Label(value="")
+        self.extend(
+            [
+                self.image_combo,
+                self.model_combo,
+                self.open_button,
+                self.card_label,
+                self.device_combo,
+                self.device_label,
+                self.tile,
+                self.overlap,
+                self.blend,
+                self.tta,
+                self.mode_3d,
+                self.region,
+                self.run_button,
+                self.cancel_button,
+                self.status,
+            ]
+        )
+        self.runner = JobRunner("Segment", on_state=self._set_running)
+        self._extra_paths: list[str] = []
+        self._models: dict[tuple[str, str], SegmentationModel] = {}
+        self.model_combo.changed.connect(self._show_card)
+        self.device_combo.changed.connect(self._show_device)
+        self.open_button.changed.connect(self.open_model_file)
+        self.run_button.changed.connect(self.run)
+        self.cancel_button.changed.connect(self.runner.cancel)
+        self.refresh_models()
+        self._show_device()
+
+    # ------------------------------------------------------------------ models
+    def refresh_models(self) -> None:
+        """Re-read the registry (new fine-tuned models appear at once)."""
+        from ..core.models.registry import list_models
+
+        entries = list_models(self._extra_paths)
+        self._entries = {e.name if e.source != "file" else str(e.path): e for e in entries}
+        choices = [
+            (f"{e.name} — {e.family}, {e.modality}" if e.usable else f"{e.name} (unusable)", key)
+            for key, e in self._entries.items()
+        ]
+        current = self.model_combo.value
+        self.model_combo.choices = choices or [NO_MODEL]
+        values = [value for _, value in choices]
+        if current in values:
+            self.model_combo.value = current
+        self._show_card()
+
+    def reset_choices(self, event: Any = None) -> None:
+        super().reset_choices(event)
+        if hasattr(self, "_entries"):
+            self.refresh_models()
+
+    def _show_card(self, event: Any = None) -> None:
+        entry = self._entries.get(self.model_combo.value)
+        if entry is None:
+            self.card_label.value = "No model yet: open a model file, or fine-tune one."
+            return
+        if not entry.usable:
+            self.card_label.value = f"Unusable: {entry.problem}"
+            return
+        metrics = ", ".join(
+            f"{k} {v:.3g}" for k, v in entry.metrics.items() if isinstance(v, (int, float))
+        )
+        card = entry.card
+        lines = [
+            f"{entry.family} · {entry.modality} · {entry.in_channels} channel(s) · "
+            f"{entry.size_mb:.1f} MB",
+            f"trained on: {card.trained_on or 'unknown'}" if card else "",
+            f"metrics: {metrics}" if metrics else "",
+            f"fine-tuned from: {' ← '.join(entry.lineage)}" if entry.lineage else "",
+        ]
+        self.card_label.value = "\n".join(line for line in lines if line)
+        recommended = card.recommended if card else {}
+        if "tile_size" in recommended:
+            self.tile.value = int(recommended["tile_size"])
+        if "overlap" in recommended:
+            self.overlap.value = float(recommended["overlap"])
+
+    def _show_device(self, event: Any = None) -> None:
+        from ..core.device import select_device
+
+        choice = select_device(self.device_combo.value, warn=False)
+        note = f" ({choice.note})" if choice.note else ""
+        self.device_label.value = f"runs on: {choice.name}{note}"
+
+    def open_model_file(self) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        path, _ = QFileDialog.getOpenFileName(
+            self.native, "Open a model", "", "Models (*.safetensors *.pt *.pth)"
+        )
+        if path:
+            self.add_model_path(path)
+
+    def add_model_path(self, path: str) -> None:
+        """Offer a model file in the picker and select it."""
+        if path not in self._extra_paths:
+            self._extra_paths.append(path)
+        self.refresh_models()
+        match = [
+            key for key in self._entries if key == path or self._entries[key].path.samefile(path)
+        ]
+        if match:
+            self.model_combo.value = match[0]
+
+    # --------------------------------------------------------------------- run
+    def _set_running(self, running: bool) -> None:
+        self.run_button.enabled = not running
+        self.cancel_button.enabled = running
+
+    def run(self) -> None:
+        """Validate the inputs and start inference in the background."""
+        layer = self.image_combo.value
+        if layer is None or layer not in self.viewer.layers:
+            show_warning("Open or choose an image layer first.")
+            return
+        entry = self._entries.get(self.model_combo.value)
+        if entry is None or not entry.usable:
+            show_warning("Choose a usable model first (or open a model file).")
+            return
+        try:
+            axes = image_axes(layer)
+            data, offset, axes = self._region_data(layer, axes)
+        except ValueError as error:
+            show_warning(str(error))
+            return
+        from ..core.inference_setup import PredictOptions
+
+        options = PredictOptions(
+            tile_size=int(self.tile.value),
+            overlap=float(self.overlap.value),
+            blend=self.blend.value,
+            device=self.device_combo.value,
+            tta=bool(self.tta.value),
+            ortho=self.mode_3d.value == "ortho-plane" and "Z" in axes,
+        )
+        spatial_scale = tuple(float(s) for s in layer.scale)[-len(axes.replace("C", "")) :]
+        physical = None if all(s == 1.0 for s in spatial_scale) else spatial_scale
+        # A warm model is reused only on the same device it was loaded for.
+        key = (self.model_combo.value, self.device_combo.value)
+        job = _load_and_segment(
+            self._models.get(key), str(entry.path), data, axes, options, physical
+        )
+        self.status.value = f"running {entry.name} on {layer.name}…"
+
+        def done(outcome: tuple[SegmentationModel, SegmentResult]) -> None:
+            model, result = outcome
+            self._models = {key: model}  # keep one model warm for the next run
+            self._add_results(layer, model, result, offset)
+
+        self.runner.start(job, done, on_cancel=lambda: setattr(self.status, "value", "cancelled"))
+
+    def _region_data(self, layer: Image, axes: str) -> tuple[Any, tuple[int, ...], str]:
+        """The data to segment and its offset (in data pixels) inside the layer."""
+        data = layer.data
+        spatial = axes.replace("C", "")
+        offset = [0] * len(spatial)
+        region = self.region.value
+        if region == "whole image" or len(spatial) < 2:
+            return data, tuple(offset), axes
+        point = layer.world_to_data(self.viewer.dims.point[-layer.ndim :])
+        index: list[Any] = [slice(None)] * data.ndim
+        kept_axes = axes
+        if len(spatial) > 2:  # current slice: fix the leading (Z, T) axes
+            for i in range(len(spatial) - 2):
+                z = int(np.clip(round(point[i]), 0, data.shape[i] - 1))
+                index[i] = slice(z, z + 1)
+                offset[i] = z
+        if region == "field of view":
+            corners = self._visible_corners(layer)
+            for i in (len(spatial) - 2, len(spatial) - 1):
+                low, high = int(np.floor(corners[0][i])), int(np.ceil(corners[1][i])) + 1
+                low, high = max(low, 0), min(high, data.shape[i])
+                if high - low < 16:
+                    raise ValueError("Zoom out: the field of view is too small to segment.")
+                index[i] = slice(low, high)
+                offset[i] = low
+        return data[tuple(index)], tuple(offset), kept_axes
+
+    def _visible_corners(self, layer: Image) -> tuple[np.ndarray, np.ndarray]:
+        """Data coordinates of the canvas' top-left and bottom-right corners."""
+        camera = self.viewer.camera
+        canvas = getattr(self.viewer, "canvas", None)  # napari >= 0.6; older: _canvas_size
+        height, width = canvas.size if canvas is not None else self.viewer._canvas_size
+        half = np.array([height, width]) / (2 * camera.zoom)
+        center = np.asarray(camera.center[-2:])
+        point = np.asarray(self.viewer.dims.point, float)
+        low_world, high_world = point.copy(), point.copy()
+        low_world[-2:], high_world[-2:] = center - half, center + half
+        low = np.asarray(layer.world_to_data(low_world[-layer.ndim :]))
+        high = np.asarray(layer.world_to_data(high_world[-layer.ndim :]))
+        return np.minimum(low, high), np.maximum(low, high)
+
+    def _add_results(
+        self, layer: Image, model: SegmentationModel, result: SegmentResult, offset: tuple[int, ...]
+    ) -> None:
+        if layer not in self.viewer.layers:
+            show_info("The image layer was removed; results discarded.")
+            return
+        spatial_ndim = result.labels.ndim
+        scale = tuple(layer.scale)[-spatial_ndim:]
+        translate = tuple(
+            t + o * s for t, o, s in zip(tuple(layer.translate)[-spatial_ndim:], offset, scale)
+        )
+        base = f"{layer.name} {model.name}"
+        if result.probabilities is not None:
+            metadata = {
+                "class_axis": 0,
+                "classes": model.classes,
+                "postprocess": result.pipeline,
+                "model": model.name,
+            }
+            self._replace(
+                f"{base} probabilities",
+                result.probabilities,
+                "image",
+                scale=(1.0, *scale),
+                translate=(0.0, *translate),
+                metadata=metadata,
+                colormap="magma",
+                contrast_limits=(0.0, 1.0),
+                blending="additive",
+            )
+        self._replace(
+            f"{base} labels", result.labels, "labels", scale=scale, translate=translate, opacity=0.5
+        )
+        count = len(np.unique(result.labels)) - 1
+        self.status.value = f"{count} objects"
+
+    def _replace(self, name: str, data: np.ndarray, kind: str, **kwargs: Any) -> None:
+        """Replace the layer of that name instead of piling up results."""
+        if name in self.viewer.layers:
+            self.viewer.layers.remove(name)
+        add = self.viewer.add_image if kind == "image" else self.viewer.add_labels
+        add(data, name=name, **kwargs)
+
+
+def _load_and_segment(
+    model: SegmentationModel | None,
+    path: str,
+    data: Any,
+    axes: str,
+    options: Any,
+    spacing: tuple[float, ...] | None,
+) -> Any:
+    """Worker-thread job: load the model (unless warm), predict, post-process."""
+    from ..core.progress import Progress
+    from ..core.segment import segment_job
+
+    if model is None:
+        yield Progress(0, None, "loading the model")
+        from ..core.models.registry import load_model
+
+        model = load_model(path, device=options.device)
+    result = yield from segment_job(model, data, axes=axes, options=options, spacing=spacing)
+    return model, result

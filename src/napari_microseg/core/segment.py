@@ -1,0 +1,108 @@
+"""Inference followed by the model's recommended post-processing, as one job.
+
+This is what "Segment" means for the widget and the API: probabilities from
+:func:`~.inference.run_prediction`, then labels from the model card's
+recommended :class:`~.postprocess.PostprocessPipeline` (or a given one).
+Instance models give labels directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .inference import PredictOptions, run_prediction
+from .instances import Instances
+from .models.base import ModelCard, SegmentationModel
+from .postprocess import PostprocessPipeline
+from .progress import Job
+
+
+@dataclass
+class SegmentResult:
+    """Probabilities and labels of one segmentation.
+
+    Attributes
+    ----------
+    labels : ndarray of uint32
+        Object ids over the image's spatial shape.
+    probabilities : (K, ...) ndarray of float32 or None
+        Class probabilities (None for instance models).
+    scores : ndarray or None
+        Instance models: ``scores[label]``.
+    pipeline : dict or None
+        The post-processing used, as stored in model cards.
+    """
+
+    labels: np.ndarray
+    probabilities: np.ndarray | None = None
+    scores: np.ndarray | None = None
+    pipeline: dict[str, Any] | None = None
+
+
+def recommended_pipeline(card: ModelCard, n_classes: int) -> PostprocessPipeline:
+    """The card's recommended post-processing, fitted to the model's outputs.
+
+    A single sigmoid channel is its own foreground (class 0); otherwise class 1
+    is the foreground. Without a recommendation: Otsu, fill holes.
+    """
+    stored = card.recommended.get("postprocess")
+    pipeline = (
+        PostprocessPipeline.from_dict(stored)
+        if isinstance(stored, dict) and "method" in stored
+        else PostprocessPipeline(method="otsu", fill_holes=True)
+    )
+    if n_classes == 1 and pipeline.foreground_class != 0:
+        from dataclasses import replace
+
+        pipeline = replace(pipeline, foreground_class=0, boundary_class=None)
+    return pipeline
+
+
+def segment_job(
+    model: SegmentationModel,
+    image: Any,
+    *,
+    axes: str | None = None,
+    options: PredictOptions | None = None,
+    pipeline: PostprocessPipeline | None = None,
+    spacing: tuple[float, ...] | None = None,
+) -> Job[SegmentResult]:
+    """Predict, then post-process; a generator yielding Progress, returning :class:`SegmentResult`.
+
+    Parameters
+    ----------
+    model : SegmentationModel
+        A loaded model.
+    image : ndarray or dask array
+        The image, axes as in ``axes``.
+    axes : str, optional
+        Axis letters (``"YX"``, ``"YXC"``, ``"ZYX"``...).
+    options : PredictOptions, optional
+        Tiling and device settings.
+    pipeline : PostprocessPipeline, optional
+        Overrides the model's recommended post-processing.
+    spacing : tuple of float, optional
+        Voxel size in µm, for pipelines with sizes in µm.
+    """
+    result = yield from run_prediction(model, image, axes=axes, options=options)
+    if isinstance(result, Instances):
+        return SegmentResult(labels=result.labels, scores=result.scores)
+    probabilities = np.asarray(result)
+    if pipeline is None:
+        pipeline = recommended_pipeline(model.card, probabilities.shape[0])
+    spatial_ndim = probabilities.ndim - 1
+    if spacing is not None and len(spacing) != spatial_ndim:
+        spacing = None
+    if pipeline.physical_units and spacing is None:
+        if model.card.pixel_size_um is None:
+            raise ValueError(
+                "The post-processing gives sizes in µm but the image has no voxel size. "
+                "Set the layer's scale (µm per pixel) or use sizes in pixels."
+            )
+        # The model was trained at this pixel size; assume the image matches it.
+        spacing = (float(model.card.pixel_size_um),) * spatial_ndim
+    labels = yield from pipeline.run_job(probabilities, class_axis=0, spacing=spacing)
+    return SegmentResult(labels, probabilities, None, pipeline.to_dict())

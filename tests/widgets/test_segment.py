@@ -1,0 +1,136 @@
+"""Segment widget: pick, run in the background, replace results, cancel, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_microseg._widgets.segment import SegmentWidget
+from napari_microseg.core.synthetic import fluorescence_nuclei
+
+
+@pytest.fixture
+def setup(make_napari_viewer, model_registry):
+    viewer = make_napari_viewer()
+    sample = fluorescence_nuclei()
+    layer = viewer.add_image(sample.image, name="nuclei", scale=(0.2, 0.2), translate=(5, 7))
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.image_combo.value = layer
+    widget.model_combo.value = "tiny-grey"
+    return viewer, layer, widget, sample
+
+
+def run_and_wait(widget, qtbot, timeout=60000):
+    widget.run()
+    # Wait on the runner's state, not a signal: a fast job may finish before we could connect.
+    qtbot.waitUntil(lambda: widget.runner.worker is None, timeout=timeout)
+
+
+def test_picker_shows_models_card_and_device(setup):
+    _, _, widget, _ = setup
+    values = [value for value in widget.model_combo.choices]
+    assert {"tiny-grey", "tiny-rgb"} <= set(values)
+    assert "unet" in widget.card_label.value
+    assert widget.tile.value == 128  # from the card
+    assert widget.device_label.value.startswith("runs on: ")
+
+
+def test_run_adds_probabilities_and_labels_with_scale_then_replaces(setup, qtbot):
+    viewer, _, widget, sample = setup
+    run_and_wait(widget, qtbot)
+    prob = viewer.layers["nuclei tiny-grey probabilities"]
+    labels = viewer.layers["nuclei tiny-grey labels"]
+    assert prob.data.shape == (2, *sample.image.shape)
+    assert prob.metadata["class_axis"] == 0 and prob.metadata["postprocess"]["method"] == "otsu"
+    np.testing.assert_allclose(labels.scale, (0.2, 0.2))
+    np.testing.assert_allclose(labels.translate, (5, 7))
+    truth, found = sample.labels > 0, labels.data > 0
+    dice = 2 * (truth & found).sum() / (truth.sum() + found.sum())
+    assert dice > 0.6, dice
+    n_layers = len(viewer.layers)
+    run_and_wait(widget, qtbot)
+    assert len(viewer.layers) == n_layers
+
+
+def test_field_of_view_and_current_slice(setup, qtbot, make_napari_viewer):
+    viewer, layer, widget, _ = setup
+    viewer.camera.center = (5 + 0.2 * 100, 7 + 0.2 * 100)
+    viewer.camera.zoom = viewer.camera.zoom * 4
+    widget.region.value = "field of view"
+    run_and_wait(widget, qtbot)
+    labels = viewer.layers["nuclei tiny-grey labels"]
+    assert labels.data.shape[0] < layer.data.shape[0]
+    stack = viewer.add_image(np.stack([layer.data] * 3), name="stack")
+    widget.image_combo.value = stack
+    widget.region.value = "current slice"
+    run_and_wait(widget, qtbot)
+    assert viewer.layers["stack tiny-grey labels"].data.shape == (1, *layer.data.shape)
+
+
+def test_cancel_leaves_no_layer(setup, qtbot):
+    viewer, _, widget, _ = setup
+    widget.tile.value = 64
+    widget.tta.value = True
+    widget.run()
+    widget.runner.cancel()
+    qtbot.waitUntil(lambda: widget.runner.worker is None, timeout=60000)
+    assert not [layer for layer in viewer.layers if "tiny-grey" in layer.name]
+
+
+def test_rgb_into_grey_model_is_a_notification(setup, qtbot, monkeypatch):
+    viewer, _, widget, _ = setup
+    errors = []
+    monkeypatch.setattr("napari_microseg._widgets._runner.show_error", errors.append)
+    rgb = viewer.add_image(np.zeros((64, 64, 3), np.uint8), name="rgb", rgb=True)
+    widget.image_combo.value = rgb
+    run_and_wait(widget, qtbot)
+    assert errors and "RGB" in errors[0] and "grey" in errors[0].lower()
+    assert "rgb" in viewer.layers
+
+
+def test_no_image_and_broken_model_file(setup, qtbot, tmp_path, monkeypatch):
+    viewer, layer, widget, _ = setup
+    warnings = []
+    monkeypatch.setattr("napari_microseg._widgets.segment.show_warning", warnings.append)
+    viewer.layers.remove(layer)
+    widget.run()
+    assert warnings and "image" in warnings[-1]
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not a model")
+    widget.add_model_path(str(broken))
+    assert "Unusable" in widget.card_label.value
+
+
+@pytest.mark.slow
+def test_gui_stays_responsive_while_predicting_2048(setup, qtbot):
+    """The Qt event loop never stalls for 100 ms while a 2048x2048 image is predicted."""
+    import time
+
+    from qtpy.QtCore import QTimer
+
+    viewer, _, widget, _ = setup
+    rng = np.random.default_rng(0)
+    big = viewer.add_image(rng.integers(0, 4000, (2048, 2048), dtype=np.uint16), name="big")
+    widget.image_combo.value = big
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    prediction_done: list[float] = []
+    add_results = widget._add_results
+
+    def record_then_add(*args):
+        prediction_done.append(time.perf_counter())
+        add_results(*args)
+
+    widget._add_results = record_then_add
+    timer.start(10)
+    widget.run()
+    qtbot.waitUntil(lambda: widget.runner.worker is None, timeout=300000)
+    timer.stop()
+    assert "big tiny-grey labels" in viewer.layers
+    # Adding the result layers is GUI work by design; the prediction itself must not stall Qt.
+    during = np.array([t for t in ticks if t <= prediction_done[0]])
+    gaps = np.diff(during)
+    assert len(during) > 20
+    assert gaps.max() < 0.1, f"the event loop stalled for {gaps.max():.3f} s"
