@@ -28,7 +28,8 @@ from napari_microseg.core.training import (
     parse_slices,
     train,
 )
-from napari_microseg.core.trainingdata import Plane, prepare, split_validation
+from napari_microseg.core.trainingdata import Plane, prepare
+from napari_microseg.core.valsplit import split_validation
 
 
 @pytest.fixture(autouse=True)

@@ -45,10 +45,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
+
+from .augment_ops import median_blur, piecewise_field, radial_field, sharpen
 
 #: Largest label value that survives the float32 resampling in torchvision exactly.
 _EXACT_FLOAT32 = 2**24
@@ -358,12 +359,14 @@ class Augmenter:
             field = elastic.make_params(list(items))["displacement"]
         if _chance(cfg.distort_p) and cfg.distort_kinds:
             kind = cfg.distort_kinds[int(torch.randint(len(cfg.distort_kinds), ()).item())]
-            grid = (
-                _radial_grid(height, width, cfg.radial_k)
-                if kind == "radial"
-                else _piecewise_grid(height, width, cfg.piecewise_grid, cfg.piecewise_scale)
-            )
-            extra = grid - _identity_grid(height, width)
+            if kind == "radial":
+                k1, k2 = (_uniform(-cfg.radial_k, cfg.radial_k) for _ in range(2))
+                extra = radial_field(height, width, k1, k2)
+            else:
+                sigma = _uniform(*cfg.piecewise_scale)
+                # Normalized coordinates span 2: a shift of sigma * size is 2 * sigma.
+                points = cfg.piecewise_grid
+                extra = piecewise_field(height, width, torch.randn(2, points, points) * 2 * sigma)
             field = extra if field is None else field + extra
         return field
 
@@ -424,74 +427,6 @@ def _mask_tensor(mask: Any):
         return torch.from_numpy(result).to(device)
 
     return tv_tensors.Mask(data), restore
-
-
-def _identity_grid(height: int, width: int) -> torch.Tensor:
-    """``(1, H, W, 2)`` sampling grid in grid_sample's normalized (x, y) coordinates."""
-    ys = (torch.arange(height, dtype=torch.float32) * 2 + 1) / height - 1
-    xs = (torch.arange(width, dtype=torch.float32) * 2 + 1) / width - 1
-    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([grid_x, grid_y], dim=-1)[None]
-
-
-def _radial_grid(height: int, width: int, k_max: float) -> torch.Tensor:
-    """Barrel (k < 0), pincushion (k > 0) or moustache (mixed signs) distortion."""
-    grid = _identity_grid(height, width)
-    k1, k2 = (_uniform(-k_max, k_max) for _ in range(2))
-    r2 = grid.pow(2).sum(dim=-1, keepdim=True) / 2  # the corners have r = 1
-    return grid * (1 + k1 * r2 + k2 * r2 * r2)
-
-
-def _piecewise_grid(
-    height: int, width: int, points: int, scale: tuple[float, float]
-) -> torch.Tensor:
-    """Move a regular grid of control points at random; pixels follow them smoothly.
-
-    imgaug's PiecewiseAffine maps each triangle of the control grid affinely;
-    interpolating the control points' displacements bilinearly gives the same
-    local, smooth distortion without a triangulation.
-    """
-    sigma = _uniform(*scale)
-    # Normalized coordinates span 2, so a displacement of sigma * size is 2 * sigma.
-    control = torch.randn(1, 2, points, points) * (2 * sigma)
-    field = F.interpolate(control, size=(height, width), mode="bilinear", align_corners=True)
-    return _identity_grid(height, width) + field.permute(0, 2, 3, 1)
-
-
-def median_blur(image: torch.Tensor, size: int = 3) -> torch.Tensor:
-    """Median filter of each channel over ``size`` x ``size`` pixels (edges replicated).
-
-    Parameters
-    ----------
-    image : (C, H, W) tensor
-    size : int
-        Odd window side.
-
-    Returns
-    -------
-    (C, H, W) tensor
-    """
-    pad = size // 2
-    padded = F.pad(image[None], (pad, pad, pad, pad), mode="replicate")[0]
-    windows = padded.unfold(-2, size, 1).unfold(-2, size, 1)
-    return windows.reshape(*image.shape, size * size).median(dim=-1).values
-
-
-def sharpen(image: torch.Tensor, alpha: float) -> torch.Tensor:
-    """Blend ``image`` with its Laplacian-sharpened version: ``(1 - alpha) x + alpha s(x)``.
-
-    Parameters
-    ----------
-    image : (C, H, W) tensor
-    alpha : float
-        0 keeps the image, 1 gives the fully sharpened one.
-    """
-    kernel = torch.tensor([[0.0, -1.0, 0.0], [-1.0, 5.0, -1.0], [0.0, -1.0, 0.0]])
-    channels = image.shape[0]
-    weight = kernel.to(image)[None, None].repeat(channels, 1, 1, 1)
-    padded = F.pad(image[None], (1, 1, 1, 1), mode="replicate")
-    sharp = F.conv2d(padded, weight, groups=channels)[0]
-    return (1 - alpha) * image + alpha * sharp
 
 
 def window_margin(config: AugmentConfig, patch: int) -> int:

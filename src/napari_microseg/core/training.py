@@ -16,6 +16,7 @@ phase          keys
 ``prepare``    ``draft_name`` (where Cancel would keep the draft)
 ``baseline``   ``metrics_before``, ``val_loss``, ``val_dice``, ``val_iou``,
                ``val_object_f1``: the parent, before any training step
+``resume``     ``step`` (a run continued from its checkpoint)
 ``train``      ``loss`` (this step's training loss), ``lr``, ``epoch``, ``elapsed_s``
 ``validate``   ``val_loss``, ``val_dice``, ``val_iou``, ``val_object_f1``,
                ``improved``, ``best_step``, ``best_val_dice``, ``elapsed_s``
@@ -38,15 +39,13 @@ Fine-tune a registry model on two corrected slices of a stack, headless::
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._version import __version__
 from .models.base import ModelError, SegmentationModel
 from .progress import Job, Progress
 from .trainingdata import (
@@ -55,10 +54,11 @@ from .trainingdata import (
     annotated_slices,
     parse_slices,
     prepare,
-    split_validation,
 )
-from .trainloop import Outcome, Trainer, TrainingError, TrainingWarning
-from .versions import SaveError
+from .trainloop import Outcome, Trainer
+from .trainsettings import TrainingError, TrainingWarning, TrainSettings
+from .valsplit import split_validation
+from .versions import SaveError, lineage_record, trained_model
 
 if TYPE_CHECKING:
     import os
@@ -75,191 +75,6 @@ __all__ = [
     "parse_slices",
     "train",
 ]
-
-_SCHEDULES = ("cosine", "step", "constant")
-_MONITORS = ("dice", "iou", "object_f1", "val_loss")
-
-
-@dataclass
-class TrainSettings:
-    """Hyper-parameters of a training or fine-tuning run.
-
-    The defaults suit training from scratch; :meth:`for_finetune` gives the
-    few-shot defaults (a two-slice fine-tune within 3 minutes on a 2-core CPU).
-
-    Parameters
-    ----------
-    steps : int or None
-        Most optimizer steps; None for no step limit (then ``minutes`` is needed).
-    minutes : float or None
-        Time budget for the whole job (preparation, validation and saving
-        included); None for none. Training stops at whichever comes first. Only
-        runs limited by ``steps`` alone are reproducible bit for bit.
-    batch_size, patch_size : int
-        Patches per step and their side in pixels.
-    learning_rate, weight_decay : float
-        Adam's settings.
-    schedule : {"cosine", "step", "constant"}
-        Learning-rate schedule after a linear warm-up of ``warmup_steps``;
-        cosine decays to ``lr_min_factor`` times the rate.
-    loss : str
-        ``"ce+dice"`` (default), ``"ce"``/``"bce"``, ``"dice"``, ``"log_dice"``,
-        ``"ce+log_dice"``; Mask R-CNN always uses its own multi-task loss.
-    edge_weights : bool or None
-        Weight the cross-entropy with the U-Net weight map (touching borders
-        count more); None: on for U-Net and Micro-Net, as in their papers.
-    w0, sigma, class_balance : float
-        Weight-map settings (``w0 = 10``, ``sigma = 5`` px; class balancing
-        exponent, 1 = inverse frequency).
-    deep_supervision : bool
-        Micro-Net: add its auxiliary losses divided by the epoch.
-    augment : str or dict
-        ``"default"``, ``"light"``, ``"none"`` or a dict of
-        :class:`~.augment.AugmentConfig` fields.
-    object_bias : float
-        Probability that a patch is centred on an object.
-    val_fraction : float
-        Share of the annotation held out for validation (when no validation
-        data are given).
-    val_every : int or None
-        Steps between validations; None: about 8 per run.
-    patience : int
-        Validations without improvement before stopping early.
-    min_delta : float
-        Smallest change of the monitored metric that counts as improvement.
-    monitor : {"dice", "iou", "object_f1", "val_loss"}
-        The validation metric that picks the best weights.
-    freeze_encoder : bool
-        Train only the decoder (fine-tuning with very few labels).
-    seed : int
-        Seeds weights' dropout, patch sampling and augmentation.
-    amp : bool or None
-        Mixed precision; None (or True) uses it on CUDA, never on the CPU.
-    checkpoint_every_s : float
-        Seconds between resumable checkpoints (when a checkpoint file is given).
-    val_max_pixels : int
-        Validate on at most this many held-out pixels (spread over the planes).
-    boundary_width : int
-        Width of the boundary class of 3-class models.
-    """
-
-    steps: int | None = 2000
-    minutes: float | None = None
-    batch_size: int = 4
-    patch_size: int = 256
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    schedule: str = "cosine"
-    warmup_steps: int = 20
-    lr_min_factor: float = 0.05
-    loss: str = "ce+dice"
-    edge_weights: bool | None = None
-    w0: float = 10.0
-    sigma: float = 5.0
-    class_balance: float = 1.0
-    deep_supervision: bool = True
-    augment: str | dict[str, Any] = "default"
-    object_bias: float = 0.7
-    val_fraction: float = 0.2
-    val_every: int | None = None
-    patience: int = 6
-    min_delta: float = 1e-3
-    monitor: str = "dice"
-    freeze_encoder: bool = False
-    seed: int = 0
-    amp: bool | None = None
-    checkpoint_every_s: float = 300.0
-    val_max_pixels: int = 4_000_000
-    boundary_width: int = 1
-    extra: dict[str, Any] = field(default_factory=dict, repr=False)
-
-    @classmethod
-    def for_finetune(cls, **overrides: Any) -> TrainSettings:
-        """Few-shot defaults: 400 steps or 2.5 minutes, small patches, gentle learning rate.
-
-        Measured on a 2-core CPU with the default U-Net (1.9 M parameters), two
-        768 x 1024 slices fine-tune in about 2.5 minutes; a GPU does the 400
-        steps in well under a minute.
-        """
-        base = cls(
-            steps=400,
-            minutes=2.5,
-            batch_size=4,
-            patch_size=128,
-            learning_rate=5e-4,
-            warmup_steps=10,
-            patience=4,
-            val_max_pixels=1_000_000,
-        )
-        return replace(base, **overrides)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainSettings:
-        """Settings from a mapping (a YAML config section); unknown keys are an error."""
-        known = {f.name for f in fields(cls)} - {"extra"}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise TrainingError(
-                f"Unknown training setting(s) {', '.join(unknown)}; known settings are "
-                f"{', '.join(sorted(known))}."
-            )
-        return cls(**data)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable settings, for the lineage record."""
-        data = asdict(self)
-        data.pop("extra", None)
-        return data
-
-    def validate(self) -> TrainSettings:
-        """Raise :class:`TrainingError` with a clear message for unusable values."""
-        if self.steps is None and self.minutes is None:
-            raise TrainingError("Give a step budget, a time budget (minutes), or both.")
-        if self.minutes is not None and not (self.minutes > 0 and math.isfinite(self.minutes)):
-            raise TrainingError(
-                f"The time budget must be a positive number of minutes, got {self.minutes!r}; "
-                "use for example 2 for a quick fine-tune."
-            )
-        if self.steps is not None and (not isinstance(self.steps, int) or self.steps < 1):
-            raise TrainingError(f"The step budget must be at least 1, got {self.steps!r}.")
-        positive = {
-            "batch_size": self.batch_size,
-            "patch_size": self.patch_size,
-            "learning_rate": self.learning_rate,
-            "patience": self.patience,
-        }
-        for key, value in positive.items():
-            if not value > 0:
-                raise TrainingError(f"{key} must be positive, got {value!r}.")
-        if self.patch_size < 16:
-            raise TrainingError(f"patch_size must be at least 16 pixels, got {self.patch_size}.")
-        if self.schedule not in _SCHEDULES:
-            raise TrainingError(f"schedule must be one of {', '.join(_SCHEDULES)}.")
-        if self.monitor not in _MONITORS:
-            raise TrainingError(f"monitor must be one of {', '.join(_MONITORS)}.")
-        if not 0 < self.val_fraction <= 0.5:
-            raise TrainingError(f"val_fraction must be in (0, 0.5], got {self.val_fraction!r}.")
-        if not 0 <= self.object_bias <= 1:
-            raise TrainingError(f"object_bias must be in [0, 1], got {self.object_bias!r}.")
-        from .augment import AugmentConfig
-        from .losses import LOSSES
-
-        if self.loss.lower().replace("-", "_").replace("logdice", "log_dice") not in LOSSES:
-            raise TrainingError(f"Unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}.")
-        try:
-            AugmentConfig.from_value(self.augment)
-        except (TypeError, ValueError) as error:
-            raise TrainingError(f"augment: {error}") from error
-        return self
-
-    def use_edge_weights(self, model: SegmentationModel) -> bool:
-        """Whether the U-Net weight map weighs the loss of ``model``."""
-        if "ce" not in self.loss.replace("bce", "ce").split("+"):
-            return False
-        if self.edge_weights is not None:
-            return bool(self.edge_weights)
-        return model.card.architecture in ("unet", "micronet")
-
 
 # ----------------------------------------------------------------------------- public jobs
 
@@ -493,7 +308,7 @@ def _run(
         if not save:
             return
         working.module.load_state_dict(state)
-        lineage = _lineage(
+        lineage = lineage_record(
             parent,
             kind,
             data,
@@ -502,14 +317,16 @@ def _run(
             choice,
             started_iso,
             started,
-            {},
+            trainer.before,
             metrics,
             step,
             "cancelled",
-            [],
+            trainer.history,
+            best_step=trainer.best_step,
+            notes=data.notes + trainer.notes,
         )
         lineage["draft"] = True
-        draft = _finished_model(working, parent, draft_name, lineage, metrics, kind, data)
+        draft = trained_model(working, parent, draft_name, lineage, metrics, kind, data)
         draft.card.description = f"Draft (cancelled at step {step}) of {name}. " + (
             draft.card.description
         )
@@ -542,7 +359,7 @@ def _run(
             "Training ended before its first step: the time budget is too small for this "
             "model and data. Give more minutes or steps."
         )
-    lineage = _lineage(
+    lineage = lineage_record(
         parent,
         kind,
         data,
@@ -559,7 +376,7 @@ def _run(
         best_step=outcome.best_step,
         notes=data.notes + outcome.notes,
     )
-    result = _finished_model(working, parent, name, lineage, outcome.after, kind, data)
+    result = trained_model(working, parent, name, lineage, outcome.after, kind, data)
     path = None
     if save:
         from .versions import save_version
@@ -586,83 +403,3 @@ def _run(
         },
     )
     return result.eval()
-
-
-def _lineage(
-    parent: SegmentationModel,
-    kind: str,
-    data: Any,
-    split: str,
-    settings: TrainSettings,
-    choice: Any,
-    started_iso: str,
-    started: float,
-    before: dict[str, float],
-    after: dict[str, float],
-    steps: int,
-    stopped: str,
-    history: list[dict[str, Any]],
-    *,
-    best_step: int | None = None,
-    notes: Sequence[str] = (),
-) -> dict[str, Any]:
-    from .versions import now_iso, parent_fingerprint
-
-    is_finetune = kind == "fine-tune"
-    return {
-        "kind": kind,
-        "parent": parent.name if is_finetune else None,
-        "parent_sha256": parent_fingerprint(parent) if is_finetune else None,
-        "data_sha256": data.data_hash,
-        "data": data.summary,
-        "validation": split,
-        "settings": settings.to_dict(),
-        "metrics_before": dict(before),
-        "metrics_after": dict(after),
-        "steps": steps,
-        "best_step": best_step,
-        "stopped": stopped,
-        "device": str(choice),
-        "started": started_iso,
-        "finished": now_iso(),
-        "duration_s": round(time.monotonic() - started, 1),
-        "napari_microseg": __version__,
-        "history": history,
-        "notes": list(notes),
-    }
-
-
-def _finished_model(
-    working: SegmentationModel,
-    parent: SegmentationModel,
-    name: str,
-    lineage: dict[str, Any],
-    metrics: dict[str, float],
-    kind: str,
-    data: Any,
-) -> SegmentationModel:
-    from .versions import trained_card
-
-    summary = data.summary
-    what = f"{summary['planes']} annotated plane(s), {summary['objects']} object(s)"
-    if kind == "fine-tune":
-        trained_on = f"fine-tuned from {parent.name} on {what}"
-        description = f"{parent.name} fine-tuned on {what}. {parent.card.description}".strip()
-    else:
-        trained_on = f"trained from scratch on {what}"
-        description = parent.card.description or f"Trained on {what}."
-    card_metrics = {k: v for k, v in metrics.items() if k != "pixels"}
-    if card_metrics:
-        card_metrics["data"] = (
-            f"held-out validation part of the {kind} data ({lineage['validation']})"
-        )
-    card = trained_card(
-        parent.card,
-        name=name,
-        lineage=lineage,
-        metrics=card_metrics,
-        trained_on=trained_on,
-        description=description,
-        parent_name=parent.name if kind == "fine-tune" else None,
-    )
-    return type(working)(working.module, card, working.activation)

@@ -22,26 +22,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .budget import Budget, lr_factor
 from .progress import Job, Progress
+from .trainsettings import TrainingError, TrainingWarning
+from .trainstate import cpu_state, load_checkpoint, save_checkpoint
+from .trainval import capped_regions, metrics_text, prefixed
 
 if TYPE_CHECKING:
     from .device import DeviceChoice
     from .models.base import SegmentationModel
-    from .training import TrainSettings
     from .trainingdata import Region
+    from .trainsettings import TrainSettings
 
-#: Format tag of resumable training checkpoints.
-CHECKPOINT_FORMAT = "napari-microseg-training-checkpoint-1"
 #: Consecutive non-finite losses after which training gives up.
 MAX_BAD_STEPS = 10
-
-
-class TrainingWarning(UserWarning):
-    """Training goes on, but something about it deserves the user's attention."""
-
-
-class TrainingError(ValueError):
-    """Training cannot go on as asked; the message says why and what to do."""
 
 
 @dataclass
@@ -89,10 +83,6 @@ def encoder_modules(module: Any) -> list[Any]:
     return []
 
 
-def _cpu_state(module: Any) -> dict[str, Any]:
-    return {key: value.detach().to("cpu", copy=True) for key, value in module.state_dict().items()}
-
-
 class Trainer:
     """One training run of ``model`` (a working copy; it is trained in place).
 
@@ -138,8 +128,7 @@ class Trainer:
         self.settings = settings
         self.device = device
         self.train_regions = list(train_regions)
-        self.val_regions = _capped(val_regions, settings.val_max_pixels)
-        self.deadline = deadline
+        self.val_regions = capped_regions(val_regions, settings.val_max_pixels)
         self.data_hash = data_hash
         self.checkpoint = checkpoint
         self.resume = resume
@@ -154,7 +143,11 @@ class Trainer:
         self.bad_validations = 0
         self.history: list[dict[str, Any]] = []
         self.before: dict[str, float] = {}
-        self.started = time.monotonic() if started is None else started
+        self.budget = Budget(
+            steps=settings.steps,
+            deadline=deadline,
+            started=time.monotonic() if started is None else started,
+        )
         self.val_seconds = 1.0
 
     # ------------------------------------------------------------------ set-up
@@ -226,7 +219,7 @@ class Trainer:
             return (yield from self._run())
         except GeneratorExit:
             if self.on_cancel is not None and self.step > 0:
-                state = self.best_state or _cpu_state(self.model.module)
+                state = self.best_state or cpu_state(self.model.module)
                 metrics = self.best_metrics if self.best_state is not None else {}
                 self.on_cancel(state, metrics, self.step)
             raise
@@ -247,33 +240,32 @@ class Trainer:
             yield Progress(0, s.steps, "Validating the starting model", None, {"phase": "baseline"})
             start = time.monotonic()
             self.before = self._validate()
-            self.val_seconds = time.monotonic() - start
+            self._timed_validation(time.monotonic() - start)
             yield Progress(
                 0,
                 s.steps,
-                _metrics_text("Before training", self.before),
+                metrics_text("Before training", self.before),
                 None,
                 {
                     "phase": "baseline",
                     "metrics_before": dict(self.before),
-                    **_prefixed(self.before),
+                    **prefixed(self.before),
                 },
             )
-        step_times: list[float] = []
+        budget = self.budget
         last_val = self.step
         last_val_end = last_checkpoint = time.monotonic()
-        stopped = "steps"
         bad_steps = 0
-        while True:
-            planned = self._planned(step_times)
-            if s.steps is not None and self.step >= s.steps:
-                stopped = "steps"
-                break
-            if self._out_of_time(step_times):
-                stopped = "time"
-                break
+        while (stopped := budget.exhausted(self.step)) is None:
             t0 = time.monotonic()
-            self._set_lr(planned)
+            for group in self.optimizer.param_groups:
+                group["lr"] = s.learning_rate * lr_factor(
+                    self.step,
+                    budget.planned(self.step),
+                    warmup=s.warmup_steps,
+                    schedule=s.schedule,
+                    min_factor=s.lr_min_factor,
+                )
             loss = self._train_step()
             if not math.isfinite(loss):
                 bad_steps += 1
@@ -286,19 +278,19 @@ class Trainer:
                 continue
             bad_steps = 0
             self.step += 1
-            step_times.append(time.monotonic() - t0)
-            planned = self._planned(step_times)
+            budget.record(time.monotonic() - t0)
+            planned = budget.planned(self.step)
             yield Progress(
                 self.step,
                 planned,
                 f"Training: loss {loss:.4f}",
-                self._eta(planned, step_times),
+                budget.eta(self.step),
                 {
                     "phase": "train",
                     "loss": loss,
                     "lr": self.optimizer.param_groups[0]["lr"],
                     "epoch": self._epoch(),
-                    "elapsed_s": self._elapsed(),
+                    "elapsed_s": budget.elapsed(),
                 },
             )
             interval = s.val_every or max(5, planned // 8 if planned else 25)
@@ -308,7 +300,7 @@ class Trainer:
             )
             if self.step - last_val >= interval and rested:
                 last_val = self.step
-                event = self._validation_event(planned, step_times)
+                event = self._validation_event(planned)
                 last_val_end = time.monotonic()
                 yield event
                 if self.bad_validations >= s.patience:
@@ -320,7 +312,7 @@ class Trainer:
                 self._save_checkpoint()
                 last_checkpoint = time.monotonic()
         if self.step > last_val or (self.best_state is None and self.step > 0):
-            yield self._validation_event(self.step, step_times)
+            yield self._validation_event(self.step)
         if self.checkpoint is not None and self.step > 0:
             self._save_checkpoint()
         if self.best_state is not None:
@@ -340,22 +332,6 @@ class Trainer:
 
     def _epoch(self) -> int:
         return 1 + self.step // self.steps_per_epoch
-
-    def _set_lr(self, planned: int | None) -> None:
-        s = self.settings
-        factor = 1.0
-        if s.warmup_steps > 0 and self.step < s.warmup_steps:
-            factor = (self.step + 1) / s.warmup_steps
-        if planned and s.schedule != "constant":
-            progress = min(self.step / max(planned, 1), 1.0)
-            if s.schedule == "cosine":
-                factor *= s.lr_min_factor + (1 - s.lr_min_factor) * 0.5 * (
-                    1 + math.cos(math.pi * progress)
-                )
-            elif s.schedule == "step":
-                factor *= 0.1 ** int(progress * 3)  # /10 at one and two thirds
-        for group in self.optimizer.param_groups:
-            group["lr"] = s.learning_rate * factor
 
     def _train_step(self) -> float:
         import torch
@@ -426,154 +402,49 @@ class Trainer:
         value = metrics.get(key, metrics["dice"])
         return -value if key == "val_loss" else value
 
-    def _validation_event(self, planned: int | None, step_times: list[float]) -> Progress:
+    def _validation_event(self, planned: int | None) -> Progress:
         start = time.monotonic()
         metrics = self._validate()
-        self.val_seconds = time.monotonic() - start
+        self._timed_validation(time.monotonic() - start)
         score = self._score(metrics)
         improved = score > self.best_score + self.settings.min_delta or self.best_state is None
         if improved:
             self.best_score = score
-            self.best_state = _cpu_state(self.model.module)
+            self.best_state = cpu_state(self.model.module)
             self.best_metrics = dict(metrics)
             self.best_step = self.step
             self.bad_validations = 0
         else:
             self.bad_validations += 1
-        self.history.append({"step": self.step, "elapsed_s": round(self._elapsed(), 2), **metrics})
+        self.history.append(
+            {"step": self.step, "elapsed_s": round(self.budget.elapsed(), 2), **metrics}
+        )
         info = {
             "phase": "validate",
-            **_prefixed(metrics),
+            **prefixed(metrics),
             "improved": improved,
             "best_step": self.best_step,
             "best_val_dice": self.best_metrics.get("dice"),
-            "elapsed_s": self._elapsed(),
+            "elapsed_s": self.budget.elapsed(),
         }
-        text = _metrics_text(f"Validation at step {self.step}", metrics)
-        return Progress(self.step, planned, text, self._eta(planned, step_times), info)
+        text = metrics_text(f"Validation at step {self.step}", metrics)
+        return Progress(self.step, planned, text, self.budget.eta(self.step), info)
 
-    # ------------------------------------------------------------------ budget
-
-    def _elapsed(self) -> float:
-        return time.monotonic() - self.started
-
-    def _reserve(self) -> float:
-        # A last validation and saving must still fit into the budget.
-        return self.val_seconds + 2.0
-
-    def _out_of_time(self, step_times: list[float]) -> bool:
-        if self.deadline is None:
-            return False
-        typical = float(np.median(step_times[-20:])) if step_times else 0.0
-        return time.monotonic() + typical + self._reserve() > self.deadline
-
-    def _planned(self, step_times: list[float]) -> int | None:
-        s = self.settings
-        planned = s.steps
-        if self.deadline is not None and len(step_times) >= 3:
-            left = self.deadline - time.monotonic() - self._reserve()
-            per_step = float(np.median(step_times[-20:]))
-            by_time = self.step + max(int(left / max(per_step, 1e-6)), 0)
-            planned = by_time if planned is None else min(planned, by_time)
-        return planned
-
-    def _eta(self, planned: int | None, step_times: list[float]) -> float | None:
-        if not step_times:
-            return None
-        per_step = float(np.median(step_times[-20:]))
-        eta = None if planned is None else max(planned - self.step, 0) * per_step
-        if self.deadline is not None:
-            left = max(self.deadline - time.monotonic(), 0.0)
-            eta = left if eta is None else min(eta, left)
-        return eta
+    def _timed_validation(self, seconds: float) -> None:
+        # The last validation and saving must still fit into a time budget.
+        self.val_seconds = seconds
+        self.budget.reserve_s = seconds + 2.0
 
     # ------------------------------------------------------------------ checkpoints
 
     def _save_checkpoint(self) -> None:
-        import torch
-
-        from .atomic import atomic_path
-
         assert self.checkpoint is not None
-        state = {
-            "format": CHECKPOINT_FORMAT,
-            "data_hash": self.data_hash,
-            "settings": self.settings.to_dict(),
-            "step": self.step,
-            "model": _cpu_state(self.model.module),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "best_state": self.best_state,
-            "best_score": self.best_score,
-            "best_metrics": self.best_metrics,
-            "best_step": self.best_step,
-            "bad_validations": self.bad_validations,
-            "history": self.history,
-            "before": self.before,
-            "torch_rng": torch.get_rng_state(),
-            "numpy_rng": self.rng.bit_generator.state,
-            "augment_rng": self.augmenter.get_state(),
-        }
         try:
-            self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(self.checkpoint) as tmp:
-                torch.save(state, tmp)
+            save_checkpoint(self, self.checkpoint)
         except OSError as error:
             # A missed checkpoint costs only the ability to resume; training goes on.
             self._note(f"Could not write the training checkpoint {self.checkpoint}: {error}.")
 
     def _load_checkpoint(self) -> None:
-        import torch
-
         assert self.checkpoint is not None
-        try:
-            # weights_only: tensors and plain containers only, never arbitrary objects.
-            state = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
-        except Exception as error:
-            raise TrainingError(
-                f"Cannot resume from {self.checkpoint}: it is not a readable training "
-                f"checkpoint ({error}). Delete it to start afresh."
-            ) from error
-        if state.get("format") != CHECKPOINT_FORMAT or state.get("data_hash") != self.data_hash:
-            raise TrainingError(
-                f"The checkpoint {self.checkpoint} belongs to another run (other data or "
-                "format); delete it, or train without resuming."
-            )
-        self.model.module.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.step = int(state["step"])
-        self.best_state = state["best_state"]
-        self.best_score = float(state["best_score"])
-        self.best_metrics = dict(state["best_metrics"])
-        self.best_step = int(state["best_step"])
-        self.bad_validations = int(state["bad_validations"])
-        self.history = list(state["history"])
-        self.before = dict(state["before"])
-        torch.set_rng_state(state["torch_rng"])
-        self.rng.bit_generator.state = state["numpy_rng"]
-        self.augmenter.set_state(state["augment_rng"])
-
-
-def _capped(regions: Sequence[Region], max_pixels: int | None) -> list[Region]:
-    """At most ``max_pixels`` of held-out pixels, from regions spread evenly over the list."""
-    regions = list(regions)
-    total = sum(r.pixels for r in regions)
-    if not max_pixels or total <= max_pixels or len(regions) <= 1:
-        return regions
-    keep = max(1, int(len(regions) * max_pixels / total))
-    picks = np.unique(np.linspace(0, len(regions) - 1, keep).round().astype(int))
-    return [regions[i] for i in picks]
-
-
-def _prefixed(metrics: dict[str, float]) -> dict[str, float]:
-    return {(k if k.startswith("val_") else f"val_{k}"): v for k, v in metrics.items()}
-
-
-def _metrics_text(prefix: str, metrics: dict[str, float]) -> str:
-    if not metrics:
-        return prefix
-    return (
-        f"{prefix}: Dice {metrics['dice']:.3f}, IoU {metrics['iou']:.3f}, "
-        f"object F1 {metrics['object_f1']:.3f}, loss {metrics['val_loss']:.4f}"
-    )
+        load_checkpoint(self, self.checkpoint)

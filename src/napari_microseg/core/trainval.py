@@ -157,3 +157,29 @@ def evaluate_regions(
         "object_f1": float(f1_sum / f1_weight) if f1_weight else 0.0,
         "pixels": int(pixels),
     }
+
+
+def capped_regions(regions: Sequence[Region], max_pixels: int | None) -> list[Region]:
+    """At most ``max_pixels`` of held-out pixels, from regions spread evenly over the list."""
+    regions = list(regions)
+    total = sum(r.pixels for r in regions)
+    if not max_pixels or total <= max_pixels or len(regions) <= 1:
+        return regions
+    keep = max(1, int(len(regions) * max_pixels / total))
+    picks = np.unique(np.linspace(0, len(regions) - 1, keep).round().astype(int))
+    return [regions[i] for i in picks]
+
+
+def prefixed(metrics: dict[str, float]) -> dict[str, float]:
+    """Metric names as ``Progress.info`` keys: ``dice`` -> ``val_dice``."""
+    return {(k if k.startswith("val_") else f"val_{k}"): v for k, v in metrics.items()}
+
+
+def metrics_text(prefix: str, metrics: dict[str, float]) -> str:
+    """One line for a progress message: ``"<prefix>: Dice 0.912, IoU ..."``."""
+    if not metrics:
+        return prefix
+    return (
+        f"{prefix}: Dice {metrics['dice']:.3f}, IoU {metrics['iou']:.3f}, "
+        f"object F1 {metrics['object_f1']:.3f}, loss {metrics['val_loss']:.4f}"
+    )

@@ -17,6 +17,8 @@ import copy
 import datetime as _dt
 import errno
 import os
+import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -162,3 +164,115 @@ def _save_message(name: str, folder: Path, error: OSError) -> str:
         f"Could not save the model {name!r} in {folder}: {why}. Nothing was written and the "
         f"parent model is unchanged; {hint}."
     )
+
+
+def lineage_record(
+    parent: SegmentationModel,
+    kind: str,
+    data: Any,
+    split: str,
+    settings: Any,
+    choice: Any,
+    started_iso: str,
+    started: float,
+    before: dict[str, float],
+    after: dict[str, float],
+    steps: int,
+    stopped: str,
+    history: list[dict[str, Any]],
+    *,
+    best_step: int | None = None,
+    notes: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The lineage record of a trained model, stored in its card.
+
+    Parameters
+    ----------
+    parent : SegmentationModel
+        The model that was trained (the fine-tune parent, or the fresh network).
+    kind : {"fine-tune", "training"}
+    data : PreparedData
+        Gives the data hash and summary.
+    split : str
+        How the validation part was chosen.
+    settings : TrainSettings
+    choice : DeviceChoice
+        The device trained on.
+    started_iso, started : str, float
+        Start time (ISO and ``time.monotonic()``).
+    before, after : dict
+        Validation metrics of the parent and of the result.
+    steps, stopped, history
+        Steps taken, why training stopped, every validation.
+    best_step : int, optional
+        Step of the kept weights.
+    notes : sequence of str
+        Warnings of the run.
+
+    Returns
+    -------
+    dict
+        JSON-serialisable.
+    """
+    is_finetune = kind == "fine-tune"
+    return {
+        "kind": kind,
+        "parent": parent.name if is_finetune else None,
+        "parent_sha256": parent_fingerprint(parent) if is_finetune else None,
+        "data_sha256": data.data_hash,
+        "data": data.summary,
+        "validation": split,
+        "settings": settings.to_dict(),
+        "metrics_before": dict(before),
+        "metrics_after": dict(after),
+        "steps": steps,
+        "best_step": best_step,
+        "stopped": stopped,
+        "device": str(choice),
+        "started": started_iso,
+        "finished": now_iso(),
+        "duration_s": round(time.monotonic() - started, 1),
+        "napari_microseg": __version__,
+        "history": history,
+        "notes": list(notes),
+    }
+
+
+def trained_model(
+    working: SegmentationModel,
+    parent: SegmentationModel,
+    name: str,
+    lineage: dict[str, Any],
+    metrics: dict[str, float],
+    kind: str,
+    data: Any,
+) -> SegmentationModel:
+    """The trained model under its new name, with card, lineage and metrics.
+
+    ``working``'s module is used as is (not copied); the card is the parent's
+    with the new name, parent, lineage, metrics (measured on the held-out
+    part) and creation time.
+    """
+    summary = data.summary
+    what = f"{summary['planes']} annotated plane(s), {summary['objects']} object(s)"
+    if kind == "fine-tune":
+        trained_on = f"fine-tuned from {parent.name} on {what}"
+        description = f"{parent.name} fine-tuned on {what}. {parent.card.description}".strip()
+    else:
+        trained_on = f"trained from scratch on {what}"
+        description = parent.card.description or f"Trained on {what}."
+    card_metrics = {k: v for k, v in metrics.items() if k != "pixels"}
+    if card_metrics:
+        card_metrics["data"] = (
+            f"held-out validation part of the {kind} data ({lineage['validation']})"
+        )
+    card = trained_card(
+        parent.card,
+        name=name,
+        lineage=lineage,
+        metrics=card_metrics,
+        trained_on=trained_on,
+        description=description,
+        parent_name=parent.name if kind == "fine-tune" else None,
+    )
+    return type(working)(working.module, card, working.activation)
