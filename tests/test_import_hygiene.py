@@ -40,3 +40,10 @@ def test_package_root_and_cli_do_not_import_torch_or_napari():
     )
     heavy = sorted(m for m in loaded if m.split(".")[0] in ("torch", "napari", "qtpy"))
     assert not heavy, f"light imports pulled in {heavy[:5]}"
+
+
+def test_every_public_name_resolves():
+    import napari_microseg
+
+    for name in napari_microseg.__all__:
+        assert getattr(napari_microseg, name) is not None, name
