@@ -171,8 +171,9 @@ def test_train_from_a_config_with_a_data_override(tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     model = registry.load_model("mini-mito", device="cpu")
     assert model.card.lineage["steps"] == 2 and model.card.pixel_size_um == 0.005
-    assert "validation planes given separately" in model.card.lineage["validation"]
-    assert (tmp_path / "ck.pt").is_file()
+    assert "given separately" in model.card.lineage["validation"]
+    assert list(model.card.metrics)[:3] == ["dice", "iou", "object_f1"]
+    assert not (tmp_path / "ck.pt").exists()  # the run ended: nothing left to resume
 
 
 def test_train_config_errors(tmp_path, capsys):

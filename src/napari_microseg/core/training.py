@@ -193,7 +193,8 @@ def train(
     device, folder, save
         As in :func:`finetune`.
     checkpoint : path-like, optional
-        Resumable checkpoint file, written every ``settings.checkpoint_every_s``.
+        Resumable checkpoint file, written every ``settings.checkpoint_every_s``
+        and removed once the model is saved.
     resume : bool
         Continue from ``checkpoint`` if it exists (same data required).
 
@@ -290,7 +291,7 @@ def _run(
 
         train_regions = [Region(p, p.annotated) for p in data.planes]
         val_regions = [Region(p, p.annotated) for p in val_data.planes]
-        split = f"{len(val_regions)} validation planes given separately"
+        split = f"{len(val_regions)} validation plane(s) given separately"
     else:
         train_regions, val_regions, split = split_validation(
             data.planes, fraction=settings.val_fraction
@@ -385,6 +386,9 @@ def _run(
             outcome.steps, outcome.steps, f"Saving {name}", None, {"phase": "save", "name": name}
         )
         path = save_version(result, folder=folder)
+        if checkpoint is not None:
+            # Saved for good: the checkpoint could only resume a run that has ended.
+            checkpoint.unlink(missing_ok=True)
     before, after = outcome.before.get("dice"), outcome.after.get("dice")
     change = f"Dice {before:.3f} -> {after:.3f}" if before is not None else f"Dice {after:.3f}"
     yield Progress(

@@ -261,7 +261,8 @@ def trained_model(
     else:
         trained_on = f"trained from scratch on {what}"
         description = parent.card.description or f"Trained on {what}."
-    card_metrics = {k: v for k, v in metrics.items() if k != "pixels"}
+    # The model picker shows the first metrics: the segmentation scores, not the loss.
+    card_metrics = {k: metrics[k] for k in ("dice", "iou", "object_f1") if k in metrics}
     if card_metrics:
         card_metrics["data"] = (
             f"held-out validation part of the {kind} data ({lineage['validation']})"
