@@ -124,11 +124,13 @@ class TrainSettings:
 
     @classmethod
     def for_finetune(cls, **overrides: Any) -> TrainSettings:
-        """Few-shot defaults: 400 steps or 2.5 minutes, small patches, gentle learning rate.
+        """Few-shot defaults: 400 steps or 2.5 minutes, whichever comes first.
 
-        Measured on a 2-core CPU with the default U-Net (1.9 M parameters), two
-        768 x 1024 slices fine-tune in about 2.5 minutes; a GPU does the 400
-        steps in well under a minute.
+        The time budget counts everything (preparation, validations, saving), so
+        a two-slice 768 x 1024 fine-tune of the default U-Net ends within about
+        2.5 minutes on a 2-core CPU; how many steps fit depends on the machine's
+        load (136 steps on a lightly loaded 2-core CPU, 36 on a heavily shared
+        one). On a GPU the 400 steps come first.
         """
         base = cls(
             steps=400,
