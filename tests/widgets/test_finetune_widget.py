@@ -1,0 +1,71 @@
+"""Fine-tune widget: sparse slices detected, training in the background, new model listed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_microseg._widgets.finetune import FinetuneWidget
+from napari_microseg.core.synthetic import fluorescence_nuclei
+
+
+@pytest.fixture
+def setup(make_napari_viewer, model_registry):
+    viewer = make_napari_viewer()
+    sample = fluorescence_nuclei()
+    stack = np.stack([sample.image[:128, :128]] * 4)
+    labels = np.zeros(stack.shape, np.uint16)
+    labels[1] = sample.labels[:128, :128]  # only slices 1 and 3 are corrected
+    labels[3] = sample.labels[:128, :128]
+    image_layer = viewer.add_image(stack, name="stack")
+    labels_layer = viewer.add_labels(labels, name="corrected")
+    widget = FinetuneWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.image_combo.value = image_layer
+    widget.labels_combo.value = labels_layer
+    widget.model_combo.value = "tiny-grey"
+    return viewer, widget
+
+
+def test_detects_annotated_slices_and_suggests_a_name(setup):
+    _, widget = setup
+    assert widget.slices.value == "1,3"
+    assert widget.new_name.value.startswith("tiny-grey-ft")
+
+
+def test_finetune_saves_a_listed_model_with_lineage(setup, qtbot):
+    viewer, widget = setup
+    widget.steps.value = 6
+    widget.minutes.value = 2.0
+    widget.new_name.value = "tiny-grey-mine"
+    widget.start()
+    qtbot.waitUntil(lambda: widget.runner.worker is None, timeout=180000)
+    assert widget.new_model is not None and widget.new_model.name == "tiny-grey-mine"
+    assert widget.new_model.card.parent == "tiny-grey"
+    assert "→" in widget.result_label.value
+    assert widget.curves.train  # live curve got points
+    assert "tiny-grey-mine" in widget.model_combo.choices
+    widget.segment_with_new_model()
+    qtbot.waitUntil(lambda: "stack tiny-grey-mine labels" in viewer.layers, timeout=120000)
+
+
+def test_bad_inputs_are_messages(setup, monkeypatch):
+    viewer, widget = setup
+    warnings = []
+    monkeypatch.setattr("napari_microseg._widgets.finetune.show_warning", warnings.append)
+    other = viewer.add_labels(np.zeros((2, 5, 5), np.uint8), name="other")
+    widget.labels_combo.value = other
+    widget.start()
+    assert "differ in shape" in warnings[-1]
+    assert widget.runner.worker is None
+
+
+def test_empty_labels_error_is_a_notification(setup, qtbot, monkeypatch):
+    viewer, widget = setup
+    errors = []
+    monkeypatch.setattr("napari_microseg._widgets._runner.show_error", errors.append)
+    empty = viewer.add_labels(np.zeros((4, 128, 128), np.uint16), name="empty")
+    widget.labels_combo.value = empty
+    widget.start()
+    qtbot.waitUntil(lambda: widget.runner.worker is None, timeout=60000)
+    assert errors and "annotated" in errors[0].lower()
