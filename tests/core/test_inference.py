@@ -149,6 +149,22 @@ def test_model_card_normalization_is_computed_once_for_the_volume():
     np.testing.assert_allclose(result[0], normalize(volume) + 1, rtol=1e-6, atol=1e-6)
 
 
+def test_amp_on_the_cpu_is_bfloat16_when_native_else_explained():
+    from napari_microseg.core.forward import cpu_has_fast_bfloat16
+
+    image = np.random.default_rng(14).random((40, 40), dtype=np.float32)
+    net = small_convnet()
+    full = predict(net, image, tile_size=32, device="cpu")
+    if cpu_has_fast_bfloat16():
+        fast = predict(net, image, tile_size=32, device="cpu", amp=True)
+        assert fast.dtype == np.float32 and not np.array_equal(fast, full)
+        np.testing.assert_allclose(fast, full, atol=2e-2)
+    else:
+        with pytest.warns(InferenceWarning, match="bfloat16"):
+            fast = predict(net, image, tile_size=32, device="cpu", amp=True)
+        np.testing.assert_array_equal(fast, full)
+
+
 # ----------------------------------------------------------------------------- 3D modes
 
 
@@ -427,8 +443,20 @@ def test_model_is_left_as_it_was_given():
     net = small_convnet()
     net.train()
     predict(net, np.zeros((10, 10), np.float32), tile_size=8)
-    assert net.training
+    assert net.training and not net[1].inplace
     assert next(net.parameters()).is_contiguous()
+
+
+def test_only_provably_safe_activations_run_in_place():
+    from napari_microseg.core.forward import inplace_activations
+
+    shared = torch.nn.ReLU()
+    net = small_convnet()
+    net.append(shared)
+    net.extra = shared  # also reachable elsewhere: may see tensors that are needed later
+    first = torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Conv2d(1, 1, 1))  # input from outside
+    switched = inplace_activations(torch.nn.Sequential(net, first))
+    assert switched == [net[1]] and not shared.inplace and not first[0].inplace
 
 
 # ----------------------------------------------------------------------------- bad input

