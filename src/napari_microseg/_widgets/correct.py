@@ -52,14 +52,14 @@ class CorrectWidget(Container):
     """Dock widget with object-level label corrections."""
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
-        super().__init__(labels=False)
+        super().__init__(labels=True)
         self.viewer = napari_viewer
         self.labels_combo: ComboBox = create_widget(annotation=Labels, label="labels")
         self.image_combo: ComboBox = create_widget(
             annotation=Image | None, label="image (for split)", options={"nullable": True}
         )
-        self.count_label = Label(value="objects: -")
-        self.selection_label = Label(value="selected: none (Shift+click objects)")
+        self.count_label = Label(value="objects: -", label="count")
+        self.selection_label = Label(value="none (Shift+click objects)", label="selected")
         self.min_size = SpinBox(value=50, min=1, max=10**9, label="min size (px)")
         self.remove_small_button = PushButton(text="Delete objects under min size")
         self.clear_button = PushButton(text="Clear selection")
@@ -144,12 +144,12 @@ class CorrectWidget(Container):
         if seed is not None:
             self.seeds.append(seed)
         self.selection_label.value = (
-            f"selected: {', '.join(map(str, self.selected_ids))} ({len(self.seeds)} seeds)"
+            f"{', '.join(map(str, self.selected_ids))} ({len(self.seeds)} seeds)"
         )
 
     def clear_selection(self) -> None:
         self.selected_ids, self.seeds = [], []
-        self.selection_label.value = "selected: none (Shift+click objects)"
+        self.selection_label.value = "none (Shift+click objects)"
 
     # ------------------------------------------------------------------ operations
     def _apply(self, edit: ops.LabelEdit) -> None:

@@ -49,6 +49,7 @@ class TrainingCurves:
 
         self.figure = Figure(figsize=(4, 2.6), tight_layout=True)
         self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(220)
         self.loss_axes = self.figure.add_subplot(1, 2, 1)
         self.metric_axes = self.figure.add_subplot(1, 2, 2)
         self.clear()
