@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from napari_microseg.cli import main  # noqa: E402
-from napari_microseg.cli import predict as cli_predict  # noqa: E402
-from napari_microseg.core.io import imread  # noqa: E402
-from napari_microseg.core.models.base import ModelCard, SegmentationModel  # noqa: E402
-from napari_microseg.core.writers import write_image  # noqa: E402
+from napari_microseg.cli import main
+from napari_microseg.cli import predict as cli_predict
+from napari_microseg.core.io import imread
+from napari_microseg.core.models.base import ModelCard, SegmentationModel
+from napari_microseg.core.writers import write_image
 
 
 class Bright(torch.nn.Module):
@@ -79,7 +78,8 @@ def test_folder_in_folder_out_keeps_names_and_loads_once(tmp_path, loads):
 
 
 def test_probabilities_stream_to_zarr_and_postprocess_can_be_overridden(tmp_path, loads):
-    zarr = pytest.importorskip("zarr")
+    import zarr
+
     stack = np.stack([blobs(2), blobs(3)])
     source = write_image(tmp_path / "stack.tif", stack)
     out, prob = tmp_path / "labels.tif", tmp_path / "prob.zarr"
@@ -108,8 +108,8 @@ def test_bad_overlap_is_a_one_line_error(tmp_path, loads, capsys):
 
 
 def test_a_saved_model_file_runs_end_to_end(tmp_path):
-    build = pytest.importorskip("napari_microseg.core.models.build")
-    checkpoint = pytest.importorskip("napari_microseg.core.models.checkpoint")
+    from napari_microseg.core.models import build, checkpoint
+
     model = build.create_model("unet", name="tiny", depth=2, base_width=4)
     weights = checkpoint.save_checkpoint(model, tmp_path / "tiny")
     source = write_image(tmp_path / "a.tif", blobs(2))

@@ -6,21 +6,20 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from napari_microseg.core.forward import InferenceWarning  # noqa: E402
-from napari_microseg.core.inference import iter_predict, predict  # noqa: E402
-from napari_microseg.core.models.base import (  # noqa: E402
+from napari_microseg.core.forward import InferenceWarning
+from napari_microseg.core.inference import iter_predict, predict
+from napari_microseg.core.models.base import (
     ModelCard,
     ModelError,
     SegmentationModel,
     wrap_module,
 )
-from napari_microseg.core.normalize import NormalizationWarning, normalize  # noqa: E402
-from napari_microseg.core.progress import Progress  # noqa: E402
-from napari_microseg.core.tiling import TilePlan  # noqa: E402
-from napari_microseg.core.validation import ImageValidationError  # noqa: E402
+from napari_microseg.core.normalize import NormalizationWarning, normalize
+from napari_microseg.core.progress import Progress
+from napari_microseg.core.tiling import TilePlan
+from napari_microseg.core.validation import ImageValidationError
 
 
 class PlusOne(torch.nn.Module):
@@ -116,7 +115,8 @@ def test_tiled_matches_untiled_in_tile_interiors_for_a_conv_net():
 
 
 def test_tiled_matches_untiled_for_a_small_unet():
-    unet = pytest.importorskip("napari_microseg.core.models.unet")
+    from napari_microseg.core.models import unet
+
     torch.manual_seed(0)
     net = unet.UNet(1, 2, depth=2, base_width=4).eval()
     image = np.random.default_rng(4).random((96, 128), dtype=np.float32)
@@ -168,7 +168,8 @@ def test_amp_on_the_cpu_is_bfloat16_when_native_else_explained():
 
 
 def test_lazy_zarr_volume_is_read_in_slabs(tmp_path, monkeypatch):
-    zarr = pytest.importorskip("zarr")
+    import zarr
+
     from napari_microseg.core import planes
     from napari_microseg.core.inference import PredictOptions, run_prediction
 
@@ -290,7 +291,8 @@ def test_out_of_memory_at_the_smallest_tile_is_an_error():
 
 
 def test_out_accepts_numpy_memmap_and_zarr(tmp_path):
-    zarr = pytest.importorskip("zarr")
+    import zarr
+
     image = np.random.default_rng(11).random((3, 20, 20), dtype=np.float32)
     mapped = np.memmap(tmp_path / "p.dat", np.float32, "w+", shape=(1, 3, 20, 20))
     store = zarr.create_array(store=str(tmp_path / "p.zarr"), shape=(1, 3, 20, 20), dtype="f4")
@@ -336,7 +338,8 @@ def _cancel_after_first_batch(out, image, net):
 
 
 def test_cancel_stops_within_a_batch_and_leaves_no_partial_output(tmp_path):
-    zarr = pytest.importorskip("zarr")
+    import zarr
+
     image = np.random.default_rng(12).random((4, 30, 30), dtype=np.float32)
     net = PlusOne()
     store = zarr.create_array(store=str(tmp_path / "c.zarr"), shape=(1, 4, 30, 30), dtype="f4")
@@ -419,7 +422,8 @@ def test_overlap_outside_range_is_refused(overlap):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_without_gpu_falls_back_to_cpu_with_a_warning():
-    device = pytest.importorskip("napari_microseg.core.device")
+    from napari_microseg.core import device
+
     image = np.ones((8, 8), np.float32)
     with pytest.warns(device.DeviceWarning, match="CPU"):
         result = exact(image=image, device="cuda", tile_size=8)

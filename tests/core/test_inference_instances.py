@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from scipy import ndimage as ndi
 
-torch = pytest.importorskip("torch")
-
-from napari_microseg.core.inference import Instances, predict  # noqa: E402
-from napari_microseg.core.models.base import ModelCard, ModelError, SegmentationModel  # noqa: E402
-from napari_microseg.core.tiling import TilePlan  # noqa: E402
+from napari_microseg.core.inference import Instances, predict
+from napari_microseg.core.models.base import ModelCard, ModelError, SegmentationModel
+from napari_microseg.core.tiling import TilePlan
 
 
 class BlobDetector(SegmentationModel):
@@ -81,7 +80,8 @@ def test_instance_stack_ids_are_unique_across_slices():
 
 
 def test_a_real_mask_rcnn_runs_tile_by_tile():
-    build = pytest.importorskip("napari_microseg.core.models.build")
+    from napari_microseg.core.models import build
+
     torch.manual_seed(0)
     model = build.create_model(
         "maskrcnn", name="mr", fpn_channels=16, box_head_size=32, mask_head_channels=16

@@ -136,8 +136,9 @@ def test_lazy_volumes_are_sampled_on_a_few_strided_planes():
 
 
 def test_dask_and_zarr_volumes_normalize_like_numpy(tmp_path):
-    da = pytest.importorskip("dask.array")
-    zarr = pytest.importorskip("zarr")
+    import dask.array as da
+    import zarr
+
     data = _ramp(np.uint16, shape=(8, 32, 32), top=60000)
     store = zarr.create_array(
         store=str(tmp_path / "v.zarr"), shape=data.shape, chunks=(2, 16, 16), dtype="uint16"

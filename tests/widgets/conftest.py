@@ -58,11 +58,15 @@ def trained_models(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def model_registry(trained_models, monkeypatch, tmp_path):
-    """The registry sees the trained test models and an empty bundled folder."""
+    """The registry sees a per-test copy of the trained models and an empty bundled folder."""
+    import shutil
+
     from napari_microseg.core.models import registry
 
+    user = tmp_path / "user-models"
+    shutil.copytree(trained_models, user)  # models saved by one test stay out of the others
     bundled = tmp_path / "bundled"
     bundled.mkdir()
-    monkeypatch.setenv(registry.ENV_VAR, str(trained_models))
+    monkeypatch.setenv(registry.ENV_VAR, str(user))
     monkeypatch.setattr(registry, "bundled_models_dir", lambda: bundled)
-    return trained_models
+    return user

@@ -49,6 +49,7 @@ def test_run_adds_probabilities_and_labels_with_scale_then_replaces(setup, qtbot
     dice = 2 * (truth & found).sum() / (truth.sum() + found.sum())
     assert dice > 0.6, dice
     n_layers = len(viewer.layers)
+    assert widget.model_combo.value == "tiny-grey"  # adding layers keeps the chosen model
     run_and_wait(widget, qtbot)
     assert len(viewer.layers) == n_layers
 

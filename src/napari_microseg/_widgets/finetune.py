@@ -144,11 +144,11 @@ class FinetuneWidget(Container):
         self.detect_slices()
 
     # ------------------------------------------------------------------ inputs
-    def refresh_models(self) -> None:
+    def refresh_models(self, keep: str | None = None) -> None:
         from ..core.models.registry import list_models
 
         usable = [e for e in list_models() if e.usable and e.task == "semantic"]
-        current = self.model_combo.value
+        current = keep if keep is not None else self.model_combo.value
         choices = [(f"{e.name} — {e.family}, {e.modality}", e.name) for e in usable]
         self.model_combo.choices = choices or [NO_MODEL]
         if current in [value for _, value in choices]:
@@ -156,9 +156,11 @@ class FinetuneWidget(Container):
         self._suggest_name()
 
     def reset_choices(self, event: Any = None) -> None:
+        # magicgui resets every ComboBox to its constructor choices; keep the chosen model.
+        keep = self.model_combo.value
         super().reset_choices(event)
         if hasattr(self, "curves"):
-            self.refresh_models()
+            self.refresh_models(keep=keep)
 
     def _suggest_name(self, event: Any = None) -> None:
         base = self.model_combo.value

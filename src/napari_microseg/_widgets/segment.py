@@ -104,7 +104,7 @@ class SegmentWidget(Container):
         self._show_device()
 
     # ------------------------------------------------------------------ models
-    def refresh_models(self) -> None:
+    def refresh_models(self, keep: str | None = None) -> None:
         """Re-read the registry (new fine-tuned models appear at once)."""
         from ..core.models.registry import list_models
 
@@ -114,7 +114,7 @@ class SegmentWidget(Container):
             (f"{e.name} — {e.family}, {e.modality}" if e.usable else f"{e.name} (unusable)", key)
             for key, e in self._entries.items()
         ]
-        current = self.model_combo.value
+        current = keep if keep is not None else self.model_combo.value
         self.model_combo.choices = choices or [NO_MODEL]
         values = [value for _, value in choices]
         if current in values:
@@ -122,9 +122,11 @@ class SegmentWidget(Container):
         self._show_card()
 
     def reset_choices(self, event: Any = None) -> None:
+        # magicgui resets every ComboBox to its constructor choices; keep the chosen model.
+        keep = self.model_combo.value
         super().reset_choices(event)
         if hasattr(self, "_entries"):
-            self.refresh_models()
+            self.refresh_models(keep=keep)
 
     def _show_card(self, event: Any = None) -> None:
         entry = self._entries.get(self.model_combo.value)
