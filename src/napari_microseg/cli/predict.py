@@ -194,23 +194,23 @@ def _zarr_probabilities(path: Path, model: Any, image: Any) -> Any:
 
 
 def _postprocess(model: Any, prob: Any, image: Any, args: argparse.Namespace) -> Any:
+    from dataclasses import replace
+
     import numpy as np
 
-    from ..core.postprocess import postprocess
+    from ..core.segment import pipeline_spacing, recommended_pipeline
 
-    pipeline = model.card.recommended.get("postprocess")
-    settings: dict[str, Any] = {}
-    if args.postprocess:
-        settings["method"] = args.postprocess
-    if args.threshold is not None:
-        settings["threshold"] = args.threshold
-    if not isinstance(pipeline, dict):
-        pipeline = None
     prob = np.asarray(prob)
-    if prob.shape[0] == 1:  # one sigmoid channel: the foreground itself
-        settings.setdefault("foreground_class", 0)
-    spacing = image.scale if image.scale and len(image.scale) == prob.ndim - 1 else None
-    return postprocess(prob, pipeline, class_axis=0, spacing=spacing, **settings)
+    pipeline = recommended_pipeline(model.card, prob.shape[0])
+    overrides: dict[str, Any] = {}
+    if args.postprocess:
+        overrides["method"] = args.postprocess
+    if args.threshold is not None:
+        overrides["threshold"] = args.threshold
+    if overrides:
+        pipeline = replace(pipeline, **overrides)
+    spacing = pipeline_spacing(pipeline, model.card, image.scale, prob.ndim - 1)
+    return pipeline.run(prob, class_axis=0, spacing=spacing)
 
 
 def _write_probabilities(path: Path, prob: Any, image: Any) -> None:

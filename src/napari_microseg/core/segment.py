@@ -61,6 +61,33 @@ def recommended_pipeline(card: ModelCard, n_classes: int) -> PostprocessPipeline
     return pipeline
 
 
+def pipeline_spacing(
+    pipeline: PostprocessPipeline,
+    card: ModelCard,
+    spacing: tuple[float, ...] | None,
+    ndim: int,
+) -> tuple[float, ...] | None:
+    """The voxel size to post-process with: the image's, else the model's pixel size.
+
+    Raises
+    ------
+    ValueError
+        If the pipeline's sizes are in µm and neither the image nor the model
+        gives a pixel size.
+    """
+    if spacing is not None and len(spacing) != ndim:
+        spacing = None
+    if pipeline.physical_units and spacing is None:
+        if card.pixel_size_um is None:
+            raise ValueError(
+                "The post-processing gives sizes in µm but the image has no voxel size. "
+                "Set the image's scale (µm per pixel) or use sizes in pixels."
+            )
+        # The model was trained at this pixel size; assume the image matches it.
+        spacing = (float(card.pixel_size_um),) * ndim
+    return spacing
+
+
 def segment_job(
     model: SegmentationModel,
     image: Any,
@@ -93,16 +120,6 @@ def segment_job(
     probabilities = np.asarray(result)
     if pipeline is None:
         pipeline = recommended_pipeline(model.card, probabilities.shape[0])
-    spatial_ndim = probabilities.ndim - 1
-    if spacing is not None and len(spacing) != spatial_ndim:
-        spacing = None
-    if pipeline.physical_units and spacing is None:
-        if model.card.pixel_size_um is None:
-            raise ValueError(
-                "The post-processing gives sizes in µm but the image has no voxel size. "
-                "Set the layer's scale (µm per pixel) or use sizes in pixels."
-            )
-        # The model was trained at this pixel size; assume the image matches it.
-        spacing = (float(model.card.pixel_size_um),) * spatial_ndim
+    spacing = pipeline_spacing(pipeline, model.card, spacing, probabilities.ndim - 1)
     labels = yield from pipeline.run_job(probabilities, class_axis=0, spacing=spacing)
     return SegmentResult(labels, probabilities, None, pipeline.to_dict())
