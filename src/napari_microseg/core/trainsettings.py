@@ -129,8 +129,9 @@ class TrainSettings:
         The time budget counts everything (preparation, validations, saving), so
         a two-slice 768 x 1024 fine-tune of the default U-Net ends within about
         2.5 minutes on a 2-core CPU; how many steps fit depends on the machine's
-        load (136 steps on a lightly loaded 2-core CPU, 36 on a heavily shared
-        one). On a GPU the 400 steps come first.
+        load (290-390 steps on a lightly loaded 2-core CPU in
+        benchmarks/bench_finetune.py, 36 on a heavily shared one). On a GPU the
+        400 steps come first.
         """
         base = cls(
             steps=400,
