@@ -44,10 +44,9 @@ def test_demo_writes_labels_and_preview(tmp_path, capsys):
     assert preview.is_rgb
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the display check is Linux-only")
 def test_demo_gui_without_display_says_what_to_do(monkeypatch, capsys):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    if not sys.platform.startswith("linux"):
-        pytest.skip("the display check is Linux-only")
     assert main(["demo", "--gui"]) == 2
     assert "xvfb-run" in capsys.readouterr().err

@@ -27,14 +27,13 @@ phase          keys
 
 Examples
 --------
-Fine-tune a registry model on two corrected slices of a stack, headless::
+Fine-tune a registry model on two corrected slices of a stack, headless
+(``image`` and ``labels`` are the user's arrays):
 
-    from napari_microseg.core.progress import drain
-    from napari_microseg.core.training import TrainSettings, finetune
-
-    job = finetune("mito-em", image, labels, name="mito-em-mydata",
-                   settings=TrainSettings.for_finetune(minutes=2))
-    model = drain(job)            # saved; load_model("mito-em-mydata") works at once
+>>> from napari_microseg.core.progress import drain  # doctest: +SKIP
+>>> job = finetune("mito-em", image, labels, name="mito-em-mydata",
+...                settings=TrainSettings.for_finetune(minutes=2))  # doctest: +SKIP
+>>> model = drain(job)  # saved; load_model("mito-em-mydata") works at once  # doctest: +SKIP
 """
 
 from __future__ import annotations
