@@ -74,33 +74,11 @@ class PostprocessWidget(Container):
         self.apply_button = PushButton(text="Apply to all slices")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = Label(value="")
-        self.extend(
-            [
-                self.prob_combo,
-                self.method,
-                self.auto_threshold,
-                self.threshold,
-                self.low,
-                self.high,
-                self.markers,
-                self.h,
-                self.compactness,
-                self.opening,
-                self.fill_holes,
-                self.min_size,
-                self.physical,
-                self.live,
-                self.apply_button,
-                self.cancel_button,
-                self.status,
-            ]
-        )
-        self.runner = JobRunner("Post-process", on_state=self._set_running)
-        self._resolved: dict[tuple[Any, ...], PostprocessPipeline] = {}
-        for control in (
+        # Every setting re-runs the preview when it changes.
+        settings = [
             self.method,
-            self.threshold,
             self.auto_threshold,
+            self.threshold,
             self.low,
             self.high,
             self.markers,
@@ -111,7 +89,13 @@ class PostprocessWidget(Container):
             self.min_size,
             self.physical,
             self.live,
-        ):
+        ]
+        self.extend(
+            [self.prob_combo, *settings, self.apply_button, self.cancel_button, self.status]
+        )
+        self.runner = JobRunner("Post-process", on_state=self._set_running)
+        self._resolved: dict[tuple[Any, ...], PostprocessPipeline] = {}
+        for control in settings:
             control.changed.connect(self.update_preview)
         self.prob_combo.changed.connect(self._on_layer_changed)
         self.apply_button.changed.connect(self.apply_to_all)
