@@ -304,11 +304,17 @@ def _run(
     working = working_copy(parent, choice.device)
     started_iso = now_iso()
 
-    def keep_draft(state: dict[str, Any], metrics: dict[str, float], step: int) -> None:
-        if not save:
-            return
-        working.module.load_state_dict(state)
-        lineage = lineage_record(
+    def record(
+        before: dict[str, float],
+        after: dict[str, float],
+        steps: int,
+        stopped: str,
+        history: Any,
+        best_step: int | None,
+        notes: list[str],
+    ) -> dict[str, Any]:
+        """The lineage of this run; only the outcome differs between a draft and the result."""
+        return lineage_record(
             parent,
             kind,
             data,
@@ -317,13 +323,27 @@ def _run(
             choice,
             started_iso,
             started,
+            before,
+            after,
+            steps,
+            stopped,
+            history,
+            best_step=best_step,
+            notes=data.notes + notes,
+        )
+
+    def keep_draft(state: dict[str, Any], metrics: dict[str, float], step: int) -> None:
+        if not save:
+            return
+        working.module.load_state_dict(state)
+        lineage = record(
             trainer.before,
             metrics,
             step,
             "cancelled",
             trainer.history,
-            best_step=trainer.best_step,
-            notes=data.notes + trainer.notes,
+            trainer.best_step,
+            trainer.notes,
         )
         lineage["draft"] = True
         draft = trained_model(working, parent, draft_name, lineage, metrics, kind, data)
@@ -359,22 +379,14 @@ def _run(
             "Training ended before its first step: the time budget is too small for this "
             "model and data. Give more minutes or steps."
         )
-    lineage = lineage_record(
-        parent,
-        kind,
-        data,
-        split,
-        settings,
-        choice,
-        started_iso,
-        started,
+    lineage = record(
         outcome.before,
         outcome.after,
         outcome.steps,
         outcome.stopped,
         outcome.history,
-        best_step=outcome.best_step,
-        notes=data.notes + outcome.notes,
+        outcome.best_step,
+        outcome.notes,
     )
     result = trained_model(working, parent, name, lineage, outcome.after, kind, data)
     path = None
