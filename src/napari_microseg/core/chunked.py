@@ -1,0 +1,761 @@
+"""Out-of-core prediction into a zarr array, block by block, resumable.
+
+A volume larger than memory is cut into *blocks*: whole chunks of the output
+zarr array (:class:`BlockGrid`). Each block is predicted from its *region*:
+the block grown by the halo of context it needs (:class:`HaloPlan`), that is
+every tile of the whole-volume tile plan that touches the block, plus the
+neighbouring slices a 2.5D model reads. The region is predicted with the very
+tile loop of :mod:`.tile_loop` and the normalizer fitted once on the whole
+volume, so the tile positions, the blending weights and the summation order
+at every pixel of the block are the ones of the single-machine path: the
+block's interior equals :func:`~.inference.predict` on the whole volume.
+
+Blocks are independent, so they run one after another in this process
+(:class:`LocalExecutor`) or spread over a Dask cluster
+(:mod:`.distributed`). A block is written in full, then marked done in the
+output's attributes (:class:`DoneLog`); a job started again on the same
+output skips the blocks already done, and a block interrupted while being
+written is not marked, so it is redone.
+
+Peak memory is one region's input and probabilities plus one batch of
+tiles, whatever the size of the volume.
+
+Examples
+--------
+>>> grid = BlockGrid((5, 70, 90), (2, 32, 64))
+>>> grid.grid, len(grid)
+((3, 3, 2), 18)
+>>> grid.interior(17)
+(slice(4, 5, None), slice(64, 70, None), slice(64, 90, None))
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from .inference_setup import PredictionJob, PredictOptions, as_model, prepare_job, resolve_image
+from .models.base import SegmentationModel
+from .normalize import Normalizer, fit_normalizer
+from .planes import SINGLE, is_lazy
+from .progress import Job, Progress
+
+#: Attribute of the output array holding the resume record.
+RECORD_KEY = "microseg_chunked"
+#: Default block side along the plane (Y, X) axes: large blocks waste fewer halo tiles.
+DEFAULT_BLOCK_SIDE = 1024
+#: Default output chunk: 16 slices of 256 x 256.
+DEFAULT_CHUNK = {"Y": 256, "X": 256}
+DEFAULT_CHUNK_OTHER = 16
+
+Region = tuple[slice, ...]
+
+
+class ChunkedError(ValueError):
+    """Bad input to an out-of-core or distributed job; the message says what to do."""
+
+
+# ----------------------------------------------------------------------------- blocks
+
+
+@dataclass(frozen=True)
+class BlockGrid:
+    """Blocks tiling a spatial shape; the last block of each axis may be shorter.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The spatial shape, e.g. ``(Z, Y, X)``.
+    block : tuple of int
+        The block shape, one value per axis of ``shape``.
+    """
+
+    shape: tuple[int, ...]
+    block: tuple[int, ...]
+
+    @property
+    def grid(self) -> tuple[int, ...]:
+        """Blocks along each axis."""
+        return tuple(math.ceil(s / b) for s, b in zip(self.shape, self.block))
+
+    def __len__(self) -> int:
+        return math.prod(self.grid)
+
+    def position(self, index: int) -> tuple[int, ...]:
+        """The block's position in the grid, from its flat (raster-order) index."""
+        return tuple(int(i) for i in np.unravel_index(index, self.grid))
+
+    def interior(self, index: int) -> Region:
+        """The voxels the block owns, as one slice per axis."""
+        return tuple(
+            slice(p * b, min((p + 1) * b, s))
+            for p, b, s in zip(self.position(index), self.block, self.shape)
+        )
+
+    def index_of(self, position: Sequence[int]) -> int:
+        """The flat index of the block at a grid position."""
+        return int(np.ravel_multi_index(tuple(position), self.grid))
+
+
+def default_chunks(spatial_axes: str, shape: Sequence[int]) -> tuple[int, ...]:
+    """Output chunks: 256 along Y and X, 16 along other axes, capped by the shape."""
+    return tuple(
+        min(int(s), DEFAULT_CHUNK.get(a, DEFAULT_CHUNK_OTHER)) for a, s in zip(spatial_axes, shape)
+    )
+
+
+def choose_block(
+    spatial_axes: str,
+    shape: Sequence[int],
+    chunks: Sequence[int],
+    block: Sequence[int] | None = None,
+) -> tuple[int, ...]:
+    """The block shape: given, or whole chunks reaching :data:`DEFAULT_BLOCK_SIDE` along Y, X.
+
+    Parameters
+    ----------
+    spatial_axes : str
+        Letters of the spatial axes, e.g. ``"ZYX"``.
+    shape, chunks : sequence of int
+        The spatial shape and the output's chunk shape.
+    block : sequence of int, optional
+        Requested block shape; must be whole chunks (the last block of an axis
+        may still be shorter when the chunks do not divide the volume).
+
+    Raises
+    ------
+    ChunkedError
+        If ``block`` is not a multiple of the chunks or has the wrong length.
+    """
+    shape = tuple(int(s) for s in shape)
+    chunks = tuple(int(c) for c in chunks)
+    if block is None:
+        out = []
+        for axis, size, chunk in zip(spatial_axes, shape, chunks):
+            if axis in "YX":
+                out.append(min(math.ceil(DEFAULT_BLOCK_SIDE / chunk) * chunk, size))
+            else:
+                out.append(min(chunk, size))
+        return tuple(out)
+    block = tuple(int(b) for b in block)
+    if len(block) != len(shape) or min(block) < 1:
+        raise ChunkedError(
+            f"block={block} must give one positive size per spatial axis {spatial_axes!r} "
+            f"(shape {shape})."
+        )
+    for size, chunk, value in zip(shape, chunks, block):
+        if value % chunk and value < size:
+            raise ChunkedError(
+                f"block={block} is not made of whole output chunks {chunks}; use multiples of "
+                "the chunks so that no chunk is written by two blocks."
+            )
+    return tuple(min(b, s) for b, s in zip(block, shape))
+
+
+# ----------------------------------------------------------------------------- halo
+
+
+@dataclass(frozen=True)
+class HaloPlan:
+    """How far a block's region reaches beyond the block, per spatial axis.
+
+    Attributes
+    ----------
+    spatial_axes : str
+        Letters of the spatial axes.
+    shape : tuple of int
+        The spatial shape.
+    tiles : dict
+        Plane axes tiled by the whole-volume plan: letter -> ``(starts, tile)``;
+        a plane axis shorter than a tile (mirrored up to one) maps to None and
+        its region is the whole axis.
+    context : dict
+        Slice axis -> neighbouring slices a 2.5D model reads on each side.
+    """
+
+    spatial_axes: str
+    shape: tuple[int, ...]
+    tiles: dict[str, tuple[tuple[int, ...], int] | None]
+    context: dict[str, int]
+
+    @classmethod
+    def from_job(cls, job: PredictionJob, spatial_axes: str, shape: Sequence[int]) -> HaloPlan:
+        """The halo of a prediction planned on the whole volume (:func:`prepare_job`)."""
+        (view,), (plan,) = job.views, job.plans
+        sizes = dict(zip(spatial_axes, shape))
+        tiles: dict[str, tuple[tuple[int, ...], int] | None] = {}
+        for i, axis in enumerate(view.plane):
+            fits = plan.shape[i] == sizes[axis]
+            tiles[axis] = (plan.starts[i], plan.tile[i]) if fits else None
+        context = {} if view.inner == SINGLE else {view.inner: job.context}
+        return cls(spatial_axes, tuple(int(s) for s in shape), tiles, context)
+
+    def region(self, interior: Region) -> Region:
+        """The region to predict for a block: every tile touching it, and context slices."""
+        out = []
+        for axis, size, span in zip(self.spatial_axes, self.shape, interior):
+            lo, hi = span.start, span.stop
+            if axis in self.tiles:
+                tiled = self.tiles[axis]
+                if tiled is None:
+                    lo, hi = 0, size
+                else:
+                    starts, tile = tiled
+                    # Tiles touching [lo, hi): start < hi and start + tile > lo.
+                    first = bisect.bisect_right(starts, lo - tile)
+                    last = bisect.bisect_left(starts, hi) - 1
+                    lo, hi = starts[first], starts[last] + tile
+            elif axis in self.context:
+                lo, hi = max(lo - self.context[axis], 0), min(hi + self.context[axis], size)
+            out.append(slice(lo, hi))
+        return tuple(out)
+
+
+def read_region(source: Any, axes: str, region: Region) -> np.ndarray:
+    """Read a spatial region of an image (all channels) into memory.
+
+    Parameters
+    ----------
+    source : ndarray, memmap, zarr array or dask array
+        The image, axes as in ``axes``.
+    axes : str
+        Its axis letters, e.g. ``"ZYX"`` or ``"ZYXC"``.
+    region : tuple of slice
+        One slice per spatial axis (``axes`` without C).
+
+    Returns
+    -------
+    ndarray
+        The pixels, same axes, the source's dtype.
+    """
+    spans = iter(region)
+    index = tuple(slice(None) if a == "C" else next(spans) for a in axes)
+    block = source[index]
+    if is_lazy(block):
+        # Never the distributed scheduler from inside a task: read here, synchronously.
+        return np.asarray(block.compute(scheduler="sync"))
+    return np.asarray(block)
+
+
+# ----------------------------------------------------------------------------- block task
+
+
+@dataclass(frozen=True)
+class BlockTask:
+    """Everything a worker needs to predict and write blocks (small, picklable).
+
+    Attributes
+    ----------
+    source : ndarray, zarr array or dask array
+        The input image.
+    axes : str
+        Its axis letters.
+    options : PredictOptions
+        Validated settings, as for the whole volume.
+    normalizer : Normalizer
+        Fitted once on the whole volume.
+    halo : HaloPlan
+        The whole-volume tile plan's reach.
+    grid : BlockGrid
+        The blocks.
+    out : zarr array
+        ``(K, *spatial)`` float32 probabilities.
+    """
+
+    source: Any
+    axes: str
+    options: PredictOptions
+    normalizer: Normalizer
+    halo: HaloPlan
+    grid: BlockGrid
+    out: Any
+
+
+def predict_block(model: SegmentationModel, task: BlockTask, index: int) -> Job[np.ndarray]:
+    """Predict one block as the whole-volume prediction would.
+
+    Parameters
+    ----------
+    model : SegmentationModel
+        The model (semantic).
+    task : BlockTask
+        The job's shared settings.
+    index : int
+        The block's flat index in ``task.grid``.
+
+    Returns
+    -------
+    (K, *block_shape) ndarray of float32
+        The block's probabilities (or logits, as ``options.activation`` says).
+    """
+    from .tile_loop import predict_semantic
+
+    interior = task.grid.interior(index)
+    region = task.halo.region(interior)
+    data = read_region(task.source, task.axes, region)
+    job = prepare_job(model, data, task.axes, None, task.options)
+    job.normalizer = task.normalizer
+    with job.runner:
+        result = yield from predict_semantic(job)
+    crop = tuple(slice(i.start - r.start, i.stop - r.start) for i, r in zip(interior, region))
+    return np.ascontiguousarray(result[(slice(None), *crop)])
+
+
+def predict_and_write_block(model: Any, task: BlockTask, index: int) -> Job[int]:
+    """Predict one block and write it into ``task.out``; returns ``index`` once written.
+
+    ``model`` is a loaded model or a :class:`~.distributed.ModelRef` that
+    workers load once (see :func:`~.distributed.resolve_model`).
+    """
+    from .distributed import model_lock, resolve_model
+
+    model = resolve_model(model)
+    with model_lock(model):
+        values = yield from predict_block(model, task, index)
+    interior = task.grid.interior(index)
+    task.out[(slice(None), *interior)] = values
+    return index
+
+
+# ----------------------------------------------------------------------------- executors
+
+
+class LocalExecutor:
+    """Runs block tasks one after another in this process (the out-of-core path).
+
+    A task may be a generator (yielding :class:`Progress`); its events are
+    passed on, so closing the job stops within one batch of tiles.
+    """
+
+    def run(
+        self,
+        fn: Callable[..., Any],
+        items: Sequence[int],
+        *args: Any,
+        on_result: Callable[[int, Any], None] | None = None,
+        label: str = "block",
+    ) -> Job[dict[int, Any]]:
+        """Call ``fn(*args, item)`` for every item; returns ``{item: result}``.
+
+        Yields one :class:`Progress` per item done (and the task's own events).
+        """
+        results: dict[int, Any] = {}
+        total = len(items)
+        started = time.perf_counter()
+        for done, item in enumerate(items):
+            value = fn(*args, item)
+            if hasattr(value, "send"):
+                inner = value
+                try:
+                    while True:
+                        event = next(inner)
+                        yield Progress(done, total, f"{label} {done + 1}/{total}: {event}")
+                except StopIteration as stop:
+                    value = stop.value
+            results[item] = value
+            if on_result is not None:
+                on_result(item, value)
+            elapsed = time.perf_counter() - started
+            eta = elapsed / (done + 1) * (total - done - 1)
+            yield Progress(done + 1, total, f"{label} {done + 1}/{total} done", eta)
+        return results
+
+
+def run_tasks(
+    executor: Any,
+    fn: Callable[..., Any],
+    items: Sequence[int],
+    *args: Any,
+    on_result: Callable[[int, Any], None] | None = None,
+    label: str = "block",
+) -> Job[dict[int, Any]]:
+    """Run tasks on an executor (:class:`LocalExecutor` or :class:`~.distributed.DaskExecutor`)."""
+    return executor.run(fn, items, *args, on_result=on_result, label=label)
+
+
+# ----------------------------------------------------------------------------- resume log
+
+
+def _ranges(indices: Iterable[int]) -> list[list[int]]:
+    """``[[start, stop), ...]`` runs of sorted integers (a compact done-set)."""
+    runs: list[list[int]] = []
+    for i in sorted(indices):
+        if runs and runs[-1][1] == i:
+            runs[-1][1] = i + 1
+        else:
+            runs.append([i, i + 1])
+    return runs
+
+
+def _from_ranges(runs: Iterable[Sequence[int]]) -> set[int]:
+    return {i for start, stop in runs for i in range(int(start), int(stop))}
+
+
+class DoneLog:
+    """The blocks already written, kept in the output array's attributes.
+
+    Only the process driving the job writes the record (workers write pixels
+    only), after a block's data is fully stored, so a block cut short is never
+    marked done. The record is saved at most every ``interval`` seconds and
+    when the job ends or fails; a hard kill loses at most that much work.
+
+    Parameters
+    ----------
+    array : zarr array
+        The output.
+    fingerprint : str
+        Identifies the model, settings and input; a record with another
+        fingerprint belongs to another job.
+    n_blocks : int
+        Blocks in the job.
+    interval : float
+        Seconds between saves.
+    """
+
+    def __init__(self, array: Any, fingerprint: str, n_blocks: int, interval: float = 1.0):
+        self.array = array
+        self.fingerprint = fingerprint
+        self.n_blocks = n_blocks
+        self.interval = interval
+        record = dict(array.attrs).get(RECORD_KEY) or {}
+        same = record.get("fingerprint") == fingerprint
+        self.done: set[int] = _from_ranges(record.get("done", [])) if same else set()
+        self._saved = time.perf_counter()
+        self._dirty = not same
+        if not same:
+            self.save()
+
+    @property
+    def complete(self) -> bool:
+        return len(self.done) >= self.n_blocks
+
+    def mark(self, index: int) -> None:
+        """Record a block as written (call only after its data is stored)."""
+        self.done.add(int(index))
+        self._dirty = True
+        if time.perf_counter() - self._saved >= self.interval or self.complete:
+            self.save()
+
+    def save(self) -> None:
+        """Write the record into the array's attributes."""
+        self.array.attrs[RECORD_KEY] = {
+            "fingerprint": self.fingerprint,
+            "n_blocks": self.n_blocks,
+            "done": _ranges(self.done),
+        }
+        self.array.attrs["complete"] = self.complete
+        self._saved = time.perf_counter()
+        self._dirty = False
+
+    def flush(self) -> None:
+        """Save if anything changed since the last save."""
+        if self._dirty:
+            self.save()
+
+
+def resume_state(array: Any) -> dict[str, Any]:
+    """The resume record of an output array (empty when it has none)."""
+    record = dict(array.attrs).get(RECORD_KEY) or {}
+    return {**record, "done": sorted(_from_ranges(record.get("done", [])))}
+
+
+def fingerprint(parts: dict[str, Any]) -> str:
+    """A short stable hash of JSON-serialisable parts."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def model_token(model: SegmentationModel) -> str:
+    """A hash of the model's weights and name (which model wrote an output)."""
+    digest = hashlib.sha1(model.name.encode())
+    for name, tensor in sorted(model.module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def open_output(
+    out: Any,
+    shape: tuple[int, ...],
+    chunks: tuple[int, ...],
+    dtype: str,
+    *,
+    axes: Sequence[str],
+    key: str,
+    overwrite: bool = False,
+) -> Any:
+    """Open or create the zarr array a chunked job writes into.
+
+    Parameters
+    ----------
+    out : path-like or zarr array
+        Where to write.
+    shape, chunks : tuple of int
+        The array's shape and chunk shape.
+    dtype : str
+        Its dtype, e.g. ``"float32"`` or ``"uint32"``.
+    axes : sequence of str
+        Axis names stored in ``attrs["axes"]``.
+    key : str
+        The job's fingerprint; an existing array made by another job is refused.
+    overwrite : bool
+        Replace an existing array that belongs to another job.
+
+    Raises
+    ------
+    ChunkedError
+        If the path holds something else (another array, a file) and
+        ``overwrite`` is False.
+    """
+    import zarr
+
+    if not isinstance(out, str | bytes) and not hasattr(out, "__fspath__"):
+        _check_existing(out, shape, dtype, key, str(getattr(out, "store", "out=")))
+        return out
+    path = str(out)
+    existing = None
+    if not overwrite:
+        try:
+            existing = zarr.open(path, mode="r")
+        except FileNotFoundError:
+            existing = None
+        except Exception as error:  # zarr raises many types for foreign folders
+            import os
+
+            if os.path.exists(path):
+                raise ChunkedError(
+                    f"{path} already exists and is not a zarr array; choose another output path "
+                    "or remove it."
+                ) from error
+    if existing is not None:
+        if not hasattr(existing, "shape"):
+            raise ChunkedError(
+                f"{path} already holds a zarr group, not an array; choose another output path "
+                "or pass overwrite=True (--overwrite) to replace it."
+            )
+        _check_existing(existing, shape, dtype, key, path)
+        return zarr.open_array(path, mode="r+")
+    array = zarr.create_array(
+        store=path, shape=shape, chunks=chunks, dtype=dtype, overwrite=True, fill_value=0
+    )
+    array.attrs["axes"] = list(axes)
+    array.attrs["complete"] = False
+    array.attrs["microseg_job"] = key
+    return array
+
+
+def _check_existing(array: Any, shape: tuple[int, ...], dtype: str, key: str, name: str) -> None:
+    same_shape = tuple(array.shape) == tuple(shape) and np.dtype(array.dtype) == np.dtype(dtype)
+    stored = dict(array.attrs).get("microseg_job")
+    if not same_shape or (stored is not None and stored != key):
+        what = (
+            f"an array of shape {tuple(array.shape)} and dtype {array.dtype}"
+            if not same_shape
+            else "the result of another model, input or settings"
+        )
+        raise ChunkedError(
+            f"{name} already holds {what}; choose another output path or pass overwrite=True "
+            "(--overwrite) to replace it."
+        )
+    if stored is None:
+        array.attrs["microseg_job"] = key
+
+
+# ----------------------------------------------------------------------------- the job
+
+
+@dataclass
+class ChunkedResult:
+    """What a chunked prediction wrote.
+
+    Attributes
+    ----------
+    probabilities : zarr array
+        ``(K, *spatial)`` float32.
+    blocks : int
+        Blocks in the job.
+    skipped : int
+        Blocks found done (resumed) and not predicted again.
+    seconds : float
+        Wall time of the job.
+    """
+
+    probabilities: Any
+    blocks: int
+    skipped: int
+    seconds: float
+
+
+def predict_to_zarr(
+    model: Any,
+    image: Any,
+    out: Any,
+    *,
+    axes: str | None = None,
+    options: PredictOptions | None = None,
+    chunks: Sequence[int] | None = None,
+    block: Sequence[int] | None = None,
+    executor: Any = None,
+    overwrite: bool = False,
+    model_ref: Any = None,
+) -> Job[ChunkedResult]:
+    """Predict a volume of any size into a zarr array, block by block; resumable.
+
+    Parameters
+    ----------
+    model : SegmentationModel or torch.nn.Module
+        A semantic model.
+    image : zarr array, dask array, ndarray, memmap or ImageData
+        The input, axes as in ``axes`` (e.g. ``"ZYX"``, ``"YX"``, ``"TZCYX"``).
+    out : path-like or zarr array
+        Where the ``(K, *spatial)`` float32 probabilities go. An existing
+        array written by the same job is resumed: its done blocks are skipped.
+    axes : str, optional
+        Axis letters, guessed for 2D and 3D images as in :func:`~.inference.predict`.
+    options : PredictOptions, optional
+        Tiling, device and normalization settings (ortho is not supported).
+    chunks : sequence of int, optional
+        Output chunk shape over the spatial axes (default :func:`default_chunks`).
+    block : sequence of int, optional
+        Work unit, whole chunks (default :func:`choose_block`).
+    executor : LocalExecutor or DaskExecutor, optional
+        Where blocks run; this process by default.
+    overwrite : bool
+        Replace an existing output that belongs to another job.
+    model_ref : ModelRef, optional
+        How workers load the model themselves (a registry name or file);
+        by default the model object is shipped to each worker once.
+
+    Returns
+    -------
+    ChunkedResult
+        Yields a :class:`Progress` per block done (and per batch of tiles
+        when running in this process).
+
+    Raises
+    ------
+    ChunkedError
+        For an instance model, the ortho mode, a bad block shape, or an
+        output path holding something else.
+    """
+    started = time.perf_counter()
+    options = (options or PredictOptions()).validate()
+    if options.ortho:
+        raise ChunkedError(
+            "The ortho-plane mode is not available block by block; predict without ortho, "
+            "or in memory."
+        )
+    model = as_model(model)
+    if model.task == "instance":
+        raise ChunkedError(
+            f"Model {model.name!r} is an instance model; block-by-block prediction needs a "
+            "semantic model (probabilities), so run it in memory instead."
+        )
+    data, axes = resolve_image(image, axes, model.in_channels)
+    source = _source(image, data)
+    spatial = axes.replace("C", "")
+    shape = tuple(int(data.shape[axes.index(a)]) for a in spatial)
+    whole = prepare_job(model, data, axes, None, options)  # checks model, tiles; plans the halo
+    halo = HaloPlan.from_job(whole, spatial, shape)
+    chunks = tuple(chunks) if chunks is not None else default_chunks(spatial, shape)
+    if len(chunks) != len(shape) or min(chunks) < 1:
+        raise ChunkedError(
+            f"chunks={chunks} must give one positive size per spatial axis {spatial!r}."
+        )
+    block = choose_block(spatial, shape, chunks, block)
+    grid = BlockGrid(shape, block)
+    yield Progress(0, len(grid), "Computing the normalization")
+    channel_axis = axes.index("C") if "C" in axes else None
+    normalizer = fit_normalizer(data, whole.spec, channel_axis=channel_axis)
+    n_classes = _probe_classes(whole)
+    key = fingerprint(
+        {
+            "model": model_token(model),
+            "options": {k: v for k, v in asdict(options).items() if k not in _RUNTIME_ONLY},
+            "normalizer": [normalizer.offset.tolist(), normalizer.scale.tolist()],
+            "input": [shape, str(data.dtype), axes],
+            "block": block,
+        }
+    )
+    array = open_output(
+        out,
+        (n_classes, *shape),
+        (1, *chunks),
+        "float32",
+        axes=["c", *spatial.lower()],
+        key=key,
+        overwrite=overwrite,
+    )
+    log = DoneLog(array, key, len(grid))
+    todo = [i for i in range(len(grid)) if i not in log.done]
+    skipped = len(grid) - len(todo)
+    if skipped:
+        yield Progress(skipped, len(grid), f"Resuming: {skipped} of {len(grid)} blocks done")
+    task = BlockTask(source, axes, options, normalizer, halo, grid, array)
+    executor = executor or LocalExecutor()
+    try:
+        yield from _offset(
+            run_tasks(
+                executor,
+                predict_and_write_block,
+                todo,
+                model_ref if model_ref is not None else model,
+                task,
+                on_result=lambda index, _: log.mark(index),
+            ),
+            skipped,
+            len(grid),
+        )
+    finally:
+        log.flush()
+    return ChunkedResult(array, len(grid), skipped, time.perf_counter() - started)
+
+
+#: Settings that change where and how fast, not what is computed.
+_RUNTIME_ONLY = ("device", "batch_size", "channels_last", "memory_budget_mb")
+
+
+def _offset(job: Job[Any], skipped: int, total: int) -> Job[Any]:
+    """Pass a task runner's events on, counted over the whole job."""
+    try:
+        while True:
+            event = next(job)
+            yield Progress(event.step + skipped, total, event.message, event.eta_s, event.info)
+    except StopIteration as stop:
+        return stop.value
+
+
+def _source(image: Any, data: Any) -> Any:
+    """What blocks read from: the zarr array itself (picklable, read directly) when given."""
+    from .io import ImageData
+
+    raw = image.data if isinstance(image, ImageData) else image
+    if type(raw).__module__.startswith("zarr") or isinstance(raw, np.ndarray):
+        return raw
+    return data
+
+
+def _probe_classes(job: PredictionJob) -> int:
+    """K, the model's output channels, from one blank tile."""
+    (plan,) = job.plans
+    channels = job.views[0].channels * (2 * job.context + 1)
+    with job.runner:
+        values = job.runner.semantic(np.zeros((1, channels, *plan.tile), np.float32))
+    return int(values.shape[1])
+
+
+def iter_blocks(grid: BlockGrid) -> Iterator[tuple[int, Region]]:
+    """``(index, interior)`` of every block in raster order."""
+    for index in range(len(grid)):
+        yield index, grid.interior(index)
