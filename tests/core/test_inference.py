@@ -105,7 +105,7 @@ def _interior_mask(plan: TilePlan, shape, margin: int) -> np.ndarray:
 def test_tiled_matches_untiled_in_tile_interiors_for_a_conv_net():
     net = small_convnet()
     image = np.random.default_rng(3).random((50, 70), dtype=np.float32)
-    tiled = predict(net, image, tile_size=24, overlap=0.5)
+    tiled = predict(net, image, tile_size=24, overlap=0.5, amp=False)
     with torch.no_grad():
         full = net(torch.from_numpy(image)[None, None]).softmax(1)[0].numpy()
     mask = _interior_mask(TilePlan.create((50, 70), 24, 0.5), (50, 70), margin=2)
@@ -120,7 +120,7 @@ def test_tiled_matches_untiled_for_a_small_unet():
     torch.manual_seed(0)
     net = unet.UNet(1, 2, depth=2, base_width=4).eval()
     image = np.random.default_rng(4).random((96, 128), dtype=np.float32)
-    tiled = predict(net, image, tile_size=64, overlap=0.5)
+    tiled = predict(net, image, tile_size=64, overlap=0.5, amp=False)
     with torch.no_grad():
         full = net(torch.from_numpy(image)[None, None]).softmax(1)[0].numpy()
     mask = _interior_mask(TilePlan.create((96, 128), 64, 0.5), (96, 128), margin=14)
@@ -153,7 +153,7 @@ def test_amp_on_the_cpu_is_bfloat16_when_native_else_explained():
 
     image = np.random.default_rng(14).random((40, 40), dtype=np.float32)
     net = small_convnet()
-    full = predict(net, image, tile_size=32, device="cpu")
+    full = predict(net, image, tile_size=32, device="cpu", amp=False)
     if cpu_has_fast_bfloat16():
         fast = predict(net, image, tile_size=32, device="cpu", amp=True)
         assert fast.dtype == np.float32 and not np.array_equal(fast, full)
@@ -162,6 +162,18 @@ def test_amp_on_the_cpu_is_bfloat16_when_native_else_explained():
         with pytest.warns(InferenceWarning, match="bfloat16"):
             fast = predict(net, image, tile_size=32, device="cpu", amp=True)
         np.testing.assert_array_equal(fast, full)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_default_precision_is_bfloat16_only_on_cpus_that_have_it(monkeypatch, native):
+    from napari_microseg.core import inference_setup
+
+    monkeypatch.setattr(inference_setup, "cpu_has_fast_bfloat16", lambda: native)
+    assert inference_setup._amp(None, "cpu") is native
+    assert inference_setup._amp(None, "cpu", instance=True) is False  # detection heads: float32
+    assert inference_setup._amp(None, "cuda") is True
+    assert inference_setup._amp(None, "mps") is False
+    assert inference_setup._amp(False, "cpu") is False
 
 
 # ----------------------------------------------------------------------------- 3D modes

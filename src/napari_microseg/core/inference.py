@@ -109,9 +109,10 @@ def predict(
     ortho : bool
         For isotropic volumes: predict along Z, Y and X planes and average.
     amp : bool, optional
-        Mixed precision. Default: on with CUDA (bfloat16, else float16), off on
-        the CPU, where ``amp=True`` runs bfloat16 if the processor has it
-        natively (about 2x faster; probabilities agree to ~1e-3).
+        Mixed precision. Default: on with CUDA (bfloat16, else float16), and
+        bfloat16 on CPUs that have it natively (AVX512-BF16 or AMX: 2-3x faster,
+        labels agree with float32 to Dice > 0.99) for semantic models; float32
+        elsewhere. ``amp=False`` forces float32.
 
     Returns
     -------
