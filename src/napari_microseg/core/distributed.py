@@ -114,7 +114,7 @@ def cluster_client(
     workers: int | None = None,
     threads_per_worker: int = 1,
     processes: bool = True,
-    timeout: float = CONNECT_TIMEOUT_S,
+    timeout: float | None = None,
     memory_limit: str | float | None = "auto",
 ) -> Iterator[Any]:
     """A ``dask.distributed`` client: to a running scheduler, or a local cluster.
@@ -131,8 +131,8 @@ def cluster_client(
         ``cpu_count // workers`` threads so the workers do not oversubscribe.
     processes : bool
         Local workers in their own processes (True) or threads of this one.
-    timeout : float
-        Seconds to wait for the scheduler.
+    timeout : float, optional
+        Seconds to wait for the scheduler (:data:`CONNECT_TIMEOUT_S` by default).
     memory_limit : str or float, optional
         Per local worker (``"4GB"``), ``"auto"`` for an equal share.
 
@@ -150,6 +150,7 @@ def cluster_client(
     if scheduler is None and not workers:
         raise DistributedError("Give a scheduler address or a number of local workers (>= 1).")
     cluster = None
+    timeout = CONNECT_TIMEOUT_S if timeout is None else float(timeout)
     try:
         if scheduler is not None:
             kwargs: dict[str, Any] = {"timeout": f"{timeout}s"}
