@@ -181,9 +181,9 @@ def _find_markers(
         seeds = np.zeros(source.shape, dtype=np.int32)
         seeds[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
         return seeds
-    from skimage.morphology import h_maxima
+    from .hmaxima import h_maxima_in_mask
 
+    # ``source`` is 0 outside ``cores`` and positive inside: the fast h-maxima applies.
     footprint = _structure(source.ndim, source.ndim)
-    maxima = h_maxima(source, h, footprint=footprint).astype(bool) & cores
-    seeds, _ = ndi.label(maxima, structure=footprint)
+    seeds, _ = ndi.label(h_maxima_in_mask(source, cores, h), structure=footprint)
     return seeds

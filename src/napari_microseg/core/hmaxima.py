@@ -1,0 +1,189 @@
+"""Fast h-maxima of an image that is flat outside a mask (watershed markers).
+
+:func:`skimage.morphology.h_maxima` reconstructs ``image - h`` under ``image``
+pixel by pixel after sorting every pixel, which costs about a second on a
+1024x1024 slice and made the watershed preview slow. The same answer follows
+from the regional maxima alone: a maximum of height ``m`` is kept when no
+higher point can be reached from it without going down by ``h`` or more. We
+find the basins of the maxima with one watershed, the highest pass between
+neighbouring basins, and merge basins from the highest pass down (a maximum
+spanning forest, union-find), deciding each maximum when it meets a higher one.
+
+The result equals ``h_maxima(image, h, footprint=full)`` restricted to the
+mask, including its floating-point tolerance (tests check this on distance maps
+and probability maps, in 2D and 3D).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+
+def h_maxima_in_mask(image: np.ndarray, mask: np.ndarray, h: float) -> np.ndarray:
+    """The h-maxima of ``image`` inside ``mask``, for an image constant outside it.
+
+    Parameters
+    ----------
+    image : (M, N[, P]) ndarray of float
+        Values to find the maxima of, such as a distance map or a probability
+        map. Outside ``mask`` it must hold one constant value, below every
+        value inside (0 for a distance map or a masked probability map).
+    mask : (M, N[, P]) ndarray of bool
+        Where maxima may be.
+    h : float
+        Minimal height of a kept maximum above the highest pass to a higher one
+        (> 0).
+
+    Returns
+    -------
+    maxima : (M, N[, P]) ndarray of bool
+        The plateaus of the kept regional maxima (full connectivity: 8 in 2D,
+        26 in 3D), as :func:`skimage.morphology.h_maxima` gives them.
+
+    Raises
+    ------
+    ValueError
+        ``h`` not positive, shapes that differ, or an image that is not flat
+        and lowest outside the mask.
+    """
+    from skimage.morphology import local_maxima
+    from skimage.segmentation import watershed
+
+    image = np.asarray(image)
+    if not np.issubdtype(image.dtype, np.floating):
+        image = image.astype(np.float64)
+    mask = np.asarray(mask, dtype=bool)
+    if image.shape != mask.shape:
+        raise ValueError(f"The mask is {mask.shape} but the image is {image.shape}.")
+    if not h > 0:
+        raise ValueError(f"h must be positive, not {h}.")
+    maxima = np.zeros(image.shape, dtype=bool)
+    if not mask.any() or h > np.ptp(image):  # skimage: no maximum is that high
+        return maxima
+    outside = image[~mask]
+    floor = outside[0] if outside.size else None
+    if floor is not None and (np.any(outside != floor) or image[mask].min() <= floor):
+        raise ValueError("The image must be constant outside the mask and lower than inside it.")
+
+    footprint = ndi.generate_binary_structure(image.ndim, image.ndim)
+    plateaus, n_peaks = ndi.label(
+        local_maxima(image, footprint=footprint, allow_borders=True) & mask, structure=footprint
+    )
+    # Every pixel climbs to its basin's peak without going below itself, so the
+    # highest pass between two peaks is the best crossing between their basins.
+    nodes = watershed(-image, plateaus, mask=mask, connectivity=footprint).astype(np.int64)
+    # A plateau is flat: any of its pixels gives its height.
+    flat = plateaus.ravel()
+    inside = np.flatnonzero(flat)
+    tops = np.empty(n_peaks, dtype=image.dtype)
+    tops[flat[inside] - 1] = image.ravel()[inside]
+    if floor is not None:
+        background, n_background = ndi.label(~mask, structure=footprint)
+        nodes[~mask] = background[~mask] + n_peaks
+        tops = np.concatenate([tops, np.full(n_background, floor, dtype=image.dtype)])
+    low, high, level = _passes(nodes, image, footprint)
+    keep = _decide(tops, n_peaks, low, high, level, image.dtype.type(h))
+    maxima = np.isin(plateaus, np.flatnonzero(keep) + 1)
+    return maxima
+
+
+def _passes(
+    nodes: np.ndarray, image: np.ndarray, footprint: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The highest crossing level between each pair of touching nodes.
+
+    Returns node ids (1-based) ``low < high`` and the level, one entry per pair.
+    """
+    keys, levels = [], []
+    n_nodes = int(nodes.max()) + 1
+    center = np.array(footprint.shape) // 2
+    for offset in np.argwhere(footprint) - center:
+        # Half of the neighbourhood: each pair of pixels once.
+        nonzero = offset[offset != 0]
+        if nonzero.size == 0 or nonzero[0] < 0:
+            continue
+        first = tuple(slice(max(-o, 0), n - max(o, 0)) for o, n in zip(offset, nodes.shape))
+        second = tuple(slice(max(o, 0), n - max(-o, 0)) for o, n in zip(offset, nodes.shape))
+        a, b = nodes[first], nodes[second]
+        differ = a != b
+        if not differ.any():
+            continue
+        a, b = a[differ], b[differ]
+        keys.append(np.minimum(a, b) * n_nodes + np.maximum(a, b))
+        levels.append(np.minimum(image[first][differ], image[second][differ]))
+    if not keys:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros(0, dtype=image.dtype)
+    key, level = np.concatenate(keys), np.concatenate(levels)
+    order = np.lexsort((level, key))
+    key, level = key[order], level[order]
+    last = np.r_[key[1:] != key[:-1], True]  # the highest level of each pair sorts last
+    key, level = key[last], level[last]
+    return key // n_nodes, key % n_nodes, level
+
+
+def _decide(
+    tops: np.ndarray,
+    n_peaks: int,
+    low: np.ndarray,
+    high: np.ndarray,
+    level: np.ndarray,
+    h: np.floating,
+) -> np.ndarray:
+    """Kept peaks: merge nodes from the highest pass down, tracking each peak's reconstruction.
+
+    ``rec`` is the value of the reconstruction of ``image - h`` at a peak: the
+    best ``min(top - h, pass)`` over what it has met so far. A peak is dropped
+    once ``top - rec < h`` (a higher peak is reachable above ``top - h``) and
+    kept for good once the passes fall to ``top - h`` or below.
+    """
+    dtype = tops.dtype.type
+    resolution = dtype(2 * np.finfo(tops.dtype).resolution)
+
+    n_nodes = len(tops) + 1
+    parent = list(range(n_nodes))
+    # As skimage shifts the image, so that ties are decided the same way.
+    shifted = tops - h - resolution * np.abs(tops)
+    best = [dtype(0), *shifted]  # highest ``image - h`` in each set
+    rec = list(best)
+    waiting: list[list[int]] = [[node] if 0 < node <= n_peaks else [] for node in range(n_nodes)]
+    keep = np.zeros(n_peaks, dtype=bool)
+
+    def find(node: int) -> int:
+        root = node
+        while parent[root] != root:
+            root = parent[root]
+        while parent[node] != root:
+            parent[node], node = root, parent[node]
+        return root
+
+    for index in np.argsort(level, kind="stable")[::-1]:
+        a, b = find(int(low[index])), find(int(high[index]))
+        if a == b:
+            continue
+        crossing = level[index]
+        for mine, theirs in ((a, b), (b, a)):
+            reach = min(best[theirs], crossing)
+            still = []
+            for peak in waiting[mine]:
+                if reach > rec[peak]:
+                    rec[peak] = reach
+                top = tops[peak - 1]
+                if top - rec[peak] < h:
+                    continue  # a higher peak is too close: dropped
+                if top - crossing >= h:
+                    keep[peak - 1] = True  # no later pass can reach above top - h
+                    continue
+                still.append(peak)
+            waiting[mine] = still
+        if len(waiting[a]) < len(waiting[b]):
+            a, b = b, a
+        parent[b] = a
+        best[a] = max(best[a], best[b])
+        waiting[a].extend(waiting[b])
+        waiting[b] = []
+    for root in range(1, n_nodes):
+        for peak in waiting[root]:
+            keep[peak - 1] = tops[peak - 1] - rec[peak] >= h
+    return keep
