@@ -43,6 +43,7 @@ from .entries import ModelEntry, entry_for, foreign_entry, scan_folder
 __all__ = [
     "ENV_VAR",
     "ModelEntry",
+    "bundled_entries",
     "bundled_models_dir",
     "find_model",
     "list_models",
@@ -90,6 +91,44 @@ def user_models_dir(*, create: bool = False) -> Path:
     return folder
 
 
+def bundled_entries() -> list[ModelEntry]:
+    """The bundled models, each checked against the folder's manifest.
+
+    A bundled file that is missing, truncated or unreadable gives an unusable
+    entry whose ``problem`` names the file and says to reinstall the package;
+    the other bundled models are listed as usual.
+    """
+    from .bundled import REINSTALL_HINT, manifest_problem, read_manifest
+
+    folder = bundled_models_dir()
+    manifest = read_manifest(folder)
+    by_stem = {Path(item["weights"]).stem: (name, item) for name, item in manifest.items()}
+    entries = []
+    for entry in scan_folder(folder, "bundled"):
+        stem = checkpoint_paths(entry.path)[0].stem
+        name, item = by_stem.pop(stem, (None, None))
+        if entry.usable and item is not None:
+            problem = manifest_problem(folder, name, item)
+            if problem:
+                entry = replace(entry, problem=problem)
+        elif not entry.usable:
+            entry = replace(
+                entry,
+                problem=f"{entry.problem.rstrip()} {entry.path.name} ships with "
+                f"napari-microseg: {REINSTALL_HINT}.",
+            )
+        entries.append(entry)
+    for name, item in by_stem.values():
+        # Listed in the manifest, but neither file is there.
+        problem = manifest_problem(folder, name, item) or (
+            f"the bundled model's files are missing from this installation; {REINSTALL_HINT}."
+        )
+        entries.append(
+            ModelEntry(name=name, source="bundled", path=folder / item["weights"], problem=problem)
+        )
+    return entries
+
+
 def _with_lineage_and_duplicates(entries: list[ModelEntry]) -> list[ModelEntry]:
     by_name: dict[str, ModelEntry] = {}
     result = []
@@ -133,7 +172,7 @@ def list_models(
     list of ModelEntry
         A model whose name is already taken by an earlier entry is marked unusable.
     """
-    entries = scan_folder(bundled_models_dir(), "bundled")
+    entries = bundled_entries()
     entries += scan_folder(user_models_dir(), "user")
     for path in paths:
         path = Path(path)
@@ -215,7 +254,17 @@ def load_model(
     entry = find_model(name_or_path)
     if not entry.usable:
         raise ModelError(f"Model {entry.name!r} cannot be used: {entry.problem}")
-    model = load_checkpoint(entry.path, device=device)
+    try:
+        model = load_checkpoint(entry.path, device=device)
+    except ModelError as error:
+        if entry.source != "bundled":
+            raise
+        from .bundled import REINSTALL_HINT
+
+        # A damaged bundled file is the installation's fault, not the user's: say how to fix it.
+        raise ModelError(
+            f"{error} The file {entry.path} ships with napari-microseg: {REINSTALL_HINT}."
+        ) from error
     log.info("Loaded model %r (%s) on %s", model.name, entry.source, model.device)
     return model
 
