@@ -33,7 +33,12 @@ def test_console_script_is_installed():
     assert result.returncode == 0 and __version__ in result.stdout
 
 
-def test_demo_writes_labels_and_preview(tmp_path, capsys):
+def test_demo_writes_labels_and_preview(tmp_path, capsys, monkeypatch):
+    from napari_microseg.core.models import registry
+
+    # Without bundled models the demo falls back to classical segmentation
+    # (tests/test_cli_demo_bundled.py covers the bundled model).
+    monkeypatch.setattr(registry, "bundled_models_dir", lambda: tmp_path / "no-bundled-models")
     assert main(["demo", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "classical segmentation" in out
