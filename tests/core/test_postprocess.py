@@ -379,3 +379,18 @@ def test_cleanup_can_work_in_place():
     assert remove_small_objects(labels, 2, out=labels) is labels and labels[0, 4] == 0
     with pytest.raises(ValueError, match="out must be"):
         remove_small_holes(labels, 1, out=np.zeros((2, 2), np.uint32))
+
+
+@pytest.mark.parametrize("method", ["otsu", "hysteresis", "watershed"])
+def test_cleanup_alone_after_finding_objects_equals_the_whole_pipeline(method):
+    from scipy import ndimage as ndi
+
+    from napari_microseg.core.postprocess_pipeline import PostprocessPipeline
+
+    rng = np.random.default_rng(1)
+    prob = ndi.gaussian_filter(rng.random((120, 130)), 3)
+    prob = (prob - prob.min()) / np.ptp(prob)
+    pipeline = PostprocessPipeline(method=method, fill_holes=True, min_size=20).resolve(prob)
+    whole = pipeline.run(prob)
+    assert whole.max() > 3
+    np.testing.assert_array_equal(pipeline.clean(pipeline.without_cleanup().run(prob)), whole)

@@ -96,3 +96,29 @@ def test_removed_layer_does_not_break_it(viewer_widget):
     widget.update_preview()
     widget.apply_to_all()
     assert widget.runner.worker is None
+
+
+def test_watershed_preview_reuses_the_objects_when_only_cleanup_moves(viewer_widget, monkeypatch):
+    from scipy import ndimage as ndi
+
+    from napari_microseg.core import postprocess_pipeline
+
+    viewer, widget = viewer_widget
+    rng = np.random.default_rng(0)
+    prob = ndi.gaussian_filter(rng.random((2, 96, 96)), (0, 3, 3)).astype(np.float32)
+    prob = (prob - prob.min()) / np.ptp(prob)
+    viewer.add_image(prob, name="p")
+    widget.prob_combo.value = viewer.layers["p"]
+    widget.method.value = "watershed"
+    calls = []
+    split = postprocess_pipeline.watershed_split
+    monkeypatch.setattr(
+        postprocess_pipeline, "watershed_split", lambda *a, **k: calls.append(1) or split(*a, **k)
+    )
+    for min_size in (5.0, 15.0, 25.0):
+        widget.min_size.value = min_size
+        expected = widget._resolved_pipeline(viewer.layers["p"], widget.pipeline()).run(prob[0])
+        np.testing.assert_array_equal(viewer.layers["p preview"].data, expected)
+    assert len(calls) == 3  # one per expected result above; the preview split only once before
+    widget.h.value = 3.0  # a watershed setting: the objects are found again
+    assert len(calls) == 4

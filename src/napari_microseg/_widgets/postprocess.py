@@ -95,6 +95,9 @@ class PostprocessWidget(Container):
         )
         self.runner = JobRunner("Post-process", on_state=self._set_running)
         self._resolved: dict[tuple[Any, ...], PostprocessPipeline] = {}
+        # The objects found on the previewed slice before cleanup: moving a cleanup
+        # setting (holes, minimum size) re-runs only the cleanup, not the watershed.
+        self._slice_objects: tuple[tuple[Any, ...], np.ndarray] | None = None
         for control in settings:
             control.changed.connect(self.update_preview)
         self.prob_combo.changed.connect(self._on_layer_changed)
@@ -211,19 +214,25 @@ class PostprocessWidget(Container):
             return
         try:
             pipeline = self._resolved_pipeline(layer, self.pipeline())
-            prob, picked = self.current_slice(layer)
-            axis = class_axis_of(layer)
-            scale = spatial_scale(layer)
-            labels = pipeline.run(
-                prob,
-                class_axis=None if axis is None else 0,
-                spacing=scale[-2:] if pipeline.physical_units else None,
-            )
+            labels, picked = self._preview_labels(layer, pipeline)
         except ValueError as error:
             self.status.value = user_message(error)
             return
         self.status.value = f"preview: {int(labels.max())} objects on this slice"
         self._show(f"{layer.name} preview", labels, layer, translate_slice=picked)
+
+    def _preview_labels(
+        self, layer: Image, pipeline: PostprocessPipeline
+    ) -> tuple[np.ndarray, tuple[int, ...]]:
+        prob, picked = self.current_slice(layer)
+        axis = class_axis_of(layer)
+        spacing = spatial_scale(layer)[-2:] if pipeline.physical_units else None
+        finding = pipeline.without_cleanup()
+        key = (id(layer), id(layer.data), picked, repr(finding), spacing)
+        if self._slice_objects is None or self._slice_objects[0] != key:
+            objects = finding.run(prob, class_axis=None if axis is None else 0, spacing=spacing)
+            self._slice_objects = (key, objects)
+        return pipeline.clean(self._slice_objects[1].copy(), spacing=spacing), picked
 
     def _show(
         self, name: str, labels: np.ndarray, source: Image, translate_slice: tuple[int, ...] = ()

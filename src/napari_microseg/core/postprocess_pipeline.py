@@ -8,7 +8,7 @@ re-runs on a cached probability map, with no new inference.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, ClassVar, Literal
 
@@ -356,6 +356,51 @@ class PostprocessPipeline:
             labels = label_components(mask, connectivity=self.connectivity)
             yield advance("connected components")
         del mask
+        labels = yield from self._clean_steps(labels, unit_spacing, advance)
+        return labels
+
+    def without_cleanup(self) -> PostprocessPipeline:
+        """This pipeline with hole filling and small-object removal switched off."""
+        return replace(self, fill_holes=False, max_hole_size=0.0, min_size=0.0)
+
+    def clean(
+        self, labels: np.ndarray, *, spacing: Sequence[float] | None = None
+    ) -> np.ndarray:
+        """Only the cleanup stages: fill holes, remove small objects, relabel.
+
+        ``self.without_cleanup().run(prob)`` followed by ``self.clean(...)``
+        equals ``self.run(prob)``; a live preview caches the first part and
+        re-runs only this one when a cleanup setting moves.
+
+        Parameters
+        ----------
+        labels : (M, N[, P]) ndarray of int
+            Objects; changed in place when their dtype is uint32.
+        spacing : sequence of float, optional
+            Voxel size in µm per axis; needed when ``physical_units`` is set.
+
+        Returns
+        -------
+        labels : (M, N[, P]) ndarray of uint32
+            Sequential object ids, 0 for background.
+        """
+        if self.physical_units and spacing is None:
+            raise ValueError(
+                "This pipeline gives sizes in µm; pass the voxel size (spacing) or switch "
+                "physical_units off."
+            )
+        labels = np.asarray(labels, dtype=np.uint32)
+        steps = self._clean_steps(
+            labels, spacing if self.physical_units else None, lambda message: Progress(0, 0)
+        )
+        return drain(steps, show=False)
+
+    def _clean_steps(
+        self,
+        labels: np.ndarray,
+        unit_spacing: Sequence[float] | None,
+        advance: Callable[[str], Progress],
+    ) -> Job[np.ndarray]:
         if self.fill_holes:
             labels = fill_holes(labels, out=labels)  # the pipeline owns labels: in place
             yield advance("fill holes")
