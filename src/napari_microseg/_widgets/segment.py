@@ -10,6 +10,7 @@ image's scale and translate, replacing the previous result of the same name.
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,6 +30,8 @@ from napari.utils.notifications import show_info, show_warning
 from ._runner import JobRunner
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import napari
 
     from ..core.models.base import SegmentationModel
@@ -52,8 +55,36 @@ def image_axes(layer: Image) -> str:
     return "TZYX"[-ndim:]
 
 
+def layer_hints(layer: Image) -> dict[str, Any]:
+    """What :func:`~napari_microseg.core.models.bundled.suggest_model` needs to know of a layer.
+
+    Channels (3 for RGB), spatial dimensions, the pixel size in µm when the
+    layer has one (a scale other than 1), and a subsampled middle slice.
+    """
+    data = layer.data[-1] if getattr(layer, "multiscale", False) else layer.data
+    spatial_ndim = min(data.ndim - (1 if layer.rgb else 0), 3)
+    scale = float(layer.scale[-1])
+    pixel_size = scale if scale != 1.0 and scale > 0 else None
+    view = data
+    while view.ndim > (3 if layer.rgb else 2):
+        view = view[view.shape[0] // 2]
+    step = max(1, max(view.shape[:2]) // 256)
+    return {
+        "channels": 3 if layer.rgb else 1,
+        "spatial_ndim": spatial_ndim,
+        "pixel_size_um": pixel_size,
+        "sample": np.asarray(view[::step, ::step]),
+    }
+
+
 class SegmentWidget(Container):
     """Dock widget that segments an image layer with a deep-learning model."""
+
+    # The model the user picked by hand (a suggestion never replaces it), and whether the
+    # picker is being changed by the widget itself. Class defaults: magicgui may reset the
+    # choices before __init__ has run to its end.
+    _picked: str | None = None
+    _programmatic: bool = False
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__(labels=True)
@@ -96,11 +127,14 @@ class SegmentWidget(Container):
         self._extra_paths: list[str] = []
         self._models: dict[tuple[str, str], SegmentationModel] = {}
         self.model_combo.changed.connect(self._show_card)
+        self.model_combo.changed.connect(self._remember_pick)
+        self.image_combo.changed.connect(self.suggest_model)
         self.device_combo.changed.connect(self._show_device)
         self.open_button.changed.connect(self.open_model_file)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.runner.cancel)
         self.refresh_models()
+        self.suggest_model()
         self._show_device()
 
     # ------------------------------------------------------------------ models
@@ -115,16 +149,61 @@ class SegmentWidget(Container):
             for key, e in self._entries.items()
         ]
         current = keep if keep is not None else self.model_combo.value
-        self.model_combo.choices = choices or [NO_MODEL]
-        values = [value for _, value in choices]
-        if current in values:
-            self.model_combo.value = current
+        with self._by_widget():
+            self.model_combo.choices = choices or [NO_MODEL]
+            values = [value for _, value in choices]
+            if current in values:
+                self.model_combo.value = current
         self._show_card()
+
+    @contextmanager
+    def _by_widget(self) -> Iterator[None]:
+        """Changes of the picker inside this block are the widget's, not the user's."""
+        previous, self._programmatic = self._programmatic, True
+        try:
+            yield
+        finally:
+            self._programmatic = previous
+
+    def _remember_pick(self, event: Any = None) -> None:
+        if not self._programmatic:
+            self._picked = self.model_combo.value
+
+    def suggest_model(self, event: Any = None) -> str | None:
+        """Preselect the bundled model suited to the chosen image (FIB-SEM/EM grey -> mito-em).
+
+        A model the user picked by hand is kept. Nothing changes when no bundled
+        model takes the image's channels.
+
+        Returns
+        -------
+        str or None
+            The model chosen, if any.
+        """
+        entries = getattr(self, "_entries", None)
+        picked = entries.get(self._picked) if entries and self._picked is not None else None
+        layer = self.image_combo.value
+        if not entries or layer is None or (picked is not None and picked.usable):
+            return None
+        from ..core.models.bundled import suggest_model
+
+        try:
+            hints = layer_hints(layer)
+        except (ValueError, TypeError, IndexError):
+            return None
+        name = suggest_model(entries.values(), **hints)
+        if name is None or name not in entries:
+            return None
+        with self._by_widget():
+            self.model_combo.value = name
+        self._show_card()
+        return name
 
     def reset_choices(self, event: Any = None) -> None:
         # magicgui resets every ComboBox to its constructor choices; keep the chosen model.
         keep = self.model_combo.value
-        super().reset_choices(event)
+        with self._by_widget():
+            super().reset_choices(event)
         if hasattr(self, "_entries"):
             self.refresh_models(keep=keep)
 
@@ -140,11 +219,19 @@ class SegmentWidget(Container):
             f"{k} {v:.3g}" for k, v in entry.metrics.items() if isinstance(v, (int, float))
         )
         card = entry.card
+        target = entry.metrics.get("target")
+        verdict = ""
+        if isinstance(target, dict) and isinstance(target.get("value"), (int, float)):
+            verdict = (
+                f"validation: {target.get('label')} {target['value']:.3f} (target "
+                f"{target.get('minimum')}: {'met' if target.get('met') else 'not met'})"
+            )
         lines = [
             f"{entry.family} · {entry.modality} · {entry.in_channels} channel(s) · "
-            f"{entry.size_mb:.1f} MB",
+            f"{entry.size_mb:.1f} MB" + (" · bundled" if entry.source == "bundled" else ""),
             f"trained on: {card.trained_on or 'unknown'}" if card else "",
             f"metrics: {metrics}" if metrics else "",
+            verdict,
             f"fine-tuned from: {' ← '.join(entry.lineage)}" if entry.lineage else "",
         ]
         self.card_label.value = "\n".join(line for line in lines if line)
