@@ -179,6 +179,7 @@ def cluster_client(
                 **extra,
             )
             client = Client(cluster)
+            client.wait_for_workers(int(workers or 1), timeout=60)
         try:
             yield client
         finally:
@@ -189,6 +190,10 @@ def cluster_client(
 
 
 # ----------------------------------------------------------------------------- executor
+
+
+def _identity(value: Any) -> Any:
+    return value
 
 
 def _call(fn: Callable[..., Any], *args: Any) -> Any:
@@ -229,7 +234,7 @@ class DaskExecutor:
     ) -> Job[dict[int, Any]]:
         """Call ``fn(*args, item)`` on the cluster for every item; returns ``{item: result}``.
 
-        The shared ``args`` go to every worker once. Results arrive in any
+        The shared ``args`` go to each worker that needs them once. Results arrive in any
         order; ``on_result`` runs here, in the driver, as each one arrives.
         Closing the generator cancels the tasks not yet done.
         """
@@ -241,8 +246,13 @@ class DaskExecutor:
         total = len(items)
         if not total:
             return results
-        shared = [self.client.scatter(a, broadcast=True, hash=False) for a in args]
         token = uuid.uuid4().hex[:8]
+        # Shared arguments become tasks of their own (not scattered data), so a worker that
+        # dies with the only copy does not lose them: the scheduler recomputes them.
+        shared = [
+            self.client.submit(_identity, a, key=f"microseg-{label}-args{i}-{token}", pure=False)
+            for i, a in enumerate(args)
+        ]
         futures = {
             self.client.submit(
                 _call,
