@@ -107,16 +107,15 @@ def bundled_entries() -> list[ModelEntry]:
     for entry in scan_folder(folder, "bundled"):
         stem = checkpoint_paths(entry.path)[0].stem
         name, item = by_stem.pop(stem, (None, None))
-        if entry.usable and item is not None:
-            problem = manifest_problem(folder, name, item)
-            if problem:
-                entry = replace(entry, problem=problem)
-        elif not entry.usable:
-            entry = replace(
-                entry,
-                problem=f"{entry.problem.rstrip()} {entry.path.name} ships with "
-                f"napari-microseg: {REINSTALL_HINT}.",
+        # The manifest's check (missing file, wrong size) gives the plainest message.
+        problem = manifest_problem(folder, name, item) if item is not None else ""
+        if not problem and not entry.usable:
+            problem = (
+                f"the bundled file {entry.path} is damaged: {entry.problem.rstrip()} "
+                f"{REINSTALL_HINT[0].upper()}{REINSTALL_HINT[1:]}."
             )
+        if problem:
+            entry = replace(entry, problem=problem)
         entries.append(entry)
     for name, item in by_stem.values():
         # Listed in the manifest, but neither file is there.
