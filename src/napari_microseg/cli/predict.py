@@ -55,13 +55,19 @@ def register(subparsers: Any) -> None:
         help=f"post-processing ({', '.join(METHODS)}); default: the model card's, else otsu",
     )
     parser.add_argument("--threshold", type=float, help="threshold for --postprocess threshold")
+    from .predict_chunked import register_arguments
+
+    register_arguments(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from . import CommandError
+    from .predict_chunked import run_chunked, wants_chunked
 
     inputs = expand_inputs(args.inputs)
+    if wants_chunked(args, inputs):
+        return run_chunked(args, inputs)
     several = len(inputs) > 1 or any(p.is_dir() and not _is_zarr(p) for p in args.inputs)
     if several:
         if args.out.suffix:

@@ -1,0 +1,180 @@
+"""``microseg predict`` for volumes larger than memory: block by block into zarr, on Dask.
+
+Chosen when ``--chunked``, ``--scheduler`` or ``--workers`` is given, or when
+a zarr input goes to a ``.zarr`` output. Probabilities and labels are written
+to zarr block by block (:mod:`napari_microseg.core.chunked`,
+:mod:`napari_microseg.core.label_merge`); a run started again on the same
+outputs skips the blocks already written.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def register_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the out-of-core and distributed options to ``microseg predict``."""
+    group = parser.add_argument_group(
+        "volumes larger than memory",
+        "Predict block by block into zarr (--out and --probabilities end in .zarr); a run "
+        "started again on the same outputs resumes where it stopped.",
+    )
+    group.add_argument(
+        "--chunked",
+        action="store_true",
+        help="predict block by block into zarr (automatic for a zarr input and a .zarr --out)",
+    )
+    where = group.add_mutually_exclusive_group()
+    where.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run on a Dask cluster: scheduler address (tcp://host:8786) or scheduler.json",
+    )
+    where.add_argument(
+        "--workers", type=int, metavar="N", help="run on a local Dask cluster of N worker processes"
+    )
+    group.add_argument(
+        "--chunks",
+        type=int,
+        nargs="+",
+        metavar="SIZE",
+        help="output chunk shape over the spatial axes, e.g. 16 256 256 (default)",
+    )
+    group.add_argument(
+        "--block",
+        type=int,
+        nargs="+",
+        metavar="SIZE",
+        help="work unit per task, whole chunks (default: chunks grown to ~1024 along Y and X)",
+    )
+    group.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace zarr outputs that hold another job's result instead of refusing",
+    )
+
+
+def wants_chunked(args: argparse.Namespace, inputs: list[Path]) -> bool:
+    """True when the run should go block by block."""
+    from .predict import _is_zarr
+
+    if args.chunked or args.scheduler or args.workers:
+        return True
+    out_zarr = str(args.out).lower().endswith(".zarr")
+    return out_zarr and len(inputs) == 1 and _is_zarr(inputs[0])
+
+
+def run_chunked(args: argparse.Namespace, inputs: list[Path]) -> int:
+    """Predict one volume block by block, on this machine or a Dask cluster."""
+    from . import CommandError
+
+    if len(inputs) != 1:
+        raise CommandError(
+            f"Block-by-block prediction takes one volume, not {len(inputs)}; run once per volume."
+        )
+    if not str(args.out).lower().endswith(".zarr"):
+        raise CommandError(f"Block-by-block labels go to a .zarr store; --out is {args.out}.")
+    if args.ortho:
+        raise CommandError("--ortho is not available block by block; drop it or --chunked.")
+    if args.workers is not None and args.workers < 1:
+        raise CommandError(f"--workers must be at least 1, got {args.workers}.")
+    prob_path = args.probabilities or args.out.with_name(_stem(args.out) + ".probabilities.zarr")
+    if not str(prob_path).lower().endswith(".zarr"):
+        raise CommandError(f"--probabilities must be a .zarr store here, not {prob_path}.")
+    if args.workers or args.scheduler:
+        from ..core.distributed import DaskExecutor, cluster_client
+
+        with cluster_client(args.scheduler, workers=args.workers) as client:
+            workers = len(client.scheduler_info().get("workers", {}))
+            where = args.scheduler or "a local cluster"
+            print(f"Dask: {workers} worker(s) on {where}.")
+            return _run(args, inputs[0], prob_path, DaskExecutor(client))
+    return _run(args, inputs[0], prob_path, None)
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".ome.zarr", ".zarr"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _run(args: argparse.Namespace, path: Path, prob_path: Path, executor: Any) -> int:
+    from ..core.chunked import predict_to_zarr
+    from ..core.distributed import ModelRef
+    from ..core.inference_setup import PredictOptions
+    from ..core.io import describe
+    from ..core.label_merge import label_to_zarr
+    from ..core.progress import drain
+    from ..core.volume_io import open_volume
+    from .predict import load
+
+    image = open_volume(path)
+    if args.axes:
+        image.axes = args.axes.upper()
+    print(f"{path.name}: {describe(image)}")
+    model = load(args.model, args.device)
+    print(f"Model {model.name!r} ({model.card.architecture}, {model.task}).")
+    options = PredictOptions(
+        tile_size=args.tile,
+        overlap=args.overlap,
+        blend=args.blend,
+        batch_size=args.batch_size,
+        device=args.device,
+        tta=args.tta,
+        slice_axis=args.slice_axis,
+    )
+    ref = ModelRef(str(args.model), args.device) if executor is not None else None
+    result = drain(
+        predict_to_zarr(
+            model,
+            image,
+            str(prob_path),
+            axes=image.axes,
+            options=options,
+            chunks=args.chunks,
+            block=args.block,
+            executor=executor,
+            overwrite=args.overwrite,
+            model_ref=ref,
+        )
+    )
+    resumed = f", {result.skipped} found done" if result.skipped else ""
+    print(
+        f"  probabilities -> {prob_path} ({result.blocks} blocks{resumed}, {result.seconds:.1f} s)"
+    )
+    pipeline, spacing = _pipeline(model, image, result.probabilities.shape[0], args)
+    labels = drain(
+        label_to_zarr(
+            result.probabilities,
+            str(args.out),
+            pipeline,
+            spacing=spacing,
+            block=args.block,
+            executor=executor,
+            overwrite=args.overwrite,
+        )
+    )
+    labels.labels.attrs["microseg_kind"] = "labels"
+    print(f"  {labels.n_objects} objects -> {args.out} ({labels.seconds:.1f} s)")
+    return 0
+
+
+def _pipeline(model: Any, image: Any, n_classes: int, args: argparse.Namespace) -> Any:
+    from dataclasses import replace
+
+    from ..core.segment import pipeline_spacing, recommended_pipeline
+
+    pipeline = recommended_pipeline(model.card, n_classes)
+    overrides: dict[str, Any] = {}
+    if args.postprocess:
+        overrides["method"] = args.postprocess
+    if args.threshold is not None:
+        overrides["threshold"] = args.threshold
+    if overrides:
+        pipeline = replace(pipeline, **overrides)
+    ndim = len(image.spatial_axes)
+    return pipeline, pipeline_spacing(pipeline, model.card, image.scale, ndim)

@@ -1,0 +1,91 @@
+"""``microseg predict`` block by block: zarr in, zarr out, resumable, clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from napari_microseg.cli import main
+from napari_microseg.cli import predict as cli_predict
+from napari_microseg.core import distributed
+from napari_microseg.core.models.base import ModelCard, SegmentationModel
+
+
+class Bright(torch.nn.Module):
+    """Logits for (background, foreground): foreground where the input is above 0.5."""
+
+    def forward(self, x):
+        return torch.cat([(0.5 - x) * 20, (x - 0.5) * 20], dim=1)
+
+
+def fake_model():
+    card = ModelCard(
+        name="bright",
+        architecture="custom",
+        classes=["background", "foreground"],
+        normalization={"kind": "range", "min": 0, "max": 255},
+        recommended={"tile_size": 32, "postprocess": {"method": "threshold", "threshold": 0.5}},
+    )
+    return SegmentationModel(Bright(), card)
+
+
+@pytest.fixture
+def loads(monkeypatch):
+    monkeypatch.setattr(cli_predict, "load", lambda name, device: fake_model())
+
+
+@pytest.fixture
+def volume_zarr(tmp_path):
+    """A (6, 40, 50) stack with a cube on the corner of 8 blocks and a bar through 3."""
+    volume = np.full((6, 40, 50), 20, np.uint8)
+    volume[1:5, 12:20, 12:20] = 200
+    volume[3, 30:34, 2:48] = 200
+    store = zarr.create_array(
+        store=str(tmp_path / "em.zarr"), shape=volume.shape, chunks=(3, 16, 16), dtype="u1"
+    )
+    store[:] = volume
+    return tmp_path / "em.zarr"
+
+
+def run(tmp_path, source, *extra):
+    out = tmp_path / "labels.zarr"
+    args = ["predict", str(source), "--model", "m", "--out", str(out), "--tile", "32"]
+    return main([*args, "--chunks", "3", "16", "16", "--block", "3", "16", "16", *extra]), out
+
+
+def test_a_zarr_volume_goes_block_by_block_to_zarr_labels_and_resumes(
+    tmp_path, volume_zarr, loads, capsys
+):
+    code, out = run(tmp_path, volume_zarr)
+    assert code == 0
+    labels = zarr.open_array(str(out), mode="r")
+    assert labels.attrs["complete"] is True and labels.attrs["microseg_kind"] == "labels"
+    assert labels.shape == (6, 40, 50) and int(labels[:].max()) == 2  # cube and bar: 2 objects
+    prob = zarr.open_array(str(tmp_path / "labels.probabilities.zarr"), mode="r")
+    assert prob.shape == (2, 6, 40, 50) and prob.attrs["complete"] is True
+    first = labels[:]
+    code, _ = run(tmp_path, volume_zarr)
+    assert code == 0 and "found done" in capsys.readouterr().out
+    np.testing.assert_array_equal(zarr.open_array(str(out), mode="r")[:], first)
+
+
+def test_bad_outputs_and_blocks_are_one_line_errors(tmp_path, volume_zarr, loads, capsys):
+    other = zarr.create_array(store=str(tmp_path / "p.zarr"), shape=(3,), chunks=(3,), dtype="u1")
+    other[:] = 1
+    code, _ = run(tmp_path, volume_zarr, "--probabilities", str(tmp_path / "p.zarr"))
+    assert code == 2 and "already holds an array" in capsys.readouterr().err
+    args = ["predict", str(volume_zarr), "--model", "m", "--out", str(tmp_path / "l.zarr")]
+    assert main([*args, "--chunks", "3", "16", "16", "--block", "3", "24", "16"]) == 2
+    assert "whole output chunks" in capsys.readouterr().err
+    assert main([*args, "--chunked", "--ortho"]) == 2
+
+
+def test_an_unreachable_scheduler_is_a_one_line_error(
+    tmp_path, volume_zarr, loads, capsys, monkeypatch
+):
+    monkeypatch.setattr(distributed, "CONNECT_TIMEOUT_S", 0.5)
+    code, _ = run(tmp_path, volume_zarr, "--scheduler", "tcp://127.0.0.1:9")
+    err = capsys.readouterr().err
+    assert code == 2 and "Could not reach the Dask scheduler at tcp://127.0.0.1:9" in err
