@@ -11,13 +11,19 @@ spanning forest, union-find), deciding each maximum when it meets a higher one.
 
 The result equals ``h_maxima(image, h, footprint=full)`` restricted to the
 mask, including its floating-point tolerance (tests check this on distance maps
-and probability maps, in 2D and 3D).
+and probability maps, in 2D and 3D). The basins and passes do not depend on h,
+so they are kept for the last two images: a live preview that moves h only
+re-decides which maxima stay.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage as ndi
+
+from .memo import SmallCache
 
 
 def h_maxima_in_mask(image: np.ndarray, mask: np.ndarray, h: float) -> np.ndarray:
@@ -47,9 +53,6 @@ def h_maxima_in_mask(image: np.ndarray, mask: np.ndarray, h: float) -> np.ndarra
         ``h`` not positive, shapes that differ, or an image that is not flat
         and lowest outside the mask.
     """
-    from skimage.morphology import local_maxima
-    from skimage.segmentation import watershed
-
     image = np.asarray(image)
     if not np.issubdtype(image.dtype, np.floating):
         image = image.astype(np.float64)
@@ -58,34 +61,62 @@ def h_maxima_in_mask(image: np.ndarray, mask: np.ndarray, h: float) -> np.ndarra
         raise ValueError(f"The mask is {mask.shape} but the image is {image.shape}.")
     if not h > 0:
         raise ValueError(f"h must be positive, not {h}.")
-    maxima = np.zeros(image.shape, dtype=bool)
     if not mask.any() or h > np.ptp(image):  # skimage: no maximum is that high
-        return maxima
-    outside = image[~mask]
-    floor = outside[0] if outside.size else None
-    if floor is not None and (np.any(outside != floor) or image[mask].min() <= floor):
-        raise ValueError("The image must be constant outside the mask and lower than inside it.")
+        return np.zeros(image.shape, dtype=bool)
+    tree = _cached_tree(image, mask)
+    keep = _decide(tree.tops, tree.n_peaks, tree.low, tree.high, tree.level, image.dtype.type(h))
+    return np.isin(tree.plateaus, np.flatnonzero(keep) + 1)
 
-    footprint = ndi.generate_binary_structure(image.ndim, image.ndim)
-    plateaus, n_peaks = ndi.label(
-        local_maxima(image, footprint=footprint, allow_borders=True) & mask, structure=footprint
-    )
-    # Every pixel climbs to its basin's peak without going below itself, so the
-    # highest pass between two peaks is the best crossing between their basins.
-    nodes = watershed(-image, plateaus, mask=mask, connectivity=footprint).astype(np.int64)
-    # A plateau is flat: any of its pixels gives its height.
-    flat = plateaus.ravel()
-    inside = np.flatnonzero(flat)
-    tops = np.empty(n_peaks, dtype=image.dtype)
-    tops[flat[inside] - 1] = image.ravel()[inside]
-    if floor is not None:
-        background, n_background = ndi.label(~mask, structure=footprint)
-        nodes[~mask] = background[~mask] + n_peaks
-        tops = np.concatenate([tops, np.full(n_background, floor, dtype=image.dtype)])
-    low, high, level = _passes(nodes, image, footprint)
-    keep = _decide(tops, n_peaks, low, high, level, image.dtype.type(h))
-    maxima = np.isin(plateaus, np.flatnonzero(keep) + 1)
-    return maxima
+
+@dataclass(frozen=True)
+class _PassTree:
+    """Regional maxima and the highest passes between their basins; independent of h."""
+
+    plateaus: np.ndarray  # peak ids, 0 elsewhere
+    n_peaks: int
+    tops: np.ndarray  # height of each peak, then of each background component
+    low: np.ndarray
+    high: np.ndarray
+    level: np.ndarray
+
+    @classmethod
+    def build(cls, image: np.ndarray, mask: np.ndarray) -> _PassTree:
+        from skimage.morphology import local_maxima
+        from skimage.segmentation import watershed
+
+        outside = image[~mask]
+        floor = outside[0] if outside.size else None
+        if floor is not None and (np.any(outside != floor) or image[mask].min() <= floor):
+            raise ValueError(
+                "The image must be constant outside the mask and lower than inside it."
+            )
+        footprint = ndi.generate_binary_structure(image.ndim, image.ndim)
+        plateaus, n_peaks = ndi.label(
+            local_maxima(image, footprint=footprint, allow_borders=True) & mask,
+            structure=footprint,
+        )
+        # Every pixel climbs to its basin's peak without going below itself, so the
+        # highest pass between two peaks is the best crossing between their basins.
+        nodes = watershed(-image, plateaus, mask=mask, connectivity=footprint).astype(np.int64)
+        # A plateau is flat: any of its pixels gives its height.
+        flat = plateaus.ravel()
+        inside = np.flatnonzero(flat)
+        tops = np.empty(n_peaks, dtype=image.dtype)
+        tops[flat[inside] - 1] = image.ravel()[inside]
+        if floor is not None:
+            background, n_background = ndi.label(~mask, structure=footprint)
+            nodes[~mask] = background[~mask] + n_peaks
+            tops = np.concatenate([tops, np.full(n_background, floor, dtype=image.dtype)])
+        low, high, level = _passes(nodes, image, footprint)
+        return cls(plateaus, n_peaks, tops, low, high, level)
+
+
+#: Trees of the last two images, so that moving h in a live preview skips the watershed.
+_TREES: SmallCache[_PassTree] = SmallCache(2)
+
+
+def _cached_tree(image: np.ndarray, mask: np.ndarray) -> _PassTree:
+    return _TREES.get(lambda: _PassTree.build(image, mask), image, mask)
 
 
 def _passes(

@@ -9,7 +9,11 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .cleanup import _structure, label_components, relabel_sequential
+from .memo import SmallCache
 from .thresholds import check_probability, threshold_otsu
+
+#: Distance maps of the last two masks: a preview moving h or compactness reuses them.
+_DISTANCES: SmallCache[np.ndarray] = SmallCache(2)
 
 #: Default h of h-maxima: in pixels for distance markers, in probability for probability markers.
 DEFAULT_H = {"distance": 2.0, "probability": 0.1}
@@ -133,7 +137,11 @@ def watershed_split(
         sampling = None
         if spacing is not None:
             sampling = np.asarray(spacing, dtype=float) / min(spacing)
-        source = ndi.distance_transform_edt(cores, sampling=sampling)
+        source = _DISTANCES.get(
+            lambda: _read_only(ndi.distance_transform_edt(cores, sampling=sampling)),
+            cores,
+            extra=None if sampling is None else tuple(sampling),
+        )
     else:
         source = np.where(cores, prob, 0.0)
     seeds = _find_markers(
@@ -157,6 +165,11 @@ def watershed_split(
         extra = label_components(missed, connectivity=connectivity).astype(labels.dtype)
         labels = np.where(missed, extra + labels.max(), labels)
     return relabel_sequential(labels)
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False  # it is shared with later calls through the cache
+    return array
 
 
 def _find_markers(
