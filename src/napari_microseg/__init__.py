@@ -26,6 +26,8 @@ _LAZY_API: dict[str, str] = {
     "postprocess": "napari_microseg.core.postprocess:postprocess",
     "PostprocessPipeline": "napari_microseg.core.postprocess:PostprocessPipeline",
     "segment_job": "napari_microseg.core.segment:segment_job",
+    "predict_to_zarr": "napari_microseg.core.chunked:predict_to_zarr",
+    "label_to_zarr": "napari_microseg.core.label_merge:label_to_zarr",
     "measure_objects": "napari_microseg.core.measure:measure_objects",
 }
 
