@@ -413,6 +413,7 @@ def bundled_card(
     retrain_command: str,
     evaluate_command: str,
     source: str = "",
+    data_config: dict[str, Any] | None = None,
 ) -> ModelCard:
     """The complete card of a bundled model (see :func:`~.models.bundled.card_problems`).
 
@@ -434,6 +435,9 @@ def bundled_card(
         The documented commands.
     source : str
         Where the trained model was taken from.
+    data_config : dict, optional
+        How training read the data set (the config's ``data`` section: kind,
+        split, limit, target, grey), so the split can be rebuilt from the card alone.
     """
     target = TARGETS[split.kind]
     value = float(row.get(target.metric, float("nan")))
@@ -460,6 +464,11 @@ def bundled_card(
             "kind": split.kind,
             "description": split.dataset.description,
             "folder": split.dataset.path.name,
+            "read_as": {
+                k: v
+                for k, v in {**(data_config or {}), "kind": split.kind}.items()
+                if k in ("kind", "split", "limit", "target", "grey") and v is not None
+            },
             "training_items": [p.name for p in split.dataset.pairs][:50],
         },
         "hardware": hardware,

@@ -1,0 +1,569 @@
+"""Bundle a trained model: evaluate it on its validation split, time it, card it, ship it.
+
+Takes a model trained by ``microseg train`` (from the user's model folder, or a
+path) and
+
+1. rounds its weights to float16 (what ships) and predicts the validation split
+   that training used (rebuilt by :mod:`napari_microseg.core.bundling` with the
+   training code, checked against the lineage's data hash and split) with the
+   card's recommended tile size, overlap and post-processing, then scores the
+   predictions with ``microseg evaluate``;
+2. measures its CPU speed with ``benchmarks/bench_models.py`` (all cores);
+3. writes the complete card: validation metrics, the target of issue #8 and
+   whether it was met, training data, settings, time, steps and hardware, the
+   recommended tile and post-processing, the speed and the commands;
+4. saves float16 safetensors + JSON card into ``src/napari_microseg/models/``,
+   atomically, refusing more than 30 MB (100 MB for all bundled models);
+5. updates ``docs/models.md`` (the model's section, a line in its bundling log)
+   and writes the training curve to ``docs/models/<name>-training.csv`` (and
+   ``.png`` when matplotlib is installed).
+
+Examples
+--------
+::
+
+    python scripts/bundle_model.py mito-em --data ../shared/data/lucchi
+    python scripts/bundle_model.py membrane-em --data ../shared/data/isbi2012
+    # re-evaluate the shipped file, writing nothing but the predictions:
+    python scripts/bundle_model.py mito-em --data ../shared/data/lucchi \\
+        --model src/napari_microseg/models/mito-em.safetensors --evaluate-only --keep /tmp/mito-val
+    microseg evaluate /tmp/mito-val/pred /tmp/mito-val/truth
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as _dt
+import json
+import re
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs" / "models.md"
+CONFIGS = ROOT / "configs"
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _bench_module() -> Any:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bench_models
+    finally:
+        sys.path.pop(0)
+    return bench_models
+
+
+def find_config(*names: str, folder: Path = CONFIGS) -> Path | None:
+    """The training config in ``folder`` whose ``name`` is one of ``names``."""
+    import yaml
+
+    for path in sorted(folder.glob("*.yaml")):
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(data, dict) and data.get("name") in names:
+            return path
+    return None
+
+
+def shown_path(path: Path) -> str:
+    """A path as the documentation shows it: relative to the project, or ``../shared/...``."""
+    resolved = path.resolve()
+    for base, prefix in ((ROOT, ""), (ROOT.parent, "../")):
+        try:
+            return prefix + str(resolved.relative_to(base))
+        except ValueError:
+            continue
+    return str(path)
+
+
+def find_source(source: str) -> Path:
+    """The weights file of ``source``: a path, else a model of that name in the user folder."""
+    from napari_microseg.core.models.checkpoint import checkpoint_paths
+    from napari_microseg.core.models.registry import scan_folder, user_models_dir
+
+    path = Path(source).expanduser()
+    weights, card = checkpoint_paths(path)
+    if weights.exists() or card.exists():
+        return weights
+    entries = scan_folder(user_models_dir(), "user")
+    for entry in entries:
+        if entry.name == source and entry.usable:
+            return entry.path
+    names = ", ".join(e.name for e in entries if e.usable) or "none"
+    raise SystemExit(
+        f"No trained model {source!r} in {user_models_dir()} (its models: {names}). Give "
+        "--model NAME_OR_PATH, or set NAPARI_MICROSEG_MODELS to the folder training saved into."
+    )
+
+
+def retrain_command(
+    config_path: Path | None, data: Path, lineage: dict, config: dict, limit: int | None = None
+) -> str:
+    """The ``microseg train`` command that reproduces the training run."""
+    parts = ["microseg", "train"]
+    if config_path is not None:
+        parts += ["--config", shown_path(config_path)]
+    parts += ["--data", shown_path(data)]
+    if limit is not None:
+        parts += ["--limit", str(limit)]
+    settings = lineage.get("settings", {})
+    configured = dict(config.get("training") or {})
+    for key in ("steps", "minutes", "seed"):
+        if key in settings and settings[key] != configured.get(key, settings[key]):
+            parts += [f"--{key}", str(settings[key])]
+    return shlex.join(parts)
+
+
+def read_mean_row(path: Path) -> dict[str, Any]:
+    """The ``mean`` row of a ``microseg evaluate`` CSV, numbers as floats."""
+    with open(path, newline="", encoding="utf-8") as stream:
+        rows = list(csv.DictReader(stream))
+    mean = next(row for row in rows if row["image"] == "mean")
+    out: dict[str, Any] = {"image": "mean", "n_images": len(rows) - 1}
+    for key, value in mean.items():
+        if key != "image" and value not in ("", None):
+            out[key] = float(value)
+    return out
+
+
+def parse_postprocess(text: str | None) -> dict[str, Any] | None:
+    """A pipeline dict from JSON text or a JSON file (a saved pipeline or a model card)."""
+    if not text:
+        return None
+    path = Path(text)
+    data = json.loads(path.read_text(encoding="utf-8") if path.is_file() else text)
+    if isinstance(data, dict) and "recommended" in data:
+        data = data["recommended"].get("postprocess")
+    if not isinstance(data, dict):
+        raise SystemExit("--postprocess must be a JSON object (a post-processing pipeline).")
+    return data
+
+
+# ----------------------------------------------------------------------------- docs
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _settings_text(settings: dict[str, Any]) -> str:
+    keys = (
+        "steps", "minutes", "batch_size", "patch_size", "learning_rate", "schedule", "loss",
+        "edge_weights", "augment", "object_bias", "deep_supervision", "val_fraction",
+        "val_every", "patience", "seed",
+    )  # fmt: skip
+    return ", ".join(f"{k} {settings[k]}" for k in keys if settings.get(k) is not None)
+
+
+def _postprocess_text(post: dict[str, Any]) -> str:
+    if "method" not in post:
+        return ", ".join(f"{k} {v}" for k, v in post.items())
+    defaults = {"method": None, "foreground_class": 1, "physical_units": False}
+    from napari_microseg.core.postprocess import PostprocessPipeline
+
+    base = PostprocessPipeline().to_dict()
+    shown = [f"{post['method']}"] + [
+        f"{k} {v}"
+        for k, v in post.items()
+        if k not in defaults and k in base and v != base[k] and v not in (None, False, 0, 0.0)
+    ]
+    return ", ".join(shown)
+
+
+def section_text(
+    card: Any,
+    size_mb: float,
+    commands: dict[str, str],
+    log: list[str],
+    docs_dir: Path = DOCS.parent,
+) -> str:
+    """The Markdown section of one bundled model (``docs_dir``: the folder of models.md)."""
+    from napari_microseg.core.models.bundled import BUNDLED
+
+    lineage, metrics, rec = card.lineage, card.metrics, card.recommended
+    target = metrics["target"]
+    met = "**met**" if target["met"] else "**not met**"
+    spec = BUNDLED.get(card.name)
+    hyper = ", ".join(f"{k} {v}" for k, v in card.hyperparameters.items())
+    validation = metrics.get("validation", {})
+    shown = [
+        f"{k} {_fmt(validation[k])}"
+        for k in ("pixel_f1", "accuracy", "iou", "object_f1", "ap_50_95", "adapted_rand_error")
+        if k in validation
+    ]
+    counts = ", ".join(
+        f"{k} {int(validation[k])}" for k in ("n_true", "n_pred", "n_matched") if k in validation
+    )
+    speed = rec.get("speed", {})
+    minutes = lineage.get("duration_s", 0) / 60
+    curve = f"models/{card.name}-training"
+    rows = [
+        ("Model", f"{card.architecture} ({hyper}); {card.in_channels} channel(s) -> "
+                  f"{', '.join(card.classes)}; float16, {size_mb:.1f} MB"),
+        ("Training data", card.trained_on),
+        ("Validation split", metrics["data"].removeprefix("validation split: ")),
+        ("Training", f"{lineage.get('steps')} steps (best step {lineage.get('best_step')}, "
+                     f"stopped by {lineage.get('stopped')}), {minutes:.1f} min on "
+                     f"{lineage.get('hardware')}"),
+        ("Settings", _settings_text(lineage.get("settings", {}))),
+        ("Recommended", f"tile {rec['tile_size']}, overlap {rec['overlap']}; post-processing: "
+                        f"{_postprocess_text(rec['postprocess'])}"),
+        ("Target (issue #8)", f"{target['label']} >= {target['minimum']}: "
+                              f"{_fmt(target['value'])}, {met}"),
+        ("Validation metrics", "; ".join(shown) + (f" ({counts})" if counts else "")),
+        ("CPU speed", f"{rec['mpx_per_s_cpu']:.2f} MP/s prediction, "
+                      f"{speed.get('mpx_per_s_cpu_segment', float('nan')):.2f} MP/s with "
+                      f"post-processing ({speed.get('threads')} threads, {speed.get('cpu')}, "
+                      f"load average {speed.get('load_average')} while measured)"),
+        ("Training curve", f"[{curve}.csv]({curve}.csv)"
+                           + (f" · ![validation curve]({curve}.png)"
+                              if (docs_dir / f"{curve}.png").exists() else "")),
+    ]  # fmt: skip
+    table = ["| | |", "|---|---|"] + [f"| {k} | {str(v).replace('|', '/')} |" for k, v in rows]
+    title = f"## {card.name}" + (f": {spec.summary}" if spec else "")
+    parts = [
+        f"<!-- bundled:{card.name} -->",
+        title,
+        "",
+        card.description,
+        "",
+        *table,
+        "",
+        "Retrain:",
+        "",
+        f"    {commands['retrain']}",
+        "",
+        "Evaluate the shipped file on the validation split (predictions and truths are kept in",
+        "the `--keep` folder; the script runs `microseg evaluate` on them):",
+        "",
+        f"    {commands['evaluate']}",
+        f"    {commands['evaluate_by_hand']}",
+        "",
+        "Speed:",
+        "",
+        f"    {commands['speed']}",
+        "",
+        "Bundling log:",
+        "",
+        *log,
+        f"<!-- /bundled:{card.name} -->",
+    ]
+    return "\n".join(parts)
+
+
+HEAD = """# Bundled models
+
+The models shipped in `src/napari_microseg/models/` (float16 safetensors + JSON card each), what
+they were trained on, how well they do on their validation split, and how to reproduce them.
+Every section below is written by `scripts/bundle_model.py` when a model is bundled; the bundling
+log at the end of a section keeps one line per run. Targets are those of issue #8, measured with
+the project's own `microseg evaluate` on the validation split the training run held out.
+
+Bundle a model that `microseg train` has finished (it is in the user's model folder):
+
+    python scripts/bundle_model.py mito-em --data ../shared/data/lucchi
+
+List them with `microseg models`; time them all with `python benchmarks/bench_models.py`.
+"""
+
+_SECTION = re.compile(r"<!-- bundled:(?P<name>[^ ]+) -->\n.*?<!-- /bundled:(?P=name) -->", re.S)
+
+
+def summary_table(cards: dict[str, Any]) -> str:
+    """One row per bundled model."""
+    from napari_microseg.core.models.bundled import BUNDLED
+
+    lines = [
+        "<!-- summary -->",
+        "| model | family | data | target | value | met | MP/s (CPU) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in [*BUNDLED, *sorted(set(cards) - set(BUNDLED))]:
+        card = cards.get(name)
+        if card is None:
+            spec = BUNDLED[name]
+            target = spec.target
+            lines.append(
+                f"| {name} | {spec.architecture} | {spec.kind} | {target.label} >= "
+                f"{target.minimum} | not bundled yet | | |"
+            )
+            continue
+        target = card.metrics.get("target", {})
+        kind = card.lineage.get("dataset", {}).get("kind")
+        speed = card.recommended.get("mpx_per_s_cpu", float("nan"))
+        lines.append(
+            f"| [{name}](#{name}) | {card.architecture} | {kind} | {target.get('label')} >= "
+            f"{target.get('minimum')} | {_fmt(target.get('value'))} | "
+            f"{'yes' if target.get('met') else 'no'} | {speed:.2f} |"
+        )
+    lines.append("<!-- /summary -->")
+    return "\n".join(lines)
+
+
+def update_docs(
+    path: Path, card: Any, size_mb: float, commands: dict[str, str], log_line: str,
+    cards: dict[str, Any],
+) -> None:  # fmt: skip
+    """Replace the model's section (keeping its log, plus ``log_line``) and the summary table."""
+    from napari_microseg.core.atomic import atomic_path
+    from napari_microseg.core.models.bundled import BUNDLED
+
+    text = path.read_text(encoding="utf-8") if path.exists() else HEAD
+    sections = {m.group("name"): m.group(0) for m in _SECTION.finditer(text)}
+    head = _SECTION.sub("", text)
+    head = re.sub(r"<!-- summary -->.*?<!-- /summary -->\n?", "", head, flags=re.S).rstrip()
+    old = sections.get(card.name, "")
+    log = [line for line in old.splitlines() if line.startswith("- ")]
+    sections[card.name] = section_text(card, size_mb, commands, [*log, log_line], path.parent)
+    order = [n for n in BUNDLED if n in sections] + sorted(set(sections) - set(BUNDLED))
+    body = "\n\n".join(sections[n] for n in order)
+    new = f"{head}\n\n{summary_table(cards)}\n\n{body}\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(new, encoding="utf-8")
+
+
+def write_curve(folder: Path, name: str, history: list[dict[str, Any]]) -> list[Path]:
+    """The validation history as CSV (and PNG with matplotlib); the files written."""
+    from napari_microseg.core.atomic import atomic_path
+
+    if not history:
+        return []
+    folder.mkdir(parents=True, exist_ok=True)
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    csv_path = folder / f"{name}-training.csv"
+    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as stream:
+        writer = csv.DictWriter(stream, keys)
+        writer.writeheader()
+        writer.writerows(history)
+    written = [csv_path]
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return written
+    steps = [row["step"] for row in history]
+    fig, left = plt.subplots(figsize=(6, 3.2), dpi=100)
+    for key in ("dice", "iou", "object_f1"):
+        if key in keys:
+            left.plot(steps, [row.get(key) for row in history], label=key)
+    left.set_xlabel("step")
+    left.set_ylabel("validation score")
+    left.set_ylim(0, 1)
+    if "val_loss" in keys:
+        right = left.twinx()
+        right.plot(steps, [row.get("val_loss") for row in history], "k--", label="val loss")
+        right.set_ylabel("validation loss")
+    left.legend(loc="lower right")
+    left.set_title(f"{name}: validation during training")
+    fig.tight_layout()
+    png = folder / f"{name}-training.png"
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return [*written, png]
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bundle_model.py",
+        description="Evaluate a trained model on its validation split, time it on the CPU, "
+        "write its complete card and ship it as float16 in src/napari_microseg/models/.",
+    )
+    parser.add_argument("name", help="bundled name (mito-em, membrane-em, ...)")
+    parser.add_argument("--data", type=Path, required=True, help="the data set training used")
+    parser.add_argument("--kind", choices=["lucchi", "isbi2012", "dsb2018", "glas"])
+    parser.add_argument("--model", help="trained model: user-folder name or file (default: NAME)")
+    parser.add_argument("--config", type=Path, help="training config (default: configs/*.yaml "
+                        "whose name is the model's)")  # fmt: skip
+    parser.add_argument("--limit", type=int, help="the --limit training ran with, if any")
+    parser.add_argument("--tile", type=int, help="recommended tile size (default: the card's)")
+    parser.add_argument("--overlap", type=float, help="recommended overlap (default: the card's)")
+    parser.add_argument("--postprocess", help="recommended post-processing: JSON or a JSON file")
+    parser.add_argument("--hardware", help="what training ran on (default: lineage device + CPU)")
+    parser.add_argument("--device", default="auto", help="device for the evaluation predictions")
+    parser.add_argument("--keep", type=Path, help="keep predictions and truths in this folder")
+    parser.add_argument("--speed-size", type=int, default=1024, help="speed test image side")
+    parser.add_argument("--repeats", type=int, default=2, help="timed speed runs (best counts)")
+    parser.add_argument("--evaluate-only", action="store_true", help="evaluate and time; write "
+                        "no model, card or docs")  # fmt: skip
+    parser.add_argument("--overwrite", action="store_true", help="replace a bundled model")
+    parser.add_argument("--out", type=Path, help="bundled folder (default: the package's)")
+    parser.add_argument("--docs", type=Path, default=DOCS, help="documentation file to update")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import yaml
+
+    from napari_microseg.cli import main as microseg
+    from napari_microseg.core.bundling import (
+        BundleError,
+        bundled_card,
+        float16_copy,
+        machine_description,
+        predict_split,
+        recommended_options,
+        save_bundled,
+        validation_split,
+    )
+    from napari_microseg.core.models.bundled import BUNDLED, TARGETS, card_problems
+    from napari_microseg.core.models.checkpoint import inspect_checkpoint, load_checkpoint
+    from napari_microseg.core.models.registry import (
+        bundled_models_dir,
+        scan_folder,
+        user_models_dir,
+    )
+
+    source = find_source(args.model or args.name)
+    trained = load_checkpoint(source, device="cpu")
+    lineage = trained.card.lineage
+    config_path = args.config or find_config(trained.name, args.name)
+    config = yaml.safe_load(config_path.read_text(encoding="utf-8")) if config_path else {}
+    if config_path is None and args.kind is None:
+        raise SystemExit(f"No config in {CONFIGS} names {trained.name!r}; give --config or --kind.")
+    print(
+        f"Model {trained.name!r} from {source}" + (f", config {config_path}" if config_path else "")
+    )
+    if args.tile:
+        trained.card.recommended["tile_size"] = args.tile
+    if args.overlap is not None:
+        trained.card.recommended["overlap"] = args.overlap
+    post = parse_postprocess(args.postprocess)
+    if post is not None:
+        trained.card.recommended["postprocess"] = post
+    model = float16_copy(trained)
+
+    try:
+        split = validation_split(model, args.data, config=config, kind=args.kind, limit=args.limit)
+    except BundleError as error:
+        raise SystemExit(f"bundle_model: {error}") from error
+    print(f"Validation split: {split.description} ({len(split.items)} item(s), "
+          f"{split.pixels / 1e6:.1f} MP)")  # fmt: skip
+    target = TARGETS[split.kind]
+    spec = BUNDLED.get(args.name)
+    if spec is not None and spec.kind != split.kind:
+        print(f"warning: {args.name} is meant for {spec.kind} data, not {split.kind}.")
+
+    with tempfile.TemporaryDirectory(prefix=f"bundle-{args.name}-") as scratch:
+        work = args.keep or Path(scratch)
+        pred, truth, table = work / "pred", work / "truth", work / "evaluate.csv"
+        options = recommended_options(model)
+        print(f"Predicting the validation split (tile {options.tile_size}, overlap "
+              f"{options.overlap}, the recommended post-processing)...")  # fmt: skip
+        predict_split(model, split, pred, truth, device=args.device, show=True)
+        by_hand = shlex.join(["microseg", "evaluate", str(pred), str(truth), "--csv", str(table)])
+        print(f"$ {by_hand}")
+        code = microseg(["evaluate", str(pred), str(truth), "--csv", str(table)])
+        if code:
+            raise SystemExit(f"microseg evaluate failed (exit code {code}).")
+        row = read_mean_row(table)
+
+    bench = _bench_module()
+    print(f"Timing on the CPU ({args.speed_size}x{args.speed_size}, all cores)...")
+    speed = bench.measure_speed(model, size=args.speed_size, repeats=args.repeats)
+    value = row.get(target.metric, float("nan"))
+    print(
+        f"\n{target.label}: {value:.4f} (target >= {target.minimum}: "
+        f"{'met' if target.met(value) else 'NOT MET'}); CPU {speed['mpx_per_s_cpu']:.2f} MP/s "
+        f"prediction, {speed['mpx_per_s_cpu_segment']:.2f} MP/s with post-processing "
+        f"(load average {speed['load_average']})."
+    )
+    if args.evaluate_only:
+        return 0
+
+    out = args.out or bundled_models_dir()
+    data_shown = shown_path(args.data)
+    shipped = f"{shown_path(out / args.name)}.safetensors"
+    commands = {
+        "retrain": retrain_command(config_path, args.data, lineage, config, args.limit),
+        "evaluate": shlex.join(
+            [
+                "python",
+                "scripts/bundle_model.py",
+                args.name,
+                "--data",
+                data_shown,
+                "--model",
+                shipped,
+                "--evaluate-only",
+                "--keep",
+                f"/tmp/{args.name}-val",
+            ]
+        ),
+        "evaluate_by_hand": f"microseg evaluate /tmp/{args.name}-val/pred "
+        f"/tmp/{args.name}-val/truth",
+        "speed": f"python benchmarks/bench_models.py {args.name}",
+    }
+    device = lineage.get("device", "unknown device")
+    hardware = args.hardware or f"{device}; {machine_description()}"
+    card = bundled_card(
+        model,
+        name=args.name,
+        split=split,
+        row=row,
+        speed=speed,
+        hardware=hardware,
+        retrain_command=commands["retrain"],
+        evaluate_command=f"{commands['evaluate']} && {commands['evaluate_by_hand']}",
+        source=str(source),
+        data_config={
+            **(config.get("data") or {}),
+            **({"limit": args.limit} if args.limit is not None else {}),
+        },
+    )
+    if not card.metrics["target"]["met"]:
+        card.description = (
+            f"{card.description} Below its issue #8 target on the validation split: "
+            f"{target.label} {value:.3f} < {target.minimum}."
+        ).strip()
+    problems = card_problems(card)
+    if problems:
+        raise SystemExit(f"bundle_model: the card is incomplete: {'; '.join(problems)}")
+    try:
+        weights = save_bundled(model, card, out, overwrite=args.overwrite)
+    except BundleError as error:
+        raise SystemExit(f"bundle_model: {error}") from error
+    info = inspect_checkpoint(weights)
+    size_mb = info.size_bytes / 1e6
+    print(f"Wrote {weights} and {info.card_file} ({size_mb:.1f} MB).")
+
+    curves = write_curve(args.docs.parent / "models", args.name, lineage.get("history", []))
+    cards = {e.name: e.card for e in scan_folder(out, "bundled") if e.usable and e.card}
+    today = _dt.date.today().isoformat()
+    verdict = "target met" if target.met(value) else "target not met"
+    command = shlex.join(["python", "scripts/bundle_model.py", *(argv or sys.argv[1:])])
+    log_line = (
+        f"- {today}: {target.label} {value:.4f} ({verdict}), {speed['mpx_per_s_cpu']:.2f} MP/s "
+        f"on {speed['threads']} threads (load {speed['load_average']}); from "
+        f"`{shown_path(source)}` with `{command}`"
+    )
+    update_docs(args.docs, card, size_mb, commands, log_line, cards)
+    for path in [*curves, args.docs]:
+        print(f"Wrote {path}")
+    user_twin = [e for e in scan_folder(user_models_dir(), "user") if e.name == args.name]
+    if user_twin and out.resolve() == bundled_models_dir().resolve():
+        print(
+            f"Note: the user model {args.name!r} ({user_twin[0].path}) now has the same name as "
+            "the bundled one, which takes precedence; rename or remove the user copy."
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

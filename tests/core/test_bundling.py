@@ -1,0 +1,103 @@
+"""The validation split of a training run, rebuilt for bundling, on synthetic data sets.
+
+The lineage a training run records is built here with the training code
+itself (prepare + split_validation), so no training is needed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_microseg.core.bundling import (
+    BundleError,
+    float16_copy,
+    headline_metrics,
+    validation_split,
+)
+from napari_microseg.core.models.build import create_model
+from napari_microseg.core.models.bundled import TARGETS
+from napari_microseg.core.trainingdata import prepare
+from napari_microseg.core.trainsettings import TrainSettings
+from napari_microseg.core.valsplit import split_validation
+
+
+def _isbi_folder(folder, depth=6):
+    import tifffile
+
+    from napari_microseg.core.synthetic import fluorescence_nuclei
+
+    images, labels = [], []
+    for z in range(depth):
+        sample = fluorescence_nuclei((64, 64), n_objects=6, seed=z)
+        images.append((sample.image // 256).astype(np.uint8))
+        labels.append(np.where(sample.labels > 0, 255, 0).astype(np.uint8))
+    folder.mkdir()
+    tifffile.imwrite(folder / "train_images.tif", np.stack(images), photometric="minisblack")
+    tifffile.imwrite(folder / "train_labels.tif", np.stack(labels), photometric="minisblack")
+    return np.stack(images), np.stack(labels)
+
+
+def _trained_like(dataset_pairs, **settings):
+    """A fresh model whose lineage is what `microseg train` would record for these pairs."""
+    model = create_model("unet", name="m", classes=["membrane", "cell"], depth=2, base_width=4)
+    settings = TrainSettings(steps=1, **settings)
+    data = prepare(dataset_pairs, model, boundary_width=settings.boundary_width)
+    _, _, split = split_validation(data.planes, fraction=settings.val_fraction)
+    model.card.lineage = {
+        "settings": settings.to_dict(),
+        "data_sha256": data.data_hash,
+        "validation": split,
+    }
+    return model
+
+
+CELLS = {"data": {"kind": "isbi2012", "target": "cells"}}
+
+
+def test_held_out_planes_are_the_ones_training_chose_as_raw_slices(tmp_path):
+    from napari_microseg.core.datasets import load_dataset
+
+    images, labels = _isbi_folder(tmp_path / "isbi")
+    dataset = load_dataset(tmp_path / "isbi", target="cells")
+    model = _trained_like(dataset.pairs, val_fraction=0.35)
+    split = validation_split(model, tmp_path / "isbi", config=CELLS)
+    assert split.kind == "isbi2012" and "2 of 6 annotated planes held out" in split.description
+    assert [item.name for item in split.items] == ["isbi2012_cells_z_2", "isbi2012_cells_z_3"]
+    for item, z in zip(split.items, (2, 3)):
+        assert item.axes == "YX"
+        np.testing.assert_array_equal(item.image, images[z])
+        np.testing.assert_array_equal(item.truth > 0, labels[z] > 0)
+
+
+def test_other_data_or_another_split_are_refused(tmp_path):
+    from napari_microseg.core.datasets import load_dataset
+
+    _isbi_folder(tmp_path / "isbi")
+    model = _trained_like(load_dataset(tmp_path / "isbi", target="cells").pairs)
+    with pytest.raises(BundleError, match="not the data"):
+        validation_split(model, tmp_path / "isbi", config=CELLS, limit=4)
+    with pytest.raises(BundleError, match="not the data"):  # membranes instead of cells
+        validation_split(model, tmp_path / "isbi", config={"data": {"kind": "isbi2012"}})
+    model.card.lineage["validation"] = "something else"
+    with pytest.raises(BundleError, match="differs"):
+        validation_split(model, tmp_path / "isbi", config=CELLS)
+    model.card.lineage = {}
+    with pytest.raises(BundleError, match="no training record"):
+        validation_split(model, tmp_path / "isbi", config=CELLS)
+
+
+def test_float16_copy_keeps_the_predictions():
+    import torch
+
+    model = create_model("unet", name="m", depth=2, base_width=4).eval()
+    half = float16_copy(model)
+    batch = torch.rand(1, 1, 32, 32)
+    full, rounded = model.predict(batch), half.predict(batch)
+    assert torch.allclose(full, rounded, atol=1e-2)
+    assert all(p.dtype == torch.float32 for p in half.module.parameters())
+
+
+def test_headline_metrics_put_the_target_first():
+    row = {"accuracy": 0.9, "pixel_f1": 0.8, "ap_50_95": 0.3, "n_true": 3}
+    assert list(headline_metrics(row, TARGETS["dsb2018"])) == ["ap_50_95", "pixel_f1", "accuracy"]

@@ -1,0 +1,135 @@
+"""scripts/bundle_model.py end to end, on a small synthetic data set in the Lucchi layout.
+
+A tiny U-Net is trained for two steps with ``microseg train`` (into the test's
+private user folder), then bundled into a temporary folder with a temporary
+``models.md``: nothing touches the package's real bundled folder or docs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_microseg.cli import main as microseg
+from napari_microseg.core.models.bundled import MANIFEST_NAME, card_problems
+from napari_microseg.core.models.checkpoint import inspect_checkpoint, load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CONFIG = """\
+name: tiny-fib
+family: unet
+in_channels: 1
+classes: [background, mitochondrion]
+hyperparameters: {depth: 2, base_width: 4}
+description: Tiny U-Net for the bundling test.
+recommended: {tile_size: 64, overlap: 0.25}
+data: {kind: lucchi}
+training: {steps: 2, batch_size: 2, patch_size: 64, val_every: 2, seed: 0}
+"""
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("bundle_model", ROOT / "scripts/bundle_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A Lucchi-layout data set, its config, and the user folder holding the trained model."""
+    import tifffile
+
+    from napari_microseg.core.synthetic import fibsem_mitochondria
+
+    base = tmp_path_factory.mktemp("bundle")
+    data = base / "lucchi"
+    data.mkdir()
+    for split, depth, seed in (("train", 4, 1), ("val", 2, 2)):
+        sample = fibsem_mitochondria((depth, 96, 96), n_objects=12, seed=seed)
+        tifffile.imwrite(data / f"{split}_images.tif", sample.image, photometric="minisblack")
+        mask = ((sample.labels > 0) * 255).astype(np.uint8)
+        tifffile.imwrite(data / f"{split}_masks.tif", mask, photometric="minisblack")
+    config = base / "tiny-fib.yaml"
+    config.write_text(CONFIG, encoding="utf-8")
+    models = base / "models"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NAPARI_MICROSEG_MODELS", str(models))
+        assert microseg(["train", "--config", str(config), "--data", str(data)]) == 0
+    return {"data": data, "config": config, "models": models}
+
+
+def _run(script, trained, tmp_path, *extra: str) -> int:
+    args = ["tiny-fib", "--data", str(trained["data"]), "--config", str(trained["config"])]
+    args += ["--out", str(tmp_path / "bundled"), "--docs", str(tmp_path / "docs" / "models.md")]
+    args += ["--speed-size", "64", "--repeats", "1", "--device", "cpu", *extra]
+    return script.main(args)
+
+
+def test_bundling_writes_a_complete_float16_model_its_manifest_and_docs(
+    trained, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("NAPARI_MICROSEG_MODELS", str(trained["models"]))
+    script = _script()
+    assert _run(script, trained, tmp_path) == 0
+    out = capsys.readouterr().out
+    assert "microseg evaluate" in out and "foreground Dice" in out
+    weights = tmp_path / "bundled" / "tiny-fib.safetensors"
+    info = inspect_checkpoint(weights)
+    assert info.dtype == "float16" and card_problems(info.card) == []
+    card = info.card
+    assert card.metrics["target"]["metric"] == "pixel_f1"
+    assert card.metrics["data"].startswith("validation split: ")
+    assert "own validation part" in card.metrics["data"]
+    assert card.lineage["dataset"]["kind"] == "lucchi"
+    assert card.lineage["retrain_command"].startswith("microseg train --config ")
+    assert card.recommended["tile_size"] == 64 and card.recommended["speed"]["threads"] >= 1
+    manifest = json.loads((tmp_path / "bundled" / MANIFEST_NAME).read_text())
+    assert manifest["models"]["tiny-fib"]["sha256"] == info.sha256
+    load_checkpoint(weights, device="cpu")  # the hash matches
+    docs = (tmp_path / "docs" / "models.md").read_text()
+    assert "<!-- bundled:tiny-fib -->" in docs and "| [tiny-fib](#tiny-fib) |" in docs
+    assert "not bundled yet" in docs  # the issue's models still to come
+    assert (tmp_path / "docs" / "models" / "tiny-fib-training.csv").is_file()
+    assert docs.count("\n- ") == 1
+
+    # Again: refused without --overwrite; with it the section is replaced, its log kept.
+    with pytest.raises(SystemExit, match="exists already"):
+        _run(script, trained, tmp_path)
+    assert _run(script, trained, tmp_path, "--overwrite") == 0
+    docs = (tmp_path / "docs" / "models.md").read_text()
+    assert docs.count("<!-- bundled:tiny-fib -->") == 1 and docs.count("\n- ") == 2
+
+    # The benchmark times any model file on its own.
+    capsys.readouterr()
+    bench = script._bench_module()
+    assert bench.main([str(weights), "--size", "64", "--repeats", "1", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["model"] == "tiny-fib" and row["mpx_per_s_cpu"] > 0 and row["tile_size"] == 64
+
+    # The shipped file re-evaluates to the same score, writing nothing.
+    before = sorted(p.name for p in (tmp_path / "bundled").iterdir())
+    capsys.readouterr()
+    assert _run(script, trained, tmp_path, "--model", str(weights), "--evaluate-only") == 0
+    again = capsys.readouterr().out
+    value = card.metrics["target"]["value"]
+    assert f"foreground Dice: {value:.4f}" in again
+    assert sorted(p.name for p in (tmp_path / "bundled").iterdir()) == before
+
+
+def test_other_data_than_training_used_is_refused(trained, tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_MICROSEG_MODELS", str(trained["models"]))
+    with pytest.raises(SystemExit, match="not the data"):
+        _run(_script(), trained, tmp_path, "--limit", "2", "--evaluate-only")
+    assert not (tmp_path / "bundled").exists()
+
+
+def test_an_unknown_model_says_where_it_looked(trained, tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_MICROSEG_MODELS", str(trained["models"]))
+    with pytest.raises(SystemExit, match="tiny-fib"):
+        _script().main(["nope", "--data", str(trained["data"]), "--kind", "lucchi"])
