@@ -477,6 +477,12 @@ def main(argv: list[str] | None = None) -> int:
     bench = _bench_module()
     print(f"Timing on the CPU ({args.speed_size}x{args.speed_size}, all cores)...")
     speed = bench.measure_speed(model, size=args.speed_size, repeats=args.repeats)
+    load, cores = speed.get("load_average"), speed.get("cores") or 1
+    if load is not None and load > 0.5 * cores:
+        print(
+            f"warning: the machine was busy while timing (load average {load} on {cores} cores): "
+            "the speed is too low. Re-run with --overwrite when it is idle."
+        )
     value = row.get(target.metric, float("nan"))
     print(
         f"\n{target.label}: {value:.4f} (target >= {target.minimum}: "

@@ -47,9 +47,7 @@ def test_the_picker_follows_the_image_until_the_user_picks(make_napari_viewer, b
     assert widget.model_combo.value == "tiny-grey"
 
 
-def test_the_sample_opened_first_gets_its_model_when_the_widget_opens(
-    make_napari_viewer, bundled
-):
+def test_the_sample_opened_first_gets_its_model_when_the_widget_opens(make_napari_viewer, bundled):
     viewer = make_napari_viewer()
     viewer.open_sample("napari-microseg", "fibsem_mitochondria")
     widget = SegmentWidget(viewer)
