@@ -1,0 +1,346 @@
+"""Scale-out: a zarr volume predicted block by block, in one process and on local Dask workers.
+
+Measured, each run in a fresh subprocess so that memory is its own:
+
+* **memory**: peak RSS of the driver and of every worker process while a
+  synthetic uint8 zarr volume (``--size-gb``) is predicted into float32
+  probabilities (2 classes, so the output is 8x the input) and labelled;
+* **throughput** in megavoxels per second in this process (out-of-core, no
+  Dask) and with 1, 2 and 4 local Dask workers (``--workers``), the ratio to
+  one worker, and the CPU count that bounds it;
+* **rss** (``--parts rss``): peak RSS of one process predicting a larger
+  volume (``--rss-gb``) with a single 3x3 convolution (memory, not speed);
+* **resume**: a run killed (SIGKILL) half way, then started again: the time
+  of the second run against a full one, and whether its output equals an
+  uninterrupted run's bit for bit.
+
+The network is a small U-Net (depth 2, 8 base channels, untrained: only the
+arithmetic matters here), saved to a file that each worker loads once.
+
+Run: ``python benchmarks/bench_scale.py`` (8 Mvoxels; about 10 minutes on 2 busy
+CPU cores); the issue's 8 GB volume is ``--size-gb 8`` (hours on a
+laptop CPU). ``--parts memory,scale,resume`` picks parts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+TILE = 256
+CHUNKS = (8, 256, 256)
+#: Work unit: 4 blocks per 8 slices of 1024 x 1024, so that 4 workers all have work.
+BLOCK = (8, 512, 512)
+
+
+def make_volume(path: Path, size_gb: float, seed: int = 0) -> tuple[int, ...]:
+    """A synthetic uint8 FIB-SEM-like volume (blobs on noise) of about ``size_gb``, slab by slab."""
+    import zarr
+    from scipy import ndimage as ndi
+
+    side = 2048 if size_gb >= 0.25 else 1024
+    depth = max(int(size_gb * 2**30 / side**2), CHUNKS[0])
+    shape = (depth, side, side)
+    store = zarr.create_array(store=str(path), shape=shape, chunks=CHUNKS, dtype="uint8")
+    rng = np.random.default_rng(seed)
+    for z in range(0, depth, CHUNKS[0]):
+        n = min(CHUNKS[0], depth - z)
+        slab = rng.random((n, side // 8, side // 8), dtype=np.float32)
+        slab = ndi.zoom(ndi.gaussian_filter(slab, 2), (1, 8, 8), order=1)
+        noise = rng.normal(0, 0.05, slab.shape).astype(np.float32)
+        store[z : z + n] = np.clip((slab - 0.3) * 400 + 60 + noise * 255, 0, 255).astype(np.uint8)
+    return shape
+
+
+def make_model(folder: Path) -> Path:
+    import torch
+
+    from napari_microseg.core.models.build import create_model
+    from napari_microseg.core.models.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    model = create_model("unet", name="bench-scale", depth=2, base_width=8)
+    return save_checkpoint(model, folder / "bench-scale", overwrite=True)
+
+
+# ----------------------------------------------------------------------------- one run
+
+
+def run_job(args: argparse.Namespace) -> dict:
+    """One prediction (and labelling) in this process; returns timings and peak RSS."""
+    from napari_microseg.core.chunked import predict_to_zarr
+    from napari_microseg.core.distributed import DaskExecutor, ModelRef, cluster_client
+    from napari_microseg.core.inference_setup import PredictOptions
+    from napari_microseg.core.label_merge import label_to_zarr
+    from napari_microseg.core.models.registry import load_model
+    from napari_microseg.core.postprocess import PostprocessPipeline
+    from napari_microseg.core.progress import drain
+    from napari_microseg.core.zarr_io import read_zarr
+
+    model = load_model(args.model, device="cpu")
+    image = read_zarr(args.input)
+    options = PredictOptions(tile_size=TILE, device="cpu")
+    pipeline = PostprocessPipeline(method="threshold", threshold=0.5)
+    result: dict = {}
+
+    def work(executor, ref):
+        started = time.perf_counter()
+        done = drain(
+            predict_to_zarr(
+                model,
+                image,
+                args.out,
+                options=options,
+                chunks=CHUNKS,
+                block=BLOCK,
+                executor=executor,
+                model_ref=ref,
+            ),
+            show=False,
+        )
+        result["predict_s"] = time.perf_counter() - started
+        result["skipped"] = done.skipped
+        result["blocks"] = done.blocks
+        if args.labels:
+            started = time.perf_counter()
+            labels = drain(
+                label_to_zarr(
+                    done.probabilities,
+                    args.out + ".labels.zarr",
+                    pipeline,
+                    block=BLOCK,
+                    executor=executor,
+                    overwrite=True,
+                ),
+                show=False,
+            )
+            result["labels_s"] = time.perf_counter() - started
+            result["objects"] = labels.n_objects
+
+    if args.workers:
+        with cluster_client(workers=args.workers, memory_limit="2GB") as client:
+            work(DaskExecutor(client), ModelRef(args.model, "cpu"))
+            peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+            result["worker_rss_mb"] = sorted(v / 1024 for v in peaks.values())
+    else:
+        work(None, None)
+    result["driver_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
+
+
+def subprocess_run(input_: Path, out: Path, model: Path, workers: int, labels: bool) -> dict:
+    command = [
+        sys.executable,
+        __file__,
+        "_run",
+        "--input",
+        str(input_),
+        "--out",
+        str(out),
+        "--model",
+        str(model),
+        "--workers",
+        str(workers),
+    ]
+    if labels:
+        command.append("--labels")
+    started = time.perf_counter()
+    text = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    result = json.loads(text.strip().splitlines()[-1])
+    result["wall_s"] = time.perf_counter() - started
+    return result
+
+
+# ----------------------------------------------------------------------------- parts
+
+
+def part_memory(folder: Path, volume: Path, voxels: int, model: Path, workers: int) -> None:
+    local = subprocess_run(volume, folder / "mem-local.zarr", model, 0, True)
+    spread = subprocess_run(volume, folder / "mem-dask.zarr", model, workers, True)
+    print(f"\n## memory ({voxels / 1e6:.0f} Mvoxels, input {voxels / 2**30:.2f} GiB)")
+    print(
+        f"  one process, out-of-core: peak RSS {local['driver_rss_mb']:.0f} MB "
+        f"(predict {local['predict_s']:.1f} s, labels {local['labels_s']:.1f} s, "
+        f"{local['objects']} objects)"
+    )
+    print(
+        f"  {workers} Dask workers: driver {spread['driver_rss_mb']:.0f} MB, workers "
+        + ", ".join(f"{v:.0f}" for v in spread["worker_rss_mb"])
+        + " MB"
+    )
+
+
+def part_rss(folder: Path, size_gb: float) -> None:
+    """Peak RSS on a larger volume with a single 3x3 convolution (memory, not speed)."""
+    volume = folder / "big.zarr"
+    started = time.perf_counter()
+    shape = make_volume(volume, size_gb, seed=1)
+    written = time.perf_counter() - started
+    command = [
+        sys.executable,
+        __file__,
+        "_rss",
+        "--input",
+        str(volume),
+        "--out",
+        str(folder / "big-prob.zarr"),
+    ]
+    text = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    result = json.loads(text.strip().splitlines()[-1])
+    voxels = math.prod(shape)
+    print(
+        f"\n## memory on a larger volume {shape} ({voxels / 2**30:.2f} GiB uint8 in, "
+        f"{8 * voxels / 2**30:.1f} GiB float32 out; written in {written:.0f} s)"
+    )
+    print(
+        f"  one process, one 3x3 convolution: {result['predict_s']:.0f} s, "
+        f"peak RSS {result['rss_mb']:.0f} MB (import torch alone: {result['torch_mb']:.0f} MB)"
+    )
+
+
+def run_rss(args: argparse.Namespace) -> dict:
+    import torch
+
+    torch_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    from napari_microseg.core.chunked import predict_to_zarr
+    from napari_microseg.core.inference_setup import PredictOptions
+    from napari_microseg.core.progress import drain
+    from napari_microseg.core.zarr_io import read_zarr
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(1, 2, 3, padding=1)
+    options = PredictOptions(
+        tile_size=TILE, device="cpu", normalization={"kind": "range", "min": 0, "max": 255}
+    )
+    started = time.perf_counter()
+    drain(
+        predict_to_zarr(
+            conv,
+            read_zarr(args.input),
+            args.out,
+            options=options,
+            chunks=CHUNKS,
+            block=(CHUNKS[0], 1024, 1024),
+        ),
+        show=False,
+    )
+    return {
+        "predict_s": time.perf_counter() - started,
+        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "torch_mb": torch_mb,
+    }
+
+
+def part_scale(folder: Path, volume: Path, voxels: int, model: Path, counts: list[int]) -> None:
+    print(f"\n## throughput ({voxels / 1e6:.0f} Mvoxels, {os.cpu_count()} CPUs)")
+    base = None
+    for workers in [0, *counts]:
+        run = subprocess_run(volume, folder / f"scale-{workers}.zarr", model, workers, False)
+        rate = voxels / run["predict_s"] / 1e6
+        if workers == 1:
+            base = rate
+        ratio = f", x{rate / base:.2f} of 1 worker" if base and workers > 1 else ""
+        where = f"{workers} worker(s)" if workers else "one process, no Dask"
+        print(f"  {where}: {run['predict_s']:.1f} s, {rate:.2f} Mvox/s{ratio}")
+
+
+def part_resume(folder: Path, volume: Path, model: Path) -> None:
+    import zarr
+
+    from napari_microseg.core.chunked import resume_state
+
+    full = subprocess_run(volume, folder / "full.zarr", model, 0, False)
+    out = folder / "killed.zarr"
+    command = [
+        sys.executable,
+        __file__,
+        "_run",
+        "--input",
+        str(volume),
+        "--out",
+        str(out),
+        "--model",
+        str(model),
+        "--workers",
+        "0",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done, total = 0, full["blocks"]
+    while process.poll() is None and done < total // 2:
+        time.sleep(0.5)
+        try:
+            done = len(resume_state(zarr.open_array(str(out), mode="r"))["done"])
+        except Exception:  # not created yet
+            done = 0
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    again = subprocess_run(volume, out, model, 0, False)
+    same = np.array_equal(
+        zarr.open_array(str(out), mode="r")[:], zarr.open_array(str(folder / "full.zarr"))[:]
+    )
+    print("\n## resume")
+    print(
+        f"  full run {full['predict_s']:.1f} s; killed after {again['skipped']}/{total} blocks; "
+        f"second run {again['predict_s']:.1f} s (wall {again['wall_s']:.1f} s with start-up); "
+        f"equal to an uninterrupted run: {same}"
+    )
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["_rss"]:
+        run = argparse.ArgumentParser()
+        run.add_argument("--input", required=True)
+        run.add_argument("--out", required=True)
+        print(json.dumps(run_rss(run.parse_args(sys.argv[2:]))))
+        return
+    if sys.argv[1:2] == ["_run"]:
+        run = argparse.ArgumentParser()
+        for name in ("--input", "--out", "--model"):
+            run.add_argument(name, required=True)
+        run.add_argument("--workers", type=int, default=0)
+        run.add_argument("--labels", action="store_true")
+        print(json.dumps(run_job(run.parse_args(sys.argv[2:]))))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size-gb", type=float, default=0.008, help="input volume size (uint8)")
+    parser.add_argument("--workers", default="1,2,4", help="worker counts to compare")
+    parser.add_argument("--parts", default="memory,scale,resume")
+    parser.add_argument("--rss-gb", type=float, default=1.0, help="volume of the rss part")
+    parser.add_argument("--folder", help="where the volumes go (default: a temporary folder)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(dir=args.folder) as tmp:
+        folder = Path(tmp)
+        volume = folder / "volume.zarr"
+        started = time.perf_counter()
+        shape = make_volume(volume, args.size_gb)
+        voxels = math.prod(shape)
+        print(
+            f"volume {shape} uint8 ({voxels / 2**30:.2f} GiB) written in "
+            f"{time.perf_counter() - started:.0f} s; chunks {CHUNKS}, tile {TILE}"
+        )
+        model = make_model(folder)
+        counts = [int(n) for n in args.workers.split(",")]
+        parts = args.parts.split(",")
+        if "memory" in parts:
+            part_memory(folder, volume, voxels, model, max(counts))
+        if "scale" in parts:
+            part_scale(folder, volume, voxels, model, counts)
+        if "resume" in parts:
+            part_resume(folder, volume, model)
+        if "rss" in parts:
+            part_rss(folder, args.rss_gb)
+
+
+if __name__ == "__main__":
+    main()
