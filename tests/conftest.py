@@ -18,11 +18,11 @@ def make_bundled_model():
 
     For tests of the bundled-model machinery only (registry, demo, widget
     defaults); such a model never goes into ``src/napari_microseg/models``.
-    Returns ``make(folder, name, *, in_channels=1, modality="EM", kind="lucchi")``,
+    Returns ``make(folder, name, *, in_channels=1, modality="EM", kind="lucchi", tile=128)``,
     which returns the weights path.
     """
 
-    def make(folder, name, *, in_channels=1, modality="EM", kind="lucchi", seed=0):
+    def make(folder, name, *, in_channels=1, modality="EM", kind="lucchi", seed=0, tile=128):
         import torch
 
         from napari_microseg.core.bundling import save_bundled
@@ -46,7 +46,7 @@ def make_bundled_model():
             "retrain_command": "microseg train --config configs/test.yaml --data test",
         }
         card.recommended = {
-            "tile_size": 64,
+            "tile_size": tile,
             "overlap": 0.25,
             "postprocess": {"method": "otsu", "fill_holes": True},
             "mpx_per_s_cpu": 1.0,

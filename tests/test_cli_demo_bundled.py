@@ -20,7 +20,7 @@ def bundled(tmp_path, monkeypatch):
 def test_demo_segments_the_fibsem_sample_with_the_bundled_mito_model(
     bundled, make_bundled_model, tmp_path, capsys
 ):
-    make_bundled_model(bundled, "mito-em")
+    make_bundled_model(bundled, "mito-em", tile=256)
     make_bundled_model(bundled, "gland-he", in_channels=3, modality="H&E", kind="glas")
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out)]) == 0

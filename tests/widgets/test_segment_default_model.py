@@ -35,7 +35,7 @@ def test_the_picker_follows_the_image_until_the_user_picks(make_napari_viewer, b
     widget.image_combo.value = em
     assert widget.model_combo.value == "mito-em"
     assert "bundled" in widget.card_label.value and "target" in widget.card_label.value
-    assert widget.tile.value == 64  # the bundled card's recommendation
+    assert widget.tile.value == 128  # the bundled card's recommendation
     widget.image_combo.value = rgb
     assert widget.model_combo.value == "gland-he"
     widget.image_combo.value = em
