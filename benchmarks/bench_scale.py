@@ -77,6 +77,18 @@ def make_model(folder: Path) -> Path:
 # ----------------------------------------------------------------------------- one run
 
 
+def peak_mb() -> float:
+    """This process's peak RSS in MB: VmHWM, which (unlike ru_maxrss) does not inherit the
+    parent's peak across fork and exec."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def run_job(args: argparse.Namespace) -> dict:
     """One prediction (and labelling) in this process; returns timings and peak RSS."""
     from napari_microseg.core.chunked import predict_to_zarr
@@ -131,11 +143,11 @@ def run_job(args: argparse.Namespace) -> dict:
     if args.workers:
         with cluster_client(workers=args.workers, memory_limit="2GB") as client:
             work(DaskExecutor(client), ModelRef(args.model, "cpu"))
-            peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-            result["worker_rss_mb"] = sorted(v / 1024 for v in peaks.values())
+            peaks = client.run(peak_mb)
+            result["worker_rss_mb"] = sorted(peaks.values())
     else:
         work(None, None)
-    result["driver_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["driver_rss_mb"] = peak_mb()
     return result
 
 
@@ -212,7 +224,7 @@ def part_rss(folder: Path, size_gb: float) -> None:
 def run_rss(args: argparse.Namespace) -> dict:
     import torch
 
-    torch_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    torch_mb = peak_mb()
     from napari_microseg.core.chunked import predict_to_zarr
     from napari_microseg.core.inference_setup import PredictOptions
     from napari_microseg.core.progress import drain
@@ -237,7 +249,7 @@ def run_rss(args: argparse.Namespace) -> dict:
     )
     return {
         "predict_s": time.perf_counter() - started,
-        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_mb": peak_mb(),
         "torch_mb": torch_mb,
     }
 

@@ -253,6 +253,13 @@ class DaskExecutor:
             self.client.submit(_identity, a, key=f"microseg-{label}-args{i}-{token}", pure=False)
             for i, a in enumerate(args)
         ]
+        if shared:
+            # A copy on every worker up front: tasks then go where there is room, not where
+            # the shared data happened to be computed.
+            from distributed import wait
+
+            wait(shared)
+            self.client.replicate(shared)
         futures = {
             self.client.submit(
                 _call,
