@@ -22,6 +22,8 @@ from napari.utils.notifications import show_error, show_info
 from ..core.progress import Progress, format_seconds
 
 LOG = logging.getLogger(__name__)
+#: What a cancelled job leaves, by default (its ``finally`` blocks remove partial output).
+CANCEL_MESSAGE = "nothing partial was kept."
 
 
 def user_message(error: BaseException) -> str:
@@ -62,8 +64,28 @@ class JobRunner:
         on_result: Callable[[Any], None],
         *,
         on_cancel: Callable[[], None] | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+        on_end: Callable[[], None] | None = None,
+        cancel_message: str | None = CANCEL_MESSAGE,
     ) -> GeneratorWorker:
-        """Start ``job`` in a worker thread; ``on_result`` gets its result on the GUI thread."""
+        """Start ``job`` in a worker thread; ``on_result`` gets its result on the GUI thread.
+
+        Parameters
+        ----------
+        job : generator
+            Yields :class:`Progress` events and returns the result.
+        on_result : callable
+            Called with the result, on the GUI thread.
+        on_cancel : callable, optional
+            Called after a cancelled job was closed.
+        on_progress : callable, optional
+            Called with every event, on the GUI thread (connected before the job starts).
+        on_end : callable, optional
+            Called last, however the job ended (result, error or cancel).
+        cancel_message : str or None
+            Shown after "<description> cancelled; " when the job is cancelled; None
+            shows nothing (``on_cancel`` reports instead).
+        """
         if self.worker is not None:
             raise RuntimeError("A job is already running; cancel it first.")
         self._job = job
@@ -72,10 +94,12 @@ class JobRunner:
         self.worker = worker
         self._bar = progress(total=0, desc=self.description)
         worker.yielded.connect(self._on_progress)
+        if on_progress is not None:
+            worker.yielded.connect(on_progress)
         worker.returned.connect(lambda result: self._on_returned(result, on_result))
         worker.errored.connect(self._on_error)
-        worker.aborted.connect(lambda: self._on_aborted(on_cancel))
-        worker.finished.connect(self._on_finished)
+        worker.aborted.connect(lambda: self._on_aborted(on_cancel, cancel_message))
+        worker.finished.connect(lambda: self._on_finished(on_end))
         if self.on_state is not None:
             self.on_state(True)
         worker.start()
@@ -108,16 +132,17 @@ class JobRunner:
         LOG.error("%s failed", self.description, exc_info=error)
         show_error(f"{self.description} failed: {user_message(error)}")
 
-    def _on_aborted(self, on_cancel: Callable[[], None] | None) -> None:
+    def _on_aborted(self, on_cancel: Callable[[], None] | None, message: str | None) -> None:
         # The worker stopped between two yields: the job is suspended, so closing it here
         # runs its cleanup (removing partial output) before we report.
         if self._job is not None:
             self._job.close()
-        show_info(f"{self.description} cancelled; nothing partial was kept.")
+        if message:
+            show_info(f"{self.description} cancelled; {message}")
         if on_cancel is not None:
             on_cancel()
 
-    def _on_finished(self) -> None:
+    def _on_finished(self, on_end: Callable[[], None] | None = None) -> None:
         if self._bar is not None:
             self._bar.close()
         self._bar = None
@@ -125,6 +150,11 @@ class JobRunner:
         self._job = None
         if self.on_state is not None:
             self.on_state(False)
+        if on_end is not None:
+            try:
+                on_end()
+            except Exception as error:  # like a result handler: never kill napari
+                self._on_error(error)
 
 
 def _drive(job: Generator[Progress, None, Any]) -> Generator[Progress, None, Any]:
