@@ -5,6 +5,8 @@ models, or a file opened here) and shows each model's card. Inference and the
 model's recommended post-processing run in a worker thread with progress and
 Cancel; the results land as a probability layer and a labels layer with the
 image's scale and translate, replacing the previous result of the same name.
+A zarr-backed or very large image goes block by block into zarr stores shown
+as lazy layers while they fill (:mod:`._zarr_job`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from napari.layers import Image
 from napari.utils.notifications import show_info, show_warning
 
 from ._runner import JobRunner
+from ._zarr_job import run_block_by_block
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -85,6 +88,9 @@ class SegmentWidget(Container):
     # choices before __init__ has run to its end.
     _picked: str | None = None
     _programmatic: bool = False
+    # The model whose recommended tile size and overlap were last applied: a refresh of the
+    # list (every layer change) keeps the user's settings, so a block-by-block run resumes.
+    _recommended_for: str | None = None
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__(labels=True)
@@ -236,6 +242,9 @@ class SegmentWidget(Container):
         ]
         self.card_label.value = "\n".join(line for line in lines if line)
         recommended = card.recommended if card else {}
+        if self.model_combo.value == self._recommended_for:
+            return
+        self._recommended_for = self.model_combo.value
         if "tile_size" in recommended:
             self.tile.value = int(recommended["tile_size"])
         if "overlap" in recommended:
@@ -303,6 +312,10 @@ class SegmentWidget(Container):
         physical = None if all(s == 1.0 for s in spatial_scale) else spatial_scale
         # A warm model is reused only on the same device it was loaded for.
         key = (self.model_combo.value, self.device_combo.value)
+        if self.region.value == "whole image" and run_block_by_block(
+            self, layer, entry, key, axes, options, physical
+        ):
+            return
         job = _load_and_segment(
             self._models.get(key), str(entry.path), data, axes, options, physical
         )

@@ -1,0 +1,669 @@
+"""Segment a zarr-backed or very large layer block by block into zarr, shown while it fills.
+
+The Segment widget predicts in memory, which a volume larger than memory
+does not allow. For such a layer (data that is not a NumPy array, e.g. the
+dask array our reader makes of an OME-Zarr, or probabilities estimated above
+:data:`IN_MEMORY_LIMIT_BYTES`) it hands over to :func:`run_block_by_block`:
+
+* the probabilities go block by block into a zarr store
+  (:func:`~napari_microseg.core.chunked.predict_to_zarr`) in a folder the
+  user can see: next to the input when it is a zarr on disk in a writable
+  folder, else in :func:`predictions_dir`; the store is named after the layer
+  and the model (:func:`output_paths`);
+* a probability Image layer whose data is that zarr array, opened read-only,
+  appears as soon as the store exists, named ``"... probabilities (filling)"``;
+  it is refreshed on the GUI thread as blocks complete (only the displayed
+  slice is read), and renamed ``"... probabilities"`` when every block is done;
+* the labels follow block by block into a second store
+  (:func:`~napari_microseg.core.label_merge.label_to_zarr`, the model's
+  recommended post-processing) and appear as a zarr-backed Labels layer when
+  complete (their block-local ids are renumbered in the last pass, so they are
+  not shown before).
+
+Cancel stops within one block (at the next batch of tiles); the blocks done
+are recorded in the store, the layer is renamed ``"... probabilities
+(incomplete)"`` and a notification says how much is saved. Running again on
+the same layer, model and settings resumes; after a change of settings the
+store is started over. No model code runs on the GUI thread.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from napari.utils.notifications import show_info, show_warning
+
+from ..core.progress import Job, Progress
+
+if TYPE_CHECKING:
+    from napari.layers import Image, Layer
+
+    from ..core.chunked import ChunkedResult
+    from ..core.inference_setup import PredictOptions
+    from ..core.label_merge import LabelResult
+    from ..core.models.base import SegmentationModel
+    from ..core.models.entries import ModelEntry
+    from .segment import SegmentWidget
+
+#: Environment variable naming the folder for results of inputs that are not writable zarr.
+ENV_FOLDER = "NAPARI_MICROSEG_PREDICTIONS"
+#: Above this estimated size of the probabilities (2 classes, float32), predict block by block.
+IN_MEMORY_LIMIT_BYTES = 1 << 30
+#: Output chunks along Y and X: the input's chunks grown to at least this, at most the max.
+MIN_PLANE_CHUNK = 256
+MAX_PLANE_CHUNK = 1024
+#: Output chunks along other axes (Z, T): the input's chunks, at most this.
+MAX_OTHER_CHUNK = 16
+#: Least seconds between two refreshes of the filling layer.
+REFRESH_INTERVAL_S = 0.5
+#: Name suffixes of a probability layer that is not complete.
+FILLING = " (filling)"
+INCOMPLETE = " (incomplete)"
+#: Keys the worker adds to ``Progress.info``: the job's phase, and whether the store exists.
+PHASE = "microseg_phase"
+READY = "microseg_ready"
+
+
+class OutputFolderError(OSError):
+    """No writable folder for the results; the message says what to do."""
+
+
+# ----------------------------------------------------------------------------- decisions
+
+
+def layer_array(layer: Image) -> Any:
+    """The layer's full-resolution data (level 0 of a multiscale layer)."""
+    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+
+
+def is_lazy(data: Any) -> bool:
+    """True for data napari reads on demand (dask, zarr...), not an array in memory."""
+    return not isinstance(data, np.ndarray)
+
+
+def estimated_bytes(data: Any, axes: str) -> int:
+    """Bytes of the probabilities of a 2-class model over the image's spatial axes."""
+    spatial = [int(s) for s, a in zip(data.shape, axes) if a != "C"]
+    return math.prod(spatial) * 2 * 4
+
+
+def wants_blocks(data: Any, axes: str) -> bool:
+    """True when the image should be predicted block by block into zarr.
+
+    Parameters
+    ----------
+    data : array-like
+        The layer's data (see :func:`layer_array`).
+    axes : str
+        Its axis letters.
+    """
+    return is_lazy(data) or estimated_bytes(data, axes) > IN_MEMORY_LIMIT_BYTES
+
+
+def source_zarr_path(layer: Layer) -> Path | None:
+    """The zarr store on disk the layer was opened from, if any."""
+    candidates = [getattr(getattr(layer, "source", None), "path", None)]
+    candidates.append((layer.metadata or {}).get("path"))
+    for candidate in candidates:
+        if not candidate:
+            continue
+        path = Path(str(candidate))
+        markers = ("zarr.json", ".zarray", ".zgroup")
+        is_zarr = path.suffix.lower() == ".zarr" or any((path / m).exists() for m in markers)
+        if is_zarr and path.is_dir():
+            return path
+    return None
+
+
+def predictions_dir() -> Path:
+    """Where results go when the input is not a writable zarr: ``$NAPARI_MICROSEG_PREDICTIONS``.
+
+    Else ``predictions`` in the user's napari-microseg data folder.
+    """
+    override = os.environ.get(ENV_FOLDER, "").strip()
+    if override:
+        return Path(override).expanduser()
+    from platformdirs import user_data_path
+
+    return user_data_path("napari-microseg", appauthor=False) / "predictions"
+
+
+def _writable(folder: Path) -> bool:
+    return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
+
+
+def output_folder(layer: Layer) -> Path:
+    """The folder for the results: next to a zarr input when writable, else :func:`predictions_dir`.
+
+    Raises
+    ------
+    OutputFolderError
+        If that folder cannot be created or written.
+    """
+    source = source_zarr_path(layer)
+    if source is not None and _writable(source.parent):
+        return source.parent
+    folder = predictions_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        problem = None if _writable(folder) else "permission denied"
+    except OSError as error:
+        problem = error.strerror or str(error)
+    if problem is not None:
+        raise OutputFolderError(
+            f"Cannot write the results to {folder} ({problem}); make it writable or set "
+            f"{ENV_FOLDER} to a writable folder."
+        )
+    return folder
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "image"
+
+
+@dataclass(frozen=True)
+class BlockOutputs:
+    """Where a block-by-block segmentation writes.
+
+    Attributes
+    ----------
+    folder : Path
+        The folder of both stores.
+    probabilities, labels : Path
+        The ``(K, *spatial)`` float32 and ``spatial`` uint32 zarr stores.
+    """
+
+    folder: Path
+    probabilities: Path
+    labels: Path
+
+
+def output_paths(folder: Path, layer_name: str, model_name: str) -> BlockOutputs:
+    """The stores of a layer and a model: ``<layer>_<model>.probabilities.zarr`` and ``.labels``."""
+    stem = f"{_safe(layer_name)}_{_safe(model_name)}"
+    return BlockOutputs(
+        folder, folder / f"{stem}.probabilities.zarr", folder / f"{stem}.labels.zarr"
+    )
+
+
+def output_chunks(data: Any, axes: str) -> tuple[int, ...] | None:
+    """Output chunks over the spatial axes, aligned with a chunked input's chunks.
+
+    Along Y and X the input's chunk is grown to a multiple of at least
+    :data:`MIN_PLANE_CHUNK` (at most :data:`MAX_PLANE_CHUNK`), so that the halo
+    of tiles around a block stays small; along other axes it is kept, at most
+    :data:`MAX_OTHER_CHUNK`. None (the core's default) for unchunked input.
+    """
+    chunks = getattr(data, "chunksize", None)  # dask
+    if chunks is None and type(data).__module__.startswith("zarr"):
+        chunks = data.chunks
+    if chunks is None or len(chunks) != len(axes):
+        return None
+    out = []
+    for axis, chunk, size in zip(axes, chunks, data.shape):
+        chunk, size = max(int(chunk), 1), int(size)
+        if axis == "C":
+            continue
+        if axis in "YX":
+            value = chunk * math.ceil(MIN_PLANE_CHUNK / chunk) if chunk < MIN_PLANE_CHUNK else chunk
+            value = min(value, MAX_PLANE_CHUNK)
+        else:
+            value = min(chunk, MAX_OTHER_CHUNK)
+        out.append(min(value, size))
+    return tuple(out)
+
+
+# ----------------------------------------------------------------------------- worker side
+
+
+@dataclass
+class BlockOutcome:
+    """What the worker returns.
+
+    Attributes
+    ----------
+    model : SegmentationModel
+        The model used (kept warm by the widget).
+    prediction : ChunkedResult
+        The probabilities written.
+    labels : LabelResult or None
+        The labels written, None when not made (more than 3 spatial axes).
+    pipeline : dict
+        The post-processing (resolved when labels were made).
+    """
+
+    model: SegmentationModel
+    prediction: ChunkedResult
+    labels: LabelResult | None
+    pipeline: dict[str, Any]
+
+
+def _tag(event: Progress, phase: str, ready: bool) -> Progress:
+    return replace(event, info={**event.info, PHASE: phase, READY: ready})
+
+
+def _written_by_us(path: Path) -> bool:
+    import zarr
+
+    try:
+        return "microseg_job" in dict(zarr.open(str(path), mode="r").attrs)
+    except Exception:  # anything that is not a readable zarr store is not ours
+        return False
+
+
+def resumable(start: Callable[[bool], Job[Any]], path: Path, phase: str) -> Job[Any]:
+    """Run a zarr job that resumes its output; start over once if the output is stale.
+
+    ``start(overwrite)`` makes the job. An output written by another model,
+    input or settings makes the core refuse it when opening it (after the
+    job's first event); when that output is one of ours it is replaced, since
+    its name says it holds this layer's result with this model. Events are
+    tagged with the phase and whether the output exists yet.
+
+    Raises
+    ------
+    ChunkedError
+        If the path holds something that napari-microseg did not write.
+    """
+    from ..core.chunked import ChunkedError
+
+    for overwrite in (False, True):
+        job = start(overwrite)
+        seen = 0
+        try:
+            while True:
+                try:
+                    event = next(job)
+                except StopIteration as stop:
+                    return stop.value
+                except ChunkedError as error:
+                    if overwrite or seen != 1:
+                        raise
+                    if not _written_by_us(path):
+                        raise ChunkedError(
+                            f"{path} already exists and was not written by napari-microseg; "
+                            "move or rename it, then run again."
+                        ) from error
+                    break
+                seen += 1
+                yield _tag(event, phase, seen > 1 and path.exists())
+        finally:
+            job.close()
+        yield Progress(
+            0, None, f"{path.name} holds an older result: starting over", info={PHASE: phase}
+        )
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def block_segment_job(
+    model: SegmentationModel | None,
+    model_path: str,
+    data: Any,
+    axes: str,
+    options: PredictOptions,
+    outputs: BlockOutputs,
+    spacing: tuple[float, ...] | None,
+    chunks: tuple[int, ...] | None,
+) -> Job[BlockOutcome]:
+    """Worker-thread job: load the model (unless warm), predict into zarr, then label into zarr.
+
+    Parameters
+    ----------
+    model : SegmentationModel or None
+        A warm model, or None to load ``model_path``.
+    model_path : str
+        The model's weights.
+    data : array-like
+        The image (dask, zarr or NumPy), axes as in ``axes``.
+    axes : str
+        Its axis letters.
+    options : PredictOptions
+        Tiling and device settings.
+    outputs : BlockOutputs
+        Where the probabilities and labels go.
+    spacing : tuple of float or None
+        Voxel size in µm, for pipelines in µm.
+    chunks : tuple of int or None
+        Output chunks over the spatial axes (None: the core's default).
+
+    Returns
+    -------
+    BlockOutcome
+        Yields the core's :class:`Progress` events, tagged with :data:`PHASE`
+        (``"predict"``, ``"predicted"`` once all blocks are done, ``"labels"``).
+    """
+    from ..core.chunked import predict_to_zarr
+    from ..core.label_merge import label_to_zarr
+    from ..core.segment import pipeline_spacing, recommended_pipeline
+
+    if model is None:
+        yield Progress(0, None, "loading the model")
+        from ..core.models.registry import load_model
+
+        model = load_model(model_path, device=options.device)
+    try:
+        prediction = yield from resumable(
+            lambda overwrite: predict_to_zarr(
+                model,
+                data,
+                str(outputs.probabilities),
+                axes=axes,
+                options=options,
+                chunks=chunks,
+                overwrite=overwrite,
+            ),
+            outputs.probabilities,
+            "predict",
+        )
+        found = f", {prediction.skipped} found done" if prediction.skipped else ""
+        yield Progress(
+            prediction.blocks,
+            prediction.blocks,
+            f"probabilities complete ({prediction.blocks} blocks{found})",
+            info={PHASE: "predicted", READY: True},
+        )
+        n_classes = int(prediction.probabilities.shape[0])
+        pipeline = recommended_pipeline(model.card, n_classes)
+        ndim = len(prediction.probabilities.shape) - 1
+        if ndim > 3:
+            return BlockOutcome(model, prediction, None, pipeline.to_dict())
+        spacing = pipeline_spacing(pipeline, model.card, spacing, ndim)
+        labels = yield from resumable(
+            lambda overwrite: label_to_zarr(
+                prediction.probabilities,
+                str(outputs.labels),
+                pipeline,
+                spacing=spacing,
+                overwrite=overwrite,
+            ),
+            outputs.labels,
+            "labels",
+        )
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise OSError(
+            f"Reading the image or writing the results in {outputs.folder} failed ({reason})."
+        ) from error
+    labels.labels.attrs["microseg_kind"] = "labels"
+    return BlockOutcome(model, prediction, labels, labels.pipeline)
+
+
+# ----------------------------------------------------------------------------- GUI side
+
+
+class BlockRun:
+    """The GUI side of one block-by-block job: the lazy layers, refreshes and messages.
+
+    Every method runs on the GUI thread (slots of the worker's signals).
+
+    Parameters
+    ----------
+    widget : SegmentWidget
+        The widget (its viewer, status label and warm models are used).
+    layer : Image
+        The input layer.
+    entry : ModelEntry
+        The model.
+    key : tuple
+        The widget's warm-model key.
+    axes : str
+        The input's axis letters.
+    outputs : BlockOutputs
+        Where the job writes.
+    """
+
+    def __init__(
+        self,
+        widget: SegmentWidget,
+        layer: Image,
+        entry: ModelEntry,
+        key: tuple[str, str],
+        axes: str,
+        outputs: BlockOutputs,
+    ) -> None:
+        self.widget = widget
+        self.viewer = widget.viewer
+        self.source = layer
+        self.entry = entry
+        self.key = key
+        self.outputs = outputs
+        spatial_ndim = len(axes.replace("C", ""))
+        self.scale = tuple(float(s) for s in layer.scale)[-spatial_ndim:]
+        self.translate = tuple(float(t) for t in layer.translate)[-spatial_ndim:]
+        self.base = f"{layer.name} {entry.name}"
+        self.prob_layer: Image | None = None
+        self.predicted = False
+        self._step = -1
+        self._refreshed = 0.0
+
+    @property
+    def prob_name(self) -> str:
+        return f"{self.base} probabilities"
+
+    # -- worker signals
+    def on_progress(self, event: Progress) -> None:
+        """Add the lazy layer once the store exists; refresh it as blocks complete."""
+        info = getattr(event, "info", None) or {}
+        phase = info.get(PHASE)
+        if phase == "predict":
+            if self.prob_layer is None and info.get(READY):
+                self._add_prob_layer()
+            if self.prob_layer is not None and event.total and event.step > self._step:
+                self._step = event.step
+                self.widget.status.value = (
+                    f"{event.step}/{event.total} blocks → {self.outputs.probabilities}"
+                )
+                if time.monotonic() - self._refreshed >= REFRESH_INTERVAL_S:
+                    self._refresh()
+        elif phase == "predicted":
+            if self.prob_layer is None:
+                self._add_prob_layer()
+            self._mark_complete()
+            self.widget.status.value = f"labels → {self.outputs.labels}…"
+
+    def on_result(self, outcome: BlockOutcome) -> None:
+        """Show the complete probabilities and the labels (both zarr-backed)."""
+        import zarr
+
+        self.widget._models = {self.key: outcome.model}  # keep one model warm
+        if self.prob_layer is None or self.prob_layer not in self.viewer.layers:
+            self._add_prob_layer()
+        self._mark_complete(outcome.pipeline)
+        prediction = outcome.prediction
+        found = f", {prediction.skipped} found done" if prediction.skipped else ""
+        summary = f"{prediction.blocks} blocks{found}; results in {self.outputs.folder}"
+        if outcome.labels is None:
+            self.widget.status.value = (
+                f"{summary}; labels: use Post-process on one time point at a time"
+            )
+            return
+        labels = zarr.open_array(str(self.outputs.labels), mode="r+")
+        name = f"{self.base} labels"
+        self._remove(name)
+        self.viewer.add_labels(
+            labels,
+            name=name,
+            scale=self.scale,
+            translate=self.translate,
+            opacity=0.5,
+            metadata={"path": str(self.outputs.labels), "model": self.entry.name},
+        )
+        self.widget.status.value = f"{outcome.labels.n_objects} objects ({summary})"
+
+    def on_cancel(self) -> None:
+        """Say what is kept on disk and that running again resumes."""
+        if self.predicted:
+            show_info(
+                f"Segment cancelled: the probabilities are complete in "
+                f"{self.outputs.probabilities}; run again to make the labels."
+            )
+        else:
+            done, total = self.blocks_done()
+            if total is None:
+                show_info("Segment cancelled before any block was written.")
+            else:
+                show_info(
+                    f"Segment stopped: {done} of {total} blocks are saved in "
+                    f"{self.outputs.probabilities}; run again to resume."
+                )
+        self.widget.status.value = "cancelled: run again to resume"
+
+    def on_end(self) -> None:
+        """However the job ended: a probability layer that is not complete says so."""
+        layer = self.prob_layer
+        if layer is None or self.predicted or layer not in self.viewer.layers:
+            return
+        layer.metadata = {**layer.metadata, "complete": False}
+        self._remove(self.prob_name + INCOMPLETE, keep=layer)
+        layer.name = self.prob_name + INCOMPLETE
+        self._refresh()
+
+    def blocks_done(self) -> tuple[int, int | None]:
+        """Blocks recorded done in the probability store, and blocks in all (None: no store)."""
+        import zarr
+
+        from ..core.chunked import resume_state
+
+        try:
+            state = resume_state(zarr.open_array(str(self.outputs.probabilities), mode="r"))
+        except Exception:  # no store yet, or not readable
+            return 0, None
+        return len(state.get("done", [])), state.get("n_blocks")
+
+    # -- layers
+    def _remove(self, name: str, keep: Layer | None = None) -> None:
+        if name in self.viewer.layers:
+            layer = self.viewer.layers[name]
+            if layer is not self.source and layer is not keep:
+                self.viewer.layers.remove(layer)
+
+    def _add_prob_layer(self) -> None:
+        import zarr
+
+        try:
+            array = zarr.open_array(str(self.outputs.probabilities), mode="r")
+        except Exception:  # not written yet: the next event tries again
+            return
+        for suffix in ("", FILLING, INCOMPLETE):
+            self._remove(self.prob_name + suffix)
+        self._remove(f"{self.base} labels")  # its store is rewritten by this run
+        self.prob_layer = self.viewer.add_image(
+            array,
+            name=self.prob_name + FILLING,
+            scale=(1.0, *self.scale),
+            translate=(0.0, *self.translate),
+            metadata={
+                "class_axis": 0,
+                "classes": list(self.entry.classes),
+                "model": self.entry.name,
+                "path": str(self.outputs.probabilities),
+                "complete": False,
+            },
+            colormap="magma",
+            contrast_limits=(0.0, 1.0),
+            blending="additive",
+        )
+        self._refreshed = time.monotonic()
+
+    def _mark_complete(self, pipeline: dict[str, Any] | None = None) -> None:
+        layer = self.prob_layer
+        if layer is None:
+            return
+        self.predicted = True
+        extra = {"postprocess": pipeline} if pipeline is not None else {}
+        layer.metadata = {**layer.metadata, "complete": True, **extra}
+        if layer.name != self.prob_name:
+            self._remove(self.prob_name, keep=layer)
+            layer.name = self.prob_name
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """Re-read the displayed slice of the filling layer (never the whole array)."""
+        self._refreshed = time.monotonic()
+        layer = self.prob_layer
+        if layer is not None and layer in self.viewer.layers:
+            layer.refresh()
+
+
+def run_block_by_block(
+    widget: SegmentWidget,
+    layer: Image,
+    entry: ModelEntry,
+    key: tuple[str, str],
+    axes: str,
+    options: PredictOptions,
+    spacing: tuple[float, ...] | None,
+) -> bool:
+    """Segment the whole layer block by block into zarr when it is lazy or large.
+
+    Parameters
+    ----------
+    widget : SegmentWidget
+        The Segment widget (its runner runs the job).
+    layer : Image
+        The input layer.
+    entry : ModelEntry
+        The chosen model.
+    key : tuple
+        The widget's warm-model key ``(model, device)``.
+    axes : str
+        The layer's axis letters.
+    options : PredictOptions
+        Tiling and device settings.
+    spacing : tuple of float or None
+        Voxel size in µm.
+
+    Returns
+    -------
+    bool
+        True when handled here (started, or refused with a notification);
+        False when the in-memory path should run.
+    """
+    data = layer_array(layer)
+    if not wants_blocks(data, axes):
+        return False
+    if entry.task == "instance" or options.ortho:
+        if estimated_bytes(data, axes) <= IN_MEMORY_LIMIT_BYTES:
+            return False  # small enough for the in-memory path, which runs these
+        what = "instance models" if entry.task == "instance" else "the ortho-plane mode"
+        show_warning(
+            f"{layer.name} is too large to segment in memory and {what} cannot run block by "
+            "block; run on the current slice or the field of view"
+            + (", or choose the slice-wise 3D mode." if options.ortho else ".")
+        )
+        return True
+    try:
+        folder = output_folder(layer)
+    except OutputFolderError as error:
+        show_warning(str(error))
+        return True
+    outputs = output_paths(folder, layer.name, entry.name)
+    run = BlockRun(widget, layer, entry, key, axes, outputs)
+    job = block_segment_job(
+        widget._models.get(key),
+        str(entry.path),
+        data,
+        axes,
+        options,
+        outputs,
+        spacing,
+        output_chunks(data, axes),
+    )
+    widget.status.value = f"running {entry.name} on {layer.name} block by block into {folder}…"
+    widget.runner.start(
+        job,
+        run.on_result,
+        on_cancel=run.on_cancel,
+        on_progress=run.on_progress,
+        on_end=run.on_end,
+        cancel_message=None,
+    )
+    return True
