@@ -1,9 +1,8 @@
 """Bundled models: every shipped model is complete and runs; a broken install says how to repair.
 
 The first tests are parametrized over the models actually shipped in
-``src/napari_microseg/models/`` (none while the folder is empty). Set
-``MICROSEG_REQUIRE_BUNDLED`` to ``all`` (or to a comma-separated list of names)
-to also fail when expected bundled models are missing, e.g. in a release check.
+``src/napari_microseg/models/``; the manifest there lists what must be
+present, so a model dropped from an install fails the suite.
 The other tests build tiny models in a temporary bundled folder.
 """
 
@@ -11,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -93,16 +91,6 @@ def test_shipped_models_together_fit_the_size_limit_and_match_the_manifest():
         assert hashlib.sha256(payload).hexdigest() == item["sha256"]
         assert len(payload) == item["weights_bytes"]
         assert inspect_checkpoint(entry.path).sha256 == item["sha256"]
-
-
-def test_the_expected_bundled_models_are_all_shipped():
-    wanted = os.environ.get("MICROSEG_REQUIRE_BUNDLED", "").strip()
-    if not wanted:
-        pytest.skip("set MICROSEG_REQUIRE_BUNDLED=all (or names) to require the bundled models")
-    names = list(BUNDLED) if wanted.lower() in ("1", "all", "yes") else wanted.split(",")
-    shipped = {e.name for e in SHIPPED_ENTRIES if e.usable}
-    missing = [name.strip() for name in names if name.strip() not in shipped]
-    assert not missing, f"not bundled: {', '.join(missing)}"
 
 
 # ----------------------------------------------------------------------------- damaged installs
