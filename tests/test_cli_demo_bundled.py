@@ -47,3 +47,27 @@ def test_demo_with_a_damaged_bundled_model_says_so_and_falls_back(
     assert "classical segmentation" in text
     assert "mito-em" in text and "force-reinstall" in text
     assert (tmp_path / "demo" / "fibsem_mitochondria_labels.tif").is_file()
+
+
+def test_demo_does_not_use_a_bundled_model_trained_at_another_pixel_size(
+    bundled, make_bundled_model, tmp_path, capsys, monkeypatch
+):
+    from napari_microseg.cli import demo
+    from napari_microseg.core import segment
+
+    make_bundled_model(bundled, "mito-em", tile=256)
+    # The sample is 10 nm per pixel; say the model was trained at 5 nm.
+    monkeypatch.setattr(
+        demo,
+        "_scale_mismatch",
+        lambda entry, sample: segment.scale_mismatch(
+            segment.ModelCard(
+                name="mito-em", architecture="unet", classes=["b", "m"], pixel_size_um=0.005
+            ),
+            sample.scale,
+        ),
+    )
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    text = capsys.readouterr().out
+    assert "classical segmentation" in text and "5 nm per pixel" in text
+    assert "Rescale the image by 2" in text

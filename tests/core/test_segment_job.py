@@ -44,3 +44,19 @@ def test_segment_job_returns_probabilities_and_labels():
     result = drain(segment_job(model, image), show=False)
     assert result.probabilities.shape == (2, 40, 50)
     assert result.labels.max() == 2 and result.pipeline["method"] == "otsu"
+
+
+def test_scale_mismatch_names_both_pixel_sizes_and_the_fix():
+    from napari_microseg.core.models.base import ModelCard
+    from napari_microseg.core.segment import scale_mismatch
+
+    card = ModelCard(name="mito", architecture="unet", classes=["bg", "mito"], pixel_size_um=0.005)
+    message = scale_mismatch(card, (0.05, 0.01, 0.01))
+    assert "5 nm" in message and "10 nm" in message and "Rescale the image by 2" in message
+    assert "smaller" in message
+    assert "larger" in scale_mismatch(card, (0.002, 0.002))
+    assert scale_mismatch(card, (0.006, 0.006)) is None  # within 1.5x
+    assert scale_mismatch(card, (1.0, 1.0)) is None  # napari's unitless default
+    assert scale_mismatch(card, None) is None
+    unknown = ModelCard(name="x", architecture="unet", classes=["bg", "fg"])
+    assert scale_mismatch(unknown, (0.01, 0.01)) is None

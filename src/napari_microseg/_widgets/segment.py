@@ -310,6 +310,9 @@ class SegmentWidget(Container):
         )
         spatial_scale = tuple(float(s) for s in layer.scale)[-len(axes.replace("C", "")) :]
         physical = None if all(s == 1.0 for s in spatial_scale) else spatial_scale
+        mismatch = _scale_warning(entry.path, physical)
+        if mismatch:
+            show_warning(mismatch)  # the user may know better: warn, and run anyway
         # A warm model is reused only on the same device it was loaded for.
         key = (self.model_combo.value, self.device_combo.value)
         if self.region.value == "whole image" and run_block_by_block(
@@ -432,3 +435,15 @@ def _load_and_segment(
         model = load_model(path, device=options.device)
     result = yield from segment_job(model, data, axes=axes, options=options, spacing=spacing)
     return model, result
+
+
+def _scale_warning(path: Any, spacing: tuple[float, ...] | None) -> str | None:
+    """The model-versus-image pixel size warning, or None (also when the card is unreadable)."""
+    from ..core.models.checkpoint import inspect_checkpoint
+    from ..core.segment import scale_mismatch
+
+    try:
+        card = inspect_checkpoint(path).card
+    except Exception:  # loading the model reports a broken file, with the reason
+        return None
+    return scale_mismatch(card, spacing)

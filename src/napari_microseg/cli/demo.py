@@ -79,13 +79,24 @@ def segment_sample(sample: Any, key: str) -> Any:
     if entry is not None and not entry.usable:
         why = f"the bundled model {name!r} cannot be used: {entry.problem}"
     elif entry is not None:
-        try:
-            return _segment_with(entry, sample)
-        except ModelError as error:
-            why = f"the bundled model {name!r} failed: {error}"
+        mismatch = _scale_mismatch(entry, sample)
+        if mismatch:
+            why = f"the bundled model cannot be used at this scale. {mismatch.rstrip('.')}"
+        else:
+            try:
+                return _segment_with(entry, sample)
+            except ModelError as error:
+                why = f"the bundled model {name!r} failed: {error}"
     method = "classical segmentation (smoothing, Otsu threshold, opening, size filter)"
     print(f"Method: {method}; {why}.")
     return segment_dark_objects(sample.image)
+
+
+def _scale_mismatch(entry: Any, sample: Any) -> str | None:
+    from ..core.models.checkpoint import inspect_checkpoint
+    from ..core.segment import scale_mismatch
+
+    return scale_mismatch(inspect_checkpoint(entry.path).card, sample.scale)
 
 
 def _segment_with(entry: Any, sample: Any) -> Any:

@@ -88,6 +88,47 @@ def pipeline_spacing(
     return spacing
 
 
+def scale_mismatch(
+    card: ModelCard, spacing: Any, *, tolerance: float = 1.5
+) -> str | None:
+    """A sentence when the image's pixels are much larger or smaller than the model's.
+
+    A network sees objects at the size it was trained on: mitochondria twice as
+    small (in pixels) as in training are missed. Only the in-plane (last two)
+    axes count; unknown sizes (no card pixel size, no spacing, or a spacing of
+    1, napari's unitless default) give None.
+
+    Parameters
+    ----------
+    card : ModelCard
+        The model's card (its ``pixel_size_um``).
+    spacing : sequence of float or None
+        The image's voxel size in µm per axis.
+    tolerance : float
+        Ratios within ``[1 / tolerance, tolerance]`` pass.
+
+    Returns
+    -------
+    str or None
+        What is wrong and what to do, or None when the scales agree or are unknown.
+    """
+    if card.pixel_size_um is None or spacing is None or len(spacing) < 2:
+        return None
+    plane = [float(v) for v in list(spacing)[-2:]]
+    if any(v <= 0 for v in plane) or all(v == 1.0 for v in plane):
+        return None
+    ratio = (plane[0] * plane[1]) ** 0.5 / float(card.pixel_size_um)
+    if 1 / tolerance <= ratio <= tolerance:
+        return None
+    return (
+        f"Model {card.name!r} was trained at {card.pixel_size_um * 1e3:.3g} nm per pixel but "
+        f"this image has {plane[-1] * 1e3:.3g} nm per pixel ({ratio:.2g}x): objects will look "
+        f"{'smaller' if ratio > 1 else 'larger'} than in training. Rescale the image by "
+        f"{ratio:.2g} (for example with skimage.transform.rescale) or pick a model trained at "
+        "this pixel size."
+    )
+
+
 def segment_job(
     model: SegmentationModel,
     image: Any,
