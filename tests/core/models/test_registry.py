@@ -162,7 +162,7 @@ def test_listing_imports_no_torch(isolated_registry):
     save_user_model(tiny("light"))
     code = (
         "import sys; from napari_microseg.core.models.registry import list_models; "
-        "entries = list_models(); assert entries[0].name == 'light', entries; "
+        "entries = list_models(); assert 'light' in [e.name for e in entries], entries; "
         "import napari_microseg.core.models, napari_microseg.core.models.build; "
         "print(any(m.split('.')[0] == 'torch' for m in sys.modules))"
     )
