@@ -122,6 +122,19 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
     return found
 
 
+def tiling_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The prediction settings common to in-memory and block-by-block runs."""
+    return {
+        "tile_size": args.tile,
+        "overlap": args.overlap,
+        "blend": args.blend,
+        "batch_size": args.batch_size,
+        "device": args.device,
+        "tta": args.tta,
+        "slice_axis": args.slice_axis,
+    }
+
+
 def _is_zarr(path: Path) -> bool:
     from ..core.io import ZARR_SUFFIXES, _looks_like_zarr
 
@@ -156,18 +169,7 @@ def predict_one(
         if prob_path.suffix.lower() == ".zarr":
             out = _zarr_probabilities(prob_path, model, image)
     job = iter_predict(
-        model,
-        image.data,
-        axes=image.axes,
-        tile_size=args.tile,
-        overlap=args.overlap,
-        blend=args.blend,
-        batch_size=args.batch_size,
-        device=args.device,
-        tta=args.tta,
-        out=out,
-        slice_axis=args.slice_axis,
-        ortho=args.ortho,
+        model, image.data, axes=image.axes, out=out, ortho=args.ortho, **tiling_settings(args)
     )
     result = drain(job)
     if isinstance(result, Instances):

@@ -110,7 +110,7 @@ def _run(args: argparse.Namespace, path: Path, prob_path: Path, executor: Any) -
     from ..core.label_merge import label_to_zarr
     from ..core.progress import drain
     from ..core.volume_io import open_volume
-    from .predict import load
+    from .predict import load, tiling_settings
 
     image = open_volume(path)
     if args.axes:
@@ -118,15 +118,7 @@ def _run(args: argparse.Namespace, path: Path, prob_path: Path, executor: Any) -
     print(f"{path.name}: {describe(image)}")
     model = load(args.model, args.device)
     print(f"Model {model.name!r} ({model.card.architecture}, {model.task}).")
-    options = PredictOptions(
-        tile_size=args.tile,
-        overlap=args.overlap,
-        blend=args.blend,
-        batch_size=args.batch_size,
-        device=args.device,
-        tta=args.tta,
-        slice_axis=args.slice_axis,
-    )
+    options = PredictOptions(**tiling_settings(args))
     ref = ModelRef(str(args.model), args.device) if executor is not None else None
     result = drain(
         predict_to_zarr(
