@@ -270,7 +270,7 @@ def part_scale(folder: Path, volume: Path, voxels: int, model: Path, counts: lis
 def part_resume(folder: Path, volume: Path, model: Path) -> None:
     import zarr
 
-    from napari_microseg.core.chunked import resume_state
+    from napari_microseg.core.chunk_store import resume_state
 
     full = subprocess_run(volume, folder / "full.zarr", model, 0, False)
     out = folder / "killed.zarr"

@@ -7,13 +7,13 @@ import pytest
 import torch
 import zarr
 
+from napari_microseg.core.chunk_store import resume_state
 from napari_microseg.core.chunked import (
     BlockGrid,
     ChunkedError,
     HaloPlan,
     choose_block,
     predict_to_zarr,
-    resume_state,
 )
 from napari_microseg.core.inference import PredictOptions, predict
 from napari_microseg.core.models.build import create_model

@@ -11,7 +11,7 @@ import zarr
 
 from napari_microseg._widgets import _zarr_job
 from napari_microseg._widgets.segment import SegmentWidget
-from napari_microseg.core import chunked
+from napari_microseg.core import chunk_store, chunked
 from napari_microseg.core.synthetic import fluorescence_nuclei
 
 SHAPE = (6, 96, 96)
@@ -82,7 +82,7 @@ def test_zarr_layer_is_predicted_block_by_block_into_lazy_layers(
     assert prob.metadata["complete"] is True and prob.metadata["postprocess"]["method"] == "otsu"
     path = data / "em_tiny-grey.probabilities.zarr"  # next to the input
     assert prob.metadata["path"] == str(path)
-    state = chunked.resume_state(zarr.open_array(str(path), mode="r"))
+    state = chunk_store.resume_state(zarr.open_array(str(path), mode="r"))
     assert state["n_blocks"] == 12 and len(state["done"]) == 12
     assert len(refreshes) >= 12  # refreshed as blocks completed
     expected = in_memory(model_registry, 64)
@@ -141,7 +141,7 @@ def test_cancel_keeps_done_blocks_and_a_rerun_resumes(setup, qtbot, model_regist
     assert partial.metadata["complete"] is False
     path = data / "em_tiny-grey.probabilities.zarr"
     stored = zarr.open_array(str(path), mode="r")
-    done = chunked.resume_state(stored)["done"]
+    done = chunk_store.resume_state(stored)["done"]
     assert len(done) == 1 and stored.attrs["complete"] is False  # stopped within block 2
     assert infos and "run again to resume" in infos[-1] and f"{len(done)} of 3" in infos[-1]
     assert np.abs(np.asarray(stored[:, :2])).max() > 0  # block 0 written

@@ -273,7 +273,7 @@ def resumable(start: Callable[[bool], Job[Any]], path: Path, phase: str) -> Job[
     ChunkedError
         If the path holds something that napari-microseg did not write.
     """
-    from ..core.chunked import ChunkedError
+    from ..core.chunk_store import ChunkedError
 
     for overwrite in (False, True):
         job = start(overwrite)
@@ -530,7 +530,7 @@ class BlockRun:
         """Blocks recorded done in the probability store, and blocks in all (None: no store)."""
         import zarr
 
-        from ..core.chunked import resume_state
+        from ..core.chunk_store import resume_state
 
         try:
             state = resume_state(zarr.open_array(str(self.outputs.probabilities), mode="r"))

@@ -32,24 +32,27 @@ Examples
 from __future__ import annotations
 
 import bisect
-import hashlib
-import json
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
+from .chunk_store import (
+    ChunkedError,
+    DoneLog,
+    fingerprint,
+    model_token,
+    open_output,
+)
 from .inference_setup import PredictionJob, PredictOptions, as_model, prepare_job, resolve_image
 from .models.base import SegmentationModel
 from .normalize import Normalizer, fit_normalizer
 from .planes import SINGLE, is_lazy
 from .progress import Job, Progress
 
-#: Attribute of the output array holding the resume record.
-RECORD_KEY = "microseg_chunked"
 #: Default block side along the plane (Y, X) axes: large blocks waste fewer halo tiles.
 DEFAULT_BLOCK_SIDE = 1024
 #: Default output chunk: 16 slices of 256 x 256.
@@ -57,10 +60,6 @@ DEFAULT_CHUNK = {"Y": 256, "X": 256}
 DEFAULT_CHUNK_OTHER = 16
 
 Region = tuple[slice, ...]
-
-
-class ChunkedError(ValueError):
-    """Bad input to an out-of-core or distributed job; the message says what to do."""
 
 
 # ----------------------------------------------------------------------------- blocks
@@ -379,197 +378,6 @@ def run_tasks(
 ) -> Job[dict[int, Any]]:
     """Run tasks on an executor (:class:`LocalExecutor` or :class:`~.distributed.DaskExecutor`)."""
     return executor.run(fn, items, *args, on_result=on_result, label=label)
-
-
-# ----------------------------------------------------------------------------- resume log
-
-
-def _ranges(indices: Iterable[int]) -> list[list[int]]:
-    """``[[start, stop), ...]`` runs of sorted integers (a compact done-set)."""
-    runs: list[list[int]] = []
-    for i in sorted(indices):
-        if runs and runs[-1][1] == i:
-            runs[-1][1] = i + 1
-        else:
-            runs.append([i, i + 1])
-    return runs
-
-
-def _from_ranges(runs: Iterable[Sequence[int]]) -> set[int]:
-    return {i for start, stop in runs for i in range(int(start), int(stop))}
-
-
-class DoneLog:
-    """The blocks already written, kept in the output array's attributes.
-
-    Only the process driving the job writes the record (workers write pixels
-    only), after a block's data is fully stored, so a block cut short is never
-    marked done. The record is saved at most every ``interval`` seconds and
-    when the job ends or fails; a hard kill loses at most that much work.
-
-    Parameters
-    ----------
-    array : zarr array
-        The output.
-    fingerprint : str
-        Identifies the model, settings and input; a record with another
-        fingerprint belongs to another job.
-    n_blocks : int
-        Blocks in the job.
-    interval : float
-        Seconds between saves.
-    """
-
-    def __init__(self, array: Any, fingerprint: str, n_blocks: int, interval: float = 1.0):
-        self.array = array
-        self.fingerprint = fingerprint
-        self.n_blocks = n_blocks
-        self.interval = interval
-        record = dict(array.attrs).get(RECORD_KEY) or {}
-        same = record.get("fingerprint") == fingerprint
-        self.done: set[int] = _from_ranges(record.get("done", [])) if same else set()
-        self._saved = time.perf_counter()
-        self._dirty = not same
-        if not same:
-            self.save()
-
-    @property
-    def complete(self) -> bool:
-        return len(self.done) >= self.n_blocks
-
-    def mark(self, index: int) -> None:
-        """Record a block as written (call only after its data is stored)."""
-        self.done.add(int(index))
-        self._dirty = True
-        if time.perf_counter() - self._saved >= self.interval or self.complete:
-            self.save()
-
-    def save(self) -> None:
-        """Write the record into the array's attributes."""
-        self.array.attrs[RECORD_KEY] = {
-            "fingerprint": self.fingerprint,
-            "n_blocks": self.n_blocks,
-            "done": _ranges(self.done),
-        }
-        self.array.attrs["complete"] = self.complete
-        self._saved = time.perf_counter()
-        self._dirty = False
-
-    def flush(self) -> None:
-        """Save if anything changed since the last save."""
-        if self._dirty:
-            self.save()
-
-
-def resume_state(array: Any) -> dict[str, Any]:
-    """The resume record of an output array (empty when it has none)."""
-    record = dict(array.attrs).get(RECORD_KEY) or {}
-    return {**record, "done": sorted(_from_ranges(record.get("done", [])))}
-
-
-def fingerprint(parts: dict[str, Any]) -> str:
-    """A short stable hash of JSON-serialisable parts."""
-    text = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha1(text.encode()).hexdigest()[:16]
-
-
-def model_token(model: SegmentationModel) -> str:
-    """A hash of the model's weights and name (which model wrote an output)."""
-    digest = hashlib.sha1(model.name.encode())
-    for name, tensor in sorted(model.module.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-# ----------------------------------------------------------------------------- output
-
-
-def open_output(
-    out: Any,
-    shape: tuple[int, ...],
-    chunks: tuple[int, ...],
-    dtype: str,
-    *,
-    axes: Sequence[str],
-    key: str,
-    overwrite: bool = False,
-) -> Any:
-    """Open or create the zarr array a chunked job writes into.
-
-    Parameters
-    ----------
-    out : path-like or zarr array
-        Where to write.
-    shape, chunks : tuple of int
-        The array's shape and chunk shape.
-    dtype : str
-        Its dtype, e.g. ``"float32"`` or ``"uint32"``.
-    axes : sequence of str
-        Axis names stored in ``attrs["axes"]``.
-    key : str
-        The job's fingerprint; an existing array made by another job is refused.
-    overwrite : bool
-        Replace an existing array that belongs to another job.
-
-    Raises
-    ------
-    ChunkedError
-        If the path holds something else (another array, a file) and
-        ``overwrite`` is False.
-    """
-    import zarr
-
-    if not isinstance(out, str | bytes) and not hasattr(out, "__fspath__"):
-        _check_existing(out, shape, dtype, key, str(getattr(out, "store", "out=")))
-        return out
-    path = str(out)
-    existing = None
-    if not overwrite:
-        try:
-            existing = zarr.open(path, mode="r")
-        except FileNotFoundError:
-            existing = None
-        except Exception as error:  # zarr raises many types for foreign folders
-            import os
-
-            if os.path.exists(path):
-                raise ChunkedError(
-                    f"{path} already exists and is not a zarr array; choose another output path "
-                    "or remove it."
-                ) from error
-    if existing is not None:
-        if not hasattr(existing, "shape"):
-            raise ChunkedError(
-                f"{path} already holds a zarr group, not an array; choose another output path "
-                "or pass overwrite=True (--overwrite) to replace it."
-            )
-        _check_existing(existing, shape, dtype, key, path)
-        return zarr.open_array(path, mode="r+")
-    array = zarr.create_array(
-        store=path, shape=shape, chunks=chunks, dtype=dtype, overwrite=True, fill_value=0
-    )
-    array.attrs["axes"] = list(axes)
-    array.attrs["complete"] = False
-    array.attrs["microseg_job"] = key
-    return array
-
-
-def _check_existing(array: Any, shape: tuple[int, ...], dtype: str, key: str, name: str) -> None:
-    same_shape = tuple(array.shape) == tuple(shape) and np.dtype(array.dtype) == np.dtype(dtype)
-    stored = dict(array.attrs).get("microseg_job")
-    if not same_shape or (stored is not None and stored != key):
-        what = (
-            f"an array of shape {tuple(array.shape)} and dtype {array.dtype}"
-            if not same_shape
-            else "the result of another model, input or settings"
-        )
-        raise ChunkedError(
-            f"{name} already holds {what}; choose another output path or pass overwrite=True "
-            "(--overwrite) to replace it."
-        )
-    if stored is None:
-        array.attrs["microseg_job"] = key
 
 
 # ----------------------------------------------------------------------------- the job

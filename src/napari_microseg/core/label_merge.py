@@ -48,16 +48,8 @@ from typing import Any
 
 import numpy as np
 
-from .chunked import (
-    BlockGrid,
-    ChunkedError,
-    LocalExecutor,
-    Region,
-    choose_block,
-    fingerprint,
-    open_output,
-    run_tasks,
-)
+from .chunk_store import ChunkedError, fingerprint, open_output
+from .chunked import BlockGrid, LocalExecutor, Region, choose_block, run_tasks
 from .cleanup import (
     closing,
     fill_holes,
