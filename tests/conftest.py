@@ -61,3 +61,41 @@ def make_bundled_model():
         return save_bundled(model, card, folder, overwrite=True)
 
     return make
+
+
+# --- a tiny model for the `microseg predict` tests ---------------------------------------
+
+
+def bright_model():
+    """Logits for (background, foreground): foreground where the input is above 0.5."""
+    import torch
+
+    from napari_microseg.core.models.base import ModelCard, SegmentationModel
+
+    class Bright(torch.nn.Module):
+        def forward(self, x):
+            return torch.cat([(0.5 - x) * 20, (x - 0.5) * 20], dim=1)
+
+    card = ModelCard(
+        name="bright",
+        architecture="custom",
+        classes=["background", "foreground"],
+        normalization={"kind": "range", "min": 0, "max": 255},
+        recommended={"tile_size": 32, "postprocess": {"method": "threshold", "threshold": 0.5}},
+    )
+    return SegmentationModel(Bright(), card)
+
+
+@pytest.fixture
+def loads(monkeypatch):
+    """``microseg predict`` loads a tiny thresholding model; the list of names asked for."""
+    from napari_microseg.cli import predict as cli_predict
+
+    calls = []
+
+    def load(name, device):
+        calls.append(name)
+        return bright_model()
+
+    monkeypatch.setattr(cli_predict, "load", load)
+    return calls

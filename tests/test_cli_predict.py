@@ -4,31 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from napari_microseg.cli import main
-from napari_microseg.cli import predict as cli_predict
 from napari_microseg.core.io import imread
-from napari_microseg.core.models.base import ModelCard, SegmentationModel
 from napari_microseg.core.writers import write_image
-
-
-class Bright(torch.nn.Module):
-    """Logits for (background, foreground): foreground where the input is above 0.5."""
-
-    def forward(self, x):
-        return torch.cat([(0.5 - x) * 20, (x - 0.5) * 20], dim=1)
-
-
-def fake_model():
-    card = ModelCard(
-        name="bright",
-        architecture="custom",
-        classes=["background", "foreground"],
-        normalization={"kind": "range", "min": 0, "max": 255},
-        recommended={"tile_size": 32, "postprocess": {"method": "threshold", "threshold": 0.5}},
-    )
-    return SegmentationModel(Bright(), card)
 
 
 def blobs(n=3, shape=(48, 64)):
@@ -36,18 +15,6 @@ def blobs(n=3, shape=(48, 64)):
     for i in range(n):
         image[5 + 12 * i : 12 + 12 * i, 10 + 15 * i : 20 + 15 * i] = 200
     return image
-
-
-@pytest.fixture
-def loads(monkeypatch):
-    calls = []
-
-    def load(name, device):
-        calls.append(name)
-        return fake_model()
-
-    monkeypatch.setattr(cli_predict, "load", load)
-    return calls
 
 
 def test_one_image_to_labels_with_the_cards_postprocessing(tmp_path, loads, capsys):

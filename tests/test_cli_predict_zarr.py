@@ -4,36 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 import zarr
 
 from napari_microseg.cli import main
-from napari_microseg.cli import predict as cli_predict
 from napari_microseg.core import distributed
-from napari_microseg.core.models.base import ModelCard, SegmentationModel
-
-
-class Bright(torch.nn.Module):
-    """Logits for (background, foreground): foreground where the input is above 0.5."""
-
-    def forward(self, x):
-        return torch.cat([(0.5 - x) * 20, (x - 0.5) * 20], dim=1)
-
-
-def fake_model():
-    card = ModelCard(
-        name="bright",
-        architecture="custom",
-        classes=["background", "foreground"],
-        normalization={"kind": "range", "min": 0, "max": 255},
-        recommended={"tile_size": 32, "postprocess": {"method": "threshold", "threshold": 0.5}},
-    )
-    return SegmentationModel(Bright(), card)
-
-
-@pytest.fixture
-def loads(monkeypatch):
-    monkeypatch.setattr(cli_predict, "load", lambda name, device: fake_model())
 
 
 @pytest.fixture
