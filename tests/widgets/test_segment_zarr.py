@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import zarr
 
-from napari_microseg._widgets import _zarr_job
+from napari_microseg._widgets import _block_plan, _zarr_job
 from napari_microseg._widgets.segment import SegmentWidget
 from napari_microseg.core import chunk_store, chunked
 from napari_microseg.core.synthetic import fluorescence_nuclei
@@ -27,7 +27,7 @@ def volume() -> np.ndarray:
 def predictions_folder(tmp_path, monkeypatch):
     """Results of inputs that are not a writable zarr never reach the user's data folder."""
     folder = tmp_path / "predictions"
-    monkeypatch.setenv(_zarr_job.ENV_FOLDER, str(folder))
+    monkeypatch.setenv(_block_plan.ENV_FOLDER, str(folder))
     return folder
 
 
@@ -64,7 +64,7 @@ def test_zarr_layer_is_predicted_block_by_block_into_lazy_layers(
 ):
     viewer, layer, widget, data = setup
     assert not isinstance(layer.data, np.ndarray)  # the reader's dask array
-    monkeypatch.setattr(_zarr_job, "MIN_PLANE_CHUNK", 48)  # chunks and blocks of 2 x 48 x 48
+    monkeypatch.setattr(_block_plan, "MIN_PLANE_CHUNK", 48)  # chunks and blocks of 2 x 48 x 48
     monkeypatch.setattr(chunked, "DEFAULT_BLOCK_SIDE", 48)
     monkeypatch.setattr(_zarr_job, "REFRESH_INTERVAL_S", 0.0)
     refreshes = []
@@ -162,7 +162,7 @@ def test_cancel_keeps_done_blocks_and_a_rerun_resumes(setup, qtbot, model_regist
 def test_large_numpy_layer_goes_to_the_predictions_folder(
     make_napari_viewer, model_registry, predictions_folder, qtbot, monkeypatch
 ):
-    monkeypatch.setattr(_zarr_job, "IN_MEMORY_LIMIT_BYTES", 1000)
+    monkeypatch.setattr(_block_plan, "IN_MEMORY_LIMIT_BYTES", 1000)
     viewer = make_napari_viewer()
     layer = viewer.add_image(volume()[:2], name="big stack", scale=(2.0, 0.5, 0.5))
     widget = SegmentWidget(viewer)
@@ -184,8 +184,8 @@ def test_unwritable_output_folder_is_a_notification(
 ):
     blocker = tmp_path / "a file"
     blocker.write_text("not a folder")
-    monkeypatch.setenv(_zarr_job.ENV_FOLDER, str(blocker / "predictions"))
-    monkeypatch.setattr(_zarr_job, "IN_MEMORY_LIMIT_BYTES", 1000)
+    monkeypatch.setenv(_block_plan.ENV_FOLDER, str(blocker / "predictions"))
+    monkeypatch.setattr(_block_plan, "IN_MEMORY_LIMIT_BYTES", 1000)
     warnings = []
     monkeypatch.setattr(_zarr_job, "show_warning", warnings.append)
     viewer = make_napari_viewer()
@@ -196,7 +196,7 @@ def test_unwritable_output_folder_is_a_notification(
     widget.run()
     assert widget.runner.worker is None  # nothing started
     assert len(warnings) == 1 and "Cannot write the results" in warnings[0]
-    assert _zarr_job.ENV_FOLDER in warnings[0]
+    assert _block_plan.ENV_FOLDER in warnings[0]
     assert [lay.name for lay in viewer.layers] == ["stack"]
 
 
@@ -215,10 +215,10 @@ def test_choices():
     import dask.array as da
 
     lazy = da.zeros((40, 2000, 3000), chunks=(1, 512, 100))
-    assert _zarr_job.output_chunks(lazy, "ZYX") == (1, 512, 300)
-    assert _zarr_job.output_chunks(np.zeros((4, 5)), "YX") is None
-    assert _zarr_job.output_chunks(da.zeros((64, 64, 3), chunks=(8, 8, 3)), "YXC") == (64, 64)
-    assert _zarr_job.wants_blocks(lazy, "ZYX")
-    assert not _zarr_job.wants_blocks(np.zeros((64, 64)), "YX")
-    outputs = _zarr_job.output_paths(Path("/x"), "my image [1]", "mito/em")
+    assert _block_plan.output_chunks(lazy, "ZYX") == (1, 512, 300)
+    assert _block_plan.output_chunks(np.zeros((4, 5)), "YX") is None
+    assert _block_plan.output_chunks(da.zeros((64, 64, 3), chunks=(8, 8, 3)), "YXC") == (64, 64)
+    assert _block_plan.wants_blocks(lazy, "ZYX")
+    assert not _block_plan.wants_blocks(np.zeros((64, 64)), "YX")
+    outputs = _block_plan.output_paths(Path("/x"), "my image [1]", "mito/em")
     assert outputs.probabilities.name == "my_image_1_mito_em.probabilities.zarr"
