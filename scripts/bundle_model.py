@@ -412,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     import yaml
 
     from napari_microseg.cli import main as microseg
+    from napari_microseg.core.bundle_split import validation_split
     from napari_microseg.core.bundling import (
         BundleError,
         bundled_card,
@@ -420,7 +421,6 @@ def main(argv: list[str] | None = None) -> int:
         predict_split,
         recommended_options,
         save_bundled,
-        validation_split,
     )
     from napari_microseg.core.models.bundled import BUNDLED, TARGETS, card_problems
     from napari_microseg.core.models.checkpoint import inspect_checkpoint, load_checkpoint

@@ -69,7 +69,8 @@ def _trivial_best(metric, truths):
 @pytest.mark.slow
 @pytest.mark.parametrize("entry", SHIPPED, ids=[e.name for e in SHIPPED])
 def test_bundled_model_segments_part_of_its_validation_split_sensibly(entry):
-    from napari_microseg.core.bundling import recommended_options, validation_split
+    from napari_microseg.core.bundle_split import validation_split
+    from napari_microseg.core.bundling import recommended_options
     from napari_microseg.core.evaluate import evaluate_images
     from napari_microseg.core.models.checkpoint import load_checkpoint
     from napari_microseg.core.progress import drain
@@ -116,7 +117,7 @@ def _recorded_lineage(model, pairs, **settings):
 def test_isbi_validation_planes_are_the_five_training_holds_out():
     import tifffile
 
-    from napari_microseg.core.bundling import validation_split
+    from napari_microseg.core.bundle_split import validation_split
     from napari_microseg.core.datasets import load_dataset
     from napari_microseg.core.models.build import create_model
 
@@ -139,7 +140,7 @@ def test_isbi_validation_planes_are_the_five_training_holds_out():
 def test_lucchi_validation_is_its_own_validation_stack():
     import tifffile
 
-    from napari_microseg.core.bundling import validation_split
+    from napari_microseg.core.bundle_split import validation_split
     from napari_microseg.core.datasets import load_dataset
     from napari_microseg.core.models.build import create_model
 

@@ -9,12 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_microseg.core.bundling import (
-    BundleError,
-    float16_copy,
-    headline_metrics,
-    validation_split,
-)
+from napari_microseg.core.bundle_split import BundleError, validation_split
+from napari_microseg.core.bundling import float16_copy, headline_metrics
 from napari_microseg.core.models.build import create_model
 from napari_microseg.core.models.bundled import TARGETS
 from napari_microseg.core.trainingdata import prepare
