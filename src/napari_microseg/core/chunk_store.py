@@ -3,7 +3,9 @@
 :func:`open_output` creates (or reopens, to resume) the output array and refuses
 one that holds something else; :class:`DoneLog` records in the array's
 attributes which blocks are fully written, so a killed job starts again where
-it stopped. Used by :mod:`.chunked` and :mod:`.label_merge`.
+it stopped. Probabilities may be stored compactly (:data:`PROBABILITY_DTYPES`,
+:func:`encode_probabilities`, :func:`decode_probabilities`). Used by
+:mod:`.chunked` and :mod:`.label_merge`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,61 @@ RECORD_KEY = "microseg_chunked"
 
 class ChunkedError(ValueError):
     """Bad input to an out-of-core or distributed job; the message says what to do."""
+
+
+# ---------------------------------------------------------------------- compact probabilities
+
+#: How block-by-block probabilities can be stored: bytes per voxel and class. ``float32`` is
+#: exact. ``float16`` keeps 11 significant bits: a probability in [0, 1] is off by at most
+#: 2**-12 (0.00025), and by at most 2**-11 of itself. ``uint8`` stores ``round(p * 255)``
+#: (as empanada does): off by at most 1/510 (0.002); it cannot hold logits.
+PROBABILITY_DTYPES = {"float32": 4, "float16": 2, "uint8": 1}
+#: The value of 1.0 in a ``uint8`` probability map.
+UINT8_ONE = 255
+
+
+def check_probability_dtype(dtype: Any) -> str:
+    """The canonical name of a probability storage type, or a :class:`ChunkedError`."""
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        name = str(dtype)
+    if name not in PROBABILITY_DTYPES:
+        raise ChunkedError(
+            f"probability_dtype={dtype!r}; use one of {', '.join(PROBABILITY_DTYPES)}."
+        )
+    return name
+
+
+def encode_probabilities(values: np.ndarray, dtype: Any) -> np.ndarray:
+    """Probabilities (float32) as stored in an array of ``dtype``.
+
+    ``float32`` returns ``values`` itself; ``float16`` rounds to nearest;
+    ``uint8`` is ``round(clip(p, 0, 1) * 255)`` computed in float32 (half-way
+    values round to even).
+    """
+    name = check_probability_dtype(dtype)
+    if name == "float32":
+        return np.asarray(values, dtype=np.float32)
+    if name == "float16":
+        return np.asarray(values).astype(np.float16)
+    scaled = np.clip(np.asarray(values, dtype=np.float32), 0.0, 1.0)
+    scaled *= np.float32(UINT8_ONE)
+    np.rint(scaled, out=scaled)
+    return scaled.astype(np.uint8)
+
+
+def decode_probabilities(values: np.ndarray) -> np.ndarray:
+    """Stored probabilities as float32: ``uint8`` is divided by 255, ``float16`` widened.
+
+    Other dtypes are returned as they are (float32 maps without a copy).
+    """
+    values = np.asarray(values)
+    if values.dtype == np.uint8:
+        return values.astype(np.float32) / np.float32(UINT8_ONE)
+    if values.dtype == np.float16:
+        return values.astype(np.float32)
+    return values
 
 
 # ----------------------------------------------------------------------------- resume log
@@ -139,6 +196,7 @@ def open_output(
     axes: Sequence[str],
     key: str,
     overwrite: bool = False,
+    zstd_level: int | None = None,
 ) -> Any:
     """Open or create the zarr array a chunked job writes into.
 
@@ -156,6 +214,8 @@ def open_output(
         The job's fingerprint; an existing array made by another job is refused.
     overwrite : bool
         Replace an existing array that belongs to another job.
+    zstd_level : int, optional
+        Zstandard level of a new array (zarr's default codec and level when None).
 
     Raises
     ------
@@ -191,8 +251,13 @@ def open_output(
             )
         _check_existing(existing, shape, dtype, key, path)
         return zarr.open_array(path, mode="r+")
+    codec: dict[str, Any] = {}
+    if zstd_level is not None:
+        from zarr.codecs import ZstdCodec
+
+        codec["compressors"] = ZstdCodec(level=zstd_level)
     array = zarr.create_array(
-        store=path, shape=shape, chunks=chunks, dtype=dtype, overwrite=True, fill_value=0
+        store=path, shape=shape, chunks=chunks, dtype=dtype, overwrite=True, fill_value=0, **codec
     )
     array.attrs["axes"] = list(axes)
     array.attrs["complete"] = False

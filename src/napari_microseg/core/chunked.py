@@ -18,31 +18,32 @@ output skips the blocks already done, and a block interrupted while being
 written is not marked, so it is redone.
 
 Peak memory is one region's input and probabilities plus one batch of
-tiles, whatever the size of the volume.
+tiles, whatever the size of the volume. Probabilities can be stored
+compactly (``probability_dtype``: float16 or uint8, see
+:data:`~.chunk_store.PROBABILITY_DTYPES`).
 
-Examples
---------
->>> grid = BlockGrid((5, 70, 90), (2, 32, 64))
->>> grid.grid, len(grid)
-((3, 3, 2), 18)
->>> grid.interior(17)
-(slice(4, 5, None), slice(64, 70, None), slice(64, 90, None))
+The block geometry lives in :mod:`.blocks`, the executors in
+:mod:`.block_exec`, the output array and its resume record in
+:mod:`.chunk_store`; their names are importable from here too.
 """
 
 from __future__ import annotations
 
-import bisect
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
+from .block_exec import LocalExecutor, run_tasks, torch_threads
+from .blocks import BlockGrid, HaloPlan, Region, read_region
 from .chunk_store import (
     ChunkedError,
     DoneLog,
+    check_probability_dtype,
+    encode_probabilities,
     fingerprint,
     model_token,
     open_output,
@@ -50,8 +51,25 @@ from .chunk_store import (
 from .inference_setup import PredictionJob, PredictOptions, as_model, prepare_job, resolve_image
 from .models.base import SegmentationModel
 from .normalize import Normalizer, fit_normalizer
-from .planes import SINGLE, is_lazy
 from .progress import Job, Progress
+
+__all__ = [
+    "BlockGrid",
+    "BlockTask",
+    "ChunkedError",
+    "ChunkedResult",
+    "HaloPlan",
+    "LocalExecutor",
+    "Region",
+    "choose_block",
+    "default_chunks",
+    "iter_blocks",
+    "predict_and_write_block",
+    "predict_block",
+    "predict_to_zarr",
+    "read_region",
+    "run_tasks",
+]
 
 #: Default block side along the plane (Y, X) axes: large blocks waste fewer halo tiles.
 DEFAULT_BLOCK_SIDE = 1024
@@ -59,49 +77,8 @@ DEFAULT_BLOCK_SIDE = 1024
 DEFAULT_CHUNK = {"Y": 256, "X": 256}
 DEFAULT_CHUNK_OTHER = 16
 
-Region = tuple[slice, ...]
 
-
-# ----------------------------------------------------------------------------- blocks
-
-
-@dataclass(frozen=True)
-class BlockGrid:
-    """Blocks tiling a spatial shape; the last block of each axis may be shorter.
-
-    Parameters
-    ----------
-    shape : tuple of int
-        The spatial shape, e.g. ``(Z, Y, X)``.
-    block : tuple of int
-        The block shape, one value per axis of ``shape``.
-    """
-
-    shape: tuple[int, ...]
-    block: tuple[int, ...]
-
-    @property
-    def grid(self) -> tuple[int, ...]:
-        """Blocks along each axis."""
-        return tuple(math.ceil(s / b) for s, b in zip(self.shape, self.block))
-
-    def __len__(self) -> int:
-        return math.prod(self.grid)
-
-    def position(self, index: int) -> tuple[int, ...]:
-        """The block's position in the grid, from its flat (raster-order) index."""
-        return tuple(int(i) for i in np.unravel_index(index, self.grid))
-
-    def interior(self, index: int) -> Region:
-        """The voxels the block owns, as one slice per axis."""
-        return tuple(
-            slice(p * b, min((p + 1) * b, s))
-            for p, b, s in zip(self.position(index), self.block, self.shape)
-        )
-
-    def index_of(self, position: Sequence[int]) -> int:
-        """The flat index of the block at a grid position."""
-        return int(np.ravel_multi_index(tuple(position), self.grid))
+# ----------------------------------------------------------------------------- block shape
 
 
 def default_chunks(spatial_axes: str, shape: Sequence[int]) -> tuple[int, ...]:
@@ -159,91 +136,6 @@ def choose_block(
     return tuple(min(b, s) for b, s in zip(block, shape))
 
 
-# ----------------------------------------------------------------------------- halo
-
-
-@dataclass(frozen=True)
-class HaloPlan:
-    """How far a block's region reaches beyond the block, per spatial axis.
-
-    Attributes
-    ----------
-    spatial_axes : str
-        Letters of the spatial axes.
-    shape : tuple of int
-        The spatial shape.
-    tiles : dict
-        Plane axes tiled by the whole-volume plan: letter -> ``(starts, tile)``;
-        a plane axis shorter than a tile (mirrored up to one) maps to None and
-        its region is the whole axis.
-    context : dict
-        Slice axis -> neighbouring slices a 2.5D model reads on each side.
-    """
-
-    spatial_axes: str
-    shape: tuple[int, ...]
-    tiles: dict[str, tuple[tuple[int, ...], int] | None]
-    context: dict[str, int]
-
-    @classmethod
-    def from_job(cls, job: PredictionJob, spatial_axes: str, shape: Sequence[int]) -> HaloPlan:
-        """The halo of a prediction planned on the whole volume (:func:`prepare_job`)."""
-        (view,), (plan,) = job.views, job.plans
-        sizes = dict(zip(spatial_axes, shape))
-        tiles: dict[str, tuple[tuple[int, ...], int] | None] = {}
-        for i, axis in enumerate(view.plane):
-            fits = plan.shape[i] == sizes[axis]
-            tiles[axis] = (plan.starts[i], plan.tile[i]) if fits else None
-        context = {} if view.inner == SINGLE else {view.inner: job.context}
-        return cls(spatial_axes, tuple(int(s) for s in shape), tiles, context)
-
-    def region(self, interior: Region) -> Region:
-        """The region to predict for a block: every tile touching it, and context slices."""
-        out = []
-        for axis, size, span in zip(self.spatial_axes, self.shape, interior):
-            lo, hi = span.start, span.stop
-            if axis in self.tiles:
-                tiled = self.tiles[axis]
-                if tiled is None:
-                    lo, hi = 0, size
-                else:
-                    starts, tile = tiled
-                    # Tiles touching [lo, hi): start < hi and start + tile > lo.
-                    first = bisect.bisect_right(starts, lo - tile)
-                    last = bisect.bisect_left(starts, hi) - 1
-                    lo, hi = starts[first], starts[last] + tile
-            elif axis in self.context:
-                lo, hi = max(lo - self.context[axis], 0), min(hi + self.context[axis], size)
-            out.append(slice(lo, hi))
-        return tuple(out)
-
-
-def read_region(source: Any, axes: str, region: Region) -> np.ndarray:
-    """Read a spatial region of an image (all channels) into memory.
-
-    Parameters
-    ----------
-    source : ndarray, memmap, zarr array or dask array
-        The image, axes as in ``axes``.
-    axes : str
-        Its axis letters, e.g. ``"ZYX"`` or ``"ZYXC"``.
-    region : tuple of slice
-        One slice per spatial axis (``axes`` without C).
-
-    Returns
-    -------
-    ndarray
-        The pixels, same axes, the source's dtype.
-    """
-    spans = iter(region)
-    index = tuple(slice(None) if a == "C" else next(spans) for a in axes)
-    block = source[index]
-    if is_lazy(block):
-        # Never the distributed scheduler from inside a task: read here, synchronously.
-        return np.asarray(block.compute(scheduler="sync"))
-    return np.asarray(block)
-
-
 # ----------------------------------------------------------------------------- block task
 
 
@@ -266,7 +158,8 @@ class BlockTask:
     grid : BlockGrid
         The blocks.
     out : zarr array
-        ``(K, *spatial)`` float32 probabilities.
+        ``(K, *spatial)`` probabilities, stored as its dtype says
+        (:func:`~.chunk_store.encode_probabilities`).
     """
 
     source: Any
@@ -320,64 +213,8 @@ def predict_and_write_block(model: Any, task: BlockTask, index: int) -> Job[int]
     with model_lock(model):
         values = yield from predict_block(model, task, index)
     interior = task.grid.interior(index)
-    task.out[(slice(None), *interior)] = values
+    task.out[(slice(None), *interior)] = encode_probabilities(values, task.out.dtype)
     return index
-
-
-# ----------------------------------------------------------------------------- executors
-
-
-class LocalExecutor:
-    """Runs block tasks one after another in this process (the out-of-core path).
-
-    A task may be a generator (yielding :class:`Progress`); its events are
-    passed on, so closing the job stops within one batch of tiles.
-    """
-
-    def run(
-        self,
-        fn: Callable[..., Any],
-        items: Sequence[int],
-        *args: Any,
-        on_result: Callable[[int, Any], None] | None = None,
-        label: str = "block",
-    ) -> Job[dict[int, Any]]:
-        """Call ``fn(*args, item)`` for every item; returns ``{item: result}``.
-
-        Yields one :class:`Progress` per item done (and the task's own events).
-        """
-        results: dict[int, Any] = {}
-        total = len(items)
-        started = time.perf_counter()
-        for done, item in enumerate(items):
-            value = fn(*args, item)
-            if hasattr(value, "send"):
-                inner = value
-                try:
-                    while True:
-                        event = next(inner)
-                        yield Progress(done, total, f"{label} {done + 1}/{total}: {event}")
-                except StopIteration as stop:
-                    value = stop.value
-            results[item] = value
-            if on_result is not None:
-                on_result(item, value)
-            elapsed = time.perf_counter() - started
-            eta = elapsed / (done + 1) * (total - done - 1)
-            yield Progress(done + 1, total, f"{label} {done + 1}/{total} done", eta)
-        return results
-
-
-def run_tasks(
-    executor: Any,
-    fn: Callable[..., Any],
-    items: Sequence[int],
-    *args: Any,
-    on_result: Callable[[int, Any], None] | None = None,
-    label: str = "block",
-) -> Job[dict[int, Any]]:
-    """Run tasks on an executor (:class:`LocalExecutor` or :class:`~.distributed.DaskExecutor`)."""
-    return executor.run(fn, items, *args, on_result=on_result, label=label)
 
 
 # ----------------------------------------------------------------------------- the job
@@ -390,7 +227,7 @@ class ChunkedResult:
     Attributes
     ----------
     probabilities : zarr array
-        ``(K, *spatial)`` float32.
+        ``(K, *spatial)``, float32 or the compact type asked for.
     blocks : int
         Blocks in the job.
     skipped : int
@@ -417,6 +254,8 @@ def predict_to_zarr(
     executor: Any = None,
     overwrite: bool = False,
     model_ref: Any = None,
+    probability_dtype: str = "float32",
+    threads: int | None = None,
 ) -> Job[ChunkedResult]:
     """Predict a volume of any size into a zarr array, block by block; resumable.
 
@@ -427,8 +266,8 @@ def predict_to_zarr(
     image : zarr array, dask array, ndarray, memmap or ImageData
         The input, axes as in ``axes`` (e.g. ``"ZYX"``, ``"YX"``, ``"TZCYX"``).
     out : path-like or zarr array
-        Where the ``(K, *spatial)`` float32 probabilities go. An existing
-        array written by the same job is resumed: its done blocks are skipped.
+        Where the ``(K, *spatial)`` probabilities go. An existing array
+        written by the same job is resumed: its done blocks are skipped.
     axes : str, optional
         Axis letters, guessed for 2D and 3D images as in :func:`~.inference.predict`.
     options : PredictOptions, optional
@@ -444,6 +283,15 @@ def predict_to_zarr(
     model_ref : ModelRef, optional
         How workers load the model themselves (a registry name or file);
         by default the model object is shipped to each worker once.
+    probability_dtype : {"float32", "float16", "uint8"}
+        How probabilities are stored: exact float32 (4 bytes per voxel and
+        class); float16 (2 bytes, within 0.00025); uint8 ``round(p * 255)``
+        (1 byte, within 1/510; not for logits). Compact maps are compressed
+        with Zstandard level 1; :func:`~.label_merge.label_to_zarr` reads any.
+    threads : int, optional
+        Torch threads in this process while the job runs (None: torch's
+        default, one per core). Dask workers keep their own setting. On cores
+        shared with other busy processes, 1 can be several times faster.
 
     Returns
     -------
@@ -454,8 +302,9 @@ def predict_to_zarr(
     Raises
     ------
     ChunkedError
-        For an instance model, the ortho mode, a bad block shape, or an
-        output path holding something else.
+        For an instance model, the ortho mode, a bad block shape, a
+        ``probability_dtype`` that cannot hold the output, or an output path
+        holding something else.
     """
     started = time.perf_counter()
     options = (options or PredictOptions()).validate()
@@ -464,6 +313,7 @@ def predict_to_zarr(
             "The ortho-plane mode is not available block by block; predict without ortho, "
             "or in memory."
         )
+    dtype = check_probability_dtype(probability_dtype)
     model = as_model(model)
     if model.task == "instance":
         raise ChunkedError(
@@ -476,6 +326,11 @@ def predict_to_zarr(
     shape = tuple(int(data.shape[axes.index(a)]) for a in spatial)
     whole = prepare_job(model, data, axes, None, options)  # checks model, tiles; plans the halo
     halo = HaloPlan.from_job(whole, spatial, shape)
+    if dtype == "uint8" and whole.runner.settings.activation == "none":
+        raise ChunkedError(
+            "probability_dtype='uint8' stores probabilities in [0, 1]; this job gives logits "
+            "(activation None). Use float32 or float16, or an activation."
+        )
     chunks = tuple(chunks) if chunks is not None else default_chunks(spatial, shape)
     if len(chunks) != len(shape) or min(chunks) < 1:
         raise ChunkedError(
@@ -487,23 +342,25 @@ def predict_to_zarr(
     channel_axis = axes.index("C") if "C" in axes else None
     normalizer = fit_normalizer(data, whole.spec, channel_axis=channel_axis)
     n_classes = _probe_classes(whole)
-    key = fingerprint(
-        {
-            "model": model_token(model),
-            "options": {k: v for k, v in asdict(options).items() if k not in _RUNTIME_ONLY},
-            "normalizer": [normalizer.offset.tolist(), normalizer.scale.tolist()],
-            "input": [shape, str(data.dtype), axes],
-            "block": block,
-        }
-    )
+    parts = {
+        "model": model_token(model),
+        "options": {k: v for k, v in asdict(options).items() if k not in _RUNTIME_ONLY},
+        "normalizer": [normalizer.offset.tolist(), normalizer.scale.tolist()],
+        "input": [shape, str(data.dtype), axes],
+        "block": block,
+    }
+    if dtype != "float32":  # float32 keys stay as before, so older outputs still resume
+        parts["probability_dtype"] = dtype
+    key = fingerprint(parts)
     array = open_output(
         out,
         (n_classes, *shape),
         (1, *chunks),
-        "float32",
+        dtype,
         axes=["c", *spatial.lower()],
         key=key,
         overwrite=overwrite,
+        zstd_level=None if dtype == "float32" else COMPACT_ZSTD_LEVEL,
     )
     log = DoneLog(array, key, len(grid))
     todo = [i for i in range(len(grid)) if i not in log.done]
@@ -513,22 +370,27 @@ def predict_to_zarr(
     task = BlockTask(source, axes, options, normalizer, halo, grid, array)
     executor = executor or LocalExecutor()
     try:
-        yield from _offset(
-            run_tasks(
-                executor,
-                predict_and_write_block,
-                todo,
-                model_ref if model_ref is not None else model,
-                task,
-                on_result=lambda index, _: log.mark(index),
-            ),
-            skipped,
-            len(grid),
-        )
+        with torch_threads(threads):
+            yield from _offset(
+                run_tasks(
+                    executor,
+                    predict_and_write_block,
+                    todo,
+                    model_ref if model_ref is not None else model,
+                    task,
+                    on_result=lambda index, _: log.mark(index),
+                ),
+                skipped,
+                len(grid),
+            )
     finally:
         log.flush()
     return ChunkedResult(array, len(grid), skipped, time.perf_counter() - started)
 
+
+#: Zstandard level of float16 and uint8 maps: faster than zarr's default (3) and, on
+#: probability maps, about as small.
+COMPACT_ZSTD_LEVEL = 1
 
 #: Settings that change where and how fast, not what is computed.
 _RUNTIME_ONLY = ("device", "batch_size", "channels_last", "memory_budget_mb")

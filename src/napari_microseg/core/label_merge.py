@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from .chunk_store import ChunkedError, fingerprint, open_output
+from .chunk_store import ChunkedError, decode_probabilities, fingerprint, open_output
 from .chunked import BlockGrid, LocalExecutor, Region, choose_block, run_tasks
 from .cleanup import (
     closing,
@@ -177,7 +177,7 @@ def label_block(task: LabelTask, index: int) -> BlockSummary:
     interior = task.grid.interior(index)
     region = _grown(interior, task.grid.shape, task.halo)
     crop = tuple(slice(i.start - r.start, i.stop - r.start) for i, r in zip(interior, region))
-    prob = np.asarray(task.prob[(slice(None), *region)])
+    prob = decode_probabilities(task.prob[(slice(None), *region)])  # uint8, float16 -> float32
     foreground, boundary = pipeline.select(prob, class_axis=0)
     unit_spacing = task.spacing if pipeline.physical_units else None
     seeds_map = None
@@ -468,8 +468,8 @@ def resolve_pipeline(pipeline: PostprocessPipeline, prob: Any) -> PostprocessPip
     from .normalize import sample_values
 
     lazy = da.from_zarr(prob) if not isinstance(prob, np.ndarray) else prob
-    sample = sample_values(lazy[pipeline.foreground_class]).reshape(1, -1).astype(np.float32)
-    resolved = replace(pipeline, boundary_class=None).resolve(sample)
+    sample = decode_probabilities(sample_values(lazy[pipeline.foreground_class]))
+    resolved = replace(pipeline, boundary_class=None).resolve(sample.reshape(1, -1).astype("f4"))
     return replace(resolved, boundary_class=pipeline.boundary_class)
 
 
@@ -489,7 +489,7 @@ def label_to_zarr(
     ----------
     prob : zarr array or path-like
         ``(K, *spatial)`` probabilities (2D or 3D spatial), e.g. from
-        :func:`~.chunked.predict_to_zarr`.
+        :func:`~.chunked.predict_to_zarr`; a uint8 map holds ``p * 255``.
     out : zarr array or path-like
         Where the uint32 labels go (chunked like ``prob``).
     pipeline : PostprocessPipeline
