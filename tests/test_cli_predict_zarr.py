@@ -63,3 +63,20 @@ def test_an_unreachable_scheduler_is_a_one_line_error(
     code, _ = run(tmp_path, volume_zarr, "--scheduler", "tcp://127.0.0.1:9")
     err = capsys.readouterr().err
     assert code == 2 and "Could not reach the Dask scheduler at tcp://127.0.0.1:9" in err
+
+
+def test_uint8_probabilities_give_the_same_labels_a_quarter_of_the_size(
+    tmp_path, volume_zarr, loads, capsys
+):
+    code, out = run(tmp_path, volume_zarr, "--probability-dtype", "uint8", "--threads", "1")
+    assert code == 0 and "uint8 probabilities" in capsys.readouterr().out
+    prob = zarr.open_array(str(tmp_path / "labels.probabilities.zarr"), mode="r")
+    assert prob.dtype == np.uint8 and prob.shape == (2, 6, 40, 50)
+    labels = zarr.open_array(str(out), mode="r")[:]
+    exact = tmp_path / "exact"
+    exact.mkdir()
+    code, exact_out = run(exact, volume_zarr)
+    assert code == 0 and int(labels.max()) == 2
+    np.testing.assert_array_equal(labels, zarr.open_array(str(exact_out), mode="r")[:])
+    assert main(["predict", str(volume_zarr), "--model", "m", "--out", "x.zarr", "--threads", "0"])
+    assert "--threads must be at least 1" in capsys.readouterr().err

@@ -50,6 +50,20 @@ def register_arguments(parser: argparse.ArgumentParser) -> None:
         help="work unit per task, whole chunks (default: chunks grown to ~1024 along Y and X)",
     )
     group.add_argument(
+        "--probability-dtype",
+        choices=["float32", "float16", "uint8"],
+        help="how probabilities are stored (implies --chunked): float32 (default, exact), "
+        "float16 (half the size, within 0.00025) or uint8 (a quarter, round(p * 255), "
+        "within 0.002)",
+    )
+    group.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch threads of this process (default: one per core); 1 is often faster on "
+        "cores shared with other busy processes",
+    )
+    group.add_argument(
         "--overwrite",
         action="store_true",
         help="replace zarr outputs that hold another job's result instead of refusing",
@@ -60,7 +74,7 @@ def wants_chunked(args: argparse.Namespace, inputs: list[Path]) -> bool:
     """True when the run should go block by block."""
     from .predict import _is_zarr
 
-    if args.chunked or args.scheduler or args.workers:
+    if args.chunked or args.scheduler or args.workers or args.probability_dtype:
         return True
     out_zarr = str(args.out).lower().endswith(".zarr")
     return out_zarr and len(inputs) == 1 and _is_zarr(inputs[0])
@@ -80,6 +94,8 @@ def run_chunked(args: argparse.Namespace, inputs: list[Path]) -> int:
         raise CommandError("--ortho is not available block by block; drop it or --chunked.")
     if args.workers is not None and args.workers < 1:
         raise CommandError(f"--workers must be at least 1, got {args.workers}.")
+    if args.threads is not None and args.threads < 1:
+        raise CommandError(f"--threads must be at least 1, got {args.threads}.")
     prob_path = args.probabilities or args.out.with_name(_stem(args.out) + ".probabilities.zarr")
     if not str(prob_path).lower().endswith(".zarr"):
         raise CommandError(f"--probabilities must be a .zarr store here, not {prob_path}.")
@@ -132,11 +148,14 @@ def _run(args: argparse.Namespace, path: Path, prob_path: Path, executor: Any) -
             executor=executor,
             overwrite=args.overwrite,
             model_ref=ref,
+            probability_dtype=args.probability_dtype or "float32",
+            threads=args.threads,
         )
     )
     resumed = f", {result.skipped} found done" if result.skipped else ""
     print(
-        f"  probabilities -> {prob_path} ({result.blocks} blocks{resumed}, {result.seconds:.1f} s)"
+        f"  {result.probabilities.dtype} probabilities -> {prob_path} "
+        f"({result.blocks} blocks{resumed}, {result.seconds:.1f} s)"
     )
     pipeline, spacing = _pipeline(model, image, result.probabilities.shape[0], args)
     labels = drain(
