@@ -135,3 +135,44 @@ def test_gui_stays_responsive_while_predicting_2048(setup, qtbot):
     gaps = np.diff(during)
     assert len(during) > 20
     assert gaps.max() < 0.1, f"the event loop stalled for {gaps.max():.3f} s"
+
+
+@pytest.mark.parametrize("resample", [True, False])
+def test_image_far_from_the_model_pixel_size_is_resampled_unless_unchecked(
+    setup, qtbot, monkeypatch, resample
+):
+    """The layer is 0.2 µm per pixel; the model says it was trained at 0.1 µm (2x)."""
+    from napari_microseg._widgets import segment as widget_module
+    from napari_microseg.core import segment as core_segment
+    from napari_microseg.core.models.registry import load_model
+
+    viewer, _, widget, sample = setup
+    model = load_model(str(widget._entries["tiny-grey"].path), device="cpu")
+    model.card.pixel_size_um = 0.1
+    widget.device_combo.value = "cpu"
+    widget._models = {("tiny-grey", "cpu"): model}  # warm, with that card
+    monkeypatch.setattr(widget_module, "_card", lambda path: model.card)
+    infos, warnings, results = [], [], []
+    monkeypatch.setattr(widget_module, "show_info", infos.append)
+    monkeypatch.setattr(widget_module, "show_warning", warnings.append)
+    real = core_segment.segment_job
+
+    def spy(*args, **kwargs):
+        result = yield from real(*args, **kwargs)
+        results.append(result)
+        return result
+
+    monkeypatch.setattr(core_segment, "segment_job", spy)
+    assert widget.match_scale.value is True  # on by default
+    widget.match_scale.value = resample
+    run_and_wait(widget, qtbot)
+    assert len(results) == 1
+    labels = viewer.layers["nuclei tiny-grey labels"]
+    assert labels.data.shape == sample.image.shape  # back on the image's grid
+    np.testing.assert_allclose(labels.scale, (0.2, 0.2))
+    if resample:
+        assert results[0].resampled == (2.0, 2.0)
+        assert not warnings and len(infos) == 1 and "resampled 2x" in infos[0]
+    else:
+        assert results[0].resampled is None
+        assert len(warnings) == 1 and "Rescale the image by 2" in warnings[0]

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
     import napari
 
-    from ..core.models.base import SegmentationModel
+    from ..core.models.base import ModelCard, SegmentationModel
     from ..core.segment import SegmentResult
 
 LOG = logging.getLogger(__name__)
@@ -105,6 +105,7 @@ class SegmentWidget(Container):
         self.overlap = FloatSpinBox(value=0.25, min=0.0, max=0.9, step=0.05, label="overlap")
         self.blend = ComboBox(choices=["gaussian", "average"], value="gaussian", label="blend")
         self.tta = CheckBox(value=False, text="test-time augmentation (8x slower)")
+        self.match_scale = CheckBox(value=True, text="resample to the model's pixel size")
         self.mode_3d = ComboBox(choices=["slice-wise", "ortho-plane"], label="3D mode")
         self.region = ComboBox(choices=list(REGIONS), value="whole image", label="run on")
         self.run_button = PushButton(text="Run")
@@ -122,6 +123,7 @@ class SegmentWidget(Container):
                 self.overlap,
                 self.blend,
                 self.tta,
+                self.match_scale,
                 self.mode_3d,
                 self.region,
                 self.run_button,
@@ -310,17 +312,23 @@ class SegmentWidget(Container):
         )
         spatial_scale = tuple(float(s) for s in layer.scale)[-len(axes.replace("C", "")) :]
         physical = None if all(s == 1.0 for s in spatial_scale) else spatial_scale
-        mismatch = _scale_warning(entry.path, physical)
-        if mismatch:
-            show_warning(mismatch)  # the user may know better: warn, and run anyway
+        card = _card(entry.path)
+        resample = bool(self.match_scale.value)
+        mismatch, note = _scale_messages(card, physical, axes, tuple(data.shape))
         # A warm model is reused only on the same device it was loaded for.
         key = (self.model_combo.value, self.device_combo.value)
         if self.region.value == "whole image" and run_block_by_block(
             self, layer, entry, key, axes, options, physical
         ):
+            if mismatch:  # block by block predicts the image as it is
+                show_warning(f"{mismatch} (Block-by-block runs are not resampled.)")
             return
+        if resample and note:
+            show_info(note)
+        elif mismatch:
+            show_warning(mismatch)  # the user may know better: warn, and run anyway
         job = _load_and_segment(
-            self._models.get(key), str(entry.path), data, axes, options, physical
+            self._models.get(key), str(entry.path), data, axes, options, physical, resample
         )
         self.status.value = f"running {entry.name} on {layer.name}…"
 
@@ -423,8 +431,13 @@ def _load_and_segment(
     axes: str,
     options: Any,
     spacing: tuple[float, ...] | None,
+    match_pixel_size: bool = True,
 ) -> Any:
-    """Worker-thread job: load the model (unless warm), predict, post-process."""
+    """Worker-thread job: load the model (unless warm), predict, post-process.
+
+    With ``match_pixel_size``, an image far from the model's pixel size is
+    resampled in-plane to it for the prediction (results on the image's grid).
+    """
     from ..core.progress import Progress
     from ..core.segment import segment_job
 
@@ -433,17 +446,28 @@ def _load_and_segment(
         from ..core.models.registry import load_model
 
         model = load_model(path, device=options.device)
-    result = yield from segment_job(model, data, axes=axes, options=options, spacing=spacing)
+    result = yield from segment_job(
+        model, data, axes=axes, options=options, spacing=spacing, match_pixel_size=match_pixel_size
+    )
     return model, result
 
 
-def _scale_warning(path: Any, spacing: tuple[float, ...] | None) -> str | None:
-    """The model-versus-image pixel size warning, or None (also when the card is unreadable)."""
+def _card(path: Any) -> ModelCard | None:
+    """The model file's card, or None when unreadable (loading it reports why)."""
     from ..core.models.checkpoint import inspect_checkpoint
-    from ..core.segment import scale_mismatch
 
     try:
-        card = inspect_checkpoint(path).card
+        return inspect_checkpoint(path).card
     except Exception:  # loading the model reports a broken file, with the reason
         return None
-    return scale_mismatch(card, spacing)
+
+
+def _scale_messages(
+    card: ModelCard | None, spacing: tuple[float, ...] | None, axes: str, shape: tuple[int, ...]
+) -> tuple[str | None, str | None]:
+    """The pixel-size warning (predicting as is) and the resampling info line, or None each."""
+    from ..core.segment import resampling_note, scale_mismatch
+
+    if card is None:
+        return None, None
+    return scale_mismatch(card, spacing), resampling_note(card, spacing, axes, shape)
