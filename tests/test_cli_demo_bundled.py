@@ -53,21 +53,36 @@ def test_demo_does_not_use_a_bundled_model_trained_at_another_pixel_size(
     bundled, make_bundled_model, tmp_path, capsys, monkeypatch
 ):
     from napari_microseg.cli import demo
-    from napari_microseg.core import segment
 
     make_bundled_model(bundled, "mito-em", tile=256)
-    # The sample is 10 nm per pixel; say the model was trained at 5 nm.
-    monkeypatch.setattr(
-        demo,
-        "_scale_mismatch",
-        lambda entry, sample: segment.scale_mismatch(
-            segment.ModelCard(
-                name="mito-em", architecture="unet", classes=["b", "m"], pixel_size_um=0.005
-            ),
-            sample.scale,
-        ),
-    )
+    real_card = demo._card
+
+    def card_at_5_nm(entry):  # the sample is 10 nm per pixel; say the model was trained at 5 nm
+        card = real_card(entry)
+        card.pixel_size_um = 0.005
+        return card
+
+    monkeypatch.setattr(demo, "_card", card_at_5_nm)
     assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
     text = capsys.readouterr().out
-    assert "classical segmentation" in text and "5 nm per pixel" in text
-    assert "Rescale the image by 2" in text
+    assert "classical segmentation" in text and "at 5 nm per pixel" in text
+    assert "sample has 10 nm per pixel" in text and "resampled to the model's pixel size" in text
+
+
+def test_demo_uses_a_bundled_model_trained_at_the_sample_pixel_size(
+    bundled, make_bundled_model, tmp_path, capsys, monkeypatch
+):
+    from napari_microseg.cli import demo
+
+    make_bundled_model(bundled, "mito-em", tile=256)
+    real_card = demo._card
+
+    def card_at_11_nm(entry):  # within the tolerance of the sample's 10 nm
+        card = real_card(entry)
+        card.pixel_size_um = 0.011
+        return card
+
+    monkeypatch.setattr(demo, "_card", card_at_11_nm)
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    text = capsys.readouterr().out
+    assert "bundled model 'mito-em'" in text and "classical" not in text

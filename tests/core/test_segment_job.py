@@ -214,3 +214,14 @@ def test_mito_em_finds_the_synthetic_mitochondria_only_when_resampled():
         found = drain(job, show=False).labels > 0
         dice[match] = 2 * (truth & found).sum() / (truth.sum() + found.sum())
     assert dice[True] > 0.4 and dice[False] < 0.15  # measured: 0.52 and 0.05
+
+
+def test_resampling_note_says_when_and_how_much():
+    from napari_microseg.core.segment import resampling_note
+
+    card = ModelCard(name="mito", architecture="unet", classes=["bg", "mito"], pixel_size_um=0.005)
+    note = resampling_note(card, (0.05, 0.01, 0.01), "ZYX", (4, 64, 64))
+    assert "5 nm" in note and "10 nm" in note and "resampled 2x" in note
+    assert resampling_note(card, (0.0055, 0.0055), "YX", (64, 64)) is None  # within 1.25x
+    assert resampling_note(card, (1.0, 1.0), "YX", (64, 64)) is None
+    assert resampling_note(card, None, "YX", (64, 64)) is None

@@ -24,7 +24,13 @@ from .instances import Instances
 from .models.base import ModelCard, SegmentationModel
 from .postprocess import PostprocessPipeline
 from .progress import Job
-from .resample import ResamplePlan, nearest_planes, resample_plan, resample_plane_job
+from .resample import (
+    ResamplePlan,
+    in_plane_spacing,
+    nearest_planes,
+    resample_plan,
+    resample_plane_job,
+)
 
 
 @dataclass
@@ -133,6 +139,38 @@ def scale_mismatch(card: ModelCard, spacing: Any, *, tolerance: float = 1.5) -> 
         f"{'smaller' if ratio > 1 else 'larger'} than in training. Rescale the image by "
         f"{ratio:.2g} (for example with skimage.transform.rescale) or pick a model trained at "
         "this pixel size."
+    )
+
+
+def resampling_note(card: ModelCard, spacing: Any, axes: str, shape: tuple[int, ...]) -> str | None:
+    """A sentence saying the image will be resampled to the model's pixel size, or None.
+
+    Parameters
+    ----------
+    card : ModelCard
+        The model's card (its ``pixel_size_um``).
+    spacing : sequence of float or None
+        The image's voxel size in µm per spatial axis.
+    axes : str
+        The image's axis letters.
+    shape : tuple of int
+        The image's shape.
+
+    Returns
+    -------
+    str or None
+        None when :func:`segment_job` would predict the image as it is.
+    """
+    plan = resample_plan(card.pixel_size_um, spacing, axes, shape)
+    plane = in_plane_spacing(spacing, axes)
+    if plan is None or plane is None or card.pixel_size_um is None:
+        return None
+    dy, dx = plane[0] * 1e3, plane[1] * 1e3
+    image_nm = f"{dx:.3g}" if abs(dy - dx) < 1e-9 else f"{dy:.3g} x {dx:.3g}"
+    return (
+        f"Model {card.name!r} was trained at {card.pixel_size_um * 1e3:.3g} nm per pixel and "
+        f"this image has {image_nm} nm per pixel: it is resampled {plan.factor[1]:.3g}x in Y "
+        "and X for the prediction; probabilities and labels come back on the image's grid."
     )
 
 
