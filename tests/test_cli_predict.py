@@ -85,3 +85,38 @@ def test_a_saved_model_file_runs_end_to_end(tmp_path):
         ["predict", str(source), "--model", str(weights), "--out", str(out), "--device", "cpu"]
     )
     assert code == 0 and imread(out).data.shape == (48, 64)
+
+
+@pytest.mark.parametrize("resample", [True, False])
+def test_an_image_at_twice_the_model_pixel_size_is_resampled_unless_told_not_to(
+    tmp_path, loads, monkeypatch, capsys, resample
+):
+    from napari_microseg.cli import predict as cli_predict
+    from napari_microseg.core import segment
+
+    bright = cli_predict.load  # the tiny thresholding model of `loads`
+
+    def trained_at_quarter_micron(name, device):
+        model = bright(name, device)
+        model.card.pixel_size_um = 0.25
+        return model
+
+    monkeypatch.setattr(cli_predict, "load", trained_at_quarter_micron)
+    seen = []
+    real = segment.run_prediction
+
+    def recording(model, image, **kwargs):
+        seen.append(tuple(np.shape(image)))
+        return real(model, image, **kwargs)
+
+    monkeypatch.setattr(segment, "run_prediction", recording)
+    source = write_image(tmp_path / "cells.tif", blobs(3), scale=(0.5, 0.5))
+    out, prob = tmp_path / "labels.tif", tmp_path / "prob.tif"
+    args = ["predict", str(source), "--model", "m", "--out", str(out), "--probabilities", str(prob)]
+    assert main(args + ([] if resample else ["--no-resample"])) == 0
+    assert seen == [(96, 128) if resample else (48, 64)]
+    labels = imread(out)
+    assert labels.data.shape == (48, 64) and labels.data.max() == 3
+    np.testing.assert_array_equal(labels.data > 0, blobs(3) > 100)
+    assert imread(prob).data.shape == (2, 48, 64)
+    assert ("resampled 2x" in capsys.readouterr().out) is resample

@@ -55,6 +55,15 @@ def register(subparsers: Any) -> None:
         help=f"post-processing ({', '.join(METHODS)}); default: the model card's, else otsu",
     )
     parser.add_argument("--threshold", type=float, help="threshold for --postprocess threshold")
+    parser.add_argument(
+        "--no-resample",
+        dest="resample",
+        action="store_false",
+        help="predict at the image's own pixel size even when it is far from the one the model "
+        "was trained at (default: resample Y and X to the model card's pixel size for the "
+        "prediction, results on the image's grid; not done for .zarr probabilities or "
+        "block-by-block runs)",
+    )
     from .predict_chunked import register_arguments
 
     register_arguments(parser)
@@ -153,9 +162,10 @@ def predict_one(
     model: Any, path: Path, labels_path: Path, prob_path: Path | None, args: argparse.Namespace
 ) -> None:
     """Predict one image and write its labels (and probabilities)."""
-    from ..core.inference import Instances, iter_predict
+    from ..core.inference import Instances, PredictOptions, iter_predict
     from ..core.io import describe, imread
     from ..core.progress import drain
+    from ..core.segment import predict_on_image_grid, resampling_note
     from . import CommandError
 
     image = imread(path)
@@ -168,10 +178,27 @@ def predict_one(
             raise CommandError("An instance model gives objects, not probabilities; drop it.")
         if prob_path.suffix.lower() == ".zarr":
             out = _zarr_probabilities(prob_path, model, image)
-    job = iter_predict(
-        model, image.data, axes=image.axes, out=out, ortho=args.ortho, **tiling_settings(args)
-    )
-    result = drain(job)
+    factor = None
+    if out is None:
+        job = predict_on_image_grid(
+            model,
+            image.data,
+            axes=image.axes,
+            options=PredictOptions(ortho=args.ortho, **tiling_settings(args)),
+            spacing=image.scale,
+            match_pixel_size=getattr(args, "resample", True),
+        )
+        result, factor = drain(job)
+        if factor is not None:
+            print(f"  resampled {factor[1]:.3g}x in Y and X to the model's pixel size and back")
+    else:
+        note = resampling_note(model.card, image.scale, image.axes, tuple(image.data.shape))
+        if note and getattr(args, "resample", True):
+            print("  (not resampled to the model's pixel size: .zarr probabilities stream as is)")
+        job = iter_predict(
+            model, image.data, axes=image.axes, out=out, ortho=args.ortho, **tiling_settings(args)
+        )
+        result = drain(job)
     if isinstance(result, Instances):
         if args.postprocess:
             print("  (--postprocess ignored: an instance model gives objects directly)")
@@ -179,7 +206,7 @@ def predict_one(
     else:
         if prob_path is not None and out is None:
             _write_probabilities(prob_path, result, image)
-        labels = _postprocess(model, result, image, args)
+        labels = _postprocess(model, result, image, args, factor)
     _write_labels(labels_path, labels, image)
     print(f"  {int(labels.max())} objects -> {labels_path}")
 
@@ -201,15 +228,24 @@ def _zarr_probabilities(path: Path, model: Any, image: Any) -> Any:
     return array
 
 
-def _postprocess(model: Any, prob: Any, image: Any, args: argparse.Namespace) -> Any:
+def _postprocess(
+    model: Any,
+    prob: Any,
+    image: Any,
+    args: argparse.Namespace,
+    factor: tuple[float, float] | None = None,
+) -> Any:
+    """Labels by the card's post-processing (its pixel sizes made the image's) or --postprocess."""
     from dataclasses import replace
 
     import numpy as np
 
-    from ..core.segment import pipeline_spacing, recommended_pipeline
+    from ..core.segment import pipeline_spacing, pixel_sizes_on_image_grid, recommended_pipeline
 
     prob = np.asarray(prob)
     pipeline = recommended_pipeline(model.card, prob.shape[0])
+    if factor is not None:
+        pipeline = pixel_sizes_on_image_grid(pipeline, factor)
     overrides: dict[str, Any] = {}
     if args.postprocess:
         overrides["method"] = args.postprocess
