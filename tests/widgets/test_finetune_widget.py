@@ -33,6 +33,15 @@ def test_detects_annotated_slices_and_suggests_a_name(setup):
     assert widget.new_name.value.startswith("tiny-grey-ft")
 
 
+def test_suggested_name_follows_the_model_but_a_typed_name_stays(setup):
+    _, widget = setup
+    widget.model_combo.value = "tiny-rgb"
+    assert widget.new_name.value.startswith("tiny-rgb-ft")
+    widget.new_name.value = "my-model"
+    widget.model_combo.value = "tiny-grey"
+    assert widget.new_name.value == "my-model"
+
+
 def test_finetune_saves_a_listed_model_with_lineage(setup, qtbot):
     viewer, widget = setup
     widget.steps.value = 6

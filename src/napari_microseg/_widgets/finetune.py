@@ -164,10 +164,13 @@ class FinetuneWidget(Container):
 
     def _suggest_name(self, event: Any = None) -> None:
         base = self.model_combo.value
-        if base and base != NO_MODEL and not self.new_name.value:
+        # A name the user typed stays; our own suggestion follows the chosen model.
+        ours = self.new_name.value in ("", getattr(self, "_suggested_name", ""))
+        if base and base != NO_MODEL and ours:
             from ..core.models.registry import unique_model_name
 
-            self.new_name.value = unique_model_name(f"{base}-ft")
+            self._suggested_name = unique_model_name(f"{base}-ft")
+            self.new_name.value = self._suggested_name
 
     def detect_slices(self, event: Any = None) -> None:
         """Fill in the annotated slices of a label stack (non-empty slices)."""
