@@ -34,6 +34,7 @@ def test_picker_shows_models_card_and_device(setup):
     assert "unet" in widget.card_label.value
     assert widget.tile.value == 128  # from the card
     assert widget.device_label.value.startswith("runs on: ")
+    assert widget.card_label.native.wordWrap()  # a long card does not widen the dock
 
 
 def test_run_adds_probabilities_and_labels_with_scale_then_replaces(setup, qtbot):

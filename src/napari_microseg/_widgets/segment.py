@@ -131,6 +131,9 @@ class SegmentWidget(Container):
                 self.status,
             ]
         )
+        # Model cards and messages are long: wrap them instead of widening the dock.
+        for label in (self.card_label, self.device_label, self.status):
+            label.native.setWordWrap(True)
         self.runner = JobRunner("Segment", on_state=self._set_running)
         self._extra_paths: list[str] = []
         self._models: dict[tuple[str, str], SegmentationModel] = {}
