@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from napari_microseg.cli import main
@@ -17,6 +19,23 @@ def bundled(tmp_path, monkeypatch):
     return folder
 
 
+def set_pixel_size(weights, pixel_size_um):
+    """Say in a bundled model's card that it was trained at ``pixel_size_um``."""
+    card_path = weights.with_suffix(".json")
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    card["pixel_size_um"] = pixel_size_um
+    card_path.write_text(json.dumps(card), encoding="utf-8")
+
+
+@pytest.fixture
+def small_sample(monkeypatch):
+    """A smaller FIB-SEM sample for the demo (same generator, 10 nm voxels), for speed."""
+    from napari_microseg.core import synthetic
+
+    real = synthetic.fibsem_mitochondria
+    monkeypatch.setattr(synthetic, "fibsem_mitochondria", lambda: real((6, 128, 128), n_objects=3))
+
+
 def test_demo_segments_the_fibsem_sample_with_the_bundled_mito_model(
     bundled, make_bundled_model, tmp_path, capsys
 ):
@@ -27,7 +46,7 @@ def test_demo_segments_the_fibsem_sample_with_the_bundled_mito_model(
     text = capsys.readouterr().out
     assert "bundled model 'mito-em'" in text and "classical" not in text
     labels = imread(out / "fibsem_mitochondria_labels.tif")
-    assert labels.data.shape == (48, 256, 256)
+    assert labels.data.shape == (32, 384, 384)
     assert (out / "fibsem_mitochondria_preview.png").is_file()
 
 
@@ -49,40 +68,26 @@ def test_demo_with_a_damaged_bundled_model_says_so_and_falls_back(
     assert (tmp_path / "demo" / "fibsem_mitochondria_labels.tif").is_file()
 
 
-def test_demo_does_not_use_a_bundled_model_trained_at_another_pixel_size(
-    bundled, make_bundled_model, tmp_path, capsys, monkeypatch
+def test_demo_resamples_the_sample_to_the_bundled_model_pixel_size(
+    bundled, make_bundled_model, small_sample, tmp_path, capsys
 ):
-    from napari_microseg.cli import demo
-
-    make_bundled_model(bundled, "mito-em", tile=256)
-    real_card = demo._card
-
-    def card_at_5_nm(entry):  # the sample is 10 nm per pixel; say the model was trained at 5 nm
-        card = real_card(entry)
-        card.pixel_size_um = 0.005
-        return card
-
-    monkeypatch.setattr(demo, "_card", card_at_5_nm)
-    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
-    text = capsys.readouterr().out
-    assert "classical segmentation" in text and "at 5 nm per pixel" in text
-    assert "sample has 10 nm per pixel" in text and "resampled to the model's pixel size" in text
-
-
-def test_demo_uses_a_bundled_model_trained_at_the_sample_pixel_size(
-    bundled, make_bundled_model, tmp_path, capsys, monkeypatch
-):
-    from napari_microseg.cli import demo
-
-    make_bundled_model(bundled, "mito-em", tile=256)
-    real_card = demo._card
-
-    def card_at_11_nm(entry):  # within the tolerance of the sample's 10 nm
-        card = real_card(entry)
-        card.pixel_size_um = 0.011
-        return card
-
-    monkeypatch.setattr(demo, "_card", card_at_11_nm)
+    weights = make_bundled_model(bundled, "mito-em", tile=256)
+    set_pixel_size(weights, 0.005)  # as the real mito-em: 5 nm; the sample has 10 nm
     assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
     text = capsys.readouterr().out
     assert "bundled model 'mito-em'" in text and "classical" not in text
+    assert "trained at 5 nm per pixel" in text and "this image has 10 nm per pixel" in text
+    assert "resampled 2x in Y and X" in text
+    labels = imread(tmp_path / "demo" / "fibsem_mitochondria_labels.tif")
+    assert labels.data.shape == (6, 128, 128)  # back on the sample's grid
+
+
+def test_demo_predicts_as_is_with_a_model_trained_at_the_sample_pixel_size(
+    bundled, make_bundled_model, small_sample, tmp_path, capsys
+):
+    weights = make_bundled_model(bundled, "mito-em", tile=256)
+    set_pixel_size(weights, 0.011)  # within the 1.25x tolerance of the sample's 10 nm
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    text = capsys.readouterr().out
+    assert "bundled model 'mito-em'" in text and "classical" not in text
+    assert "resampled" not in text

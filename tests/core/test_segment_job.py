@@ -191,13 +191,18 @@ def test_instance_labels_come_back_by_nearest_neighbour(monkeypatch):
 
 
 @pytest.mark.slow
-def test_mito_em_finds_the_synthetic_mitochondria_only_when_resampled():
-    """The bundled mito-em (5 nm) on a small synthetic FIB-SEM crop (10 nm); a few seconds."""
+def test_mito_em_finds_the_synthetic_mitochondria_best_when_resampled():
+    """The bundled mito-em (5 nm) on a small synthetic FIB-SEM stack (10 nm); a few seconds.
+
+    The synthetic mitochondria are as thick as real ones (200-520 nm), so the
+    model trained on real ones finds them; resampled to its pixel size it
+    outlines them best.
+    """
     from napari_microseg.core import synthetic
     from napari_microseg.core.inference_setup import PredictOptions
     from napari_microseg.core.models.registry import load_model
 
-    sample = synthetic.fibsem_mitochondria((12, 128, 128), n_objects=12)
+    sample = synthetic.fibsem_mitochondria((8, 192, 192), n_objects=4)
     model = load_model("mito-em", device="cpu")
     options = PredictOptions(tile_size=256, device="cpu")
     truth = sample.labels > 0
@@ -213,7 +218,7 @@ def test_mito_em_finds_the_synthetic_mitochondria_only_when_resampled():
         )
         found = drain(job, show=False).labels > 0
         dice[match] = 2 * (truth & found).sum() / (truth.sum() + found.sum())
-    assert dice[True] > 0.4 and dice[False] < 0.15  # measured: 0.52 and 0.05
+    assert dice[True] > 0.97 and 0.9 < dice[False] < dice[True]  # measured: 0.985 and 0.952
 
 
 def test_resampling_note_says_when_and_how_much():

@@ -73,6 +73,9 @@ def _ellipsoid_coords(
 ) -> tuple[tuple[slice, ...], np.ndarray, np.ndarray]:
     """Normalised radius and first body coordinate of an ellipsoid inside its bounding box.
 
+    The box is the ellipsoid's own axis-aligned bounding box (plus two pixels),
+    clipped to the volume, so that long thin objects stay cheap.
+
     Returns
     -------
     box : tuple of slice
@@ -82,28 +85,45 @@ def _ellipsoid_coords(
     along : ndarray
         The coordinate along the first (longest) body axis, in pixels.
     """
-    reach = int(np.ceil(radii.max())) + 2
+    extent = np.sqrt(((rotation * radii) ** 2).sum(axis=1))
     box = tuple(
-        slice(max(int(c) - reach, 0), min(int(c) + reach + 1, s)) for c, s in zip(center, shape)
+        slice(max(int(c - e) - 2, 0), min(int(np.ceil(c + e)) + 3, s))
+        for c, e, s in zip(center, extent, shape)
     )
-    grids = np.meshgrid(*[np.arange(b.start, b.stop) for b in box], indexing="ij")
-    offsets = np.stack([g - c for g, c in zip(grids, center)], axis=-1)
-    body = offsets @ rotation
-    rho = np.sqrt(((body / radii) ** 2).sum(axis=-1))
-    return box, rho, body[..., 0]
+    grids = np.meshgrid(
+        *[np.arange(b.start, b.stop, dtype=np.float32) - c for b, c in zip(box, center)],
+        indexing="ij",
+        sparse=True,
+    )
+    body = [sum(g * np.float32(rotation[i, j]) for i, g in enumerate(grids)) for j in range(3)]
+    rho = np.sqrt(sum((u / np.float32(r)) ** 2 for u, r in zip(body, radii)))
+    return box, rho, np.broadcast_to(body[0], rho.shape)
+
+
+#: Range of the minor radius of a synthetic mitochondrion, in nm (diameters ~200-520 nm).
+MITO_MINOR_RADIUS_NM = (100.0, 260.0)
+#: Range of the ratio long axis / minor axis (lengths ~0.3-2 µm).
+MITO_ELONGATION = (1.4, 4.0)
 
 
 def fibsem_mitochondria(
-    shape: tuple[int, int, int] = (48, 256, 256), *, n_objects: int = 70, seed: int = DEFAULT_SEED
+    shape: tuple[int, int, int] = (32, 384, 384), *, n_objects: int = 14, seed: int = DEFAULT_SEED
 ) -> Sample:
-    """A FIB-SEM-like stack of mitochondria in textured cytoplasm.
+    """A FIB-SEM-like stack of mitochondria in textured cytoplasm, at 10 nm per voxel.
+
+    Sizes are those of mitochondria in neuropil (e.g. the hippocampus imaged by
+    Lucchi et al.): minor radius 100-260 nm (10-26 voxels, diameters about
+    200-520 nm), long axis 1.4-4 times the minor one, so 0.3-2 µm long. Each is
+    an ellipsoid with a dark double membrane, a darker matrix with cristae, and
+    at least a few voxels of cytoplasm to its neighbours.
 
     Parameters
     ----------
     shape : tuple of int
         (Z, Y, X) size of the stack.
     n_objects : int
-        How many mitochondria to try to place (overlapping placements are skipped).
+        How many mitochondria to try to place (placements overlapping or
+        touching one already placed are skipped, up to ``8 * n_objects`` tries).
     seed : int
         Seed of the random generator; the same seed gives the same stack.
 
@@ -113,24 +133,30 @@ def fibsem_mitochondria(
         ``image`` is uint8 (Z, Y, X); ``labels`` uint16 with one id per mitochondrion.
         Voxel size 0.01 µm (10 nm), near-isotropic like FIB-SEM.
     """
+    voxel_nm = 10.0
     rng = np.random.default_rng(seed)
     cytoplasm = 150 + 12 * _smooth_noise(rng, shape, 2.0) + 6 * _smooth_noise(rng, shape, 0.8)
     image = cytoplasm.astype(np.float32)
     labels = np.zeros(shape, np.uint16)
     placed = 0
-    for _ in range(n_objects * 4):
+    low, high = (r / voxel_nm for r in MITO_MINOR_RADIUS_NM)
+    for _ in range(n_objects * 8):
         if placed == n_objects:
             break
-        long_axis = rng.uniform(10, 26)
-        radii = np.array([long_axis, rng.uniform(5, 9), rng.uniform(5, 9)])
+        minor = rng.uniform(low, high)
+        thinnest = rng.uniform(max(low, 0.75 * minor), minor)  # a slightly flattened section
+        radii = np.array([minor * rng.uniform(*MITO_ELONGATION), minor, thinnest])
         center = np.array([rng.uniform(0, s) for s in shape])
-        box, rho, along = _ellipsoid_coords(shape, center, radii, _random_rotation(rng, 3))
+        rotation = _random_rotation(rng, 3)
+        box, rho, along = _ellipsoid_coords(shape, center, radii, rotation)
         inside = rho < 1
-        if not inside.any() or labels[box][inside].any():
+        # Keep a gap of cytoplasm (15% of the radii) between mitochondria.
+        if not inside.any() or labels[box][rho < 1.15].any():
             continue
         placed += 1
         labels[box][inside] = placed
-        shell = 1.0 - 1.6 / radii[1:].min()
+        # A 2-voxel (20 nm) dark envelope, a matrix with cristae every 35-55 nm.
+        shell = 1.0 - 2.0 / radii[1:].min()
         matrix = 98 + 8 * rng.standard_normal()
         cristae = 14 * np.cos(2 * np.pi * along / rng.uniform(3.5, 5.5)) ** 8
         values = np.where(rho > shell, 62.0, matrix + cristae)
@@ -146,16 +172,24 @@ def fibsem_mitochondria(
         box, rho, _ = _ellipsoid_coords(shape, center, np.full(3, radius), np.eye(3))
         free = (rho < 1) & (labels[box] == 0)
         image[box][free] = 95 + 10 * rng.standard_normal()
-    grid = np.indices(shape, dtype=np.float32)
+    axes = [np.arange(s, dtype=np.float32) - s / 2 for s in shape]
     for _ in range(3):  # cell membranes: thin dark sheets crossing the volume
-        normal = rng.standard_normal(3)
+        normal = rng.standard_normal(3).astype(np.float32)
         normal /= np.linalg.norm(normal)
-        offset = sum(n * (g - s / 2) for n, g, s in zip(normal, grid, shape))
-        offset += 6 * _smooth_noise(rng, shape, 12.0) + rng.uniform(-60, 60)
+        offset = sum(
+            (n * a).reshape([-1 if i == k else 1 for i in range(3)])
+            for k, (n, a) in enumerate(zip(normal, axes))
+        )
+        # Smooth waviness: a (Y, X) field plus a Z profile, cheaper than a 3D field.
+        wavy = (
+            6 * _smooth_noise(rng, shape[1:], 12.0)
+            + 3 * _smooth_noise(rng, shape[:1], 12.0)[:, None, None]
+        )
+        offset = offset + wavy + rng.uniform(-60, 60)
         sheet = (np.abs(offset) < 1.2) & (labels == 0)
         image[sheet] = 75
     image = ndi.gaussian_filter(image, 0.8)
-    image += rng.normal(0, 9, shape)
+    image += rng.normal(0, 9, shape).astype(np.float32)
     return Sample(
         np.clip(image, 0, 255).astype(np.uint8),
         labels,
