@@ -8,8 +8,12 @@ Measured, each run in a fresh subprocess so that memory is its own:
 * **throughput** in megavoxels per second in this process (out-of-core, no
   Dask) and with 1, 2 and 4 local Dask workers (``--workers``), the ratio to
   one worker, and the CPU count that bounds it;
-* **rss** (``--parts rss``): peak RSS of one process predicting a larger
-  volume (``--rss-gb``) with a single 3x3 convolution (memory, not speed);
+* **rss** (``--parts rss``): peak RSS, speed and output size of one process
+  predicting a larger volume (``--rss-gb``; drawn as 16 distinct 8-slice
+  slabs, the others rolled copies) with a single 3x3 convolution, so that
+  what is measured is the block-by-block machinery around the network;
+  probabilities stored as ``--rss-dtype`` (uint8 by default), torch with
+  ``--rss-threads`` threads (1 by default; 0: torch's default);
 * **resume**: a run killed (SIGKILL) half way, then started again: the time
   of the second run against a full one, and whether its output equals an
   uninterrupted run's bit for bit.
@@ -18,8 +22,9 @@ The network is a small U-Net (depth 2, 8 base channels, untrained: only the
 arithmetic matters here), saved to a file that each worker loads once.
 
 Run: ``python benchmarks/bench_scale.py`` (8 Mvoxels; about 10 minutes on 2 busy
-CPU cores); the issue's 8 GB volume is ``--size-gb 8`` (hours on a
-laptop CPU). ``--parts memory,scale,resume`` picks parts.
+CPU cores). ``--parts memory,scale,resume,rss`` picks parts. The issue's 8 GB
+volume: ``python benchmarks/bench_scale.py --parts rss --rss-gb 8 --folder /tmp``
+(about 25 minutes on 2 busy cores; needs ~15 GB of disk, removed at the end).
 """
 
 from __future__ import annotations
@@ -44,8 +49,14 @@ CHUNKS = (8, 256, 256)
 BLOCK = (8, 512, 512)
 
 
-def make_volume(path: Path, size_gb: float, seed: int = 0) -> tuple[int, ...]:
-    """A synthetic uint8 FIB-SEM-like volume (blobs on noise) of about ``size_gb``, slab by slab."""
+def make_volume(path: Path, size_gb: float, seed: int = 0, distinct: int | None = None) -> tuple:
+    """A synthetic uint8 FIB-SEM-like volume (blobs on noise) of about ``size_gb``, slab by slab.
+
+    With ``distinct``, only that many 8-slice slabs are drawn; the others are
+    copies of them rolled by random offsets along Y and X (what the network
+    computes is the same; drawing 8 GB of blobs and noise would take longer
+    than predicting them).
+    """
     import zarr
     from scipy import ndimage as ndi
 
@@ -54,12 +65,21 @@ def make_volume(path: Path, size_gb: float, seed: int = 0) -> tuple[int, ...]:
     shape = (depth, side, side)
     store = zarr.create_array(store=str(path), shape=shape, chunks=CHUNKS, dtype="uint8")
     rng = np.random.default_rng(seed)
+    drawn: list[np.ndarray] = []
     for z in range(0, depth, CHUNKS[0]):
         n = min(CHUNKS[0], depth - z)
+        if distinct is not None and len(drawn) >= distinct:
+            pick = drawn[int(rng.integers(len(drawn)))][:n]
+            shift = tuple(int(v) for v in rng.integers(0, side, 2))
+            store[z : z + n] = np.roll(pick, shift, axis=(1, 2))
+            continue
         slab = rng.random((n, side // 8, side // 8), dtype=np.float32)
         slab = ndi.zoom(ndi.gaussian_filter(slab, 2), (1, 8, 8), order=1)
         noise = rng.normal(0, 0.05, slab.shape).astype(np.float32)
-        store[z : z + n] = np.clip((slab - 0.3) * 400 + 60 + noise * 255, 0, 255).astype(np.uint8)
+        slab = np.clip((slab - 0.3) * 400 + 60 + noise * 255, 0, 255).astype(np.uint8)
+        store[z : z + n] = slab
+        if distinct is not None and n == CHUNKS[0]:
+            drawn.append(slab)
     return shape
 
 
@@ -193,31 +213,38 @@ def part_memory(folder: Path, volume: Path, voxels: int, model: Path, workers: i
     )
 
 
-def part_rss(folder: Path, size_gb: float) -> None:
-    """Peak RSS on a larger volume with a single 3x3 convolution (memory, not speed)."""
+def du_mb(path: Path) -> float:
+    """Bytes on disk under a folder, in MB."""
+    return sum(f.stat().st_blocks * 512 for f in path.rglob("*") if f.is_file()) / 1e6
+
+
+def part_rss(folder: Path, size_gb: float, dtype: str, threads: int | None) -> None:
+    """Peak RSS and speed on a larger volume with a single 3x3 convolution."""
     volume = folder / "big.zarr"
     started = time.perf_counter()
-    shape = make_volume(volume, size_gb, seed=1)
+    shape = make_volume(volume, size_gb, seed=1, distinct=16)
     written = time.perf_counter() - started
-    command = [
-        sys.executable,
-        __file__,
-        "_rss",
-        "--input",
-        str(volume),
-        "--out",
-        str(folder / "big-prob.zarr"),
-    ]
+    out = folder / "big-prob.zarr"
+    command = [sys.executable, __file__, "_rss", "--input", str(volume), "--out", str(out)]
+    command += ["--probability-dtype", dtype]
+    if threads:
+        command += ["--threads", str(threads)]
+    started = time.perf_counter()
     text = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    wall = time.perf_counter() - started
     result = json.loads(text.strip().splitlines()[-1])
     voxels = math.prod(shape)
+    size = 2 * voxels * np.dtype(dtype).itemsize
     print(
-        f"\n## memory on a larger volume {shape} ({voxels / 2**30:.2f} GiB uint8 in, "
-        f"{8 * voxels / 2**30:.1f} GiB float32 out; written in {written:.0f} s)"
+        f"\n## a larger volume {shape} ({voxels / 2**30:.2f} GiB uint8 in, "
+        f"{du_mb(volume) / 1e3:.2f} GB on disk; written in {written:.0f} s)"
     )
     print(
-        f"  one process, one 3x3 convolution: {result['predict_s']:.0f} s, "
-        f"peak RSS {result['rss_mb']:.0f} MB (import torch alone: {result['torch_mb']:.0f} MB)"
+        f"  one process, one 3x3 convolution, {dtype} probabilities "
+        f"({size / 2**30:.1f} GiB raw, {du_mb(out) / 1e3:.2f} GB on disk), torch threads "
+        f"{result['threads']}: {result['predict_s']:.0f} s ({wall:.0f} s with start-up), "
+        f"{voxels / result['predict_s'] / 1e6:.1f} Mvox/s; peak RSS {result['rss_mb']:.0f} MB "
+        f"(import torch alone: {result['torch_mb']:.0f} MB)"
     )
 
 
@@ -244,6 +271,8 @@ def run_rss(args: argparse.Namespace) -> dict:
             options=options,
             chunks=CHUNKS,
             block=(CHUNKS[0], 1024, 1024),
+            probability_dtype=args.probability_dtype,
+            threads=args.threads,
         ),
         show=False,
     )
@@ -251,6 +280,7 @@ def run_rss(args: argparse.Namespace) -> dict:
         "predict_s": time.perf_counter() - started,
         "rss_mb": peak_mb(),
         "torch_mb": torch_mb,
+        "threads": args.threads or torch.get_num_threads(),
     }
 
 
@@ -314,6 +344,8 @@ def main() -> None:
         run = argparse.ArgumentParser()
         run.add_argument("--input", required=True)
         run.add_argument("--out", required=True)
+        run.add_argument("--probability-dtype", default="float32")
+        run.add_argument("--threads", type=int)
         print(json.dumps(run_rss(run.parse_args(sys.argv[2:]))))
         return
     if sys.argv[1:2] == ["_run"]:
@@ -329,6 +361,12 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2,4", help="worker counts to compare")
     parser.add_argument("--parts", default="memory,scale,resume")
     parser.add_argument("--rss-gb", type=float, default=1.0, help="volume of the rss part")
+    parser.add_argument(
+        "--rss-dtype", default="uint8", help="probability storage of the rss part (float32...)"
+    )
+    parser.add_argument(
+        "--rss-threads", type=int, default=1, help="torch threads of the rss part (0: default)"
+    )
     parser.add_argument("--folder", help="where the volumes go (default: a temporary folder)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.folder) as tmp:
@@ -351,7 +389,7 @@ def main() -> None:
         if "resume" in parts:
             part_resume(folder, volume, model)
         if "rss" in parts:
-            part_rss(folder, args.rss_gb)
+            part_rss(folder, args.rss_gb, args.rss_dtype, args.rss_threads)
 
 
 if __name__ == "__main__":
