@@ -68,6 +68,6 @@ def test_demo_viewer_has_sample_and_widgets(make_napari_viewer, monkeypatch):
     )
     viewer = demo_gui.open_demo_viewer(show=False)
     assert "fibsem_mitochondria" in viewer.layers
-    docked = set(viewer.window._dock_widgets)
+    docked = set(viewer.window.dock_widgets)
     for name in demo_gui.plugin_widget_names():
         assert any(name in key for key in docked)

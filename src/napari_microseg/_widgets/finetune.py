@@ -286,6 +286,9 @@ class FinetuneWidget(Container):
 
 
 def _docked_widgets(viewer: napari.Viewer) -> list[Any]:
+    docked = getattr(viewer.window, "dock_widgets", None)  # newer napari: the inner widgets
+    if docked is not None:
+        return list(docked.values())
     found = []
     for dock in viewer.window._dock_widgets.values():
         inner = dock.widget()
