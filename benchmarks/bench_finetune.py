@@ -11,9 +11,8 @@ What it does:
    32 base channels) pre-trained briefly with :func:`~napari_microseg.core.training.train`
    on another domain, the project's synthetic FIB-SEM generator
    (:func:`~napari_microseg.core.synthetic.fibsem_mitochondria`, two seeded
-   48x256x256 stacks; 300 steps or 3 minutes, whichever comes first). It has
-   never seen Lucchi (and its mitochondria are smaller, 10 nm voxels against
-   Lucchi's 5 nm). It is cached in ``--workdir``,
+   stacks of its default shape; 300 steps or 3 minutes, whichever comes first).
+   It has never seen Lucchi (10 nm voxels against Lucchi's 5 nm). It is cached in ``--workdir``,
    so later runs reuse it (delete the folder to pre-train again).
 2. For 1, 2 and 4 corrected slices (evenly spread over the 60-slice Lucchi
    *training* stack, full 768x1024, labels = mask > 0) it fine-tunes that same
@@ -107,7 +106,7 @@ def load_lucchi(folder: Path) -> dict[str, np.ndarray]:
 def pretrain_config(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "source": "synthetic FIB-SEM mitochondria (napari_microseg.core.synthetic."
-        "fibsem_mitochondria), two 48x256x256 stacks, seeds "
+        "fibsem_mitochondria), two stacks of its default shape, seeds "
         f"{args.pretrain_seeds}; labels > 0",
         "architecture": "unet",
         "hyperparameters": {"depth": 4, "base_width": 32},
