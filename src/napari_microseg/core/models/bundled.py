@@ -112,7 +112,7 @@ BUNDLED: dict[str, BundledSpec] = {
         BundledSpec("membrane-em-segnet", "isbi2012", "segnet", "SegNet, ssTEM membranes (ISBI)"),
         BundledSpec("nuclei-fluo", "dsb2018", "unet", "U-Net 3-class, nuclei (DSB 2018)"),
         BundledSpec("nuclei-maskrcnn", "dsb2018", "maskrcnn", "Mask R-CNN, nuclei (DSB 2018)"),
-        BundledSpec("gland-he", "glas", "micronet", "Micro-Net, glands in H&E (GlaS)"),
+        BundledSpec("gland-he", "glas", "unet", "U-Net 3-class, glands in H&E (GlaS)"),
     )
 }
 
