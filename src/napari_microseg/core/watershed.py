@@ -80,16 +80,6 @@ def watershed_split(
         Sequential object ids, 0 for background. Foreground components that got
         no marker (too small for ``h``) are kept as objects of their own.
 
-    Notes
-    -----
-    With h-maxima markers on the objects themselves (no ``boundary``, no
-    ``mask``, ``compactness`` 0), the flooding is computed by merging the
-    basins the h-maxima already found (a minimum spanning forest [3]_): one
-    flooding instead of two, which keeps the live preview fast. It equals
-    :func:`skimage.segmentation.watershed` from the same markers except at
-    pixels whose flooding order is a tie (plateaus of a distance map), where
-    either answer is a valid watershed.
-
     References
     ----------
     .. [1] S. Beucher and F. Meyer, "The morphological approach to segmentation:
@@ -97,9 +87,6 @@ def watershed_split(
            Processing, 433-481 (1993).
     .. [2] P. Neubert and P. Protzel, "Compact watershed and preemptive SLIC",
            ICPR 2014. :DOI:`10.1109/ICPR.2014.181`
-    .. [3] J. Cousty, G. Bertrand, L. Najman and M. Couprie, "Watershed cuts:
-           minimum spanning forests and the drop of water principle", IEEE
-           TPAMI 31(8), 1362-1374 (2009). :DOI:`10.1109/TPAMI.2008.173`
 
     Examples
     --------
@@ -157,18 +144,10 @@ def watershed_split(
         )
     else:
         source = np.where(cores, prob, 0.0)
-    h = DEFAULT_H[markers] if h is None else h
-    if min_distance is None and boundary is None and compactness == 0 and region is cores:
-        # Flooding -source from its h-maxima over the cores is a merge of the basins
-        # that the h-maxima already found: no second flooding of the image.
-        from .hmaxima import watershed_from_h_maxima
-
-        labels = watershed_from_h_maxima(source, cores, h, connectivity=connectivity)
-        return _with_missed(labels, region, connectivity)
     seeds = _find_markers(
         source,
         cores,
-        h=h,
+        h=DEFAULT_H[markers] if h is None else h,
         min_distance=min_distance,
         connectivity=connectivity,
     )
@@ -180,11 +159,6 @@ def watershed_split(
         compactness=compactness,
         connectivity=_structure(image.ndim, connectivity),
     )
-    return _with_missed(labels, region, connectivity)
-
-
-def _with_missed(labels: np.ndarray, region: np.ndarray, connectivity: int) -> np.ndarray:
-    """Sequential labels, with the parts of ``region`` that got no marker as objects too."""
     # Components without a marker (smaller than h) would vanish; keep them as objects.
     missed = region & (labels == 0)
     if missed.any():
