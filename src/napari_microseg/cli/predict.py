@@ -144,6 +144,18 @@ def tiling_settings(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def with_cli_overrides(pipeline: Any, args: argparse.Namespace) -> Any:
+    """The pipeline with ``--postprocess`` and ``--threshold`` applied, when given."""
+    from dataclasses import replace
+
+    overrides: dict[str, Any] = {}
+    if args.postprocess:
+        overrides["method"] = args.postprocess
+    if args.threshold is not None:
+        overrides["threshold"] = args.threshold
+    return replace(pipeline, **overrides) if overrides else pipeline
+
+
 def _is_zarr(path: Path) -> bool:
     from ..core.io import ZARR_SUFFIXES, _looks_like_zarr
 
@@ -236,7 +248,6 @@ def _postprocess(
     factor: tuple[float, float] | None = None,
 ) -> Any:
     """Labels by the card's post-processing (its pixel sizes made the image's) or --postprocess."""
-    from dataclasses import replace
 
     import numpy as np
 
@@ -246,13 +257,7 @@ def _postprocess(
     pipeline = recommended_pipeline(model.card, prob.shape[0])
     if factor is not None:
         pipeline = pixel_sizes_on_image_grid(pipeline, factor)
-    overrides: dict[str, Any] = {}
-    if args.postprocess:
-        overrides["method"] = args.postprocess
-    if args.threshold is not None:
-        overrides["threshold"] = args.threshold
-    if overrides:
-        pipeline = replace(pipeline, **overrides)
+    pipeline = with_cli_overrides(pipeline, args)
     spacing = pipeline_spacing(pipeline, model.card, image.scale, prob.ndim - 1)
     return pipeline.run(prob, class_axis=0, spacing=spacing)
 

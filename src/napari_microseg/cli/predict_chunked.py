@@ -175,17 +175,9 @@ def _run(args: argparse.Namespace, path: Path, prob_path: Path, executor: Any) -
 
 
 def _pipeline(model: Any, image: Any, n_classes: int, args: argparse.Namespace) -> Any:
-    from dataclasses import replace
-
     from ..core.segment import pipeline_spacing, recommended_pipeline
+    from .predict import with_cli_overrides
 
-    pipeline = recommended_pipeline(model.card, n_classes)
-    overrides: dict[str, Any] = {}
-    if args.postprocess:
-        overrides["method"] = args.postprocess
-    if args.threshold is not None:
-        overrides["threshold"] = args.threshold
-    if overrides:
-        pipeline = replace(pipeline, **overrides)
+    pipeline = with_cli_overrides(recommended_pipeline(model.card, n_classes), args)
     ndim = len(image.spatial_axes)
     return pipeline, pipeline_spacing(pipeline, model.card, image.scale, ndim)
