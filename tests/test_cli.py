@@ -55,3 +55,13 @@ def test_demo_gui_without_display_says_what_to_do(monkeypatch, capsys):
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     assert main(["demo", "--gui"]) == 2
     assert "xvfb-run" in capsys.readouterr().err
+
+
+def test_models_table_shortens_a_long_validation_description():
+    from napari_microseg.cli.models import _metrics_text
+
+    long = "validation split: " + ", ".join(f"image-{i}" for i in range(100))
+    text = _metrics_text({"dice": 0.9, "data": long})
+    assert text.startswith("dice=0.9 (validation split: image-0")
+    assert text.endswith("…)") and len(text) < 100
+    assert _metrics_text({"dice": 0.9, "data": "val"}) == "dice=0.9 (val)"

@@ -77,7 +77,10 @@ def _metrics_text(metrics: dict[str, Any]) -> str:
         for key, value in metrics.items()
         if key != "data"
     ]
-    return ", ".join(values[:3]) + (f" ({metrics['data']})" if "data" in metrics and values else "")
+    data = str(metrics.get("data", ""))
+    if len(data) > 80:  # a held-out list can name a hundred images; `models show` has it all
+        data = data[:79] + "…"
+    return ", ".join(values[:3]) + (f" ({data})" if data and values else "")
 
 
 def format_table(entries: list[Any]) -> str:
