@@ -422,7 +422,6 @@ class Session:
             finetune = self.dock("Fine-tune", FinetuneWidget(self.viewer))
             finetune.image_combo.value = image
             finetune.labels_combo.value = labels
-            finetune.new_name.value = ""  # suggested again from the base model picked next
             finetune.model_combo.value = shown.model
             self.settle()
             self.shot("widget_finetune.png")
