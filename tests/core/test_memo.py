@@ -36,3 +36,22 @@ def test_large_arrays_are_never_kept(monkeypatch):
     for _ in range(2):
         cache.get(lambda: calls.append(1) or 1, np.zeros(11))
     assert len(calls) == 2
+
+
+def test_frozen_arrays_are_keyed_by_identity_and_kept_alive():
+    cache: SmallCache[int] = SmallCache(2)
+    calls = []
+    frozen = np.arange(4.0)
+    frozen.flags.writeable = False
+    assert memo.is_frozen(frozen) and not memo.is_frozen(frozen[1:])  # a view owns nothing
+    cache.get(lambda: calls.append(1) or 1, frozen)
+    assert cache.get(lambda: calls.append(2) or 2, frozen) == 1
+    twin = frozen.copy()
+    twin.flags.writeable = False
+    assert cache.get(lambda: calls.append(3) or 3, twin) == 3  # same bytes, other array
+    assert calls == [1, 3]
+    # The cache holds the frozen array, so its identity cannot be reused while kept.
+    key = memo.array_key(frozen)
+    del frozen
+    held = [arrays for _, arrays in cache._items.values()]
+    assert any(memo.array_key(a) == key for arrays in held for a in arrays)

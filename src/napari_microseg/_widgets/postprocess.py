@@ -232,7 +232,8 @@ class PostprocessWidget(Container):
         if self._slice_objects is None or self._slice_objects[0] != key:
             objects = finding.run(prob, class_axis=None if axis is None else 0, spacing=spacing)
             self._slice_objects = (key, objects)
-        return pipeline.clean(self._slice_objects[1].copy(), spacing=spacing), picked
+        objects = self._slice_objects[1].copy()
+        return pipeline.clean(objects, spacing=spacing, sequential=True), picked
 
     def _show(
         self, name: str, labels: np.ndarray, source: Image, translate_slice: tuple[int, ...] = ()
@@ -242,7 +243,11 @@ class PostprocessWidget(Container):
         if name in self.viewer.layers:
             target = self.viewer.layers[name]
             target.data = labels
-            target.scale, target.translate = scale, translate
+            # Each assignment redraws the layer; a preview slider keeps the same slice.
+            if not np.allclose(target.scale, scale):
+                target.scale = scale
+            if not np.allclose(target.translate, translate):
+                target.translate = translate
         else:
             self.viewer.add_labels(labels, name=name, scale=scale, translate=translate, opacity=0.5)
 

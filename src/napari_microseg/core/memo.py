@@ -22,13 +22,30 @@ T = TypeVar("T")
 MAX_CACHED_ELEMENTS = 2**23
 
 
+def is_frozen(array: np.ndarray) -> bool:
+    """Whether ``array`` is read-only and owns its data, so its bytes cannot change.
+
+    Nothing in this package makes such an array writable again; a cache keys it by
+    identity instead of hashing its bytes (a distance map of a 1024x1024 slice
+    costs about 8 ms to hash, on every slider move).
+    """
+    return not array.flags.writeable and array.flags.owndata
+
+
 def array_key(*arrays: np.ndarray, extra: Hashable = None) -> bytes:
-    """A digest of the arrays' shapes, dtypes and bytes (and of ``extra``)."""
+    """A digest of the arrays' shapes, dtypes and bytes (and of ``extra``).
+
+    A frozen array (:func:`is_frozen`) enters by identity, not by its bytes: the
+    caller keeps it alive as long as the key is used, so the identity is not reused.
+    """
     digest = hashlib.blake2b(digest_size=16)
     digest.update(repr(extra).encode())
     for array in arrays:
         digest.update(repr((array.shape, array.dtype.str)).encode())
-        digest.update(np.ascontiguousarray(array).data)
+        if is_frozen(array):
+            digest.update(b"frozen %d" % id(array))
+        else:
+            digest.update(np.ascontiguousarray(array).data)
     return digest.digest()
 
 
@@ -43,7 +60,8 @@ class SmallCache(Generic[T]):
 
     def __init__(self, size: int = 2) -> None:
         self.size = size
-        self._items: OrderedDict[bytes, T] = OrderedDict()
+        # Each result is kept with the frozen arrays its key names by identity.
+        self._items: OrderedDict[bytes, tuple[T, tuple[np.ndarray, ...]]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(
@@ -56,10 +74,10 @@ class SmallCache(Generic[T]):
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
-                return self._items[key]
+                return self._items[key][0]
         value = compute()
         with self._lock:
-            self._items[key] = value
+            self._items[key] = (value, tuple(a for a in arrays if is_frozen(a)))
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
         return value

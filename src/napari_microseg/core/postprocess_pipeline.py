@@ -356,7 +356,8 @@ class PostprocessPipeline:
             labels = label_components(mask, connectivity=self.connectivity)
             yield advance("connected components")
         del mask
-        labels = yield from self._clean_steps(labels, unit_spacing, advance)
+        # Both labellings number the objects 1..n already.
+        labels = yield from self._clean_steps(labels, unit_spacing, advance, sequential=True)
         return labels
 
     def without_cleanup(self) -> PostprocessPipeline:
@@ -364,7 +365,11 @@ class PostprocessPipeline:
         return replace(self, fill_holes=False, max_hole_size=0.0, min_size=0.0)
 
     def clean(
-        self, labels: np.ndarray, *, spacing: Sequence[float] | None = None
+        self,
+        labels: np.ndarray,
+        *,
+        spacing: Sequence[float] | None = None,
+        sequential: bool = False,
     ) -> np.ndarray:
         """Only the cleanup stages: fill holes, remove small objects, relabel.
 
@@ -378,6 +383,9 @@ class PostprocessPipeline:
             Objects; changed in place when their dtype is uint32.
         spacing : sequence of float, optional
             Voxel size in µm per axis; needed when ``physical_units`` is set.
+        sequential : bool
+            ``labels`` already numbers its objects 1..n (as ``run`` gives
+            them): they are renumbered only when small objects are removed.
 
         Returns
         -------
@@ -391,7 +399,10 @@ class PostprocessPipeline:
             )
         labels = np.asarray(labels, dtype=np.uint32)
         steps = self._clean_steps(
-            labels, spacing if self.physical_units else None, lambda message: Progress(0, 0)
+            labels,
+            spacing if self.physical_units else None,
+            lambda message: Progress(0, 0),
+            sequential=sequential,
         )
         return drain(steps, show=False)
 
@@ -400,6 +411,8 @@ class PostprocessPipeline:
         labels: np.ndarray,
         unit_spacing: Sequence[float] | None,
         advance: Callable[[str], Progress],
+        *,
+        sequential: bool,
     ) -> Job[np.ndarray]:
         if self.fill_holes:
             labels = fill_holes(labels, out=labels)  # the pipeline owns labels: in place
@@ -412,7 +425,9 @@ class PostprocessPipeline:
         if self.min_size > 0:
             labels = remove_small_objects(labels, self.min_size, spacing=unit_spacing, out=labels)
             yield advance("remove small objects")
-        labels = relabel_sequential(labels)
+        # Filling holes keeps every id; only removing objects leaves gaps to close.
+        if self.min_size > 0 or not sequential:
+            labels = relabel_sequential(labels)
         yield advance(f"{int(labels.max()) if labels.size else 0} objects")
         return labels
 

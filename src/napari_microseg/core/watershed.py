@@ -72,13 +72,26 @@ def watershed_split(
         Voxel size per axis; makes distances anisotropy-correct. Distances stay
         in units of the smallest voxel side, so ``h`` remains in pixels.
     connectivity : int
-        Neighbourhood of components and flooding, 1 to ``ndim``.
+        Neighbourhood of components and flooding, 1 to ``ndim``; except that
+        with h-maxima markers on the objects themselves (see Notes), the
+        flooding is over the full neighbourhood, as the maxima are.
 
     Returns
     -------
     labels : (M, N[, P]) ndarray of uint32
         Sequential object ids, 0 for background. Foreground components that got
         no marker (too small for ``h``) are kept as objects of their own.
+
+    Notes
+    -----
+    With h-maxima markers, no ``boundary``, no ``min_distance`` and
+    ``compactness`` 0 (the default), the flooding is not run a second time:
+    the basins and passes the h-maxima already found are merged into the
+    markers (a minimum spanning forest [3]_, see
+    :func:`~napari_microseg.core.hmaxima.watershed_from_h_maxima`). That keeps
+    a live preview fast. It is a watershed over the full neighbourhood and
+    differs from :func:`skimage.segmentation.watershed` from the same markers
+    at a few pixels in the necks between objects.
 
     References
     ----------
@@ -87,6 +100,9 @@ def watershed_split(
            Processing, 433-481 (1993).
     .. [2] P. Neubert and P. Protzel, "Compact watershed and preemptive SLIC",
            ICPR 2014. :DOI:`10.1109/ICPR.2014.181`
+    .. [3] J. Cousty, G. Bertrand, L. Najman and M. Couprie, "Watershed cuts:
+           minimum spanning forests and the drop of water principle", IEEE
+           TPAMI 31(8), 1362-1374 (2009). :DOI:`10.1109/TPAMI.2008.173`
 
     Examples
     --------
@@ -144,13 +160,18 @@ def watershed_split(
         )
     else:
         source = np.where(cores, prob, 0.0)
-    seeds = _find_markers(
-        source,
-        cores,
-        h=DEFAULT_H[markers] if h is None else h,
-        min_distance=min_distance,
-        connectivity=connectivity,
-    )
+    h = DEFAULT_H[markers] if h is None else h
+    if (
+        min_distance is None
+        and boundary is None
+        and compactness == 0
+        and (region is cores or np.array_equal(region, cores))
+    ):
+        from .hmaxima import watershed_from_h_maxima
+
+        labels = watershed_from_h_maxima(source, cores, h)
+        return _with_missed(labels, region, connectivity)
+    seeds = _find_markers(source, cores, h=h, min_distance=min_distance, connectivity=connectivity)
     surface = boundary if boundary is not None else -source
     labels = watershed(
         surface,
@@ -159,6 +180,11 @@ def watershed_split(
         compactness=compactness,
         connectivity=_structure(image.ndim, connectivity),
     )
+    return _with_missed(labels, region, connectivity)
+
+
+def _with_missed(labels: np.ndarray, region: np.ndarray, connectivity: int) -> np.ndarray:
+    """Sequential labels, with the parts of ``region`` no marker reached as objects too."""
     # Components without a marker (smaller than h) would vanish; keep them as objects.
     missed = region & (labels == 0)
     if missed.any():
