@@ -93,3 +93,32 @@ def test_basin_merge_cuts_two_touching_discs_at_the_neck():
     # Peaks 8.06 and 9.06 over a pass at 1: an h above 7.06 keeps only the larger one.
     assert np.unique(watershed_from_h_maxima(distance, discs, 7.0)[discs]).size == 2
     assert np.unique(watershed_from_h_maxima(distance, discs, 7.2)[discs]).size == 1
+
+
+@pytest.mark.parametrize("shape", [(160, 150), (14, 40, 44)])
+def test_flooding_in_two_threads_is_a_flooding_too(monkeypatch, shape):
+    from skimage.morphology import local_maxima
+    from skimage.segmentation import watershed
+
+    from napari_microseg.core import hmaxima
+
+    prob = _blobs(shape, 2.0, 7, np.float64)
+    cores = prob > 0.55
+    distance = ndi.distance_transform_edt(cores)
+    full = ndi.generate_binary_structure(prob.ndim, prob.ndim)
+    assert ndi.label(cores, structure=full)[1] > 2  # components on both sides of the split
+    plateaus, _ = ndi.label(
+        local_maxima(distance, footprint=full, allow_borders=True) & cores, structure=full
+    )
+    expected = watershed(-distance, plateaus, mask=cores, connectivity=full)
+    monkeypatch.setattr(hmaxima, "PARALLEL_MIN_PIXELS", 16)
+    flooded = hmaxima._flood(distance, plateaus, cores, full)
+    # Only the order of equal heights may differ: a few pixels on ties, same maxima.
+    np.testing.assert_array_equal(flooded == 0, expected == 0)
+    assert np.count_nonzero(flooded != expected) < 0.01 * cores.sum()
+    hmaxima._TREES.clear()
+    for h in (0.5, 1.0, 2.0):
+        np.testing.assert_array_equal(
+            h_maxima_in_mask(distance, cores, h),
+            h_maxima(distance, h, footprint=full).astype(bool) & cores,
+        )

@@ -22,6 +22,8 @@ one across its highest pass, so the image is flooded once, not twice.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -139,7 +141,6 @@ class _PassTree:
     @classmethod
     def build(cls, image: np.ndarray, mask: np.ndarray) -> _PassTree:
         from skimage.morphology import local_maxima
-        from skimage.segmentation import watershed
 
         outside = image[~mask]
         floor = outside[0] if outside.size else None
@@ -154,7 +155,7 @@ class _PassTree:
         )
         # Every pixel climbs to its basin's peak without going below itself, so the
         # highest pass between two peaks is the best crossing between their basins.
-        basins = watershed(-image, plateaus, mask=mask, connectivity=footprint)
+        basins = _flood(image, plateaus, mask, footprint)
         # Node ids (peaks, then background components) are fewer than the pixels.
         basins = basins.astype(np.int32 if image.size < 2**31 - 1 else np.int64)
         basins.flags.writeable = False  # shared with later calls through the cache
@@ -170,6 +171,51 @@ class _PassTree:
             tops = np.concatenate([tops, np.full(n_background, floor, dtype=image.dtype)])
         low, high, level = _passes(nodes, image, footprint)
         return cls(plateaus, n_peaks, tops, low, high, level, basins)
+
+
+#: Below this many pixels one flooding is quicker than two threads.
+PARALLEL_MIN_PIXELS = 2**18
+
+
+def _flood(
+    image: np.ndarray, plateaus: np.ndarray, mask: np.ndarray, footprint: np.ndarray
+) -> np.ndarray:
+    """Flood ``-image`` inside ``mask`` from ``plateaus``; in two threads on large images.
+
+    The flooding never crosses from one component of the mask to another, so
+    the components can be flooded apart: those starting in the first half of
+    the rows (by pixel count) in one crop, the others in a second crop, each in
+    its own thread (scikit-image releases the GIL). It is a flooding of the
+    image like one flooding of the whole: only pixels of equal height may be
+    taken in another order (scikit-image does not order its starting pixels).
+    """
+    from skimage.segmentation import watershed
+
+    if mask.size < PARALLEL_MIN_PIXELS or (os.cpu_count() or 1) < 2 or mask.shape[0] < 4:
+        return watershed(-image, plateaus, mask=mask, connectivity=footprint)
+    components, n = ndi.label(mask, structure=footprint)
+    if n < 2:
+        return watershed(-image, plateaus, mask=mask, connectivity=footprint)
+    rows = np.cumsum(np.count_nonzero(mask.reshape(mask.shape[0], -1), axis=1))
+    middle = int(np.searchsorted(rows, rows[-1] / 2))
+    boxes = ndi.find_objects(components)
+    first = np.array([False] + [box[0].start <= middle for box in boxes])
+    if first.all() or not first[1:].any():
+        return watershed(-image, plateaus, mask=mask, connectivity=footprint)
+    first_end = max(box[0].stop for box, keep in zip(boxes, first[1:]) if keep)
+    parts = [(slice(0, first_end), first), (slice(middle + 1, mask.shape[0]), ~first)]
+    parts[1][1][0] = False  # background belongs to neither part
+
+    def flood_part(rows: slice, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        inside = members[components[rows]]
+        return inside, watershed(-image[rows], plateaus[rows], mask=inside, connectivity=footprint)
+
+    with ThreadPoolExecutor(2) as pool:
+        floods = list(pool.map(lambda part: flood_part(*part), parts))
+    basins = np.zeros(mask.shape, dtype=plateaus.dtype)
+    for (rows, _), (inside, flooded) in zip(parts, floods):
+        basins[rows][inside] = flooded[inside]
+    return basins
 
 
 #: Trees of the last two images, so that moving h in a live preview skips the watershed.
