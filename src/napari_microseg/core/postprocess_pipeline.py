@@ -90,7 +90,9 @@ class PostprocessPipeline:
         Sizes (``min_size``, ``max_hole_size``), radii and a distance ``h`` are
         in µm (µm², µm³) and need the voxel size at :meth:`run`; else pixels.
     connectivity : int
-        1 (faces) to ndim (corners) for components and flooding.
+        1 (faces) to ndim (corners) for components and flooding; the
+        watershed from h-maxima on the objects (the default) floods over
+        corners whatever this is (see :func:`watershed_split`).
 
     Examples
     --------
