@@ -179,14 +179,26 @@ def _postprocess_text(post: dict[str, Any]) -> str:
     return ", ".join(shown)
 
 
+def _short(text: str, limit: int = 300) -> str:
+    """``text``, cut at ``limit`` characters: a held-out list can name a hundred images."""
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(",", 1)[0] + ", … (the model card lists them all)"
+
+
 def section_text(
     card: Any,
     size_mb: float,
     commands: dict[str, str],
     log: list[str],
     docs_dir: Path = DOCS.parent,
+    notes: list[str] | tuple[str, ...] = (),
 ) -> str:
-    """The Markdown section of one bundled model (``docs_dir``: the folder of models.md)."""
+    """The Markdown section of one bundled model (``docs_dir``: the folder of models.md).
+
+    ``notes`` are the hand-written lines after the bundling log (why a target
+    is missed, the training log), kept when the model is bundled again.
+    """
     from napari_microseg.core.models.bundled import BUNDLED
 
     lineage, metrics, rec = card.lineage, card.metrics, card.recommended
@@ -210,7 +222,7 @@ def section_text(
         ("Model", f"{card.architecture} ({hyper}); {card.in_channels} channel(s) -> "
                   f"{', '.join(card.classes)}; float16, {size_mb:.1f} MB"),
         ("Training data", card.trained_on),
-        ("Validation split", metrics["data"].removeprefix("validation split: ")),
+        ("Validation split", _short(metrics["data"].removeprefix("validation split: "))),
         ("Training", f"{lineage.get('steps')} steps (best step {lineage.get('best_step')}, "
                      f"stopped by {lineage.get('stopped')}), {minutes:.1f} min on "
                      f"{lineage.get('hardware')}"),
@@ -255,6 +267,7 @@ def section_text(
         "Bundling log:",
         "",
         *log,
+        *(["", *notes] if notes else []),
         f"<!-- /bundled:{card.name} -->",
     ]
     return "\n".join(parts)
@@ -275,6 +288,7 @@ Bundle a model that `microseg train` has finished (it is in the user's model fol
 List them with `microseg models`; time them all with `python benchmarks/bench_models.py`.
 """
 
+_LOG_LINE = re.compile(r"- \d{4}-\d{2}-\d{2}: ")
 _SECTION = re.compile(r"<!-- bundled:(?P<name>[^ ]+) -->\n.*?<!-- /bundled:(?P=name) -->", re.S)
 
 
@@ -321,9 +335,16 @@ def update_docs(
     sections = {m.group("name"): m.group(0) for m in _SECTION.finditer(text)}
     head = _SECTION.sub("", text)
     head = re.sub(r"<!-- summary -->.*?<!-- /summary -->\n?", "", head, flags=re.S).rstrip()
-    old = sections.get(card.name, "")
-    log = [line for line in old.splitlines() if line.startswith("- ")]
-    sections[card.name] = section_text(card, size_mb, commands, [*log, log_line], path.parent)
+    old = sections.get(card.name, "").splitlines()
+    log = [line for line in old if _LOG_LINE.match(line)]
+    # Hand-written lines after the log stay: only the generated part is rewritten.
+    after = old.index("Bundling log:") + 1 if "Bundling log:" in old else len(old)
+    notes = [line for line in old[after:-1] if not _LOG_LINE.match(line)]
+    while notes and not notes[0].strip():
+        notes.pop(0)
+    sections[card.name] = section_text(
+        card, size_mb, commands, [*log, log_line], path.parent, notes=notes
+    )
     order = [n for n in BUNDLED if n in sections] + sorted(set(sections) - set(BUNDLED))
     body = "\n\n".join(sections[n] for n in order)
     new = f"{head}\n\n{summary_table(cards)}\n\n{body}\n"

@@ -136,18 +136,30 @@ def bundled_models() -> dict[str, Any]:
     return {name: entries[name] for name in order}
 
 
-def _object_count(truth: np.ndarray) -> int:
-    if truth.max() > 1:
-        return len(np.unique(truth)) - 1
-    from scipy import ndimage
+#: Objects smaller than this (median, pixels) are hard to see in a screenshot.
+VISIBLE_OBJECT_PIXELS = 200
 
-    return int(ndimage.label(truth > 0)[1])
+
+def _object_sizes(truth: np.ndarray) -> np.ndarray:
+    if truth.max() <= 1:
+        from scipy import ndimage
+
+        truth = ndimage.label(truth > 0)[0]
+    return np.bincount(truth.ravel())[1:]
 
 
 def _pick(items: list[Any]) -> Any:
-    """The validation item to show: the one with the most objects (up to 1024 x 1024 pixels)."""
+    """The validation item to show: the most objects that are big enough to see.
+
+    Up to 1024 x 1024 pixels, and objects of median size at least
+    :data:`VISIBLE_OBJECT_PIXELS` where any item has them (a zoomed-out field of
+    a hundred tiny nuclei shows little).
+    """
     small = [i for i in items if i.truth.shape[-2] * i.truth.shape[-1] <= 1024 * 1024] or items
-    counts = [_object_count(i.truth) for i in small]
+    sizes = [_object_sizes(i.truth) for i in small]
+    sizes = [s[s > 0] for s in sizes]
+    visible = [bool(s.size) and np.median(s) >= VISIBLE_OBJECT_PIXELS for s in sizes]
+    counts = [s.size if seen or not any(visible) else -1 for s, seen in zip(sizes, visible)]
     return small[int(np.argmax(counts))]
 
 

@@ -98,12 +98,19 @@ def test_bundling_writes_a_complete_float16_model_its_manifest_and_docs(
     assert (tmp_path / "docs" / "models" / "tiny-fib-training.csv").is_file()
     assert docs.count("\n- ") == 1
 
-    # Again: refused without --overwrite; with it the section is replaced, its log kept.
+    # Again: refused without --overwrite; with it the section is replaced, its log and
+    # the notes written by hand after the log kept.
     with pytest.raises(SystemExit, match="exists already"):
         _run(script, trained, tmp_path)
+    note = "Why the target is missed: a note written by hand.\n- and a bullet of it"
+    (tmp_path / "docs" / "models.md").write_text(
+        docs.replace("<!-- /bundled:tiny-fib -->", f"{note}\n<!-- /bundled:tiny-fib -->")
+    )
     assert _run(script, trained, tmp_path, "--overwrite") == 0
     docs = (tmp_path / "docs" / "models.md").read_text()
-    assert docs.count("<!-- bundled:tiny-fib -->") == 1 and docs.count("\n- ") == 2
+    assert docs.count("<!-- bundled:tiny-fib -->") == 1 and docs.count("\n- 20") == 2
+    assert docs.count(note) == 1
+    assert docs.index("\n- 20") < docs.index(note) < docs.index("<!-- /bundled:tiny-fib -->")
 
     # The benchmark times any model file on its own.
     capsys.readouterr()
