@@ -173,8 +173,11 @@ class _PassTree:
         return cls(plateaus, n_peaks, tops, low, high, level, basins)
 
 
-#: Below this many pixels one flooding is quicker than two threads.
+#: Below this many pixels one flooding is quicker than two threads; above the
+#: maximum, the component labels the split needs (4 B/pixel) cost more memory
+#: than the time saved is worth (volumes go block by block anyway).
 PARALLEL_MIN_PIXELS = 2**18
+PARALLEL_MAX_PIXELS = 2**24
 
 
 def _flood(
@@ -191,7 +194,8 @@ def _flood(
     """
     from skimage.segmentation import watershed
 
-    if mask.size < PARALLEL_MIN_PIXELS or (os.cpu_count() or 1) < 2 or mask.shape[0] < 4:
+    small_or_huge = not PARALLEL_MIN_PIXELS <= mask.size <= PARALLEL_MAX_PIXELS
+    if small_or_huge or (os.cpu_count() or 1) < 2 or mask.shape[0] < 4:
         return watershed(-image, plateaus, mask=mask, connectivity=footprint)
     components, n = ndi.label(mask, structure=footprint)
     if n < 2:
