@@ -96,29 +96,45 @@ def test_basin_merge_cuts_two_touching_discs_at_the_neck():
 
 
 @pytest.mark.parametrize("shape", [(160, 150), (14, 40, 44)])
-def test_flooding_in_two_threads_is_a_flooding_too(monkeypatch, shape):
+def test_ascent_basins_hold_one_peak_each_and_climb_to_it(shape):
     from skimage.morphology import local_maxima
-    from skimage.segmentation import watershed
 
     from napari_microseg.core import hmaxima
 
     prob = _blobs(shape, 2.0, 7, np.float64)
-    cores = prob > 0.55
+    cores = prob > 0.5
     distance = ndi.distance_transform_edt(cores)
     full = ndi.generate_binary_structure(prob.ndim, prob.ndim)
-    assert ndi.label(cores, structure=full)[1] > 2  # components on both sides of the split
-    plateaus, _ = ndi.label(
+    plateaus, n = ndi.label(
         local_maxima(distance, footprint=full, allow_borders=True) & cores, structure=full
     )
-    expected = watershed(-distance, plateaus, mask=cores, connectivity=full)
-    monkeypatch.setattr(hmaxima, "PARALLEL_MIN_PIXELS", 16)
-    flooded = hmaxima._flood(distance, plateaus, cores, full)
-    # Only the order of equal heights may differ: a few pixels on ties, same maxima.
-    np.testing.assert_array_equal(flooded == 0, expected == 0)
-    assert np.count_nonzero(flooded != expected) < 0.01 * cores.sum()
-    hmaxima._TREES.clear()
-    for h in (0.5, 1.0, 2.0):
-        np.testing.assert_array_equal(
-            h_maxima_in_mask(distance, cores, h),
-            h_maxima(distance, h, footprint=full).astype(bool) & cores,
-        )
+    basins = hmaxima._ascent_basins(distance, plateaus, cores, full)
+    np.testing.assert_array_equal(basins > 0, cores)
+    np.testing.assert_array_equal(basins[plateaus > 0], plateaus[plateaus > 0])
+    for peak in range(1, n + 1):  # one piece, its peak on top
+        inside = basins == peak
+        assert ndi.label(inside, structure=full)[1] == 1
+        assert distance[inside].max() == distance[plateaus == peak][0]
+
+
+def test_long_plateaus_fall_back_to_flooding(monkeypatch):
+    from skimage.morphology import local_maxima
+
+    from napari_microseg.core import hmaxima
+
+    # A ramp with a long flat step: crossing it takes many rounds.
+    ramp = np.concatenate([np.linspace(1, 2, 10), np.full(40, 2.0), np.linspace(2.1, 3, 10)])
+    image = np.tile(ramp, (5, 1))
+    image[:, 25] = 1.5  # and a dip, so that two peaks meet over a pass
+    mask = np.ones(image.shape, dtype=bool)
+    full = np.ones((3, 3), dtype=bool)
+    for rounds in (64, 2):
+        monkeypatch.setattr(hmaxima, "PLATEAU_ROUNDS", rounds)
+        hmaxima._TREES.clear()
+        peaks = ndi.label(local_maxima(image, footprint=full, allow_borders=True), full)[0]
+        found = hmaxima._ascent_basins(image, peaks, mask, full)
+        assert (found is None) == (rounds == 2)
+        for h in (0.4, 0.6, 1.5):
+            np.testing.assert_array_equal(
+                h_maxima_in_mask(image, mask, h), h_maxima(image, h, footprint=full).astype(bool)
+            )

@@ -5,7 +5,8 @@ pixel by pixel after sorting every pixel, which costs about a second on a
 1024x1024 slice and made the watershed preview slow. The same answer follows
 from the regional maxima alone: a maximum of height ``m`` is kept when no
 higher point can be reached from it without going down by ``h`` or more. We
-find the basins of the maxima with one watershed, the highest pass between
+find the basins of the maxima (each pixel follows its steepest ascent), the
+highest pass between
 neighbouring basins, and merge basins from the highest pass down (a maximum
 spanning forest, union-find), deciding each maximum when it meets a higher one.
 
@@ -22,8 +23,6 @@ one across its highest pass, so the image is flooded once, not twice.
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -155,7 +154,7 @@ class _PassTree:
         )
         # Every pixel climbs to its basin's peak without going below itself, so the
         # highest pass between two peaks is the best crossing between their basins.
-        basins = _flood(image, plateaus, mask, footprint)
+        basins = _basins(image, plateaus, mask, footprint)
         # Node ids (peaks, then background components) are fewer than the pixels.
         basins = basins.astype(np.int32 if image.size < 2**31 - 1 else np.int64)
         basins.flags.writeable = False  # shared with later calls through the cache
@@ -173,53 +172,78 @@ class _PassTree:
         return cls(plateaus, n_peaks, tops, low, high, level, basins)
 
 
-#: Below this many pixels one flooding is quicker than two threads; above the
-#: maximum, the component labels the split needs (4 B/pixel) cost more memory
-#: than the time saved is worth (volumes go block by block anyway).
-PARALLEL_MIN_PIXELS = 2**18
-PARALLEL_MAX_PIXELS = 2**24
+#: Above this many pixels the basins come from scikit-image's flooding, which
+#: needs less memory than the steepest ascent's pointer arrays.
+ASCENT_MAX_PIXELS = 2**24
+
+#: Rounds allowed for crossing a non-maximal plateau before falling back to flooding.
+PLATEAU_ROUNDS = 64
 
 
-def _flood(
+def _basins(
     image: np.ndarray, plateaus: np.ndarray, mask: np.ndarray, footprint: np.ndarray
 ) -> np.ndarray:
-    """Flood ``-image`` inside ``mask`` from ``plateaus``; in two threads on large images.
-
-    The flooding never crosses from one component of the mask to another, so
-    the components can be flooded apart: those starting in the first half of
-    the rows (by pixel count) in one crop, the others in a second crop, each in
-    its own thread (scikit-image releases the GIL). It is a flooding of the
-    image like one flooding of the whole: only pixels of equal height may be
-    taken in another order (scikit-image does not order its starting pixels).
-    """
+    """The regional maximum each pixel of ``mask`` climbs to (its basin's peak id)."""
+    if image.size <= ASCENT_MAX_PIXELS:
+        basins = _ascent_basins(image, plateaus, mask, footprint)
+        if basins is not None:
+            return basins
     from skimage.segmentation import watershed
 
-    small_or_huge = not PARALLEL_MIN_PIXELS <= mask.size <= PARALLEL_MAX_PIXELS
-    if small_or_huge or (os.cpu_count() or 1) < 2 or mask.shape[0] < 4:
-        return watershed(-image, plateaus, mask=mask, connectivity=footprint)
-    components, n = ndi.label(mask, structure=footprint)
-    if n < 2:
-        return watershed(-image, plateaus, mask=mask, connectivity=footprint)
-    rows = np.cumsum(np.count_nonzero(mask.reshape(mask.shape[0], -1), axis=1))
-    middle = int(np.searchsorted(rows, rows[-1] / 2))
-    boxes = ndi.find_objects(components)
-    first = np.array([False] + [box[0].start <= middle for box in boxes])
-    if first.all() or not first[1:].any():
-        return watershed(-image, plateaus, mask=mask, connectivity=footprint)
-    first_end = max(box[0].stop for box, keep in zip(boxes, first[1:]) if keep)
-    parts = [(slice(0, first_end), first), (slice(middle + 1, mask.shape[0]), ~first)]
-    parts[1][1][0] = False  # background belongs to neither part
+    return watershed(-image, plateaus, mask=mask, connectivity=footprint)
 
-    def flood_part(rows: slice, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        inside = members[components[rows]]
-        return inside, watershed(-image[rows], plateaus[rows], mask=inside, connectivity=footprint)
 
-    with ThreadPoolExecutor(2) as pool:
-        floods = list(pool.map(lambda part: flood_part(*part), parts))
-    basins = np.zeros(mask.shape, dtype=plateaus.dtype)
-    for (rows, _), (inside, flooded) in zip(parts, floods):
-        basins[rows][inside] = flooded[inside]
-    return basins
+def _ascent_basins(
+    image: np.ndarray, plateaus: np.ndarray, mask: np.ndarray, footprint: np.ndarray
+) -> np.ndarray | None:
+    """Basins by steepest ascent: each pixel follows its highest neighbour up to a peak.
+
+    Every pixel then has a non-descending path to its peak inside its basin,
+    which is all the passes and the h-maxima need (a flooding gives another
+    such partition). Vectorised: one comparison per neighbour offset, then
+    pointer jumping, about 3x quicker than a priority-queue flooding on a
+    1024x1024 slice with large objects. A pixel with no higher neighbour
+    outside the peaks (a non-maximal plateau) follows an equal neighbour that
+    is on its way up; None when that takes more than :data:`PLATEAU_ROUNDS`.
+    """
+    shape = tuple(n + 2 for n in image.shape)  # a -inf border: no shift wraps around
+    strides = np.array([int(np.prod(shape[axis + 1 :])) for axis in range(image.ndim)])
+    values = np.pad(np.where(mask, image, -np.inf), 1, constant_values=-np.inf).ravel()
+    index_type = np.int32 if values.size < 2**31 - 1 else np.int64
+    itself = np.arange(values.size, dtype=index_type)
+    target = itself.copy()
+    best = values.copy()
+    center = np.array(footprint.shape) // 2
+    shifts = [int(offset @ strides) for offset in np.argwhere(footprint) - center if offset.any()]
+    for shift in shifts:
+        lo, hi = max(0, -shift), values.size - max(0, shift)
+        higher = np.flatnonzero(values[lo + shift : hi + shift] > best[lo:hi]) + lo
+        best[higher] = values[higher + shift]
+        target[higher] = higher + shift
+    peaks = np.pad(plateaus, 1).ravel()
+    stuck = np.flatnonzero((target == itself) & (peaks == 0) & np.isfinite(values))
+    on_the_way = np.ones(values.size, dtype=bool)
+    on_the_way[stuck] = False
+    for _ in range(PLATEAU_ROUNDS):
+        if stuck.size == 0:
+            break
+        left = np.ones(stuck.size, dtype=bool)
+        for shift in shifts:
+            step = stuck + shift
+            follow = left & on_the_way[step] & (values[step] == values[stuck])
+            target[stuck[follow]] = step[follow]
+            left &= ~follow
+        on_the_way[stuck[~left]] = True
+        stuck = stuck[left]
+    if stuck.size:
+        return None
+    while True:  # pointer jumping: every pixel to the end of its path, in log(length) rounds
+        further = target[target]
+        if np.array_equal(further, target):
+            break
+        target = further
+    basins = peaks[target].reshape(shape)[tuple(slice(1, -1) for _ in shape)]
+    return np.where(mask, basins, 0)
 
 
 #: Trees of the last two images, so that moving h in a live preview skips the watershed.
