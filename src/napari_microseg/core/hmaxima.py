@@ -295,6 +295,16 @@ def _passes(
     return key // n_nodes, key % n_nodes, level
 
 
+def _root(parent: list[int], node: int) -> int:
+    """The root of ``node``'s set in a union-find forest, compressing the path to it."""
+    root = node
+    while parent[root] != root:
+        root = parent[root]
+    while parent[node] != root:
+        parent[node], node = root, parent[node]
+    return root
+
+
 def _decide(
     tops: np.ndarray,
     n_peaks: int,
@@ -322,16 +332,8 @@ def _decide(
     waiting: list[list[int]] = [[node] if 0 < node <= n_peaks else [] for node in range(n_nodes)]
     keep = np.zeros(n_peaks, dtype=bool)
 
-    def find(node: int) -> int:
-        root = node
-        while parent[root] != root:
-            root = parent[root]
-        while parent[node] != root:
-            parent[node], node = root, parent[node]
-        return root
-
     for index in np.argsort(level, kind="stable")[::-1]:
-        a, b = find(int(low[index])), find(int(high[index]))
+        a, b = _root(parent, int(low[index])), _root(parent, int(high[index]))
         if a == b:
             continue
         crossing = level[index]
@@ -371,21 +373,13 @@ def _merge_basins(tree: _PassTree, keep: np.ndarray) -> np.ndarray:
     parent = list(range(n_peaks + 1))
     owner = [0, *np.where(keep, np.arange(1, n_peaks + 1), 0).tolist()]
 
-    def find(node: int) -> int:
-        root = node
-        while parent[root] != root:
-            root = parent[root]
-        while parent[node] != root:
-            parent[node], node = root, parent[node]
-        return root
-
     between_peaks = tree.high <= n_peaks  # background nodes are numbered after the peaks
     low, high = tree.low[between_peaks], tree.high[between_peaks]
     order = np.argsort(tree.level[between_peaks], kind="stable")[::-1]
     for a, b in zip(low[order].tolist(), high[order].tolist()):
-        a, b = find(a), find(b)
+        a, b = _root(parent, a), _root(parent, b)
         if a == b or (owner[a] and owner[b]):
             continue  # one set already, or the watershed line between two markers
         parent[b] = a
         owner[a] = owner[a] or owner[b]
-    return np.array([owner[find(node)] for node in range(n_peaks + 1)], dtype=np.int32)
+    return np.array([owner[_root(parent, node)] for node in range(n_peaks + 1)], dtype=np.int32)
