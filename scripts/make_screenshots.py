@@ -141,23 +141,17 @@ VISIBLE_OBJECT_PIXELS = 200
 
 
 def _object_sizes(truth: np.ndarray) -> np.ndarray:
-    if truth.max() <= 1:
-        from scipy import ndimage
+    from scipy import ndimage
 
-        truth = ndimage.label(truth > 0)[0]
-    return np.bincount(truth.ravel())[1:]
+    sizes = np.bincount((truth if truth.max() > 1 else ndimage.label(truth > 0)[0]).ravel())
+    return sizes[1:][sizes[1:] > 0]
 
 
 def _pick(items: list[Any]) -> Any:
-    """The validation item to show: the most objects that are big enough to see.
-
-    Up to 1024 x 1024 pixels, and objects of median size at least
-    :data:`VISIBLE_OBJECT_PIXELS` where any item has them (a zoomed-out field of
-    a hundred tiny nuclei shows little).
-    """
+    """The validation item to show: up to 1024 x 1024 pixels, the most objects whose median
+    size is at least :data:`VISIBLE_OBJECT_PIXELS` (a field of tiny nuclei shows little)."""
     small = [i for i in items if i.truth.shape[-2] * i.truth.shape[-1] <= 1024 * 1024] or items
     sizes = [_object_sizes(i.truth) for i in small]
-    sizes = [s[s > 0] for s in sizes]
     visible = [bool(s.size) and np.median(s) >= VISIBLE_OBJECT_PIXELS for s in sizes]
     counts = [s.size if seen or not any(visible) else -1 for s, seen in zip(sizes, visible)]
     return small[int(np.argmax(counts))]
