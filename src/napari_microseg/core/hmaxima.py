@@ -71,7 +71,7 @@ def watershed_from_h_maxima(image: np.ndarray, mask: np.ndarray, h: float) -> np
     from the h-maxima already. Flooding from the kept maxima only is then a
     minimum spanning forest over those basins [1]_: going from the highest pass
     down, two sets of basins join unless each already holds a kept maximum,
-    where the watershed line runs. One lookup replaces a second flooding.
+    where the watershed line runs. One lookup replaces a flooding of the image.
 
     Parameters
     ----------
@@ -87,12 +87,12 @@ def watershed_from_h_maxima(image: np.ndarray, mask: np.ndarray, h: float) -> np
 
     Notes
     -----
-    The flooding is over the full neighbourhood (8 in 2D, 26 in 3D), like the
-    maxima. A basin of a dropped maximum goes whole to one kept maximum; a
-    flooding by priority queue (:func:`skimage.segmentation.watershed`) can
-    share the rim of such a basin, below its second-highest pass, between two
-    markers. Both are watersheds of the image; they differ at a few pixels in
-    the necks between objects.
+    Basins and passes are over the full neighbourhood (8 in 2D, 26 in 3D), like
+    the maxima, and the basins follow the steepest ascent. A basin of a dropped
+    maximum goes whole to one kept maximum; a flooding by priority queue
+    (:func:`skimage.segmentation.watershed`) can share the rim of such a basin
+    between two markers. Both are watersheds of the image; they differ at a
+    few pixels next to the cuts between objects (tests bound it).
 
     References
     ----------

@@ -85,13 +85,14 @@ def watershed_split(
     Notes
     -----
     With h-maxima markers, no ``boundary``, no ``min_distance`` and
-    ``compactness`` 0 (the default), the flooding is not run a second time:
-    the basins and passes the h-maxima already found are merged into the
-    markers (a minimum spanning forest [3]_, see
+    ``compactness`` 0 (the default), the image is not flooded: the basins of
+    the regional maxima (steepest ascent) and the passes between them, which
+    the h-maxima already needed, are merged into the markers (a minimum
+    spanning forest [3]_, see
     :func:`~napari_microseg.core.hmaxima.watershed_from_h_maxima`). That keeps
     a live preview fast. It is a watershed over the full neighbourhood and
     differs from :func:`skimage.segmentation.watershed` from the same markers
-    at a few pixels in the necks between objects.
+    at a few pixels next to the cuts between objects.
 
     References
     ----------
