@@ -6,9 +6,9 @@ pixel by pixel after sorting every pixel, which costs about a second on a
 from the regional maxima alone: a maximum of height ``m`` is kept when no
 higher point can be reached from it without going down by ``h`` or more. We
 find the basins of the maxima (each pixel follows its steepest ascent), the
-highest pass between
-neighbouring basins, and merge basins from the highest pass down (a maximum
-spanning forest, union-find), deciding each maximum when it meets a higher one.
+highest pass between neighbouring basins, and merge basins from the highest
+pass down (a maximum spanning forest, union-find), deciding each maximum when
+it meets a higher one.
 
 The result equals ``h_maxima(image, h, footprint=full)`` restricted to the
 mask, including its floating-point tolerance (tests check this on distance maps
@@ -18,7 +18,7 @@ re-decides which maxima stay.
 
 The watershed from the kept maxima follows from the same basins and passes
 (:func:`watershed_from_h_maxima`): each basin of a dropped maximum joins a kept
-one across its highest pass, so the image is flooded once, not twice.
+one across its highest pass, so the image is never flooded.
 """
 
 from __future__ import annotations
@@ -207,14 +207,12 @@ def _ascent_basins(
     is on its way up; None when that takes more than :data:`PLATEAU_ROUNDS`.
     """
     shape = tuple(n + 2 for n in image.shape)  # a -inf border: no shift wraps around
-    strides = np.array([int(np.prod(shape[axis + 1 :])) for axis in range(image.ndim)])
     values = np.pad(np.where(mask, image, -np.inf), 1, constant_values=-np.inf).ravel()
     index_type = np.int32 if values.size < 2**31 - 1 else np.int64
     itself = np.arange(values.size, dtype=index_type)
     target = itself.copy()
     best = values.copy()
-    center = np.array(footprint.shape) // 2
-    shifts = [int(offset @ strides) for offset in np.argwhere(footprint) - center if offset.any()]
+    shifts = _flat_shifts(image.shape, footprint)
     for shift in shifts:
         lo, hi = max(0, -shift), values.size - max(0, shift)
         higher = np.flatnonzero(values[lo + shift : hi + shift] > best[lo:hi]) + lo
@@ -246,7 +244,15 @@ def _ascent_basins(
     return np.where(mask, basins, 0)
 
 
-#: Trees of the last two images, so that moving h in a live preview skips the watershed.
+def _flat_shifts(shape: tuple[int, ...], footprint: np.ndarray) -> list[int]:
+    """Flat-index steps to the footprint's neighbours in an image padded by one pixel."""
+    padded = [n + 2 for n in shape]
+    strides = np.array([int(np.prod(padded[axis + 1 :])) for axis in range(len(shape))])
+    center = np.array(footprint.shape) // 2
+    return [int(offset @ strides) for offset in np.argwhere(footprint) - center if offset.any()]
+
+
+#: Trees of the last two images, so that moving h in a live preview skips the basins.
 _TREES: SmallCache[_PassTree] = SmallCache(2)
 
 
@@ -266,17 +272,11 @@ def _passes(
     # A border of 0 (no node) stops a shift of the flattened image from wrapping
     # across rows, so each neighbour offset is one comparison of two flat views.
     padded = np.pad(nodes, 1).ravel()
-    shape = tuple(n + 2 for n in nodes.shape)
-    strides = np.array([int(np.prod(shape[axis + 1 :])) for axis in range(nodes.ndim)])
     values = np.pad(image, 1).ravel()
-    center = np.array(footprint.shape) // 2
     keys, levels = [], []
-    for offset in np.argwhere(footprint) - center:
-        # Half of the neighbourhood: each pair of pixels once.
-        nonzero = offset[offset != 0]
-        if nonzero.size == 0 or nonzero[0] < 0:
-            continue
-        shift = int(offset @ strides)
+    for shift in _flat_shifts(nodes.shape, footprint):
+        if shift < 0:
+            continue  # half of the neighbourhood: each pair of pixels once
         here, there = padded[:-shift], padded[shift:]
         where = np.flatnonzero(here != there)
         a, b = here[where], there[where]
