@@ -97,3 +97,21 @@ def test_float16_copy_keeps_the_predictions():
 def test_headline_metrics_put_the_target_first():
     row = {"accuracy": 0.9, "pixel_f1": 0.8, "ap_50_95": 0.3, "n_true": 3}
     assert list(headline_metrics(row, TARGETS["dsb2018"])) == ["ap_50_95", "pixel_f1", "accuracy"]
+
+
+def test_training_items_never_include_a_held_out_plane(tmp_path):
+    from napari_microseg.core.bundle_split import training_items
+    from napari_microseg.core.datasets import load_dataset
+
+    images, labels = _isbi_folder(tmp_path / "isbi")
+    dataset = load_dataset(tmp_path / "isbi", target="cells")
+    model = _trained_like(dataset.pairs, val_fraction=0.35)
+    split = validation_split(model, tmp_path / "isbi", config=CELLS)
+    items = training_items(split, 10)
+    assert [item.name for item in items] == [f"isbi2012_cells_z_{z}" for z in (0, 1, 4, 5)]
+    np.testing.assert_array_equal(items[2].image, images[4])
+    np.testing.assert_array_equal(items[2].truth > 0, labels[4] > 0)
+    drawn = training_items(split, 2, seed=3)
+    assert len(drawn) == 2 and {i.name for i in drawn} <= {i.name for i in items}
+    with pytest.raises(ValueError, match="at least 1"):
+        training_items(split, 0)

@@ -67,6 +67,9 @@ class ValidationSplit:
         The data set read (its training pairs included).
     pixel_size_um : float or None
         Pixel size of the data set.
+    training_regions : list of Region
+        The annotated regions training learned from (empty when the data set
+        has its own validation part: then all of ``dataset.pairs`` trained).
     """
 
     kind: str
@@ -75,6 +78,7 @@ class ValidationSplit:
     dataset: Dataset
     pixel_size_um: float | None = None
     notes: list[str] = field(default_factory=list)
+    training_regions: list[Any] = field(default_factory=list)
 
     @property
     def pixels(self) -> int:
@@ -167,6 +171,7 @@ def validation_split(
             f"hash {prepared.data_hash[:12]} vs {lineage['data_sha256'][:12]} in its lineage). "
             "Give the same --data folder, config and --limit as the training run."
         )
+    train_regions: list[Any] = []
     if dataset.validation:
         items = [_whole_item(pair) for pair in dataset.validation]
         val_data = prepare(dataset.validation, model, boundary_width=settings.boundary_width)
@@ -174,7 +179,7 @@ def validation_split(
         names = ", ".join(f"{p.name} {np.asarray(p.image).shape}" for p in dataset.validation)
         description = f"the data set's own validation part ({names})"
     else:
-        _, val_regions, split_text = split_validation(
+        train_regions, val_regions, split_text = split_validation(
             prepared.planes, fraction=settings.val_fraction
         )
         lookup = _plane_lookup(dataset.pairs)
@@ -192,7 +197,41 @@ def validation_split(
         description=f"{dataset.description}: {description}",
         dataset=dataset,
         pixel_size_um=dataset.pixel_size_um,
+        training_regions=train_regions,
     )
+
+
+def training_items(split: ValidationSplit, count: int, *, seed: int = 0) -> list[ValidationItem]:
+    """Up to ``count`` images training learned from, for choosing post-processing.
+
+    Thresholds chosen on these never see the validation labels, so the
+    validation score stays an honest estimate.
+
+    Parameters
+    ----------
+    split : ValidationSplit
+        From :func:`validation_split`.
+    count : int
+        How many to draw (all of them when there are fewer).
+    seed : int
+        The draw's random seed.
+
+    Returns
+    -------
+    list of ValidationItem
+        Training images (or annotated rectangles of them) with their labels.
+    """
+    if count < 1:
+        raise ValueError(f"count must be at least 1, got {count}.")
+    rng = np.random.default_rng(seed)
+    if split.training_regions:
+        lookup = _plane_lookup(split.dataset.pairs)
+        regions = split.training_regions
+        picks = sorted(rng.choice(len(regions), min(count, len(regions)), replace=False))
+        return [_region_item(regions[i], lookup) for i in picks]
+    pairs = split.dataset.pairs
+    picks = sorted(rng.choice(len(pairs), min(count, len(pairs)), replace=False))
+    return [_whole_item(pairs[i]) for i in picks]
 
 
 def _safe_stem(text: str) -> str:

@@ -64,9 +64,7 @@ class SmallCache(Generic[T]):
         self._items: OrderedDict[bytes, tuple[T, tuple[np.ndarray, ...]]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(
-        self, compute: Callable[[], T], *arrays: np.ndarray, extra: Hashable = None
-    ) -> T:
+    def get(self, compute: Callable[[], T], *arrays: np.ndarray, extra: Hashable = None) -> T:
         """``compute()``, or its kept result for the same arrays and ``extra``."""
         if sum(a.size for a in arrays) > MAX_CACHED_ELEMENTS:
             return compute()

@@ -1,0 +1,55 @@
+"""Post-processing chosen on training images: the grid, the scores, the card left as it was."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_microseg.core.bundle_split import ValidationItem
+from napari_microseg.core.models.build import create_model
+from napari_microseg.core.progress import drain
+from napari_microseg.core.tuning import grid_points, tune_postprocess
+
+
+def test_grid_points_are_every_combination_in_order():
+    assert grid_points({"a": [1, 2], "b": ["x", "y"]}) == [
+        {"a": 1, "b": "x"},
+        {"a": 1, "b": "y"},
+        {"a": 2, "b": "x"},
+        {"a": 2, "b": "y"},
+    ]
+    assert grid_points({}) == [{}]
+    with pytest.raises(ValueError, match="no value to try for 'a'"):
+        grid_points({"a": []})
+
+
+def _model():
+    model = create_model("unet", name="tiny", classes=["background", "cell"], depth=2, base_width=4)
+    model.card.recommended["postprocess"] = {"method": "threshold", "threshold": 0.5}
+    return model
+
+
+def _item(seed):
+    rng = np.random.default_rng(seed)
+    image = rng.random((48, 48), dtype=np.float32)
+    # Every pixel is foreground: threshold 0 (all pixels in) scores 1, threshold 1.0 scores 0.
+    return ValidationItem(name=f"i{seed}", image=image, axes="YX", truth=np.ones((48, 48), int))
+
+
+def test_the_best_point_comes_first_and_the_card_is_restored():
+    model = _model()
+    before = dict(model.card.recommended["postprocess"])
+    rows = drain(
+        tune_postprocess(model, [_item(0), _item(1)], {"threshold": [1.0, 0.0]}, metric="accuracy"),
+        show=False,
+    )
+    assert [row["threshold"] for row in rows] == [0.0, 1.0]
+    assert rows[0]["accuracy"] == pytest.approx(1.0) and rows[1]["accuracy"] == pytest.approx(0.0)
+    assert rows[0]["postprocess"]["method"] == "threshold"
+    assert rows[0]["postprocess"]["threshold"] == 0.0
+    assert model.card.recommended["postprocess"] == before
+
+
+def test_an_unknown_option_is_named_with_the_known_ones():
+    with pytest.raises(ValueError, match=r"no post-processing option .treshold.*threshold"):
+        drain(tune_postprocess(_model(), [_item(0)], {"treshold": [0.5]}, metric="accuracy"))
