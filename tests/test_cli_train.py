@@ -175,6 +175,19 @@ def test_train_from_a_config_with_a_data_override(tmp_path, capsys):
     assert list(model.card.metrics)[:3] == ["dice", "iou", "object_f1"]
     assert not (tmp_path / "ck.pt").exists()  # the run ended: nothing left to resume
 
+    # The documented retrain command of a model that exists saves a new one beside it.
+    capsys.readouterr()
+    again = ["train", "--config", str(config), "--data", str(data), "--steps", "1"]
+    assert main([*again, "--device", "cpu", "--checkpoint", str(tmp_path / "ck2.pt")]) == 0
+    assert "'mini-mito' already exists; this one will be saved as 'mini-mito-2'" in (
+        capsys.readouterr().out
+    )
+    assert registry.load_model("mini-mito-2", device="cpu").card.lineage["steps"] == 1
+    assert registry.load_model("mini-mito", device="cpu").card.lineage["steps"] == 2
+    # An explicit --name that is taken is refused, not changed.
+    assert main([*again, "--name", "mini-mito", "--device", "cpu"]) == 2
+    assert "already exists" in capsys.readouterr().err
+
 
 def test_train_config_errors(tmp_path, capsys):
     config = tmp_path / "cfg.yaml"

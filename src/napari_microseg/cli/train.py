@@ -9,7 +9,9 @@ examples::
     microseg train --config configs/mito-em.yaml --data /data/lucchi
     microseg train --config configs/mito-em.yaml --data /data/lucchi --resume
 
-The model goes to the user's model folder, usable by name at once. A
+The model goes to the user's model folder, usable by name at once, under the
+config's name (or ``--name``); when a model already has the config's name
+(a bundled one, or an earlier run), the next free one (``<name>-2``...). A
 resumable checkpoint is written every few minutes to the user's model folder
 (``.training/<name>.pt``, or ``--checkpoint``); ``--resume`` continues from it.
 """
@@ -116,7 +118,7 @@ def build(config: dict[str, Any], args: argparse.Namespace, base: Path) -> tuple
     if args.minutes is not None and args.steps is None:
         training.setdefault("steps", None)
     settings = TrainSettings.from_dict(training).validate()
-    name = args.name or config["name"]
+    name = args.name or _free_name(config["name"])
     model = create_model(
         config["family"],
         name=name,
@@ -131,6 +133,21 @@ def build(config: dict[str, Any], args: argparse.Namespace, base: Path) -> tuple
     if config.get("recommended"):
         model.card.recommended = dict(config["recommended"])
     return model, dataset, settings
+
+
+def _free_name(name: str) -> str:
+    """The config's name, or the next free one when a model already has it.
+
+    Every bundled model's config carries the bundled name, so retraining one
+    with the documented command must not stop at "already exists"; nothing is
+    overwritten either way. An explicit ``--name`` is never changed.
+    """
+    from ..core.versions import default_name
+
+    free = default_name(name)
+    if free != name:
+        print(f"A model named {name!r} already exists; this one will be saved as {free!r}.")
+    return free
 
 
 def run(args: argparse.Namespace) -> int:
