@@ -146,9 +146,17 @@ Every section below is written by `scripts/bundle_model.py` when a model is bund
 log at the end of a section keeps one line per run. Targets are those of issue #8, measured with
 the project's own `microseg evaluate` on the validation split the training run held out.
 
-Bundle a model that `microseg train` has finished (it is in the user's model folder):
+Bundle a model that `microseg train` has finished (it is in the user's model folder; a
+retrained bundled model is saved there as `<name>-2`, so add `--model mito-em-2`):
 
     python scripts/bundle_model.py mito-em --data ../shared/data/lucchi
+
+Post-processing thresholds are chosen on training images only, never on the validation split:
+
+    python scripts/tune_postprocess.py nuclei-maskrcnn --data ../shared/data/dsb2018 \\
+        --try score_threshold=0.5,0.7,0.9 --images 40
+
+prints the best setting as JSON for `bundle_model.py --postprocess`.
 
 List them with `microseg models`; time them all with `python benchmarks/bench_models.py`.
 """
