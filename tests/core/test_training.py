@@ -358,6 +358,8 @@ def test_train_writes_a_checkpoint_and_resumes_from_it(tmp_path):
         show=False,
     )
     assert checkpoint.is_file()
+    trained_s = torch.load(checkpoint, weights_only=True)["trained_s"]
+    assert trained_s > 0
     events = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TrainingWarning)
@@ -375,6 +377,11 @@ def test_train_writes_a_checkpoint_and_resumes_from_it(tmp_path):
         )
     assert events[1].info["phase"] == "resume" and events[1].step == 3
     assert model.card.lineage["steps"] == 5 and model.card.parent is None
+    # The card counts the interrupted run's training time too.
+    lineage = model.card.lineage
+    assert lineage["resumed_after_s"] == round(trained_s, 1)
+    assert lineage["duration_s"] > lineage["resumed_after_s"]
+    assert all(row["elapsed_s"] > trained_s for row in lineage["history"] if row["step"] > 3)
     assert "scratch" in {e.name for e in registry.list_models(include_unusable=False)}
 
 

@@ -330,6 +330,7 @@ def _run(
             history,
             best_step=best_step,
             notes=data.notes + notes,
+            earlier_s=trainer.earlier_s,
         )
 
     def keep_draft(state: dict[str, Any], metrics: dict[str, float], step: int) -> None:

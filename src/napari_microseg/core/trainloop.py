@@ -55,7 +55,7 @@ class Outcome:
     stopped : str
         Why training stopped: ``"steps"``, ``"time"`` or ``"early stop"``.
     history : list of dict
-        Every validation: step, elapsed seconds and metrics.
+        Every validation: step, training seconds so far and metrics.
     notes : list of str
         Warnings raised during the run.
     """
@@ -149,6 +149,12 @@ class Trainer:
             started=time.monotonic() if started is None else started,
         )
         self.val_seconds = 1.0
+        # A resumed run's card and curves count the interrupted runs' time too.
+        self.earlier_s = 0.0
+
+    def trained_s(self) -> float:
+        """Seconds of training so far, the runs this one resumed included."""
+        return self.earlier_s + self.budget.elapsed()
 
     # ------------------------------------------------------------------ set-up
 
@@ -290,7 +296,7 @@ class Trainer:
                     "loss": loss,
                     "lr": self.optimizer.param_groups[0]["lr"],
                     "epoch": self._epoch(),
-                    "elapsed_s": budget.elapsed(),
+                    "elapsed_s": self.trained_s(),
                 },
             )
             interval = s.val_every or max(5, planned // 8 if planned else 25)
@@ -417,7 +423,7 @@ class Trainer:
         else:
             self.bad_validations += 1
         self.history.append(
-            {"step": self.step, "elapsed_s": round(self.budget.elapsed(), 2), **metrics}
+            {"step": self.step, "elapsed_s": round(self.trained_s(), 2), **metrics}
         )
         info = {
             "phase": "validate",
@@ -425,7 +431,7 @@ class Trainer:
             "improved": improved,
             "best_step": self.best_step,
             "best_val_dice": self.best_metrics.get("dice"),
-            "elapsed_s": self.budget.elapsed(),
+            "elapsed_s": self.trained_s(),
         }
         text = metrics_text(f"Validation at step {self.step}", metrics)
         return Progress(self.step, planned, text, self.budget.eta(self.step), info)

@@ -45,6 +45,7 @@ def save_checkpoint(trainer: Trainer, path: Path) -> None:
         "data_hash": trainer.data_hash,
         "settings": trainer.settings.to_dict(),
         "step": trainer.step,
+        "trained_s": trainer.trained_s(),
         "model": cpu_state(trainer.model.module),
         "optimizer": trainer.optimizer.state_dict(),
         "scaler": trainer.scaler.state_dict(),
@@ -95,6 +96,8 @@ def load_checkpoint(trainer: Trainer, path: Path) -> None:
     trainer.optimizer.load_state_dict(state["optimizer"])
     trainer.scaler.load_state_dict(state["scaler"])
     trainer.step = int(state["step"])
+    # Checkpoints written before the time was kept resume as if none had passed.
+    trainer.earlier_s = float(state.get("trained_s", 0.0))
     trainer.best_state = state["best_state"]
     trainer.best_score = float(state["best_score"])
     trainer.best_metrics = dict(state["best_metrics"])

@@ -183,6 +183,7 @@ def lineage_record(
     *,
     best_step: int | None = None,
     notes: Sequence[str] = (),
+    earlier_s: float = 0.0,
 ) -> dict[str, Any]:
     """The lineage record of a trained model, stored in its card.
 
@@ -208,6 +209,9 @@ def lineage_record(
         Step of the kept weights.
     notes : sequence of str
         Warnings of the run.
+    earlier_s : float
+        Seconds trained by the interrupted runs this one resumed; counted in
+        ``duration_s`` and recorded as ``resumed_after_s``.
 
     Returns
     -------
@@ -231,7 +235,8 @@ def lineage_record(
         "device": str(choice),
         "started": started_iso,
         "finished": now_iso(),
-        "duration_s": round(time.monotonic() - started, 1),
+        "duration_s": round(time.monotonic() - started + earlier_s, 1),
+        **({"resumed_after_s": round(earlier_s, 1)} if earlier_s else {}),
         "napari_microseg": __version__,
         "history": history,
         "notes": list(notes),
