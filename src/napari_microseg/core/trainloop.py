@@ -422,9 +422,7 @@ class Trainer:
             self.bad_validations = 0
         else:
             self.bad_validations += 1
-        self.history.append(
-            {"step": self.step, "elapsed_s": round(self.trained_s(), 2), **metrics}
-        )
+        self.history.append({"step": self.step, "elapsed_s": round(self.trained_s(), 2), **metrics})
         info = {
             "phase": "validate",
             **prefixed(metrics),
