@@ -8,21 +8,21 @@ Run from the repository root::
 What it does:
 
 1. The starting model: the default U-Net (``create_model("unet", ...)``, depth 4,
-   32 base channels) pre-trained briefly with :func:`~napari_microseg.core.training.train`
+   32 base channels) pre-trained briefly with :func:`~napari_microseg.core.training.jobs.train`
    on another domain, the project's synthetic FIB-SEM generator
-   (:func:`~napari_microseg.core.synthetic.fibsem_mitochondria`, two seeded
+   (:func:`~napari_microseg.core.io.synthetic.fibsem_mitochondria`, two seeded
    stacks of its default shape; 300 steps or 3 minutes, whichever comes first).
    It has never seen Lucchi (10 nm voxels against Lucchi's 5 nm). It is cached in ``--workdir``,
    so later runs reuse it (delete the folder to pre-train again).
 2. For 1, 2 and 4 corrected slices (evenly spread over the 60-slice Lucchi
    *training* stack, full 768x1024, labels = mask > 0) it fine-tunes that same
-   starting model with :func:`~napari_microseg.core.training.finetune` and the
+   starting model with :func:`~napari_microseg.core.training.jobs.finetune` and the
    defaults of :meth:`TrainSettings.for_finetune` (the time budget included),
    timing the whole call (preparation, training, validation on part of the
    annotated slices, saving) on the CPU.
 3. Foreground Dice on held-out data, before and after: the Lucchi *val* stack
    (another sub-volume, never used for training or model selection), predicted
-   with :func:`~napari_microseg.core.inference.predict` one whole slice per
+   with :func:`~napari_microseg.core.inference.predict.predict` one whole slice per
    tile, thresholded at 0.5 (foreground probability), pooled over all voxels of
    the evaluated slices (all 20 by default; ``--val-step 2`` takes every second).
 
@@ -105,7 +105,7 @@ def load_lucchi(folder: Path) -> dict[str, np.ndarray]:
 
 def pretrain_config(args: argparse.Namespace) -> dict[str, Any]:
     return {
-        "source": "synthetic FIB-SEM mitochondria (napari_microseg.core.synthetic."
+        "source": "synthetic FIB-SEM mitochondria (napari_microseg.core.io.synthetic."
         "fibsem_mitochondria), two stacks of its default shape, seeds "
         f"{args.pretrain_seeds}; labels > 0",
         "architecture": "unet",
@@ -124,11 +124,12 @@ def pretrain_config(args: argparse.Namespace) -> dict[str, Any]:
 
 def starting_model(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """The cached pre-trained model, trained now if the cache has none for this config."""
+    from napari_microseg.core.io.synthetic import fibsem_mitochondria
     from napari_microseg.core.models.build import create_model
     from napari_microseg.core.models.registry import load_model
     from napari_microseg.core.progress import drain
-    from napari_microseg.core.synthetic import fibsem_mitochondria
-    from napari_microseg.core.training import TrainSettings, train
+    from napari_microseg.core.training.jobs import train
+    from napari_microseg.core.training.settings import TrainSettings
 
     config = pretrain_config(args)
     key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
@@ -181,8 +182,8 @@ def starting_model(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
 
 def evaluate(model: Any, images: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
     """Foreground Dice of ``predict`` thresholded at 0.5, pooled and per slice."""
-    from napari_microseg.core.inference import predict
-    from napari_microseg.core.metrics import dice
+    from napari_microseg.core.evaluation.metrics import dice
+    from napari_microseg.core.inference.predict import predict
 
     start = time.perf_counter()
     prob = predict(model, images, axes="ZYX", tile_size=images.shape[1:], device="cpu")
@@ -225,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from napari_microseg.core.progress import drain
-    from napari_microseg.core.training import TrainSettings, finetune
+    from napari_microseg.core.training.jobs import finetune
+    from napari_microseg.core.training.settings import TrainSettings
 
     counts = [int(x) for x in args.slices.split(",")]
     run_start, load_at_start = time.perf_counter(), loadavg()

@@ -46,9 +46,9 @@ def build_unet(train_steps: int, seed: int = 0):
     """The default U-Net, trained a few steps on synthetic nuclei so its outputs are decisive."""
     import torch
 
-    from napari_microseg.core import synthetic
+    from napari_microseg.core.inference.normalize import normalize
+    from napari_microseg.core.io import synthetic
     from napari_microseg.core.models.unet import UNet
-    from napari_microseg.core.normalize import normalize
 
     torch.manual_seed(seed)
     net = UNet(1, 2)
@@ -70,7 +70,7 @@ def build_unet(train_steps: int, seed: int = 0):
 
 
 def ours(net, image, batch_size, amp=False):
-    from napari_microseg.core.inference import predict
+    from napari_microseg.core.inference.predict import predict
 
     return predict(
         net,
@@ -221,7 +221,7 @@ def machine_conv_gflops(repeats: int = 4, bf16: bool = False) -> float:
 
 
 def tiles_of(shape) -> int:
-    from napari_microseg.core.tiling import TilePlan
+    from napari_microseg.core.inference.tiling import TilePlan
 
     plane = shape[-2:]
     return int(np.prod(shape[:-2])) * len(TilePlan.create(plane, TILE, OVERLAP))
@@ -252,7 +252,8 @@ def rss_child(volume: str, out: str, budget_mb: float) -> None:
     import torch
     import zarr
 
-    from napari_microseg.core.inference import PredictOptions, run_prediction
+    from napari_microseg.core.inference.job import PredictOptions
+    from napari_microseg.core.inference.predict import run_prediction
     from napari_microseg.core.progress import drain
 
     torch.manual_seed(0)
@@ -348,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         "batch_sizes": args.batch_sizes,
     }
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-    from napari_microseg.core.forward import cpu_has_fast_bfloat16
+    from napari_microseg.core.inference.forward import cpu_has_fast_bfloat16
 
     bf16 = not args.no_bf16 and cpu_has_fast_bfloat16()
     try:
@@ -359,8 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         if parts & {"2d", "3d"}:
             print("MONAI is not installed: pip install monai (benchmark only).")
             return 1
-    from napari_microseg.core import synthetic
-    from napari_microseg.core.normalize import normalize
+    from napari_microseg.core.inference.normalize import normalize
+    from napari_microseg.core.io import synthetic
 
     if parts & {"2d", "3d", "flops"}:
         start = time.perf_counter()

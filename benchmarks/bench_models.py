@@ -34,7 +34,7 @@ import numpy as np
 
 def synthetic_input(channels: int, size: int) -> tuple[np.ndarray, str]:
     """A test image for a model taking ``channels`` channels, and its axes."""
-    from napari_microseg.core import synthetic
+    from napari_microseg.core.io import synthetic
 
     if channels == 3:
         return synthetic.he_glands((size, size)).image, "YXC"
@@ -73,10 +73,11 @@ def measure_speed(
     """
     import torch
 
-    from napari_microseg.core.bundling import cpu_name, recommended_options
-    from napari_microseg.core.inference import Instances, run_prediction
+    from napari_microseg.bundling.bundle import cpu_name, recommended_options
+    from napari_microseg.core.inference.predict import run_prediction
+    from napari_microseg.core.inference.segment import recommended_pipeline
+    from napari_microseg.core.inference.stitching import Instances
     from napari_microseg.core.progress import drain
-    from napari_microseg.core.segment import recommended_pipeline
 
     threads = int(threads or os.cpu_count() or 1)
     before = torch.get_num_threads()

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from napari_microseg.core.evaluate import evaluate_images
+from napari_microseg.core.evaluation.evaluate import evaluate_images
 from napari_microseg.core.postprocess import PostprocessPipeline
 
 

@@ -111,14 +111,14 @@ def peak_mb() -> float:
 
 def run_job(args: argparse.Namespace) -> dict:
     """One prediction (and labelling) in this process; returns timings and peak RSS."""
-    from napari_microseg.core.chunked import predict_to_zarr
-    from napari_microseg.core.distributed import DaskExecutor, ModelRef, cluster_client
-    from napari_microseg.core.inference_setup import PredictOptions
-    from napari_microseg.core.label_merge import label_to_zarr
+    from napari_microseg.core.blocks.cluster import DaskExecutor, ModelRef, cluster_client
+    from napari_microseg.core.blocks.labels import label_to_zarr
+    from napari_microseg.core.blocks.predict import predict_to_zarr
+    from napari_microseg.core.inference.job import PredictOptions
+    from napari_microseg.core.io.zarr_arrays import read_zarr
     from napari_microseg.core.models.registry import load_model
     from napari_microseg.core.postprocess import PostprocessPipeline
     from napari_microseg.core.progress import drain
-    from napari_microseg.core.zarr_io import read_zarr
 
     model = load_model(args.model, device="cpu")
     image = read_zarr(args.input)
@@ -252,10 +252,10 @@ def run_rss(args: argparse.Namespace) -> dict:
     import torch
 
     torch_mb = peak_mb()
-    from napari_microseg.core.chunked import predict_to_zarr
-    from napari_microseg.core.inference_setup import PredictOptions
+    from napari_microseg.core.blocks.predict import predict_to_zarr
+    from napari_microseg.core.inference.job import PredictOptions
+    from napari_microseg.core.io.zarr_arrays import read_zarr
     from napari_microseg.core.progress import drain
-    from napari_microseg.core.zarr_io import read_zarr
 
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(1, 2, 3, padding=1)
@@ -300,7 +300,7 @@ def part_scale(folder: Path, volume: Path, voxels: int, model: Path, counts: lis
 def part_resume(folder: Path, volume: Path, model: Path) -> None:
     import zarr
 
-    from napari_microseg.core.chunk_store import resume_state
+    from napari_microseg.core.blocks.store import resume_state
 
     full = subprocess_run(volume, folder / "full.zarr", model, 0, False)
     out = folder / "killed.zarr"

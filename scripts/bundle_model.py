@@ -4,7 +4,7 @@ Takes a model trained by ``microseg train`` (from the user's model folder, or a
 path) and
 
 1. rounds its weights to float16 (what ships) and predicts the validation split
-   that training used (rebuilt by :mod:`napari_microseg.core.bundling` with the
+   that training used (rebuilt by :mod:`napari_microseg.bundling.bundle` with the
    training code, checked against the lineage's data hash and split) with the
    card's recommended tile size, overlap and post-processing, then scores the
    predictions with ``microseg evaluate``;
@@ -97,7 +97,8 @@ def shown_path(path: Path) -> str:
 def find_source(source: str) -> Path:
     """The weights file of ``source``: a path, else a model of that name in the user folder."""
     from napari_microseg.core.models.checkpoint import checkpoint_paths
-    from napari_microseg.core.models.registry import scan_folder, user_models_dir
+    from napari_microseg.core.models.entries import scan_folder
+    from napari_microseg.core.models.registry import user_models_dir
 
     path = Path(source).expanduser()
     weights, card = checkpoint_paths(path)
@@ -193,10 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import yaml
 
-    from napari_microseg.cli import main as microseg
-    from napari_microseg.core.bundle_split import validation_split
-    from napari_microseg.core.bundling import (
-        BundleError,
+    from napari_microseg.bundling.bundle import (
         bundled_card,
         float16_copy,
         machine_description,
@@ -204,13 +202,12 @@ def main(argv: list[str] | None = None) -> int:
         recommended_options,
         save_bundled,
     )
+    from napari_microseg.bundling.split import BundleError, validation_split
+    from napari_microseg.cli import main as microseg
     from napari_microseg.core.models.bundled import BUNDLED, TARGETS, card_problems
     from napari_microseg.core.models.checkpoint import inspect_checkpoint, load_checkpoint
-    from napari_microseg.core.models.registry import (
-        bundled_models_dir,
-        scan_folder,
-        user_models_dir,
-    )
+    from napari_microseg.core.models.entries import scan_folder
+    from napari_microseg.core.models.registry import bundled_models_dir, user_models_dir
 
     source = find_source(args.model or args.name)
     trained = load_checkpoint(source, device="cpu")

@@ -11,7 +11,7 @@ Writes PNGs to ``docs/images/``:
   beside a Lucchi++ validation slice segmented with ``mito-em`` through the widgets, with
   their default settings.
 * ``result_<model>.png`` for every bundled model: a held-out image of the model's own
-  validation split (rebuilt with :mod:`napari_microseg.core.bundle_split`, exactly as the
+  validation split (rebuilt with :mod:`napari_microseg.bundling.split`, exactly as the
   training run chose it), segmented by the Segment widget with its default settings, the
   ground truth drawn as yellow outlines. The caption is stored in the PNG (``Description``).
 
@@ -159,7 +159,7 @@ def _pick(items: list[Any]) -> Any:
 
 def validation_view(name: str, data: Path) -> Shown | None:
     """A held-out image of ``name``'s validation split, or None (with a note) when unavailable."""
-    from napari_microseg.core.bundle_split import BundleError, validation_split
+    from napari_microseg.bundling.split import BundleError, validation_split
     from napari_microseg.core.models.registry import load_model
 
     model = load_model(name, device="cpu")
@@ -213,7 +213,7 @@ def save_png(array: np.ndarray, path: Path, caption: str = "") -> None:
     from PIL import Image
     from PIL.PngImagePlugin import PngInfo
 
-    from napari_microseg.core.atomic import atomic_path
+    from napari_microseg.core.io.atomic import atomic_path
 
     info = PngInfo()
     if caption:

@@ -201,7 +201,7 @@ def update_docs(
     cards: dict[str, Any],
 ) -> None:  # fmt: skip
     """Replace the model's section (keeping its log, plus ``log_line``) and the summary table."""
-    from napari_microseg.core.atomic import atomic_path
+    from napari_microseg.core.io.atomic import atomic_path
     from napari_microseg.core.models.bundled import BUNDLED
 
     text = path.read_text(encoding="utf-8") if path.exists() else HEAD
@@ -228,7 +228,7 @@ def update_docs(
 
 def write_curve(folder: Path, name: str, history: list[dict[str, Any]]) -> list[Path]:
     """The validation history as CSV (and PNG with matplotlib); the files written."""
-    from napari_microseg.core.atomic import atomic_path
+    from napari_microseg.core.io.atomic import atomic_path
 
     if not history:
         return []

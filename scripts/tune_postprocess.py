@@ -67,11 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     import yaml
     from bundle_model import find_config, find_source
 
-    from napari_microseg.core.bundle_split import BundleError, training_items, validation_split
+    from napari_microseg.bundling.split import BundleError, training_items, validation_split
+    from napari_microseg.bundling.tuning import tune_postprocess
     from napari_microseg.core.models.bundled import TARGETS
     from napari_microseg.core.models.checkpoint import load_checkpoint
     from napari_microseg.core.progress import drain
-    from napari_microseg.core.tuning import tune_postprocess
 
     model = load_checkpoint(find_source(args.name), device="cpu")
     config_path = args.config or find_config(model.name, args.name)

@@ -25,7 +25,7 @@ def make_bundled_model():
     def make(folder, name, *, in_channels=1, modality="EM", kind="lucchi", seed=0, tile=128):
         import torch
 
-        from napari_microseg.core.bundling import save_bundled
+        from napari_microseg.bundling.bundle import save_bundled
         from napari_microseg.core.models.build import create_model
         from napari_microseg.core.models.bundled import TARGETS
 

@@ -45,7 +45,7 @@ def trained(tmp_path_factory):
     """A Lucchi-layout data set, its config, and the user folder holding the trained model."""
     import tifffile
 
-    from napari_microseg.core.synthetic import fibsem_mitochondria
+    from napari_microseg.core.io.synthetic import fibsem_mitochondria
 
     base = tmp_path_factory.mktemp("bundle")
     data = base / "lucchi"

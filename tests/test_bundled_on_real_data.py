@@ -55,7 +55,7 @@ def _small_part(items, size=384):
 
 
 def _trivial_best(metric, truths):
-    from napari_microseg.core.evaluate import evaluate_images
+    from napari_microseg.core.evaluation.evaluate import evaluate_images
 
     scores = []
     for fill in (0, 1):
@@ -69,12 +69,12 @@ def _trivial_best(metric, truths):
 @pytest.mark.slow
 @pytest.mark.parametrize("entry", SHIPPED, ids=[e.name for e in SHIPPED])
 def test_bundled_model_segments_part_of_its_validation_split_sensibly(entry):
-    from napari_microseg.core.bundle_split import validation_split
-    from napari_microseg.core.bundling import recommended_options
-    from napari_microseg.core.evaluate import evaluate_images
+    from napari_microseg.bundling.bundle import recommended_options
+    from napari_microseg.bundling.split import validation_split
+    from napari_microseg.core.evaluation.evaluate import evaluate_images
+    from napari_microseg.core.inference.segment import segment_job
     from napari_microseg.core.models.checkpoint import load_checkpoint
     from napari_microseg.core.progress import drain
-    from napari_microseg.core.segment import segment_job
 
     model = load_checkpoint(entry.path, device="cpu")
     dataset = model.card.lineage["dataset"]
@@ -100,9 +100,9 @@ def test_bundled_model_segments_part_of_its_validation_split_sensibly(entry):
 
 def _recorded_lineage(model, pairs, **settings):
     """What `microseg train` records about the data, computed with the training code."""
-    from napari_microseg.core.trainingdata import prepare
-    from napari_microseg.core.trainsettings import TrainSettings
-    from napari_microseg.core.valsplit import split_validation
+    from napari_microseg.core.training.data import prepare
+    from napari_microseg.core.training.settings import TrainSettings
+    from napari_microseg.core.training.split import split_validation
 
     settings = TrainSettings(steps=1, **settings)
     data = prepare(pairs, model, boundary_width=settings.boundary_width)
@@ -117,9 +117,9 @@ def _recorded_lineage(model, pairs, **settings):
 def test_isbi_validation_planes_are_the_five_training_holds_out():
     import tifffile
 
-    from napari_microseg.core.bundle_split import validation_split
-    from napari_microseg.core.datasets import load_dataset
+    from napari_microseg.bundling.split import validation_split
     from napari_microseg.core.models.build import create_model
+    from napari_microseg.core.training.datasets import load_dataset
 
     folder = DATA / "isbi2012"
     if not folder.is_dir():
@@ -140,9 +140,9 @@ def test_isbi_validation_planes_are_the_five_training_holds_out():
 def test_lucchi_validation_is_its_own_validation_stack():
     import tifffile
 
-    from napari_microseg.core.bundle_split import validation_split
-    from napari_microseg.core.datasets import load_dataset
+    from napari_microseg.bundling.split import validation_split
     from napari_microseg.core.models.build import create_model
+    from napari_microseg.core.training.datasets import load_dataset
 
     folder = DATA / "lucchi"
     if not folder.is_dir():

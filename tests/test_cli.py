@@ -10,7 +10,7 @@ import pytest
 
 from napari_microseg import __version__
 from napari_microseg.cli import main
-from napari_microseg.core.io import imread
+from napari_microseg.core.io.images import imread
 
 
 def test_help_lists_demo(capsys):

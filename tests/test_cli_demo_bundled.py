@@ -7,7 +7,7 @@ import json
 import pytest
 
 from napari_microseg.cli import main
-from napari_microseg.core.io import imread
+from napari_microseg.core.io.images import imread
 from napari_microseg.core.models import registry
 
 
@@ -30,7 +30,7 @@ def set_pixel_size(weights, pixel_size_um):
 @pytest.fixture
 def small_sample(monkeypatch):
     """A smaller FIB-SEM sample for the demo (same generator, 10 nm voxels), for speed."""
-    from napari_microseg.core import synthetic
+    from napari_microseg.core.io import synthetic
 
     real = synthetic.fibsem_mitochondria
     monkeypatch.setattr(synthetic, "fibsem_mitochondria", lambda: real((6, 128, 128), n_objects=3))

@@ -10,8 +10,8 @@ import pytest
 import tifffile
 
 from napari_microseg.cli import main
-from napari_microseg.core.evaluate import COLUMNS
-from napari_microseg.core.writers import write_labels
+from napari_microseg.core.evaluation.evaluate import COLUMNS
+from napari_microseg.core.io.writers import write_labels
 
 
 def truth_labels() -> np.ndarray:

@@ -7,9 +7,9 @@ import json
 import numpy as np
 
 from napari_microseg.cli import main
-from napari_microseg.core.io import imread
-from napari_microseg.core.postprocess_pipeline import PostprocessPipeline
-from napari_microseg.core.writers import write_image
+from napari_microseg.core.io.images import imread
+from napari_microseg.core.io.writers import write_image
+from napari_microseg.core.postprocess.pipeline import PostprocessPipeline
 
 
 def blobs() -> np.ndarray:

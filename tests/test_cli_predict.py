@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from napari_microseg.cli import main
-from napari_microseg.core.io import imread
-from napari_microseg.core.writers import write_image
+from napari_microseg.core.io.images import imread
+from napari_microseg.core.io.writers import write_image
 
 
 def blobs(n=3, shape=(48, 64)):
@@ -92,7 +92,7 @@ def test_an_image_at_twice_the_model_pixel_size_is_resampled_unless_told_not_to(
     tmp_path, loads, monkeypatch, capsys, resample
 ):
     from napari_microseg.cli import predict as cli_predict
-    from napari_microseg.core import segment
+    from napari_microseg.core.inference import segment
 
     bright = cli_predict.load  # the tiny thresholding model of `loads`
 

@@ -7,7 +7,7 @@ import pytest
 import zarr
 
 from napari_microseg.cli import main
-from napari_microseg.core import distributed
+from napari_microseg.core.blocks import cluster as distributed
 
 
 @pytest.fixture

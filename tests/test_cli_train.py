@@ -12,10 +12,10 @@ import torch
 
 from napari_microseg.cli import main
 from napari_microseg.cli.train import read_config
-from napari_microseg.core import synthetic
+from napari_microseg.core.io import synthetic
 from napari_microseg.core.models import registry
 from napari_microseg.core.models.build import ARCHITECTURES, create_model
-from napari_microseg.core.training import TrainSettings
+from napari_microseg.core.training.settings import TrainSettings
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 

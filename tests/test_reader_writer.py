@@ -8,7 +8,7 @@ import tifffile
 
 from napari_microseg._reader import napari_get_reader
 from napari_microseg._writer import write_labels
-from napari_microseg.core.io import ImageReadError
+from napari_microseg.core.io.image_data import ImageReadError
 
 
 def test_reader_returns_none_for_foreign_files(tmp_path):

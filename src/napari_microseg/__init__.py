@@ -13,22 +13,22 @@ from ._version import __version__
 
 # name -> "module:attribute"; filled in as the core grows.
 _LAZY_API: dict[str, str] = {
-    "imread": "napari_microseg.core.io:imread",
-    "write_labels": "napari_microseg.core.writers:write_labels",
-    "write_image": "napari_microseg.core.writers:write_image",
+    "imread": "napari_microseg.core.io.images:imread",
+    "write_labels": "napari_microseg.core.io.writers:write_labels",
+    "write_image": "napari_microseg.core.io.writers:write_image",
     "Progress": "napari_microseg.core.progress:Progress",
     "drain": "napari_microseg.core.progress:drain",
     "load_model": "napari_microseg.core.models.registry:load_model",
-    "predict": "napari_microseg.core.inference:predict",
-    "iter_predict": "napari_microseg.core.inference:iter_predict",
+    "predict": "napari_microseg.core.inference.predict:predict",
+    "iter_predict": "napari_microseg.core.inference.predict:iter_predict",
     "wrap_module": "napari_microseg.core.models.base:wrap_module",
     "list_models": "napari_microseg.core.models.registry:list_models",
     "postprocess": "napari_microseg.core.postprocess:postprocess",
     "PostprocessPipeline": "napari_microseg.core.postprocess:PostprocessPipeline",
-    "segment_job": "napari_microseg.core.segment:segment_job",
-    "predict_to_zarr": "napari_microseg.core.chunked:predict_to_zarr",
-    "label_to_zarr": "napari_microseg.core.label_merge:label_to_zarr",
-    "measure_objects": "napari_microseg.core.measure:measure_objects",
+    "segment_job": "napari_microseg.core.inference.segment:segment_job",
+    "predict_to_zarr": "napari_microseg.core.blocks.predict:predict_to_zarr",
+    "label_to_zarr": "napari_microseg.core.blocks.labels:label_to_zarr",
+    "measure_objects": "napari_microseg.core.evaluation.measure:measure_objects",
 }
 
 __all__ = ["__version__", *_LAZY_API]

@@ -2,7 +2,7 @@
 
 ``napari_get_reader`` decides from the path alone and returns None for files
 it cannot read, so other readers get their turn. A file that looks right but
-is broken raises :class:`~napari_microseg.core.io.ImageReadError` with a
+is broken raises :class:`~napari_microseg.core.io.images.ImageReadError` with a
 clear sentence, which napari shows as a notification; no open layer is lost.
 """
 
@@ -12,8 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .core.io import ImageData, imread, is_readable_path
-from .core.validation import finite_range
+from .core.io.checks import finite_range
+from .core.io.image_data import ImageData
+from .core.io.images import imread, is_readable_path
 
 LayerData = tuple[Any, dict[str, Any], str]
 

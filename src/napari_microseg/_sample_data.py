@@ -1,6 +1,6 @@
 """npe2 sample data: synthetic FIB-SEM, fluorescence and H&E images with their labels.
 
-The arrays are generated from a fixed seed by :mod:`napari_microseg.core.synthetic`
+The arrays are generated from a fixed seed by :mod:`napari_microseg.core.io.synthetic`
 (the same arrays as the files in the project's ``sample_data/`` folder).
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .core import synthetic
+from .core.io import synthetic
 
 LayerData = tuple[Any, dict[str, Any], str]
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .core.writers import write_labels as _write_labels
+from .core.io.writers import write_labels as _write_labels
 
 
 def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:

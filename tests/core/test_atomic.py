@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from napari_microseg.core.atomic import atomic_path, atomic_write_text
+from napari_microseg.core.io.atomic import atomic_path, atomic_write_text
 
 
 def test_success_replaces_the_file_with_normal_permissions(tmp_path):

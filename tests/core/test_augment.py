@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from napari_microseg.core.augment import AugmentConfig, Augmenter, window_margin
-from napari_microseg.core.augment_ops import median_blur
+from napari_microseg.core.training.augment import AugmentConfig, Augmenter, window_margin
+from napari_microseg.core.training.augment_ops import median_blur
 
 SQUARE = 8
 GEOMETRIC = {

@@ -9,19 +9,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_microseg.core.bundle_split import BundleError, validation_split
-from napari_microseg.core.bundling import float16_copy, headline_metrics
+from napari_microseg.bundling.bundle import float16_copy, headline_metrics
+from napari_microseg.bundling.split import BundleError, validation_split
 from napari_microseg.core.models.build import create_model
 from napari_microseg.core.models.bundled import TARGETS
-from napari_microseg.core.trainingdata import prepare
-from napari_microseg.core.trainsettings import TrainSettings
-from napari_microseg.core.valsplit import split_validation
+from napari_microseg.core.training.data import prepare
+from napari_microseg.core.training.settings import TrainSettings
+from napari_microseg.core.training.split import split_validation
 
 
 def _isbi_folder(folder, depth=6):
     import tifffile
 
-    from napari_microseg.core.synthetic import fluorescence_nuclei
+    from napari_microseg.core.io.synthetic import fluorescence_nuclei
 
     images, labels = [], []
     for z in range(depth):
@@ -52,7 +52,7 @@ CELLS = {"data": {"kind": "isbi2012", "target": "cells"}}
 
 
 def test_held_out_planes_are_the_ones_training_chose_as_raw_slices(tmp_path):
-    from napari_microseg.core.datasets import load_dataset
+    from napari_microseg.core.training.datasets import load_dataset
 
     images, labels = _isbi_folder(tmp_path / "isbi")
     dataset = load_dataset(tmp_path / "isbi", target="cells")
@@ -67,7 +67,7 @@ def test_held_out_planes_are_the_ones_training_chose_as_raw_slices(tmp_path):
 
 
 def test_other_data_or_another_split_are_refused(tmp_path):
-    from napari_microseg.core.datasets import load_dataset
+    from napari_microseg.core.training.datasets import load_dataset
 
     _isbi_folder(tmp_path / "isbi")
     model = _trained_like(load_dataset(tmp_path / "isbi", target="cells").pairs)
@@ -100,8 +100,8 @@ def test_headline_metrics_put_the_target_first():
 
 
 def test_training_items_never_include_a_held_out_plane(tmp_path):
-    from napari_microseg.core.bundle_split import training_items
-    from napari_microseg.core.datasets import load_dataset
+    from napari_microseg.bundling.split import training_items
+    from napari_microseg.core.training.datasets import load_dataset
 
     images, labels = _isbi_folder(tmp_path / "isbi")
     dataset = load_dataset(tmp_path / "isbi", target="cells")

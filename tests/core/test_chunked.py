@@ -7,15 +7,11 @@ import pytest
 import torch
 import zarr
 
-from napari_microseg.core.chunk_store import resume_state
-from napari_microseg.core.chunked import (
-    BlockGrid,
-    ChunkedError,
-    HaloPlan,
-    choose_block,
-    predict_to_zarr,
-)
-from napari_microseg.core.inference import PredictOptions, predict
+from napari_microseg.core.blocks.grid import BlockGrid, HaloPlan
+from napari_microseg.core.blocks.predict import choose_block, predict_to_zarr
+from napari_microseg.core.blocks.store import ChunkedError, resume_state
+from napari_microseg.core.inference.job import PredictOptions
+from napari_microseg.core.inference.predict import predict
 from napari_microseg.core.models.build import create_model
 from napari_microseg.core.progress import drain
 
@@ -126,7 +122,7 @@ def test_bad_blocks_and_modes_get_clear_messages(tmp_path, model, volume):
 def test_a_large_tiff_opens_as_a_memmap(tmp_path, volume):
     import tifffile
 
-    from napari_microseg.core.volume_io import open_volume
+    from napari_microseg.core.io.volumes import open_volume
 
     tifffile.imwrite(tmp_path / "v.tif", volume)
     image = open_volume(tmp_path / "v.tif")

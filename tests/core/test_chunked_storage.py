@@ -7,16 +7,17 @@ import pytest
 import torch
 import zarr
 
-from napari_microseg.core.block_exec import torch_threads
-from napari_microseg.core.chunk_store import (
+from napari_microseg.core.blocks.executors import torch_threads
+from napari_microseg.core.blocks.labels import label_to_zarr
+from napari_microseg.core.blocks.predict import predict_to_zarr
+from napari_microseg.core.blocks.store import (
     ChunkedError,
     check_probability_dtype,
     decode_probabilities,
     encode_probabilities,
 )
-from napari_microseg.core.chunked import predict_to_zarr
-from napari_microseg.core.inference import PredictOptions, predict
-from napari_microseg.core.label_merge import label_to_zarr
+from napari_microseg.core.inference.job import PredictOptions
+from napari_microseg.core.inference.predict import predict
 from napari_microseg.core.models.build import create_model
 from napari_microseg.core.postprocess import PostprocessPipeline
 from napari_microseg.core.progress import drain

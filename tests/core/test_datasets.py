@@ -10,8 +10,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from napari_microseg.core.datasets import detect_layout, load_dataset
-from napari_microseg.core.trainingdata import TrainingDataError
+from napari_microseg.core.training.data import TrainingDataError
+from napari_microseg.core.training.datasets import detect_layout, load_dataset
 
 
 def stack(path: Path, data: np.ndarray) -> None:

@@ -5,8 +5,8 @@ import warnings
 import pytest
 import torch
 
-from napari_microseg.core import device as device_module
-from napari_microseg.core.device import DeviceWarning, available_devices, select_device
+from napari_microseg.core.models import device as device_module
+from napari_microseg.core.models.device import DeviceWarning, available_devices, select_device
 
 
 @pytest.fixture

@@ -9,8 +9,7 @@ import pytest
 import torch
 import zarr
 
-from napari_microseg.core.chunked import LocalExecutor, predict_to_zarr
-from napari_microseg.core.distributed import (
+from napari_microseg.core.blocks.cluster import (
     LOADS,
     DaskExecutor,
     DistributedError,
@@ -18,8 +17,10 @@ from napari_microseg.core.distributed import (
     clear_model_cache,
     cluster_client,
 )
-from napari_microseg.core.inference import PredictOptions
-from napari_microseg.core.label_merge import label_to_zarr
+from napari_microseg.core.blocks.executors import LocalExecutor
+from napari_microseg.core.blocks.labels import label_to_zarr
+from napari_microseg.core.blocks.predict import predict_to_zarr
+from napari_microseg.core.inference.job import PredictOptions
 from napari_microseg.core.models.build import create_model
 from napari_microseg.core.postprocess import PostprocessPipeline
 from napari_microseg.core.progress import drain

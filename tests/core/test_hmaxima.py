@@ -4,7 +4,7 @@ from scipy import ndimage as ndi
 from skimage.morphology import h_maxima
 from skimage.segmentation import find_boundaries
 
-from napari_microseg.core.hmaxima import h_maxima_in_mask, watershed_from_h_maxima
+from napari_microseg.core.postprocess.hmaxima import h_maxima_in_mask, watershed_from_h_maxima
 
 
 def _blobs(shape, sigma, seed, dtype):
@@ -99,7 +99,7 @@ def test_basin_merge_cuts_two_touching_discs_at_the_neck():
 def test_ascent_basins_hold_one_peak_each_and_climb_to_it(shape):
     from skimage.morphology import local_maxima
 
-    from napari_microseg.core import hmaxima
+    from napari_microseg.core.postprocess import hmaxima
 
     prob = _blobs(shape, 2.0, 7, np.float64)
     cores = prob > 0.5
@@ -120,7 +120,7 @@ def test_ascent_basins_hold_one_peak_each_and_climb_to_it(shape):
 def test_long_plateaus_fall_back_to_flooding(monkeypatch):
     from skimage.morphology import local_maxima
 
-    from napari_microseg.core import hmaxima
+    from napari_microseg.core.postprocess import hmaxima
 
     # A ramp with a long flat step: crossing it takes many rounds.
     ramp = np.concatenate([np.linspace(1, 2, 10), np.full(40, 2.0), np.linspace(2.1, 3, 10)])

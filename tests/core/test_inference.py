@@ -8,18 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from napari_microseg.core.forward import InferenceWarning
-from napari_microseg.core.inference import iter_predict, predict
+from napari_microseg.core.inference.forward import InferenceWarning
+from napari_microseg.core.inference.normalize import NormalizationWarning, normalize
+from napari_microseg.core.inference.predict import iter_predict, predict
+from napari_microseg.core.inference.tiling import TilePlan
+from napari_microseg.core.io.checks import ImageValidationError
 from napari_microseg.core.models.base import (
     ModelCard,
     ModelError,
     SegmentationModel,
     wrap_module,
 )
-from napari_microseg.core.normalize import NormalizationWarning, normalize
 from napari_microseg.core.progress import Progress
-from napari_microseg.core.tiling import TilePlan
-from napari_microseg.core.validation import ImageValidationError
 
 
 class PlusOne(torch.nn.Module):
@@ -149,7 +149,7 @@ def test_model_card_normalization_is_computed_once_for_the_volume():
 
 
 def test_amp_on_the_cpu_is_bfloat16_when_native_else_explained():
-    from napari_microseg.core.forward import cpu_has_fast_bfloat16
+    from napari_microseg.core.inference.forward import cpu_has_fast_bfloat16
 
     image = np.random.default_rng(14).random((40, 40), dtype=np.float32)
     net = small_convnet()
@@ -166,7 +166,7 @@ def test_amp_on_the_cpu_is_bfloat16_when_native_else_explained():
 
 @pytest.mark.parametrize("native", [True, False])
 def test_default_precision_is_bfloat16_only_on_cpus_that_have_it(monkeypatch, native):
-    from napari_microseg.core import inference_setup
+    from napari_microseg.core.inference import job as inference_setup
 
     monkeypatch.setattr(inference_setup, "cpu_has_fast_bfloat16", lambda: native)
     assert inference_setup._amp(None, "cpu") is native
@@ -182,8 +182,9 @@ def test_default_precision_is_bfloat16_only_on_cpus_that_have_it(monkeypatch, na
 def test_lazy_zarr_volume_is_read_in_slabs(tmp_path, monkeypatch):
     import zarr
 
-    from napari_microseg.core import planes
-    from napari_microseg.core.inference import PredictOptions, run_prediction
+    from napari_microseg.core.inference import planes
+    from napari_microseg.core.inference.job import PredictOptions
+    from napari_microseg.core.inference.predict import run_prediction
 
     volume = np.random.default_rng(6).random((10, 40, 30), dtype=np.float32)
     store = zarr.create_array(
@@ -375,7 +376,7 @@ def test_model_is_left_as_it_was_given():
 
 
 def test_only_provably_safe_activations_run_in_place():
-    from napari_microseg.core.forward import inplace_activations
+    from napari_microseg.core.inference.forward import inplace_activations
 
     shared = torch.nn.ReLU()
     net = small_convnet()
@@ -434,7 +435,7 @@ def test_overlap_outside_range_is_refused(overlap):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_without_gpu_falls_back_to_cpu_with_a_warning():
-    from napari_microseg.core import device
+    from napari_microseg.core.models import device
 
     image = np.ones((8, 8), np.float32)
     with pytest.warns(device.DeviceWarning, match="CPU"):

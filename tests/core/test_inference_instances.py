@@ -7,9 +7,10 @@ import pytest
 import torch
 from scipy import ndimage as ndi
 
-from napari_microseg.core.inference import Instances, predict
+from napari_microseg.core.inference.predict import predict
+from napari_microseg.core.inference.stitching import Instances
+from napari_microseg.core.inference.tiling import TilePlan
 from napari_microseg.core.models.base import ModelCard, ModelError, SegmentationModel
-from napari_microseg.core.tiling import TilePlan
 
 
 class BlobDetector(SegmentationModel):

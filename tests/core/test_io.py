@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_microseg.core.io import ImageReadError, imread, is_readable_path
-from napari_microseg.core.validation import ImageValidationError, label_dtype, validate_image
-from napari_microseg.core.writers import write_image, write_labels
-from napari_microseg.core.zarr_io import write_ome_zarr
+from napari_microseg.core.io.checks import ImageValidationError, label_dtype, validate_image
+from napari_microseg.core.io.image_data import ImageReadError
+from napari_microseg.core.io.images import imread, is_readable_path
+from napari_microseg.core.io.writers import write_image, write_labels
+from napari_microseg.core.io.zarr_arrays import write_ome_zarr
 
 RNG = np.random.default_rng(0)
 

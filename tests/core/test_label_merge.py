@@ -7,7 +7,7 @@ import pytest
 import zarr
 from scipy import ndimage as ndi
 
-from napari_microseg.core.label_merge import label_to_zarr, merge_table
+from napari_microseg.core.blocks.labels import label_to_zarr, merge_table
 from napari_microseg.core.postprocess import PostprocessPipeline
 from napari_microseg.core.progress import drain
 
@@ -66,7 +66,7 @@ def test_a_ball_on_a_block_corner_is_one_label(tmp_path, corner_prob):
 
 
 def test_merge_table_joins_pairs_and_numbers_by_first_voxel():
-    from napari_microseg.core.label_merge import BlockSummary
+    from napari_microseg.core.blocks.labels import BlockSummary
 
     summaries = {
         0: BlockSummary(2, np.array([0, 5, 1]), np.array([-1, 10, 3]), None),

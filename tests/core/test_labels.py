@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_microseg.core import labels as ops
+from napari_microseg.core.postprocess import corrections as ops
 
 
 def two_blobs(ndim: int) -> np.ndarray:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_microseg.core.losses import (
+from napari_microseg.core.training.losses import (
     LOSSES,
     cross_entropy,
     deep_supervision_loss,
@@ -17,7 +17,7 @@ from napari_microseg.core.losses import (
     segmentation_loss,
     soft_dice,
 )
-from napari_microseg.core.targets import (
+from napari_microseg.core.training.targets import (
     TargetError,
     boundary_class,
     class_balance,

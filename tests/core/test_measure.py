@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_microseg.core.measure import (
+from napari_microseg.core.evaluation.measure import (
     measure_objects,
     measurements_csv,
     summarize,

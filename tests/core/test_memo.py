@@ -1,7 +1,7 @@
 import numpy as np
 
-from napari_microseg.core import memo
-from napari_microseg.core.memo import SmallCache, array_key
+from napari_microseg.core.postprocess import memo
+from napari_microseg.core.postprocess.memo import SmallCache, array_key
 
 
 def test_results_are_kept_per_content_and_the_oldest_goes_first():

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from skimage import metrics as skm
 
-from napari_microseg.core import metrics as m
-from napari_microseg.core.contingency import compress_ids, overlap
-from napari_microseg.core.evaluate import COLUMNS, evaluate_images, select_metrics
+from napari_microseg.core.evaluation import metrics as m
+from napari_microseg.core.evaluation.contingency import compress_ids, overlap
+from napari_microseg.core.evaluation.evaluate import COLUMNS, evaluate_images, select_metrics
 
 
 def nd(array, ndim: int) -> np.ndarray:

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from napari_microseg.core.normalize import (
+from napari_microseg.core.inference.normalize import (
     MAX_SAMPLE_PLANES,
     NormalizationWarning,
     fit_normalizer,
@@ -15,7 +15,7 @@ from napari_microseg.core.normalize import (
     resolve_spec,
     sample_values,
 )
-from napari_microseg.core.validation import ImageValidationError
+from napari_microseg.core.io.checks import ImageValidationError
 
 
 def _ramp(dtype, shape=(40, 50), top=1000):

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from skimage.filters import apply_hysteresis_threshold
 
-from napari_microseg.core import thresholds
 from napari_microseg.core.postprocess import (
     PostprocessPipeline,
     ProbabilityError,
@@ -24,6 +23,7 @@ from napari_microseg.core.postprocess import (
     remove_small_holes,
     remove_small_objects,
     threshold_otsu,
+    thresholds,
     watershed_split,
 )
 from napari_microseg.core.progress import Progress
@@ -385,7 +385,7 @@ def test_cleanup_can_work_in_place():
 def test_cleanup_alone_after_finding_objects_equals_the_whole_pipeline(method):
     from scipy import ndimage as ndi
 
-    from napari_microseg.core.postprocess_pipeline import PostprocessPipeline
+    from napari_microseg.core.postprocess.pipeline import PostprocessPipeline
 
     rng = np.random.default_rng(1)
     prob = ndi.gaussian_filter(rng.random((120, 130)), 3)

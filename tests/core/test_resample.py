@@ -1,17 +1,17 @@
-"""In-plane resampling to a model's pixel size and back (core/resample.py)."""
+"""In-plane resampling to a model's pixel size and back (core/inference/resample.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from napari_microseg.core.progress import Progress, drain
-from napari_microseg.core.resample import (
+from napari_microseg.core.inference.resample import (
     in_plane_spacing,
     nearest_planes,
     resample_plan,
     resample_plane_job,
 )
+from napari_microseg.core.progress import Progress, drain
 
 
 def test_in_plane_spacing_knows_unknown_sizes():

@@ -6,10 +6,14 @@ import numpy as np
 import pytest
 import torch
 
+from napari_microseg.core.inference.segment import (
+    pipeline_spacing,
+    recommended_pipeline,
+    segment_job,
+)
 from napari_microseg.core.models.base import ModelCard, wrap_module
 from napari_microseg.core.postprocess import PostprocessPipeline
 from napari_microseg.core.progress import drain
-from napari_microseg.core.segment import pipeline_spacing, recommended_pipeline, segment_job
 
 
 class Identity2(torch.nn.Module):
@@ -47,8 +51,8 @@ def test_segment_job_returns_probabilities_and_labels():
 
 
 def test_scale_mismatch_names_both_pixel_sizes_and_the_fix():
+    from napari_microseg.core.inference.segment import scale_mismatch
     from napari_microseg.core.models.base import ModelCard
-    from napari_microseg.core.segment import scale_mismatch
 
     card = ModelCard(name="mito", architecture="unet", classes=["bg", "mito"], pixel_size_um=0.005)
     message = scale_mismatch(card, (0.05, 0.01, 0.01))
@@ -77,7 +81,7 @@ def _bright_at(pixel_size_um):
 @pytest.fixture
 def seen(monkeypatch):
     """The shapes of the images the model is run on."""
-    from napari_microseg.core import segment
+    from napari_microseg.core.inference import segment
 
     shapes = []
     real = segment.run_prediction
@@ -158,7 +162,7 @@ def test_card_sizes_in_pixels_are_converted_to_the_image_grid(seen):
 
 
 def test_pixel_sizes_on_image_grid():
-    from napari_microseg.core.segment import pixel_sizes_on_image_grid
+    from napari_microseg.core.inference.segment import pixel_sizes_on_image_grid
 
     pixels = PostprocessPipeline(
         method="watershed", min_size=100, max_hole_size=8, opening_radius=4, h=2, min_distance=6
@@ -171,8 +175,8 @@ def test_pixel_sizes_on_image_grid():
 
 
 def test_instance_labels_come_back_by_nearest_neighbour(monkeypatch):
-    from napari_microseg.core import segment
-    from napari_microseg.core.instances import Instances
+    from napari_microseg.core.inference import segment
+    from napari_microseg.core.inference.stitching import Instances
 
     def fake(model, image, **kwargs):
         labels = np.zeros(np.shape(image), np.uint32)
@@ -198,8 +202,8 @@ def test_mito_em_finds_the_synthetic_mitochondria_best_when_resampled():
     model trained on real ones finds them; resampled to its pixel size it
     outlines them best.
     """
-    from napari_microseg.core import synthetic
-    from napari_microseg.core.inference_setup import PredictOptions
+    from napari_microseg.core.inference.job import PredictOptions
+    from napari_microseg.core.io import synthetic
     from napari_microseg.core.models.registry import load_model
 
     sample = synthetic.fibsem_mitochondria((8, 192, 192), n_objects=4)
@@ -222,7 +226,7 @@ def test_mito_em_finds_the_synthetic_mitochondria_best_when_resampled():
 
 
 def test_resampling_note_says_when_and_how_much():
-    from napari_microseg.core.segment import resampling_note
+    from napari_microseg.core.inference.segment import resampling_note
 
     card = ModelCard(name="mito", architecture="unet", classes=["bg", "mito"], pixel_size_um=0.005)
     note = resampling_note(card, (0.05, 0.01, 0.01), "ZYX", (4, 64, 64))

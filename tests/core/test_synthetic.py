@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_microseg.core import synthetic
-from napari_microseg.core.io import imread
+from napari_microseg.core.io import synthetic
+from napari_microseg.core.io.images import imread
 
 
 @pytest.mark.parametrize("name", list(synthetic.SAMPLES))
@@ -69,7 +69,7 @@ def test_glands_are_rgb_with_white_lumen():
 
 
 def test_classical_baseline_leaves_work_for_a_model():
-    from napari_microseg.core.classical import segment_dark_objects
+    from napari_microseg.core.postprocess.classical import segment_dark_objects
 
     sample = synthetic.fibsem_mitochondria()
     found = segment_dark_objects(sample.image) > 0

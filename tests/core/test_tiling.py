@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_microseg.core.tiling import (
+from napari_microseg.core.inference.tiling import (
     MIN_WEIGHT,
     TileMerger,
     TilePlan,

@@ -11,25 +11,23 @@ import numpy as np
 import pytest
 import torch
 
-from napari_microseg.core import synthetic
+from napari_microseg.core.io import synthetic
 from napari_microseg.core.models import registry
 from napari_microseg.core.models.base import ModelError
 from napari_microseg.core.models.build import create_model
+from napari_microseg.core.models.versions import SaveError
 from napari_microseg.core.progress import drain
-from napari_microseg.core.training import (
-    SaveError,
+from napari_microseg.core.training.data import (
+    Plane,
     TrainingDataError,
-    TrainingError,
     TrainingPair,
-    TrainingWarning,
-    TrainSettings,
     annotated_slices,
-    finetune,
     parse_slices,
-    train,
+    prepare,
 )
-from napari_microseg.core.trainingdata import Plane, prepare
-from napari_microseg.core.valsplit import split_validation
+from napari_microseg.core.training.jobs import finetune, train
+from napari_microseg.core.training.settings import TrainingError, TrainingWarning, TrainSettings
+from napari_microseg.core.training.split import split_validation
 
 
 @pytest.fixture(autouse=True)

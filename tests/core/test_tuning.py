@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_microseg.core.bundle_split import ValidationItem
+from napari_microseg.bundling.split import ValidationItem
+from napari_microseg.bundling.tuning import grid_points, tune_postprocess
 from napari_microseg.core.models.build import create_model
 from napari_microseg.core.progress import drain
-from napari_microseg.core.tuning import grid_points, tune_postprocess
 
 
 def test_grid_points_are_every_combination_in_order():

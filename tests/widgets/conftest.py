@@ -12,8 +12,8 @@ def _train_tiny_unet(in_channels: int, name: str):
     """A depth-2 U-Net taught in a few dozen steps that bright blobs are foreground."""
     import torch
 
+    from napari_microseg.core.io.synthetic import fluorescence_nuclei
     from napari_microseg.core.models.build import create_model
-    from napari_microseg.core.synthetic import fluorescence_nuclei
 
     torch.manual_seed(0)
     model = create_model(

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_microseg._widgets.correct import SHORTCUTS, CorrectWidget
-from napari_microseg.core.io import imread
+from napari_microseg.core.io.images import imread
 
 
 @pytest.fixture(autouse=True)

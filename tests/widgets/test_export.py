@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from napari_microseg._widgets.export import ExportWidget
-from napari_microseg.core.io import imread
+from napari_microseg.core.io.images import imread
 
 
 @pytest.fixture
@@ -71,7 +71,7 @@ def test_png_refuses_a_stack_and_no_layer_is_a_message(setup, qtbot, tmp_path):
 
 
 def test_unwritable_folder_mid_export_keeps_layers(setup, qtbot, monkeypatch):
-    import napari_microseg.core.export as export_module
+    import napari_microseg.core.evaluation.export as export_module
 
     viewer, _, widget = setup
 

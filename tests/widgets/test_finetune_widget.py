@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_microseg._widgets.finetune import FinetuneWidget
-from napari_microseg.core.synthetic import fluorescence_nuclei
+from napari_microseg.core.io.synthetic import fluorescence_nuclei
 
 
 @pytest.fixture

@@ -101,7 +101,7 @@ def test_removed_layer_does_not_break_it(viewer_widget):
 def test_watershed_preview_reuses_the_objects_when_only_cleanup_moves(viewer_widget, monkeypatch):
     from scipy import ndimage as ndi
 
-    from napari_microseg.core import postprocess_pipeline
+    from napari_microseg.core.postprocess import pipeline as postprocess_pipeline
 
     viewer, widget = viewer_widget
     rng = np.random.default_rng(0)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_microseg._widgets.segment import SegmentWidget
-from napari_microseg.core.synthetic import fluorescence_nuclei
+from napari_microseg.core.io.synthetic import fluorescence_nuclei
 
 
 @pytest.fixture
@@ -144,7 +144,7 @@ def test_image_far_from_the_model_pixel_size_is_resampled_unless_unchecked(
 ):
     """The layer is 0.2 µm per pixel; the model says it was trained at 0.1 µm (2x)."""
     from napari_microseg._widgets import segment as widget_module
-    from napari_microseg.core import segment as core_segment
+    from napari_microseg.core.inference import segment as core_segment
     from napari_microseg.core.models.registry import load_model
 
     viewer, _, widget, sample = setup

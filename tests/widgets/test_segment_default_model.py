@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from napari_microseg._widgets.segment import SegmentWidget, layer_hints
-from napari_microseg.core import synthetic
+from napari_microseg.core.io import synthetic
 
 
 @pytest.fixture

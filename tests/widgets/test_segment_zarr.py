@@ -11,8 +11,9 @@ import zarr
 
 from napari_microseg._widgets import _block_plan, _zarr_job
 from napari_microseg._widgets.segment import SegmentWidget
-from napari_microseg.core import chunk_store, chunked
-from napari_microseg.core.synthetic import fluorescence_nuclei
+from napari_microseg.core.blocks import predict as chunked
+from napari_microseg.core.blocks import store as chunk_store
+from napari_microseg.core.io.synthetic import fluorescence_nuclei
 
 SHAPE = (6, 96, 96)
 

@@ -8,7 +8,7 @@ from napari_microseg._widgets.correct import CorrectWidget
 from napari_microseg._widgets.export import ExportWidget
 from napari_microseg._widgets.postprocess import PostprocessWidget
 from napari_microseg._widgets.segment import SegmentWidget
-from napari_microseg.core.io import imread
+from napari_microseg.core.io.images import imread
 
 
 def wait(widget, qtbot, timeout=120000):

@@ -6,7 +6,7 @@ dask array our reader makes of an OME-Zarr, or probabilities estimated above
 :data:`._block_plan.IN_MEMORY_LIMIT_BYTES`) it hands over to :func:`run_block_by_block`:
 
 * the probabilities go block by block into a zarr store
-  (:func:`~napari_microseg.core.chunked.predict_to_zarr`) in a folder the
+  (:func:`~napari_microseg.core.blocks.predict.predict_to_zarr`) in a folder the
   user can see: next to the input when it is a zarr on disk in a writable
   folder, else in :func:`predictions_dir`; the store is named after the layer
   and the model (:func:`output_paths`);
@@ -15,7 +15,7 @@ dask array our reader makes of an OME-Zarr, or probabilities estimated above
   it is refreshed on the GUI thread as blocks complete (only the displayed
   slice is read), and renamed ``"... probabilities"`` when every block is done;
 * the labels follow block by block into a second store
-  (:func:`~napari_microseg.core.label_merge.label_to_zarr`, the model's
+  (:func:`~napari_microseg.core.blocks.labels.label_to_zarr`, the model's
   recommended post-processing) and appear as a zarr-backed Labels layer when
   complete (their block-local ids are renumbered in the last pass, so they are
   not shown before).
@@ -52,7 +52,7 @@ from ._zarr_worker import PHASE, READY, BlockOutcome, block_segment_job
 if TYPE_CHECKING:
     from napari.layers import Image, Layer
 
-    from ..core.inference_setup import PredictOptions
+    from ..core.inference.job import PredictOptions
     from ..core.models.entries import ModelEntry
     from .segment import SegmentWidget
 
@@ -197,7 +197,7 @@ class BlockRun:
         """Blocks recorded done in the probability store, and blocks in all (None: no store)."""
         import zarr
 
-        from ..core.chunk_store import resume_state
+        from ..core.blocks.store import resume_state
 
         try:
             state = resume_state(zarr.open_array(str(self.outputs.probabilities), mode="r"))

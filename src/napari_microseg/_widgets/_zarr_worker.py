@@ -17,9 +17,9 @@ from ..core.progress import Job, Progress
 from ._block_plan import BlockOutputs
 
 if TYPE_CHECKING:
-    from ..core.chunked import ChunkedResult
-    from ..core.inference_setup import PredictOptions
-    from ..core.label_merge import LabelResult
+    from ..core.blocks.labels import LabelResult
+    from ..core.blocks.predict import ChunkedResult
+    from ..core.inference.job import PredictOptions
     from ..core.models.base import SegmentationModel
 
 #: Keys the worker adds to ``Progress.info``: the job's phase, and whether the store exists.
@@ -76,7 +76,7 @@ def resumable(start: Callable[[bool], Job[Any]], path: Path, phase: str) -> Job[
     ChunkedError
         If the path holds something that napari-microseg did not write.
     """
-    from ..core.chunk_store import ChunkedError
+    from ..core.blocks.store import ChunkedError
 
     for overwrite in (False, True):
         job = start(overwrite)
@@ -143,9 +143,9 @@ def block_segment_job(
         Yields the core's :class:`Progress` events, tagged with :data:`PHASE`
         (``"predict"``, ``"predicted"`` once all blocks are done, ``"labels"``).
     """
-    from ..core.chunked import predict_to_zarr
-    from ..core.label_merge import label_to_zarr
-    from ..core.segment import pipeline_spacing, recommended_pipeline
+    from ..core.blocks.labels import label_to_zarr
+    from ..core.blocks.predict import predict_to_zarr
+    from ..core.inference.segment import pipeline_spacing, recommended_pipeline
 
     if model is None:
         yield Progress(0, None, "loading the model")

@@ -26,9 +26,9 @@ from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_info, show_warning
 from qtpy.QtCore import QTimer
 
-from ..core import labels as ops
-from ..core.autosave import list_autosaves, write_autosave
-from ..core.io import imread
+from ..core.io.autosave import list_autosaves, write_autosave
+from ..core.io.images import imread
+from ..core.postprocess import corrections as ops
 
 if TYPE_CHECKING:
     import napari

@@ -23,7 +23,7 @@ from napari.layers import Image, Labels
 from napari.utils.notifications import show_info, show_warning
 from qtpy.QtWidgets import QMessageBox
 
-from ..core.export import LABEL_FORMATS, ExportResult, export_job
+from ..core.evaluation.export import LABEL_FORMATS, ExportResult, export_job
 from ._runner import JobRunner
 
 if TYPE_CHECKING:

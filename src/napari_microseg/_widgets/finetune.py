@@ -178,7 +178,7 @@ class FinetuneWidget(Container):
         if layer is None or layer.data.ndim < 3:
             self.slices.value = ""
             return
-        from ..core.trainingdata import annotated_slices
+        from ..core.training.data import annotated_slices
 
         found = annotated_slices(np.asarray(layer.data))
         self.slices.value = ",".join(map(str, found))
@@ -215,7 +215,8 @@ class FinetuneWidget(Container):
                 "correct the labels made from this image."
             )
             return
-        from ..core.training import TrainSettings, finetune
+        from ..core.training.jobs import finetune
+        from ..core.training.settings import TrainSettings
 
         settings = TrainSettings.for_finetune(
             minutes=float(self.minutes.value),

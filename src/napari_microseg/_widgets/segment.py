@@ -37,8 +37,8 @@ if TYPE_CHECKING:
 
     import napari
 
+    from ..core.inference.segment import SegmentResult
     from ..core.models.base import ModelCard, SegmentationModel
-    from ..core.segment import SegmentResult
 
 LOG = logging.getLogger(__name__)
 REGIONS = ("whole image", "current slice", "field of view")
@@ -256,7 +256,7 @@ class SegmentWidget(Container):
             self.overlap.value = float(recommended["overlap"])
 
     def _show_device(self, event: Any = None) -> None:
-        from ..core.device import select_device
+        from ..core.models.device import select_device
 
         choice = select_device(self.device_combo.value, warn=False)
         note = f" ({choice.note})" if choice.note else ""
@@ -303,7 +303,7 @@ class SegmentWidget(Container):
         except ValueError as error:
             show_warning(str(error))
             return
-        from ..core.inference_setup import PredictOptions
+        from ..core.inference.job import PredictOptions
 
         options = PredictOptions(
             tile_size=int(self.tile.value),
@@ -441,8 +441,8 @@ def _load_and_segment(
     With ``match_pixel_size``, an image far from the model's pixel size is
     resampled in-plane to it for the prediction (results on the image's grid).
     """
+    from ..core.inference.segment import segment_job
     from ..core.progress import Progress
-    from ..core.segment import segment_job
 
     if model is None:
         yield Progress(0, None, "loading the model")
@@ -469,7 +469,7 @@ def _scale_messages(
     card: ModelCard | None, spacing: tuple[float, ...] | None, axes: str, shape: tuple[int, ...]
 ) -> tuple[str | None, str | None]:
     """The pixel-size warning (predicting as is) and the resampling info line, or None each."""
-    from ..core.segment import resampling_note, scale_mismatch
+    from ..core.inference.segment import resampling_note, scale_mismatch
 
     if card is None:
         return None, None

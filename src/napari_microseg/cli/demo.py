@@ -41,7 +41,7 @@ def write_demo(out: Path) -> int:
 
     The bundled model made for the sample (``mito-em`` for FIB-SEM) segments it
     with its recommended settings when it is installed, through
-    :func:`~napari_microseg.core.segment.segment_job` as the Segment widget does:
+    :func:`~napari_microseg.core.inference.segment.segment_job` as the Segment widget does:
     the sample (10 nm per pixel) is resampled to the model's pixel size (5 nm)
     and back. ``mito-em`` reaches foreground Dice 0.97 on the sample, the
     classical pipeline 0.85. Without a usable bundled model the classical
@@ -49,8 +49,8 @@ def write_demo(out: Path) -> int:
     """
     import numpy as np
 
-    from ..core import synthetic
-    from ..core.writers import write_image, write_labels
+    from ..core.io import synthetic
+    from ..core.io.writers import write_image, write_labels
 
     out.mkdir(parents=True, exist_ok=True)
     sample = synthetic.fibsem_mitochondria()
@@ -75,10 +75,10 @@ def write_demo(out: Path) -> int:
 
 def segment_sample(sample: Any, key: str) -> Any:
     """Labels of a sample: its bundled model when usable, else the classical fallback."""
-    from ..core.classical import segment_dark_objects
     from ..core.models.base import ModelError
     from ..core.models.bundled import SAMPLE_MODELS
     from ..core.models.registry import bundled_entries
+    from ..core.postprocess.classical import segment_dark_objects
 
     name = SAMPLE_MODELS[key]
     entry = next((e for e in bundled_entries() if e.name == name), None)
@@ -99,13 +99,13 @@ def _segment_with(entry: Any, sample: Any) -> Any:
     """Labels from a bundled model with its card's settings, as the Segment widget gives them.
 
     The sample is resampled in Y and X to the model's pixel size and back
-    (:func:`~napari_microseg.core.segment.segment_job`'s default), and the
+    (:func:`~napari_microseg.core.inference.segment.segment_job`'s default), and the
     output says so.
     """
-    from ..core.bundling import recommended_options
+    from ..bundling.bundle import recommended_options
+    from ..core.inference.segment import resampling_note, segment_job
     from ..core.models.registry import load_model
     from ..core.progress import drain
-    from ..core.segment import resampling_note, segment_job
 
     model = load_model(entry.path, device="auto")
     card = model.card

@@ -44,7 +44,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.evaluate import (
+    from ..core.evaluation.evaluate import (
         COLUMNS,
         evaluate_images,
         format_table,
@@ -90,15 +90,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _is_folder(path: Path) -> bool:
-    from ..core.io import ZARR_SUFFIXES, _looks_like_zarr
+    from ..core.io.image_data import ZARR_SUFFIXES, looks_like_zarr
 
     return path.is_dir() and not (
-        path.name.lower().endswith(ZARR_SUFFIXES) or _looks_like_zarr(path)
+        path.name.lower().endswith(ZARR_SUFFIXES) or looks_like_zarr(path)
     )
 
 
 def _list_images(folder: Path) -> list[Path]:
-    from ..core.io import is_readable_path
+    from ..core.io.images import is_readable_path
 
     return sorted(
         p
@@ -108,7 +108,7 @@ def _list_images(folder: Path) -> list[Path]:
 
 
 def _find_pairs(pred: Path, truth: Path) -> list[tuple[str, Path, Path]]:
-    from ..core.evaluate import name_key, pair_files
+    from ..core.evaluation.evaluate import name_key, pair_files
     from . import CommandError
 
     for path, role in ((pred, "PRED"), (truth, "TRUTH")):
@@ -137,7 +137,7 @@ def _find_pairs(pred: Path, truth: Path) -> list[tuple[str, Path, Path]]:
 def _read_labels(path: Path, role: str) -> tuple[Any, tuple[float, ...] | None]:
     import numpy as np
 
-    from ..core.io import imread
+    from ..core.io.images import imread
     from . import CommandError
 
     image = imread(path)

@@ -54,7 +54,7 @@ def register(subparsers: Any) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> Any:
     """The fine-tune :class:`~napari_microseg.core.training.TrainSettings` the options ask for."""
-    from ..core.training import TrainSettings
+    from ..core.training.settings import TrainSettings
 
     overrides: dict[str, Any] = {"seed": args.seed, "freeze_encoder": args.freeze_encoder}
     # One budget given: it alone limits the run (steps alone are reproducible).
@@ -73,9 +73,10 @@ def settings_from_args(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.io import imread
+    from ..core.io.images import imread
+    from ..core.models.versions import SaveError
     from ..core.progress import drain
-    from ..core.training import SaveError, finetune
+    from ..core.training.jobs import finetune
     from . import CommandError
 
     settings = settings_from_args(args)

@@ -119,8 +119,8 @@ def build_pipeline(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.atomic import atomic_write_text
-    from ..core.writers import write_labels
+    from ..core.io.atomic import atomic_write_text
+    from ..core.io.writers import write_labels
     from . import CommandError
 
     pipeline = build_pipeline(args)
@@ -162,7 +162,7 @@ def _read_probabilities(
     """The map, its class axis (stacks), its spatial axes and voxel size in µm."""
     import numpy as np
 
-    from ..core.io import imread
+    from ..core.io.images import imread
     from . import CommandError
 
     image = imread(path)

@@ -109,7 +109,7 @@ def load(name_or_path: str, device: str) -> Any:
 
 def expand_inputs(paths: list[Path]) -> list[Path]:
     """Files as given; folders (other than zarr stores) become their images, in name order."""
-    from ..core.io import IMAGE_SUFFIXES, ZARR_SUFFIXES, _natural_key
+    from ..core.io.image_data import IMAGE_SUFFIXES, ZARR_SUFFIXES, natural_key
     from . import CommandError
 
     found: list[Path] = []
@@ -125,7 +125,7 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
             ]
             if not inside:
                 raise CommandError(f"The folder {path} holds no images (TIFF, PNG, JPEG, zarr).")
-            found += sorted(inside, key=lambda p: _natural_key(p.name))
+            found += sorted(inside, key=lambda p: natural_key(p.name))
         else:
             found.append(path)
     return found
@@ -157,9 +157,9 @@ def with_cli_overrides(pipeline: Any, args: argparse.Namespace) -> Any:
 
 
 def _is_zarr(path: Path) -> bool:
-    from ..core.io import ZARR_SUFFIXES, _looks_like_zarr
+    from ..core.io.image_data import ZARR_SUFFIXES, looks_like_zarr
 
-    return path.name.lower().endswith(ZARR_SUFFIXES) or (path.is_dir() and _looks_like_zarr(path))
+    return path.name.lower().endswith(ZARR_SUFFIXES) or (path.is_dir() and looks_like_zarr(path))
 
 
 def _stem(path: Path) -> str:
@@ -174,10 +174,12 @@ def predict_one(
     model: Any, path: Path, labels_path: Path, prob_path: Path | None, args: argparse.Namespace
 ) -> None:
     """Predict one image and write its labels (and probabilities)."""
-    from ..core.inference import Instances, PredictOptions, iter_predict
-    from ..core.io import describe, imread
+    from ..core.inference.job import PredictOptions
+    from ..core.inference.predict import iter_predict
+    from ..core.inference.segment import predict_on_image_grid, resampling_note
+    from ..core.inference.stitching import Instances
+    from ..core.io.images import describe, imread
     from ..core.progress import drain
-    from ..core.segment import predict_on_image_grid, resampling_note
     from . import CommandError
 
     image = imread(path)
@@ -251,7 +253,11 @@ def _postprocess(
 
     import numpy as np
 
-    from ..core.segment import pipeline_spacing, pixel_sizes_on_image_grid, recommended_pipeline
+    from ..core.inference.segment import (
+        pipeline_spacing,
+        pixel_sizes_on_image_grid,
+        recommended_pipeline,
+    )
 
     prob = np.asarray(prob)
     pipeline = recommended_pipeline(model.card, prob.shape[0])
@@ -263,7 +269,7 @@ def _postprocess(
 
 
 def _write_probabilities(path: Path, prob: Any, image: Any) -> None:
-    from ..core.writers import write_image
+    from ..core.io.writers import write_image
 
     axes = "C" + image.spatial_axes
     write_image(path, prob, scale=image.scale, axes=axes)
@@ -271,8 +277,8 @@ def _write_probabilities(path: Path, prob: Any, image: Any) -> None:
 
 
 def _write_labels(path: Path, labels: Any, image: Any) -> None:
-    from ..core.writers import write_labels
-    from ..core.zarr_io import write_ome_zarr
+    from ..core.io.writers import write_labels
+    from ..core.io.zarr_arrays import write_ome_zarr
 
     if path.suffix.lower() == ".zarr" or path.name.lower().endswith(".ome.zarr"):
         write_ome_zarr(path, labels, axes=image.spatial_axes, scale=image.scale, kind="labels")

@@ -2,8 +2,8 @@
 
 Chosen when ``--chunked``, ``--scheduler`` or ``--workers`` is given, or when
 a zarr input goes to a ``.zarr`` output. Probabilities and labels are written
-to zarr block by block (:mod:`napari_microseg.core.chunked`,
-:mod:`napari_microseg.core.label_merge`); a run started again on the same
+to zarr block by block (:mod:`napari_microseg.core.blocks.predict`,
+:mod:`napari_microseg.core.blocks.labels`); a run started again on the same
 outputs skips the blocks already written.
 """
 
@@ -100,7 +100,7 @@ def run_chunked(args: argparse.Namespace, inputs: list[Path]) -> int:
     if not str(prob_path).lower().endswith(".zarr"):
         raise CommandError(f"--probabilities must be a .zarr store here, not {prob_path}.")
     if args.workers or args.scheduler:
-        from ..core.distributed import DaskExecutor, cluster_client
+        from ..core.blocks.cluster import DaskExecutor, cluster_client
 
         with cluster_client(args.scheduler, workers=args.workers) as client:
             workers = len(client.scheduler_info().get("workers", {}))
@@ -119,13 +119,13 @@ def _stem(path: Path) -> str:
 
 
 def _run(args: argparse.Namespace, path: Path, prob_path: Path, executor: Any) -> int:
-    from ..core.chunked import predict_to_zarr
-    from ..core.distributed import ModelRef
-    from ..core.inference_setup import PredictOptions
-    from ..core.io import describe
-    from ..core.label_merge import label_to_zarr
+    from ..core.blocks.cluster import ModelRef
+    from ..core.blocks.labels import label_to_zarr
+    from ..core.blocks.predict import predict_to_zarr
+    from ..core.inference.job import PredictOptions
+    from ..core.io.images import describe
+    from ..core.io.volumes import open_volume
     from ..core.progress import drain
-    from ..core.volume_io import open_volume
     from .predict import load, tiling_settings
 
     image = open_volume(path)
@@ -175,7 +175,7 @@ def _run(args: argparse.Namespace, path: Path, prob_path: Path, executor: Any) -
 
 
 def _pipeline(model: Any, image: Any, n_classes: int, args: argparse.Namespace) -> Any:
-    from ..core.segment import pipeline_spacing, recommended_pipeline
+    from ..core.inference.segment import pipeline_spacing, recommended_pipeline
     from .predict import with_cli_overrides
 
     pipeline = with_cli_overrides(recommended_pipeline(model.card, n_classes), args)

@@ -1,9 +1,9 @@
 """``microseg train``: train a model from scratch as a YAML config describes.
 
 A config names the family, its hyper-parameters and classes, the data set
-(a folder in one of the layouts of :mod:`napari_microseg.core.datasets`;
+(a folder in one of the layouts of :mod:`napari_microseg.core.training.datasets`;
 ``--data`` overrides its path) and the training settings (the fields of
-:class:`~napari_microseg.core.training.TrainSettings`). See ``configs/`` for
+:class:`~napari_microseg.core.training.jobs.TrainSettings`). See ``configs/`` for
 examples::
 
     microseg train --config configs/mito-em.yaml --data /data/lucchi
@@ -91,9 +91,9 @@ def read_config(path: Path) -> dict[str, Any]:
 
 def build(config: dict[str, Any], args: argparse.Namespace, base: Path) -> tuple[Any, ...]:
     """The fresh model, the data set and the settings a config (plus options) describes."""
-    from ..core.datasets import load_dataset
     from ..core.models.build import create_model
-    from ..core.training import TrainSettings
+    from ..core.training.datasets import load_dataset
+    from ..core.training.settings import TrainSettings
     from . import CommandError
 
     data_cfg = dict(config.get("data") or {})
@@ -142,7 +142,7 @@ def _free_name(name: str) -> str:
     with the documented command must not stop at "already exists"; nothing is
     overwritten either way. An explicit ``--name`` is never changed.
     """
-    from ..core.versions import default_name
+    from ..core.models.versions import default_name
 
     free = default_name(name)
     if free != name:
@@ -152,8 +152,9 @@ def _free_name(name: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..core.models.registry import user_models_dir
+    from ..core.models.versions import SaveError
     from ..core.progress import drain
-    from ..core.training import SaveError, train
+    from ..core.training.jobs import train
     from . import CommandError
     from .finetune import report
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_microseg.core.bundling import BundleError, save_bundled
+from napari_microseg.bundling.bundle import save_bundled
+from napari_microseg.bundling.split import BundleError
 from napari_microseg.core.models import registry
 from napari_microseg.core.models.base import ModelError
 from napari_microseg.core.models.bundled import (
@@ -65,10 +66,10 @@ def test_shipped_model_has_a_complete_card_and_fits_the_size_limit(entry):
 
 @pytest.mark.parametrize("entry", SHIPPED_ENTRIES, ids=_ids(SHIPPED_ENTRIES))
 def test_shipped_model_loads_and_segments_a_small_synthetic_image_on_cpu(entry):
-    from napari_microseg.core.bundling import recommended_options
+    from napari_microseg.bundling.bundle import recommended_options
+    from napari_microseg.core.inference.segment import segment_job
+    from napari_microseg.core.io.synthetic import fluorescence_nuclei, he_glands
     from napari_microseg.core.progress import drain
-    from napari_microseg.core.segment import segment_job
-    from napari_microseg.core.synthetic import fluorescence_nuclei, he_glands
 
     model = load_checkpoint(entry.path, device="cpu")  # also checks the SHA-256
     sample = he_glands((96, 96)) if model.in_channels == 3 else fluorescence_nuclei((96, 96))
@@ -245,7 +246,7 @@ ALL = [
 
 
 def test_suggestions_follow_the_kind_of_image():
-    from napari_microseg.core.synthetic import fibsem_mitochondria, fluorescence_nuclei
+    from napari_microseg.core.io.synthetic import fibsem_mitochondria, fluorescence_nuclei
 
     em = fibsem_mitochondria((8, 96, 96)).image
     fluo = fluorescence_nuclei().image

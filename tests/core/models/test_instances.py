@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_microseg.core.models.instances import detections_to_labels, nms
+from napari_microseg.core.models.detections import detections_to_labels, nms
 
 
 def square(shape, y0, x0, size, value):

@@ -40,7 +40,7 @@ class Target:
     Attributes
     ----------
     metric : str
-        Column of ``microseg evaluate`` (:data:`~napari_microseg.core.evaluate.COLUMNS`).
+        Column of ``microseg evaluate`` (:data:`~napari_microseg.core.evaluation.evaluate.COLUMNS`).
     label : str
         The metric in words.
     minimum : float
@@ -67,7 +67,7 @@ class Target:
         }
 
 
-#: Targets per data set kind (the layouts of :mod:`napari_microseg.core.datasets`).
+#: Targets per data set kind (the layouts of :mod:`napari_microseg.core.training.datasets`).
 TARGETS: dict[str, Target] = {
     "lucchi": Target("pixel_f1", "foreground Dice", 0.90),
     "isbi2012": Target("accuracy", "pixel accuracy", 0.967),

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..._version import __version__
-from ..atomic import atomic_path
+from ..io.atomic import atomic_path
 from .base import ModelCard, ModelError, SegmentationModel
 
 if TYPE_CHECKING:
@@ -244,14 +244,15 @@ def serialize(
     }
     card = replace(card or model.card, version=__version__)
     card.validate()
-    embedded = {**card.to_dict(), "format": _format_block(None, dtype, None)}
+    embedded = {**card.to_dict(), "format": format_block(None, dtype, None)}
     # A single metadata key: safetensors writes its metadata map in an unstable order,
     # and identical models must give identical bytes (save_user_model compares hashes).
     metadata = {CARD_KEY: json.dumps(embedded)}
     return save(tensors, metadata=metadata), card
 
 
-def _format_block(weights: str | None, dtype: str, sha256: str | None) -> dict[str, Any]:
+def format_block(weights: str | None, dtype: str, sha256: str | None) -> dict[str, Any]:
+    """The card's ``format`` entry: file format, version, dtype, weights file and its SHA-256."""
     block: dict[str, Any] = {"name": FORMAT_NAME, "version": FORMAT_VERSION, "dtype": dtype}
     if weights:
         block["weights"] = weights
@@ -268,7 +269,7 @@ def write_checkpoint(payload: bytes, card: ModelCard, path: str | os.PathLike, d
     """
     weights, card_file = checkpoint_paths(path)
     digest = hashlib.sha256(payload).hexdigest()
-    data = {**card.to_dict(), "format": _format_block(weights.name, dtype, digest)}
+    data = {**card.to_dict(), "format": format_block(weights.name, dtype, digest)}
     text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     with atomic_path(card_file) as tmp_card:
         with atomic_path(weights) as tmp_weights:
@@ -369,7 +370,7 @@ def load_checkpoint(
         The ``.safetensors`` or ``.json`` file, or their stem.
     device : str or torch.device, optional
         Where to put the model: ``"cpu"``, ``"cuda"``, ``"auto"``... (see
-        :func:`napari_microseg.core.device.select_device`).
+        :func:`napari_microseg.core.models.device.select_device`).
     module : torch.nn.Module, optional
         The network to load the weights into, for ``"custom"`` models that
         napari-microseg cannot build itself.
@@ -390,8 +391,8 @@ def load_checkpoint(
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from ..device import select_device
     from .build import build_model
+    from .device import select_device
 
     info = inspect_checkpoint(path)
     card = info.card

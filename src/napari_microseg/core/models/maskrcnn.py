@@ -45,7 +45,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform, res
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from .base import ModelCard, SegmentationModel
-from .instances import (
+from .detections import (
     NMS_IOU,
     PIXEL_THRESHOLD,
     SCORE_THRESHOLD,
@@ -241,7 +241,7 @@ class MaskRCNNModel(SegmentationModel):
 
         Options default to ``card.recommended["postprocess"]`` and then to the
         source report's thresholds (score 0.4, pixel 0.3, summed mask 0.9); see
-        :func:`~napari_microseg.core.models.instances.detections_to_labels`.
+        :func:`~napari_microseg.core.models.detections.detections_to_labels`.
         """
         settings: dict[str, Any] = {
             "score_threshold": SCORE_THRESHOLD,

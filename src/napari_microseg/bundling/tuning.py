@@ -1,0 +1,135 @@
+"""Choose a model's recommended post-processing on images it was trained on.
+
+A grid of post-processing settings (for example a Mask R-CNN's score and pixel
+thresholds, or a U-Net's watershed threshold) is tried on training images, each
+segmented as the Segment widget would segment it, and scored with the metric
+its model card reports. The validation labels are never read, so the card's
+validation score stays an honest estimate of new data. Used by
+``scripts/tune_postprocess.py``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from ..core.progress import Job, Progress, drain
+
+if TYPE_CHECKING:
+    from ..core.models.base import SegmentationModel
+    from .split import ValidationItem
+
+
+def grid_points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """Every combination of the grid's values, in the grid's order.
+
+    Parameters
+    ----------
+    grid : mapping of str to sequence
+        Post-processing option -> the values to try.
+
+    Returns
+    -------
+    list of dict
+
+    Examples
+    --------
+    >>> grid_points({"a": [1, 2], "b": [0.5]})
+    [{'a': 1, 'b': 0.5}, {'a': 2, 'b': 0.5}]
+    """
+    if not grid:
+        return [{}]
+    for key, values in grid.items():
+        if len(values) == 0:
+            raise ValueError(f"The grid gives no value to try for {key!r}.")
+    keys = list(grid)
+    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*grid.values())]
+
+
+def tune_postprocess(
+    model: SegmentationModel,
+    items: Sequence[ValidationItem],
+    grid: Mapping[str, Sequence[Any]],
+    *,
+    metric: str,
+    pixel_size_um: float | None = None,
+    device: str = "cpu",
+) -> Job[list[dict[str, Any]]]:
+    """Score every grid point on ``items``; a progress generator.
+
+    Parameters
+    ----------
+    model : SegmentationModel
+        Its card's recommended post-processing, written out in full, is the
+        base each grid point updates; the card is restored when the job ends.
+    items : sequence of ValidationItem
+        Training images with their labels (see
+        :func:`~.bundle_split.training_items`).
+    grid : mapping of str to sequence
+        Post-processing option -> values to try.
+    metric : str
+        A column of :func:`~.evaluate.evaluate_images` (``"ap_50_95"``,
+        ``"accuracy"``, ``"object_f1"``...), averaged over the items as
+        ``microseg evaluate`` averages it; higher is better.
+    pixel_size_um : float, optional
+        The data's pixel size, so the image is resampled as the widget would.
+    device : str
+        Where the model runs.
+
+    Returns
+    -------
+    list of dict
+        One row per grid point, best first: the point's options, ``"postprocess"``
+        (the whole post-processing dict to recommend) and ``metric``'s mean.
+    """
+    from ..core.evaluation.evaluate import evaluate_images, mean_row
+    from ..core.inference.segment import segment_job
+    from .bundle import postprocess_recommendation, recommended_options
+
+    if not items:
+        raise ValueError("No images to tune on.")
+    base = postprocess_recommendation(model)
+    unknown = sorted(set(grid) - set(base))
+    if unknown:
+        raise ValueError(
+            f"{model.name!r} has no post-processing option {', '.join(map(repr, unknown))}; "
+            f"its options are {', '.join(sorted(base))}."
+        )
+    points = grid_points(grid)
+    total = len(points) * len(items)
+    rows: list[dict[str, Any]] = []
+    started = time.monotonic()
+    own_card = model.card
+    try:
+        for number, point in enumerate(points):
+            post = {**base, **point}
+            # Mask R-CNN adapters read their thresholds from the card, so the card is swapped.
+            model.card = replace(
+                own_card, recommended={**own_card.recommended, "postprocess": post}
+            )
+            options = recommended_options(model, device)
+            scores = []
+            for index, item in enumerate(items):
+                done = number * len(items) + index
+                elapsed = time.monotonic() - started
+                yield Progress(
+                    done,
+                    total,
+                    f"Trying {point} on {item.name}",
+                    elapsed / done * (total - done) if done else None,
+                )
+                spatial = item.axes.replace("C", "")
+                spacing = None if pixel_size_um is None else (pixel_size_um,) * len(spatial)
+                job = segment_job(
+                    model, item.image, axes=item.axes, options=options, spacing=spacing
+                )
+                result = drain(job, show=False)
+                scores.append(evaluate_images(item.truth, result.labels, metrics=[metric]))
+            rows.append({**point, "postprocess": post, metric: mean_row(scores)[metric]})
+    finally:
+        model.card = own_card
+    yield Progress(total, total, "Scored every grid point")
+    return sorted(rows, key=lambda row: -row[metric])

@@ -1,0 +1,35 @@
+"""Stage 6, evaluation: label images scored against ground truth, measured and exported.
+
+Pixel metrics and Rand/VI (:mod:`.metrics`), object F1, Dice, Hausdorff and mean AP
+(:mod:`.objects`, :mod:`.hausdorff`) on one contingency table (:mod:`.contingency`);
+:func:`evaluate_images` makes one row per image pair; :func:`measure_objects` and
+:func:`export_job` give per-object measurements in physical units and write them.
+"""
+
+from __future__ import annotations
+
+from ..lazy import lazy_exports
+
+_HOMES = {
+    "accuracy": "metrics",
+    "precision": "metrics",
+    "recall": "metrics",
+    "pixel_f1": "metrics",
+    "iou": "metrics",
+    "adapted_rand_error": "metrics",
+    "variation_of_information": "metrics",
+    "object_f1": "objects",
+    "object_dice": "objects",
+    "average_precision": "objects",
+    "mean_average_precision": "objects",
+    "match_objects": "objects",
+    "object_hausdorff": "hausdorff",
+    "LabelImageError": "contingency",
+    "evaluate_images": "evaluate",
+    "measure_objects": "measure",
+    "summarize": "measure",
+    "export_job": "export",
+}
+
+__all__ = sorted(_HOMES)
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES)

@@ -1,0 +1,102 @@
+"""The image record every stage passes around, file suffixes, and axis/name helpers.
+
+:class:`ImageData` is an array with its axis letters and voxel size; the readers in
+:mod:`.images`, :mod:`.zarr_arrays` and :mod:`.volumes` all return one.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+PLAIN_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+IMAGE_SUFFIXES = TIFF_SUFFIXES + PLAIN_IMAGE_SUFFIXES
+ZARR_SUFFIXES = (".zarr", ".ome.zarr")
+
+#: Marker stored in the TIFF description of label images we write.
+LABELS_MARKER = "napari-microseg-labels"
+
+class ImageReadError(ValueError):
+    """A file that looks like an image could not be read; the message says why."""
+
+
+@dataclass
+class ImageData:
+    """An image or label array with its axes and voxel size.
+
+    Parameters
+    ----------
+    data : ndarray or dask array
+        The pixels, with axes in the order given by ``axes``.
+    axes : str
+        One letter per axis of ``data``, from ``"TZCYX"``; for example ``"YX"``,
+        ``"YXC"`` (RGB), ``"ZYX"``.
+    scale : tuple of float or None
+        Voxel size in micrometres for every non-channel axis, in ``axes`` order
+        (channels excluded); None when the file does not say.
+    kind : {"image", "labels"}
+        Whether the array holds intensities or object ids.
+    name : str
+        A display name, usually the file stem.
+    metadata : dict
+        Anything else worth keeping (source path, original axes...).
+    """
+
+    data: Any
+    axes: str
+    scale: tuple[float, ...] | None = None
+    kind: Literal["image", "labels"] = "image"
+    name: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def spatial_axes(self) -> str:
+        """The axes without the channel axis, matching ``scale``."""
+        return self.axes.replace("C", "")
+
+    @property
+    def is_rgb(self) -> bool:
+        """True for a colour image with 3 or 4 channels as the last axis."""
+        return self.axes.endswith("C") and self.data.shape[-1] in (3, 4)
+
+    def layer_scale(self) -> tuple[float, ...]:
+        """The napari layer ``scale``: one value per displayed (non-RGB) axis."""
+        n_axes = self.data.ndim - (1 if self.is_rgb else 0)
+        if self.scale is None or len(self.scale) != n_axes:
+            return (1.0,) * n_axes
+        return tuple(self.scale)
+
+
+def canonical_axes(data: np.ndarray, axes: str) -> tuple[np.ndarray, str]:
+    """Map tifffile's axis letters onto ``TZCYX`` and drop singleton extras."""
+    mapping = {"S": "C", "I": "Z", "Q": "Z", "P": "Z", "R": "Z", "E": "C", "H": "C", "L": "Z"}
+    letters = [mapping.get(a, a) for a in axes.upper()]
+    # Drop length-1 axes other than Y/X so a 1-slice stack reads as 2D.
+    keep = [i for i, a in enumerate(letters) if data.shape[i] > 1 or a in "YX"]
+    data = data.reshape([data.shape[i] for i in keep])
+    letters = [letters[i] for i in keep]
+    # Resolve duplicates (e.g. two unknown axes mapped to Z) by renaming the outer one to T.
+    if letters.count("Z") > 1:
+        letters[letters.index("Z")] = "T"
+    if "C" in letters and letters[-1] != "C" and data.shape[letters.index("C")] in (3, 4):
+        # Interleaved RGB planes (CYX) go last, as napari's rgb layers want.
+        c = letters.index("C")
+        if c == len(letters) - 3:
+            data = np.moveaxis(data, c, -1)
+            letters.append(letters.pop(c))
+    return data, "".join(letters)
+
+
+def natural_key(name: str) -> list[Any]:
+    """Sort key that orders ``slice2`` before ``slice10``."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def looks_like_zarr(folder: Path) -> bool:
+    """True for a folder that is a zarr store (v2 or v3), whatever its name."""
+    return any((folder / marker).exists() for marker in (".zarray", ".zgroup", "zarr.json"))

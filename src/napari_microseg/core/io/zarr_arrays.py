@@ -1,0 +1,192 @@
+"""Lazy reading and atomic writing of zarr and OME-Zarr (NGFF 0.4 and 0.5) arrays.
+
+A zarr store opens as a dask array, so a volume larger than memory can be
+viewed and processed chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from .checks import KNOWN_AXES
+from .image_data import ImageData, ImageReadError
+
+_UNIT_TO_UM = {"nanometer": 1e-3, "micrometer": 1.0, "millimeter": 1e3, "meter": 1e6}
+
+
+def read_zarr(path: str | os.PathLike) -> ImageData:
+    """Open a zarr array or OME-Zarr image lazily.
+
+    Parameters
+    ----------
+    path : path-like
+        A zarr array, a zarr group holding arrays, or an OME-Zarr image
+        (multiscale level 0 is used).
+
+    Returns
+    -------
+    ImageData
+        ``data`` is a dask array; axes and voxel size come from the OME
+        metadata when present.
+    """
+    import dask.array as da
+    import zarr
+
+    p = Path(path)
+    try:
+        node = zarr.open(str(p), mode="r")
+    except Exception as error:  # zarr raises many types for broken stores
+        raise ImageReadError(f"{p.name} could not be opened as zarr ({error}).") from error
+    attrs = dict(node.attrs)
+    ome = attrs.get("ome", attrs)
+    kind: Literal["image", "labels"] = "labels" if "image-label" in ome else "image"
+    axes_names: list[str] | None = None
+    scale: tuple[float, ...] | None = None
+    if hasattr(node, "shape"):
+        array = node
+        axes_names = attrs.get("axes") if isinstance(attrs.get("axes"), list) else None
+        if "microseg_kind" in attrs:
+            kind = attrs["microseg_kind"]
+    elif "multiscales" in ome:
+        multiscale = ome["multiscales"][0]
+        dataset = multiscale["datasets"][0]
+        array = node[dataset["path"]]
+        axes_names, scale = _ngff_axes_and_scale(multiscale, dataset)
+    else:
+        arrays = [v for _, v in node.arrays()] if hasattr(node, "arrays") else []
+        if not arrays:
+            raise ImageReadError(f"{p.name} is a zarr group without arrays; nothing to open.")
+        array = max(arrays, key=lambda a: int(np.prod(a.shape)))
+    data = da.from_zarr(array)
+    axes = _axes_letters(axes_names, data.ndim)
+    return ImageData(data, axes, scale, kind, p.name.split(".")[0], {"path": str(p)})
+
+
+def _ngff_axes_and_scale(
+    multiscale: dict[str, Any], dataset: dict[str, Any]
+) -> tuple[list[str] | None, tuple[float, ...] | None]:
+    axes = multiscale.get("axes")
+    names = None
+    units: list[float] = []
+    if axes:
+        names = [a["name"] if isinstance(a, dict) else str(a) for a in axes]
+        units = [
+            _UNIT_TO_UM.get(a.get("unit", ""), 1.0) if isinstance(a, dict) else 1.0 for a in axes
+        ]
+    scale = None
+    for transform in dataset.get("coordinateTransformations", []):
+        if transform.get("type") == "scale":
+            values = [float(v) for v in transform["scale"]]
+            if units:
+                values = [v * u for v, u in zip(values, units)]
+            if names:
+                values = [v for v, n in zip(values, names) if n.upper() != "C"]
+            scale = tuple(values)
+    return names, scale
+
+
+def _axes_letters(names: list[str] | None, ndim: int) -> str:
+    if names and len(names) == ndim:
+        letters = "".join(n[0].upper() for n in names)
+        if set(letters) <= set(KNOWN_AXES) and len(set(letters)) == ndim:
+            return letters
+    return {2: "YX", 3: "ZYX", 4: "CZYX", 5: "TCZYX"}.get(ndim, "")
+
+
+def write_ome_zarr(
+    path: str | os.PathLike,
+    data: np.ndarray,
+    *,
+    axes: str,
+    scale: tuple[float, ...] | None = None,
+    kind: Literal["image", "labels"] = "image",
+    chunks: tuple[int, ...] | None = None,
+    overwrite: bool = True,
+) -> Path:
+    """Write an array as a single-scale OME-Zarr (NGFF 0.4) image, atomically.
+
+    Parameters
+    ----------
+    path : path-like
+        Destination folder, usually ending in ``.ome.zarr``.
+    data : ndarray
+        Pixels or label ids.
+    axes : str
+        Axis letters of ``data`` (for example ``"ZYX"``).
+    scale : tuple of float, optional
+        Voxel size in µm for the non-channel axes.
+    kind : {"image", "labels"}
+        Labels are marked with NGFF's ``image-label`` so readers show them as labels.
+    chunks : tuple of int, optional
+        Chunk shape; 256 along Y/X and 16 along other axes by default.
+    overwrite : bool
+        Refuse to replace an existing store when False.
+
+    Returns
+    -------
+    Path
+        The written store.
+    """
+    import zarr
+
+    dest = Path(path)
+    if dest.exists() and not overwrite:
+        raise FileExistsError(f"{dest} already exists; choose another name or allow overwriting.")
+    if chunks is None:
+        chunks = tuple(min(s, 256 if a in "YX" else 16) for s, a in zip(data.shape, axes))
+    full_scale = _full_scale(axes, scale)
+    ngff_axes = [
+        {"name": a.lower(), "type": {"C": "channel", "T": "time"}.get(a, "space")}
+        | ({"unit": "micrometer"} if a in "ZYX" else {})
+        for a in axes
+    ]
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
+    try:
+        root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
+        root.create_array("0", data=np.asarray(data), chunks=chunks)
+        root.attrs["multiscales"] = [
+            {
+                "version": "0.4",
+                "name": dest.name.split(".")[0],
+                "axes": ngff_axes,
+                "datasets": [
+                    {
+                        "path": "0",
+                        "coordinateTransformations": [{"type": "scale", "scale": full_scale}],
+                    }
+                ],
+            }
+        ]
+        if kind == "labels":
+            root.attrs["image-label"] = {"version": "0.4"}
+        _replace_dir(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def _full_scale(axes: str, scale: tuple[float, ...] | None) -> list[float]:
+    spatial = [a for a in axes if a != "C"]
+    sizes = dict(zip(spatial, scale)) if scale is not None else {}
+    return [float(sizes.get(a, 1.0)) for a in axes]
+
+
+def _replace_dir(tmp: Path, dest: Path) -> None:
+    """Move ``tmp`` onto ``dest``; the old ``dest`` is removed only after the move."""
+    old = None
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old")
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(old)
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

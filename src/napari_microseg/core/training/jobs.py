@@ -1,0 +1,415 @@
+"""Train a model from scratch (:func:`train`) or fine-tune one on a few slices (:func:`finetune`).
+
+Both are generators in the project's progress convention: they yield a
+:class:`~.progress.Progress` after every training step and every
+validation, and return the new :class:`~.models.base.SegmentationModel`,
+already saved in the user's model folder (so every model picker lists it)
+with its lineage. Closing the generator (Cancel) stops within one step,
+saves the best weights so far as a draft model ``<name>-draft``, and never
+touches the parent.
+
+``Progress.info`` for live displays (keys present per ``phase``):
+
+=============  ================================================================
+phase          keys
+=============  ================================================================
+``prepare``    ``draft_name`` (where Cancel would keep the draft)
+``baseline``   ``metrics_before``, ``val_loss``, ``val_dice``, ``val_iou``,
+               ``val_object_f1``: the parent, before any training step
+``resume``     ``step`` (a run continued from its checkpoint)
+``train``      ``loss`` (this step's training loss), ``lr``, ``epoch``, ``elapsed_s``
+``validate``   ``val_loss``, ``val_dice``, ``val_iou``, ``val_object_f1``,
+               ``improved``, ``best_step``, ``best_val_dice``, ``elapsed_s``
+``save``       ``name``
+``done``       ``name``, ``path``, ``metrics_before``, ``metrics_after``, ``steps``,
+               ``stopped`` (``"steps"``, ``"time"`` or ``"early stop"``)
+=============  ================================================================
+
+Examples
+--------
+Fine-tune a registry model on two corrected slices of a stack, headless
+(``image`` and ``labels`` are the user's arrays):
+
+>>> from napari_microseg.core.progress import drain  # doctest: +SKIP
+>>> job = finetune("mito-em", image, labels, name="mito-em-mydata",
+...                settings=TrainSettings.for_finetune(minutes=2))  # doctest: +SKIP
+>>> model = drain(job)  # saved; load_model("mito-em-mydata") works at once  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..models.base import ModelError, SegmentationModel
+from ..models.versions import SaveError, lineage_record, trained_model
+from ..progress import Job, Progress
+from .data import TrainingDataError, TrainingPair, annotated_slices, parse_slices, prepare
+from .loop import Outcome, Trainer
+from .settings import TrainingError, TrainingWarning, TrainSettings
+from .split import split_validation
+
+if TYPE_CHECKING:
+    import os
+
+__all__ = [
+    "SaveError",
+    "TrainSettings",
+    "TrainingDataError",
+    "TrainingError",
+    "TrainingPair",
+    "TrainingWarning",
+    "annotated_slices",
+    "finetune",
+    "parse_slices",
+    "train",
+]
+
+# ----------------------------------------------------------------------------- public jobs
+
+
+def finetune(
+    model: SegmentationModel | str | os.PathLike,
+    image: Any,
+    labels: Any,
+    *,
+    annotated: Any = None,
+    slices: Sequence[int] | str | None = None,
+    axes: str | None = None,
+    name: str | None = None,
+    settings: TrainSettings | None = None,
+    device: str = "auto",
+    folder: str | os.PathLike | None = None,
+    save: bool = True,
+) -> Job[SegmentationModel]:
+    """Fine-tune a model on corrected labels (a few slices suffice); a progress generator.
+
+    Parameters
+    ----------
+    model : SegmentationModel, str or path-like
+        The parent: a loaded model, a registry name or a model file. It is never
+        modified: a copy is trained.
+    image : array-like or ImageData
+        ``YX``, ``YXC``, ``ZYX``... (see ``axes``).
+    labels : array-like of int
+        The corrected labels, shaped like the image without its channel axis.
+    annotated : array-like of bool, optional
+        True where labels are known; by default every pixel of the annotated
+        slices (the non-empty ones, or ``slices``).
+    slices : sequence of int or str, optional
+        Annotated slices of a stack (``[3, 10]`` or ``"3,10-12"``).
+    axes : str, optional
+        Axes of ``image``, when the shapes leave them ambiguous.
+    name : str, optional
+        Registry name of the new model; ``<parent>-ft`` (made unique) by default.
+        An existing name is refused before training starts.
+    settings : TrainSettings, optional
+        :meth:`TrainSettings.for_finetune` by default.
+    device : str
+        ``"auto"``, ``"cpu"``, ``"cuda"``...; see :func:`~.device.select_device`.
+    folder : path-like, optional
+        Where to save; the user's model folder by default.
+    save : bool
+        Save the result (and a draft on Cancel).
+
+    Yields
+    ------
+    Progress
+        See the module docstring for ``info``.
+
+    Returns
+    -------
+    SegmentationModel
+        The fine-tuned model, in eval mode; ``card.parent`` and ``card.lineage``
+        record where it came from.
+
+    Raises
+    ------
+    TrainingDataError
+        No annotated pixels, labels of another shape than the image, no object...
+    TrainingError
+        Unusable settings (a time budget of zero...) or a diverging run.
+    SaveError
+        The model could not be saved (disk full...); nothing was half-written.
+    """
+    settings = (settings or TrainSettings.for_finetune()).validate()
+    started = time.monotonic()
+    parent = _resolve_model(model, device)
+    pair = TrainingPair(image, labels, annotated, axes, parse_slices(slices), name="image")
+    return (
+        yield from _run(
+            parent,
+            [pair],
+            None,
+            settings=settings,
+            device=device,
+            name=name,
+            folder=folder,
+            save=save,
+            kind="fine-tune",
+            started=started,
+        )
+    )
+
+
+def train(
+    model: SegmentationModel,
+    data: Sequence[TrainingPair | tuple[Any, ...]],
+    *,
+    validation: Sequence[TrainingPair | tuple[Any, ...]] | None = None,
+    name: str | None = None,
+    settings: TrainSettings | None = None,
+    device: str = "auto",
+    folder: str | os.PathLike | None = None,
+    save: bool = True,
+    checkpoint: str | os.PathLike | None = None,
+    resume: bool = False,
+) -> Job[SegmentationModel]:
+    """Train a model (a fresh one from :func:`~.models.build.create_model`); a progress generator.
+
+    Parameters
+    ----------
+    model : SegmentationModel
+        The network to train; it is copied, the object passed in is not changed.
+    data : sequence of TrainingPair or (image, labels[, annotated]) tuples
+        Training images and labels (sparse annotation works as in :func:`finetune`).
+    validation : sequence, optional
+        Validation pairs; without them part of ``data`` is held out.
+    name : str, optional
+        Registry name; the model card's name by default.
+    settings : TrainSettings, optional
+        The defaults of :class:`TrainSettings` if omitted.
+    device, folder, save
+        As in :func:`finetune`.
+    checkpoint : path-like, optional
+        Resumable checkpoint file, written every ``settings.checkpoint_every_s``
+        and removed once the model is saved.
+    resume : bool
+        Continue from ``checkpoint`` if it exists (same data required).
+
+    Returns
+    -------
+    SegmentationModel
+        Trained and saved, with lineage (no parent).
+    """
+    settings = (settings or TrainSettings()).validate()
+    started = time.monotonic()
+    pairs = [_as_pair(item, i) for i, item in enumerate(data)]
+    val_pairs = (
+        None
+        if validation is None
+        else [_as_pair(item, i, prefix="validation image") for i, item in enumerate(validation)]
+    )
+    return (
+        yield from _run(
+            model,
+            pairs,
+            val_pairs,
+            settings=settings,
+            device=device,
+            name=name or model.name,
+            folder=folder,
+            save=save,
+            kind="training",
+            started=started,
+            checkpoint=Path(checkpoint) if checkpoint else None,
+            resume=resume,
+        )
+    )
+
+
+# ----------------------------------------------------------------------------- the shared run
+
+
+def _resolve_model(model: Any, device: str) -> SegmentationModel:
+    if isinstance(model, SegmentationModel):
+        return model
+    from ..models.registry import load_model
+
+    return load_model(model, device="cpu")
+
+
+def _as_pair(item: Any, index: int, prefix: str = "image") -> TrainingPair:
+    if isinstance(item, TrainingPair):
+        return item if item.name else replace(item, name=f"{prefix} {index + 1}")
+    if isinstance(item, tuple | list) and len(item) in (2, 3):
+        return TrainingPair(*item, name=f"{prefix} {index + 1}")
+    raise TrainingDataError(
+        f"Training item {index + 1} must be a TrainingPair or an (image, labels[, annotated]) "
+        f"tuple, not {type(item).__name__}."
+    )
+
+
+def _run(
+    parent: SegmentationModel,
+    pairs: list[TrainingPair],
+    val_pairs: list[TrainingPair] | None,
+    *,
+    settings: TrainSettings,
+    device: str,
+    name: str | None,
+    folder: str | os.PathLike | None,
+    save: bool,
+    kind: str,
+    started: float,
+    checkpoint: Path | None = None,
+    resume: bool = False,
+) -> Job[SegmentationModel]:
+    from ..models.device import select_device
+    from ..models.versions import check_new_name, default_name, now_iso, working_copy
+
+    choice = select_device(device)
+    if name is None:
+        name = default_name(f"{parent.name}-ft")
+    elif save:
+        check_new_name(name, folder)
+    draft_name = f"{name}-draft"
+    yield Progress(
+        0,
+        settings.steps,
+        "Preparing the annotated data",
+        None,
+        {"phase": "prepare", "draft_name": draft_name if save else None},
+    )
+    data = prepare(pairs, parent, boundary_width=settings.boundary_width)
+    for note in data.notes:
+        warnings.warn(note, TrainingWarning, stacklevel=3)
+    if val_pairs:
+        val_data = prepare(val_pairs, parent, boundary_width=settings.boundary_width)
+        from .data import Region
+
+        train_regions = [Region(p, p.annotated) for p in data.planes]
+        val_regions = [Region(p, p.annotated) for p in val_data.planes]
+        split = f"{len(val_regions)} validation plane(s) given separately"
+    else:
+        train_regions, val_regions, split = split_validation(
+            data.planes, fraction=settings.val_fraction
+        )
+    deadline = started + settings.minutes * 60 if settings.minutes else None
+    if deadline is not None and time.monotonic() >= deadline:
+        raise TrainingError(
+            f"The time budget of {settings.minutes:g} min was used up preparing the data; "
+            "give more time."
+        )
+    working = working_copy(parent, choice.device)
+    started_iso = now_iso()
+
+    def record(
+        before: dict[str, float],
+        after: dict[str, float],
+        steps: int,
+        stopped: str,
+        history: Any,
+        best_step: int | None,
+        notes: list[str],
+    ) -> dict[str, Any]:
+        """The lineage of this run; only the outcome differs between a draft and the result."""
+        return lineage_record(
+            parent,
+            kind,
+            data,
+            split,
+            settings,
+            choice,
+            started_iso,
+            started,
+            before,
+            after,
+            steps,
+            stopped,
+            history,
+            best_step=best_step,
+            notes=data.notes + notes,
+            earlier_s=trainer.earlier_s,
+        )
+
+    def keep_draft(state: dict[str, Any], metrics: dict[str, float], step: int) -> None:
+        if not save:
+            return
+        working.module.load_state_dict(state)
+        lineage = record(
+            trainer.before,
+            metrics,
+            step,
+            "cancelled",
+            trainer.history,
+            trainer.best_step,
+            trainer.notes,
+        )
+        lineage["draft"] = True
+        draft = trained_model(working, parent, draft_name, lineage, metrics, kind, data)
+        draft.card.description = f"Draft (cancelled at step {step}) of {name}. " + (
+            draft.card.description
+        )
+        from ..models.versions import save_version
+
+        try:
+            save_version(draft, folder=folder, overwrite=True)
+        # Cancel must always succeed; a draft that cannot be written is only reported.
+        except (OSError, ModelError) as error:
+            warnings.warn(
+                f"The draft {draft_name!r} was not kept: {error}", TrainingWarning, stacklevel=2
+            )
+
+    trainer = Trainer(
+        working,
+        settings,
+        device=choice,
+        train_regions=train_regions,
+        val_regions=val_regions,
+        deadline=deadline,
+        data_hash=data.data_hash,
+        checkpoint=checkpoint,
+        resume=resume,
+        on_cancel=keep_draft,
+        started=started,
+    )
+    outcome: Outcome = yield from trainer.run()
+    if outcome.best_state is None:
+        raise TrainingError(
+            "Training ended before its first step: the time budget is too small for this "
+            "model and data. Give more minutes or steps."
+        )
+    lineage = record(
+        outcome.before,
+        outcome.after,
+        outcome.steps,
+        outcome.stopped,
+        outcome.history,
+        outcome.best_step,
+        outcome.notes,
+    )
+    result = trained_model(working, parent, name, lineage, outcome.after, kind, data)
+    path = None
+    if save:
+        from ..models.versions import save_version
+
+        yield Progress(
+            outcome.steps, outcome.steps, f"Saving {name}", None, {"phase": "save", "name": name}
+        )
+        path = save_version(result, folder=folder)
+        if checkpoint is not None:
+            # Saved for good: the checkpoint could only resume a run that has ended.
+            checkpoint.unlink(missing_ok=True)
+    before, after = outcome.before.get("dice"), outcome.after.get("dice")
+    change = f"Dice {before:.3f} -> {after:.3f}" if before is not None else f"Dice {after:.3f}"
+    yield Progress(
+        outcome.steps,
+        outcome.steps,
+        f"{'Saved' if save else 'Trained'} {name}: {change}",
+        0.0,
+        {
+            "phase": "done",
+            "name": name,
+            "path": str(path) if path else None,
+            "metrics_before": outcome.before,
+            "metrics_after": outcome.after,
+            "steps": outcome.steps,
+            "stopped": outcome.stopped,
+        },
+    )
+    return result.eval()

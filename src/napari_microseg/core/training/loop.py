@@ -1,0 +1,454 @@
+"""The training loop behind :func:`~.training.train` and :func:`~.training.finetune`.
+
+One :class:`Trainer` runs Adam with a warm-up and a cosine (or step)
+schedule on object-biased, augmented patches, in mixed precision on CUDA,
+and validates on the held-out regions at intervals. It keeps the weights
+with the best validation score, stops early when the score stops improving,
+and stops in time for a time budget. Long runs write a resumable checkpoint
+atomically every few minutes. It yields a :class:`~.progress.Progress` after
+every step and every validation; closing it (Cancel) hands the best weights
+so far to ``on_cancel`` before it stops.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..progress import Job, Progress
+from .budget import Budget, lr_factor
+from .checkpoints import cpu_state, load_checkpoint, save_checkpoint
+from .scoring import capped_regions, metrics_text, prefixed
+from .settings import TrainingError, TrainingWarning
+
+if TYPE_CHECKING:
+    from ..models.base import SegmentationModel
+    from ..models.device import DeviceChoice
+    from .data import Region
+    from .settings import TrainSettings
+
+#: Consecutive non-finite losses after which training gives up.
+MAX_BAD_STEPS = 10
+
+
+@dataclass
+class Outcome:
+    """What a finished run hands back to :mod:`.training`.
+
+    Attributes
+    ----------
+    best_state : dict or None
+        CPU copy of the best weights (None when no step was taken).
+    before, after : dict
+        Validation metrics of the starting and of the best weights.
+    steps : int
+        Optimizer steps taken.
+    best_step : int
+        The step of the best weights.
+    stopped : str
+        Why training stopped: ``"steps"``, ``"time"`` or ``"early stop"``.
+    history : list of dict
+        Every validation: step, training seconds so far and metrics.
+    notes : list of str
+        Warnings raised during the run.
+    """
+
+    best_state: dict[str, Any] | None
+    before: dict[str, float]
+    after: dict[str, float]
+    steps: int
+    best_step: int
+    stopped: str
+    history: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def encoder_modules(module: Any) -> list[Any]:
+    """The encoder of a network, for freezing: U-Net/SegNet ``encoders``, Micro-Net ``down``,
+    Mask R-CNN ``backbone.body``; an empty list when the network has no known encoder."""
+    backbone = getattr(module, "backbone", None)
+    if backbone is not None and hasattr(backbone, "body"):
+        return [backbone.body]
+    for attribute in ("encoders", "encoder", "down"):
+        part = getattr(module, attribute, None)
+        if part is not None:
+            return [part]
+    return []
+
+
+class Trainer:
+    """One training run of ``model`` (a working copy; it is trained in place).
+
+    Parameters
+    ----------
+    model : SegmentationModel
+        The copy to train, on ``device``.
+    settings : TrainSettings
+    device : DeviceChoice
+    train_regions, val_regions : sequence of Region
+    deadline : float or None
+        ``time.monotonic()`` by which everything, saving included, must be done.
+    data_hash : str
+        Fingerprint of the data, stored in checkpoints so a resume checks it.
+    checkpoint : Path, optional
+        Resumable checkpoint file; written every ``settings.checkpoint_every_s``.
+    resume : bool
+        Continue from ``checkpoint`` when it exists.
+    on_cancel : callable, optional
+        ``on_cancel(state, metrics, step)`` runs when the job is closed after at
+        least one step; ``state`` is the best weights so far.
+    started : float, optional
+        ``time.monotonic()`` when the job started (preparation counts against the
+        time budget); now by default.
+    """
+
+    def __init__(
+        self,
+        model: SegmentationModel,
+        settings: TrainSettings,
+        *,
+        device: DeviceChoice,
+        train_regions: Sequence[Region],
+        val_regions: Sequence[Region],
+        deadline: float | None = None,
+        data_hash: str = "",
+        checkpoint: Path | None = None,
+        resume: bool = False,
+        on_cancel: Callable[[dict[str, Any], dict[str, float], int], None] | None = None,
+        started: float | None = None,
+    ) -> None:
+        self.model = model
+        self.settings = settings
+        self.device = device
+        self.train_regions = list(train_regions)
+        self.val_regions = capped_regions(val_regions, settings.val_max_pixels)
+        self.data_hash = data_hash
+        self.checkpoint = checkpoint
+        self.resume = resume
+        self.on_cancel = on_cancel
+        self.amp = device.kind == "cuda" and settings.amp is not False
+        self.notes: list[str] = []
+        self.step = 0
+        self.best_state: dict[str, Any] | None = None
+        self.best_score = -math.inf
+        self.best_metrics: dict[str, float] = {}
+        self.best_step = 0
+        self.bad_validations = 0
+        self.history: list[dict[str, Any]] = []
+        self.before: dict[str, float] = {}
+        self.budget = Budget(
+            steps=settings.steps,
+            deadline=deadline,
+            started=time.monotonic() if started is None else started,
+        )
+        self.val_seconds = 1.0
+        # A resumed run's card and curves count the interrupted runs' time too.
+        self.earlier_s = 0.0
+
+    def trained_s(self) -> float:
+        """Seconds of training so far, the runs this one resumed included."""
+        return self.earlier_s + self.budget.elapsed()
+
+    # ------------------------------------------------------------------ set-up
+
+    def _setup(self) -> None:
+        import torch
+
+        from .augment import Augmenter, window_margin
+        from .sampling import PatchSampler
+        from .targets import unet_weight_map
+
+        s = self.settings
+        torch.manual_seed(s.seed)
+        self.rng = np.random.default_rng(s.seed)
+        self.augmenter = Augmenter(s.augment, seed=s.seed)
+        module = self.model.module
+        self.instance = self.model.task == "instance"
+        self.deep = bool(s.deep_supervision) and hasattr(module, "forward_with_aux")
+        self.frozen: list[Any] = []
+        if s.freeze_encoder:
+            self.frozen = encoder_modules(module)
+            if not self.frozen:
+                self._note(
+                    f"{type(module).__name__} has no encoder napari-microseg knows; "
+                    "all layers are trained."
+                )
+            for part in self.frozen:
+                part.requires_grad_(False)
+        params = [p for p in module.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(params, lr=s.learning_rate, weight_decay=s.weight_decay)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        weights = s.use_edge_weights(self.model) and not self.instance
+        k = max(self.model.n_classes, 2)
+
+        def weight_fn(plane: Any) -> np.ndarray:
+            return unet_weight_map(
+                plane.instances,
+                plane.target,
+                n_classes=k,
+                annotated=plane.annotated,
+                w0=s.w0,
+                sigma=s.sigma,
+                balance=s.class_balance,
+            )
+
+        config = self.augmenter.config
+        self.sampler = PatchSampler(
+            self.train_regions,
+            patch_size=s.patch_size,
+            augmenter=self.augmenter,
+            rng=self.rng,
+            object_bias=s.object_bias,
+            margin=window_margin(config, s.patch_size),
+            weight_fn=weight_fn if weights else None,
+            with_instances=self.instance,
+        )
+        annotated = sum(r.pixels for r in self.train_regions)
+        self.steps_per_epoch = max(1, math.ceil(annotated / (s.batch_size * s.patch_size**2)))
+
+    def _note(self, text: str) -> None:
+        self.notes.append(text)
+        warnings.warn(text, TrainingWarning, stacklevel=3)
+
+    # ------------------------------------------------------------------ the job
+
+    def run(self) -> Job[Outcome]:
+        """Train; yields Progress, returns an :class:`Outcome`."""
+        try:
+            return (yield from self._run())
+        except GeneratorExit:
+            if self.on_cancel is not None and self.step > 0:
+                state = self.best_state or cpu_state(self.model.module)
+                metrics = self.best_metrics if self.best_state is not None else {}
+                self.on_cancel(state, metrics, self.step)
+            raise
+
+    def _run(self) -> Job[Outcome]:
+        s = self.settings
+        self._setup()
+        if self.resume and self.checkpoint is not None and self.checkpoint.exists():
+            self._load_checkpoint()
+            yield Progress(
+                self.step,
+                s.steps,
+                f"Resumed at step {self.step}",
+                None,
+                {"phase": "resume", "step": self.step},
+            )
+        else:
+            yield Progress(0, s.steps, "Validating the starting model", None, {"phase": "baseline"})
+            start = time.monotonic()
+            self.before = self._validate()
+            self._timed_validation(time.monotonic() - start)
+            yield Progress(
+                0,
+                s.steps,
+                metrics_text("Before training", self.before),
+                None,
+                {
+                    "phase": "baseline",
+                    "metrics_before": dict(self.before),
+                    **prefixed(self.before),
+                },
+            )
+        budget = self.budget
+        last_val = self.step
+        last_val_end = last_checkpoint = time.monotonic()
+        bad_steps = 0
+        while (stopped := budget.exhausted(self.step)) is None:
+            t0 = time.monotonic()
+            for group in self.optimizer.param_groups:
+                group["lr"] = s.learning_rate * lr_factor(
+                    self.step,
+                    budget.planned(self.step),
+                    warmup=s.warmup_steps,
+                    schedule=s.schedule,
+                    min_factor=s.lr_min_factor,
+                )
+            loss = self._train_step()
+            if not math.isfinite(loss):
+                bad_steps += 1
+                if bad_steps >= MAX_BAD_STEPS:
+                    raise TrainingError(
+                        f"The loss is not finite ({loss}) for {bad_steps} steps in a row: "
+                        "training diverged. Lower the learning rate (now "
+                        f"{s.learning_rate:g}) and train again."
+                    )
+                continue
+            bad_steps = 0
+            self.step += 1
+            budget.record(time.monotonic() - t0)
+            planned = budget.planned(self.step)
+            yield Progress(
+                self.step,
+                planned,
+                f"Training: loss {loss:.4f}",
+                budget.eta(self.step),
+                {
+                    "phase": "train",
+                    "loss": loss,
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                    "epoch": self._epoch(),
+                    "elapsed_s": self.trained_s(),
+                },
+            )
+            interval = s.val_every or max(5, planned // 8 if planned else 25)
+            # Without a fixed interval, validation may take at most a fifth of the time.
+            rested = s.val_every is not None or (
+                time.monotonic() - last_val_end >= 4 * self.val_seconds
+            )
+            if self.step - last_val >= interval and rested:
+                last_val = self.step
+                event = self._validation_event(planned)
+                last_val_end = time.monotonic()
+                yield event
+                if self.bad_validations >= s.patience:
+                    stopped = "early stop"
+                    break
+            if self.checkpoint is not None and (
+                time.monotonic() - last_checkpoint >= s.checkpoint_every_s
+            ):
+                self._save_checkpoint()
+                last_checkpoint = time.monotonic()
+        if self.step > last_val or (self.best_state is None and self.step > 0):
+            yield self._validation_event(self.step)
+        if self.checkpoint is not None and self.step > 0:
+            self._save_checkpoint()
+        if self.best_state is not None:
+            self.model.module.load_state_dict(self.best_state)
+        return Outcome(
+            best_state=self.best_state,
+            before=self.before,
+            after=self.best_metrics,
+            steps=self.step,
+            best_step=self.best_step,
+            stopped=stopped,
+            history=self.history,
+            notes=self.notes,
+        )
+
+    # ------------------------------------------------------------------ steps
+
+    def _epoch(self) -> int:
+        return 1 + self.step // self.steps_per_epoch
+
+    def _train_step(self) -> float:
+        import torch
+
+        from .losses import deep_supervision_loss, maskrcnn_loss, segmentation_loss
+        from .targets import maskrcnn_targets
+
+        s = self.settings
+        module = self.model.module
+        module.train()
+        for part in self.frozen:
+            part.eval()  # frozen batch-norm statistics stay those of the parent
+        batch = self.sampler.batch(s.batch_size)
+        device = self.device.device
+        x = batch["image"].to(device, non_blocking=True)
+        target = batch["target"].to(device)
+        annotated = batch["annotated"].to(device)
+        weight = batch["weight"].to(device) if "weight" in batch else None
+        with torch.autocast(device.type, dtype=torch.float16, enabled=self.amp):
+            if self.instance:
+                targets = [
+                    {
+                        k: v.to(device)
+                        for k, v in maskrcnn_targets(ids.numpy(), annotated=mask.numpy()).items()
+                    }
+                    for ids, mask in zip(batch["instances"], batch["annotated"])
+                ]
+                loss = maskrcnn_loss(module(list(x), targets))
+            elif self.deep:
+                main, aux = module.forward_with_aux(x)
+                loss = deep_supervision_loss(
+                    main.float(),
+                    [a.float() for a in aux],
+                    target,
+                    annotated,
+                    weight,
+                    epoch=self._epoch(),
+                    kind=s.loss,
+                )
+            else:
+                loss = segmentation_loss(module(x).float(), target, annotated, weight, kind=s.loss)
+        value = float(loss.detach())
+        self.optimizer.zero_grad(set_to_none=True)
+        if not math.isfinite(value):
+            return value
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return value
+
+    # ------------------------------------------------------------------ validation
+
+    def _validate(self) -> dict[str, float]:
+        from .scoring import evaluate_regions
+
+        metrics = evaluate_regions(
+            self.model,
+            self.val_regions,
+            device=self.device.device,
+            loss_kind=self.settings.loss,
+            amp=self.amp,
+        )
+        self.model.module.train()
+        return metrics
+
+    def _score(self, metrics: dict[str, float]) -> float:
+        key = self.settings.monitor
+        value = metrics.get(key, metrics["dice"])
+        return -value if key == "val_loss" else value
+
+    def _validation_event(self, planned: int | None) -> Progress:
+        start = time.monotonic()
+        metrics = self._validate()
+        self._timed_validation(time.monotonic() - start)
+        score = self._score(metrics)
+        improved = score > self.best_score + self.settings.min_delta or self.best_state is None
+        if improved:
+            self.best_score = score
+            self.best_state = cpu_state(self.model.module)
+            self.best_metrics = dict(metrics)
+            self.best_step = self.step
+            self.bad_validations = 0
+        else:
+            self.bad_validations += 1
+        self.history.append({"step": self.step, "elapsed_s": round(self.trained_s(), 2), **metrics})
+        info = {
+            "phase": "validate",
+            **prefixed(metrics),
+            "improved": improved,
+            "best_step": self.best_step,
+            "best_val_dice": self.best_metrics.get("dice"),
+            "elapsed_s": self.trained_s(),
+        }
+        text = metrics_text(f"Validation at step {self.step}", metrics)
+        return Progress(self.step, planned, text, self.budget.eta(self.step), info)
+
+    def _timed_validation(self, seconds: float) -> None:
+        # The last validation and saving must still fit into a time budget.
+        self.val_seconds = seconds
+        self.budget.reserve_s = seconds + 2.0
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _save_checkpoint(self) -> None:
+        assert self.checkpoint is not None
+        try:
+            save_checkpoint(self, self.checkpoint)
+        except OSError as error:
+            # A missed checkpoint costs only the ability to resume; training goes on.
+            self._note(f"Could not write the training checkpoint {self.checkpoint}: {error}.")
+
+    def _load_checkpoint(self) -> None:
+        assert self.checkpoint is not None
+        load_checkpoint(self, self.checkpoint)

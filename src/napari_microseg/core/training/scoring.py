@@ -1,0 +1,185 @@
+"""Score a model on the held-out regions of its training data: loss, Dice, IoU, object F1.
+
+Each held-out region is predicted in one piece (cut into windows with a
+margin of context when it is large), with some image context around it;
+only its annotated pixels are scored. The metrics are those of
+:mod:`napari_microseg.core.evaluation.metrics`, on the foreground (every class but the
+background): pixel Dice and IoU, and the GlaS object F1 on the objects found
+by connected components (for boundary models: the interior class, grown back
+over the predicted boundary).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..evaluation.objects import object_f1
+from .data import Region
+from .targets import boundary_class
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..models.base import SegmentationModel
+
+#: Image context read around a held-out region, in pixels.
+CONTEXT = 32
+
+
+def forward_tiled(
+    module: Any, x: torch.Tensor, *, tile: int = 512, margin: int = 32
+) -> torch.Tensor:
+    """Logits of ``module`` for a batch ``x (N, C, H, W)``, window by window when large.
+
+    Windows of ``tile`` pixels are read with ``margin`` pixels of context on each
+    side, and only their centres are kept, so no window edge shows in the result.
+    """
+    height, width = x.shape[-2:]
+    if height <= tile + 2 * margin and width <= tile + 2 * margin:
+        return module(x)
+    out = None
+    for y0 in range(0, height, tile):
+        for x0 in range(0, width, tile):
+            y1, x1 = min(y0 + tile, height), min(x0 + tile, width)
+            ya, xa = max(y0 - margin, 0), max(x0 - margin, 0)
+            yb, xb = min(y1 + margin, height), min(x1 + margin, width)
+            part = module(x[..., ya:yb, xa:xb])
+            if out is None:
+                out = part.new_zeros((x.shape[0], part.shape[1], height, width))
+            out[..., y0:y1, x0:x1] = part[..., y0 - ya : y1 - ya, x0 - xa : x1 - xa]
+    return out
+
+
+def predicted_objects(pred: np.ndarray, classes: Sequence[str]) -> np.ndarray:
+    """Object ids from a class map: connected components of the foreground.
+
+    For a background / foreground / boundary model the components of the
+    interior class are the objects (the boundary separates touching ones),
+    grown back over the predicted boundary pixels.
+    """
+    from skimage.measure import label
+    from skimage.segmentation import expand_labels
+
+    border = boundary_class(classes)
+    if border is None or len(classes) < 3:
+        return label(pred != 0, connectivity=1)
+    inside = next(i for i in range(1, len(classes)) if i != border)
+    seeds = label(pred == inside, connectivity=1)
+    grown = expand_labels(seeds, distance=3)
+    return np.where(pred != 0, grown, 0)
+
+
+def evaluate_regions(
+    model: SegmentationModel,
+    regions: Sequence[Region],
+    *,
+    device: Any,
+    loss_kind: str = "ce+dice",
+    amp: bool = False,
+) -> dict[str, float]:
+    """Validation metrics of ``model`` on ``regions``.
+
+    Parameters
+    ----------
+    model : SegmentationModel
+        Semantic or instance (Mask R-CNN) model; its module is left in eval mode.
+    regions : sequence of Region
+        Held-out regions.
+    device : torch.device
+        Where the module is.
+    loss_kind : str
+        Loss for ``val_loss`` (semantic models); see :func:`~.losses.segmentation_loss`.
+    amp : bool
+        Mixed precision (CUDA only).
+
+    Returns
+    -------
+    dict
+        ``val_loss``, ``dice``, ``iou``, ``object_f1``, and ``pixels`` scored.
+        For instance models ``val_loss`` is ``1 - dice``.
+    """
+    import torch
+
+    from .losses import segmentation_loss
+
+    module = model.module
+    module.eval()
+    tp = fp = fn = 0
+    loss_sum = 0.0
+    pixels = 0
+    f1_sum = 0.0
+    f1_weight = 0
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+        for region in regions:
+            rows, cols = region.bbox(margin=CONTEXT)
+            plane = region.plane
+            x = torch.from_numpy(np.ascontiguousarray(plane.image[:, rows, cols]))[None]
+            mask = region.mask[rows, cols]
+            target = plane.target[rows, cols]
+            truth_ids = np.where(mask, plane.instances[rows, cols], 0)
+            count = int(mask.sum())
+            if count == 0:
+                continue
+            if model.task == "instance":
+                detections = model.predict_instances(x)[0]
+                pred_ids = np.asarray(model.to_labels(detections))  # type: ignore[attr-defined]
+                pred_fg = pred_ids != 0
+            else:
+                logits = forward_tiled(module, x.to(device)).float().cpu()
+                tensor_mask = torch.from_numpy(mask)[None]
+                tensor_target = torch.from_numpy(target.astype(np.int64))[None]
+                loss = segmentation_loss(logits, tensor_target, tensor_mask, kind=loss_kind)
+                loss_sum += float(loss) * count
+                if logits.shape[1] == 1:
+                    pred = (logits[0, 0] > 0).numpy().astype(np.uint8)
+                else:
+                    pred = logits[0].argmax(dim=0).numpy().astype(np.uint8)
+                pred_fg = pred != 0
+                pred_ids = predicted_objects(pred, model.classes)
+            truth_fg = target != 0
+            tp += int(np.count_nonzero(pred_fg & truth_fg & mask))
+            fp += int(np.count_nonzero(pred_fg & ~truth_fg & mask))
+            fn += int(np.count_nonzero(~pred_fg & truth_fg & mask))
+            pixels += count
+            n_truth = int(np.count_nonzero(np.unique(truth_ids)))
+            f1_sum += object_f1(truth_ids, np.where(mask, pred_ids, 0)) * max(n_truth, 1)
+            f1_weight += max(n_truth, 1)
+    dice = 1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
+    iou = 1.0 if tp + fp + fn == 0 else tp / (tp + fp + fn)
+    val_loss = loss_sum / pixels if pixels and model.task != "instance" else 1.0 - dice
+    return {
+        "val_loss": float(val_loss),
+        "dice": float(dice),
+        "iou": float(iou),
+        "object_f1": float(f1_sum / f1_weight) if f1_weight else 0.0,
+        "pixels": int(pixels),
+    }
+
+
+def capped_regions(regions: Sequence[Region], max_pixels: int | None) -> list[Region]:
+    """At most ``max_pixels`` of held-out pixels, from regions spread evenly over the list."""
+    regions = list(regions)
+    total = sum(r.pixels for r in regions)
+    if not max_pixels or total <= max_pixels or len(regions) <= 1:
+        return regions
+    keep = max(1, int(len(regions) * max_pixels / total))
+    picks = np.unique(np.linspace(0, len(regions) - 1, keep).round().astype(int))
+    return [regions[i] for i in picks]
+
+
+def prefixed(metrics: dict[str, float]) -> dict[str, float]:
+    """Metric names as ``Progress.info`` keys: ``dice`` -> ``val_dice``."""
+    return {(k if k.startswith("val_") else f"val_{k}"): v for k, v in metrics.items()}
+
+
+def metrics_text(prefix: str, metrics: dict[str, float]) -> str:
+    """One line for a progress message: ``"<prefix>: Dice 0.912, IoU ..."``."""
+    if not metrics:
+        return prefix
+    return (
+        f"{prefix}: Dice {metrics['dice']:.3f}, IoU {metrics['iou']:.3f}, "
+        f"object F1 {metrics['object_f1']:.3f}, loss {metrics['val_loss']:.4f}"
+    )

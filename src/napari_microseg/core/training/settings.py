@@ -1,0 +1,213 @@
+"""Hyper-parameters of a training or fine-tuning run, and the errors training raises.
+
+:class:`TrainSettings` holds every choice of a run (budget, patches, optimizer,
+loss, augmentation, validation, early stopping, seed). Its defaults suit
+training from scratch; :meth:`TrainSettings.for_finetune` gives the few-shot
+defaults. :meth:`TrainSettings.validate` turns unusable values, such as a
+time budget of zero, into a :class:`TrainingError` that says what to do.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..models.base import SegmentationModel
+
+
+class TrainingWarning(UserWarning):
+    """Training goes on, but something about it deserves the user's attention."""
+
+
+class TrainingError(ValueError):
+    """Training cannot go on as asked; the message says why and what to do."""
+
+
+_SCHEDULES = ("cosine", "step", "constant")
+_MONITORS = ("dice", "iou", "object_f1", "val_loss")
+
+
+@dataclass
+class TrainSettings:
+    """Hyper-parameters of a training or fine-tuning run.
+
+    The defaults suit training from scratch; :meth:`for_finetune` gives the
+    few-shot defaults (a two-slice fine-tune within 3 minutes on a 2-core CPU).
+
+    Parameters
+    ----------
+    steps : int or None
+        Most optimizer steps; None for no step limit (then ``minutes`` is needed).
+    minutes : float or None
+        Time budget for the whole job (preparation, validation and saving
+        included); None for none. Training stops at whichever comes first. Only
+        runs limited by ``steps`` alone are reproducible bit for bit.
+    batch_size, patch_size : int
+        Patches per step and their side in pixels.
+    learning_rate, weight_decay : float
+        Adam's settings.
+    schedule : {"cosine", "step", "constant"}
+        Learning-rate schedule after a linear warm-up of ``warmup_steps``;
+        cosine decays to ``lr_min_factor`` times the rate.
+    loss : str
+        ``"ce+dice"`` (default), ``"ce"``/``"bce"``, ``"dice"``, ``"log_dice"``,
+        ``"ce+log_dice"``; Mask R-CNN always uses its own multi-task loss.
+    edge_weights : bool or None
+        Weight the cross-entropy with the U-Net weight map (touching borders
+        count more); None: on for U-Net and Micro-Net, as in their papers.
+    w0, sigma, class_balance : float
+        Weight-map settings (``w0 = 10``, ``sigma = 5`` px; class balancing
+        exponent, 1 = inverse frequency).
+    deep_supervision : bool
+        Micro-Net: add its auxiliary losses divided by the epoch.
+    augment : str or dict
+        ``"default"``, ``"light"``, ``"none"`` or a dict of
+        :class:`~.augment.AugmentConfig` fields.
+    object_bias : float
+        Probability that a patch is centred on an object.
+    val_fraction : float
+        Share of the annotation held out for validation (when no validation
+        data are given).
+    val_every : int or None
+        Steps between validations; None: about 8 per run.
+    patience : int
+        Validations without improvement before stopping early.
+    min_delta : float
+        Smallest change of the monitored metric that counts as improvement.
+    monitor : {"dice", "iou", "object_f1", "val_loss"}
+        The validation metric that picks the best weights.
+    freeze_encoder : bool
+        Train only the decoder (fine-tuning with very few labels).
+    seed : int
+        Seeds weights' dropout, patch sampling and augmentation.
+    amp : bool or None
+        Mixed precision; None (or True) uses it on CUDA, never on the CPU.
+    checkpoint_every_s : float
+        Seconds between resumable checkpoints (when a checkpoint file is given).
+    val_max_pixels : int
+        Validate on at most this many held-out pixels (spread over the planes).
+    boundary_width : int
+        Width of the boundary class of 3-class models.
+    """
+
+    steps: int | None = 2000
+    minutes: float | None = None
+    batch_size: int = 4
+    patch_size: int = 256
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    warmup_steps: int = 20
+    lr_min_factor: float = 0.05
+    loss: str = "ce+dice"
+    edge_weights: bool | None = None
+    w0: float = 10.0
+    sigma: float = 5.0
+    class_balance: float = 1.0
+    deep_supervision: bool = True
+    augment: str | dict[str, Any] = "default"
+    object_bias: float = 0.7
+    val_fraction: float = 0.2
+    val_every: int | None = None
+    patience: int = 6
+    min_delta: float = 1e-3
+    monitor: str = "dice"
+    freeze_encoder: bool = False
+    seed: int = 0
+    amp: bool | None = None
+    checkpoint_every_s: float = 300.0
+    val_max_pixels: int = 4_000_000
+    boundary_width: int = 1
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def for_finetune(cls, **overrides: Any) -> TrainSettings:
+        """Few-shot defaults: 400 steps or 2.5 minutes, whichever comes first.
+
+        The time budget counts everything (preparation, validations, saving), so
+        a two-slice 768 x 1024 fine-tune of the default U-Net ends within about
+        2.5 minutes on a 2-core CPU; how many steps fit depends on the machine's
+        load (290-390 steps on a lightly loaded 2-core CPU in
+        benchmarks/bench_finetune.py, 36 on a heavily shared one). On a GPU the
+        400 steps come first.
+        """
+        base = cls(
+            steps=400,
+            minutes=2.5,
+            batch_size=4,
+            patch_size=128,
+            learning_rate=5e-4,
+            warmup_steps=10,
+            patience=4,
+            val_max_pixels=1_000_000,
+        )
+        return replace(base, **overrides)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainSettings:
+        """Settings from a mapping (a YAML config section); unknown keys are an error."""
+        known = {f.name for f in fields(cls)} - {"extra"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise TrainingError(
+                f"Unknown training setting(s) {', '.join(unknown)}; known settings are "
+                f"{', '.join(sorted(known))}."
+            )
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable settings, for the lineage record."""
+        data = asdict(self)
+        data.pop("extra", None)
+        return data
+
+    def validate(self) -> TrainSettings:
+        """Raise :class:`TrainingError` with a clear message for unusable values."""
+        if self.steps is None and self.minutes is None:
+            raise TrainingError("Give a step budget, a time budget (minutes), or both.")
+        if self.minutes is not None and not (self.minutes > 0 and math.isfinite(self.minutes)):
+            raise TrainingError(
+                f"The time budget must be a positive number of minutes, got {self.minutes!r}; "
+                "use for example 2 for a quick fine-tune."
+            )
+        if self.steps is not None and (not isinstance(self.steps, int) or self.steps < 1):
+            raise TrainingError(f"The step budget must be at least 1, got {self.steps!r}.")
+        positive = {
+            "batch_size": self.batch_size,
+            "patch_size": self.patch_size,
+            "learning_rate": self.learning_rate,
+            "patience": self.patience,
+        }
+        for key, value in positive.items():
+            if not value > 0:
+                raise TrainingError(f"{key} must be positive, got {value!r}.")
+        if self.patch_size < 16:
+            raise TrainingError(f"patch_size must be at least 16 pixels, got {self.patch_size}.")
+        if self.schedule not in _SCHEDULES:
+            raise TrainingError(f"schedule must be one of {', '.join(_SCHEDULES)}.")
+        if self.monitor not in _MONITORS:
+            raise TrainingError(f"monitor must be one of {', '.join(_MONITORS)}.")
+        if not 0 < self.val_fraction <= 0.5:
+            raise TrainingError(f"val_fraction must be in (0, 0.5], got {self.val_fraction!r}.")
+        if not 0 <= self.object_bias <= 1:
+            raise TrainingError(f"object_bias must be in [0, 1], got {self.object_bias!r}.")
+        from .augment import AugmentConfig
+        from .losses import LOSSES
+
+        if self.loss.lower().replace("-", "_").replace("logdice", "log_dice") not in LOSSES:
+            raise TrainingError(f"Unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}.")
+        try:
+            AugmentConfig.from_value(self.augment)
+        except (TypeError, ValueError) as error:
+            raise TrainingError(f"augment: {error}") from error
+        return self
+
+    def use_edge_weights(self, model: SegmentationModel) -> bool:
+        """Whether the U-Net weight map weighs the loss of ``model``."""
+        if "ce" not in self.loss.replace("bce", "ce").split("+"):
+            return False
+        if self.edge_weights is not None:
+            return bool(self.edge_weights)
+        return model.card.architecture in ("unet", "micronet")
