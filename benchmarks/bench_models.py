@@ -73,7 +73,8 @@ def measure_speed(
     """
     import torch
 
-    from napari_microseg.bundling.bundle import cpu_name, recommended_options
+    from napari_microseg.bundling.bundle import cpu_name
+    from napari_microseg.core.inference.options import PredictOptions
     from napari_microseg.core.inference.predict import run_prediction
     from napari_microseg.core.inference.segment import recommended_pipeline
     from napari_microseg.core.inference.stitching import Instances
@@ -83,7 +84,7 @@ def measure_speed(
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     model.to("cpu").eval()
-    options = recommended_options(model, device="cpu")
+    options = PredictOptions.for_card(model.card, device="cpu")
     image, axes = synthetic_input(model.in_channels, size)
     try:
         warm, _ = synthetic_input(model.in_channels, min(size, 256))

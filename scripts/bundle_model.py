@@ -199,11 +199,11 @@ def main(argv: list[str] | None = None) -> int:
         float16_copy,
         machine_description,
         predict_split,
-        recommended_options,
         save_bundled,
     )
     from napari_microseg.bundling.split import BundleError, validation_split
     from napari_microseg.cli import main as microseg
+    from napari_microseg.core.inference.options import PredictOptions
     from napari_microseg.core.models.bundled import BUNDLED, TARGETS, card_problems
     from napari_microseg.core.models.checkpoint import inspect_checkpoint, load_checkpoint
     from napari_microseg.core.models.entries import scan_folder
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix=f"bundle-{args.name}-") as scratch:
         work = args.keep or Path(scratch)
         pred, truth, table = work / "pred", work / "truth", work / "evaluate.csv"
-        options = recommended_options(model)
+        options = PredictOptions.for_card(model.card)
         print(f"Predicting the validation split (tile {options.tile_size}, overlap "
               f"{options.overlap}, the recommended post-processing)...")  # fmt: skip
         predict_split(model, split, pred, truth, device=args.device, show=True)

@@ -69,9 +69,9 @@ def _trivial_best(metric, truths):
 @pytest.mark.slow
 @pytest.mark.parametrize("entry", SHIPPED, ids=[e.name for e in SHIPPED])
 def test_bundled_model_segments_part_of_its_validation_split_sensibly(entry):
-    from napari_microseg.bundling.bundle import recommended_options
     from napari_microseg.bundling.split import validation_split
     from napari_microseg.core.evaluation.evaluate import evaluate_images
+    from napari_microseg.core.inference.options import PredictOptions
     from napari_microseg.core.inference.segment import segment_job
     from napari_microseg.core.models.checkpoint import load_checkpoint
     from napari_microseg.core.progress import drain
@@ -83,7 +83,7 @@ def test_bundled_model_segments_part_of_its_validation_split_sensibly(entry):
         pytest.skip(f"no {folder}")
     split = validation_split(model, folder, config={"data": dataset["read_as"]})
     target = TARGETS[split.kind]
-    options = recommended_options(model, device="cpu")
+    options = PredictOptions.for_card(model.card, device="cpu")
     scores, truths = [], []
     for item in _small_part(split.items):
         spacing = None if split.pixel_size_um is None else (split.pixel_size_um,) * item.truth.ndim

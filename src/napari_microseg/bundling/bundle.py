@@ -18,10 +18,11 @@ import os
 import platform
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from ..core.inference.options import DEFAULTS, PredictOptions
 from ..core.io.atomic import atomic_path
 from ..core.models.base import ModelCard, ModelError, SegmentationModel
 from ..core.models.bundled import (
@@ -35,23 +36,7 @@ from ..core.models.bundled import (
 )
 from .split import BundleError, ValidationSplit
 
-if TYPE_CHECKING:
-    from ..core.inference.job import PredictOptions
-
-
 # ----------------------------------------------------------------------------- predictions
-
-
-def recommended_options(model: SegmentationModel, device: str = "auto") -> PredictOptions:
-    """Tiling as the card recommends (tile 256 and overlap 0.25 without a recommendation)."""
-    from ..core.inference.job import DEFAULT_TILE, PredictOptions
-
-    recommended = model.card.recommended
-    return PredictOptions(
-        tile_size=int(recommended.get("tile_size", DEFAULT_TILE)),
-        overlap=float(recommended.get("overlap", 0.25)),
-        device=device,
-    )
 
 
 def predict_split(
@@ -82,7 +67,7 @@ def predict_split(
     pred_dir, truth_dir = Path(pred_dir), Path(truth_dir)
     pred_dir.mkdir(parents=True, exist_ok=True)
     truth_dir.mkdir(parents=True, exist_ok=True)
-    options = recommended_options(model, device)
+    options = PredictOptions.for_card(model.card, device=device)
     written = []
     for item in split.items:
         spatial = item.axes.replace("C", "")
@@ -234,7 +219,7 @@ def bundled_card(
     recommended = {
         **card.recommended,
         "tile_size": int(card.recommended.get("tile_size", speed.get("tile_size", 256))),
-        "overlap": float(card.recommended.get("overlap", speed.get("overlap", 0.25))),
+        "overlap": float(card.recommended.get("overlap", speed.get("overlap", DEFAULTS.overlap))),
         "postprocess": postprocess_recommendation(model),
         "mpx_per_s_cpu": float(speed["mpx_per_s_cpu"]),
         "speed": dict(speed),

@@ -86,8 +86,9 @@ def tune_postprocess(
         (the whole post-processing dict to recommend) and ``metric``'s mean.
     """
     from ..core.evaluation.evaluate import evaluate_images, mean_row
+    from ..core.inference.options import PredictOptions
     from ..core.inference.segment import segment_job
-    from .bundle import postprocess_recommendation, recommended_options
+    from .bundle import postprocess_recommendation
 
     if not items:
         raise ValueError("No images to tune on.")
@@ -110,7 +111,7 @@ def tune_postprocess(
             model.card = replace(
                 own_card, recommended={**own_card.recommended, "postprocess": post}
             )
-            options = recommended_options(model, device)
+            options = PredictOptions.for_card(model.card, device=device)
             scores = []
             for index, item in enumerate(items):
                 done = number * len(items) + index

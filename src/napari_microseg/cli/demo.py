@@ -102,14 +102,14 @@ def _segment_with(entry: Any, sample: Any) -> Any:
     (:func:`~napari_microseg.core.inference.segment.segment_job`'s default), and the
     output says so.
     """
-    from ..bundling.bundle import recommended_options
+    from ..core.inference.options import PredictOptions
     from ..core.inference.segment import resampling_note, segment_job
     from ..core.models.registry import load_model
     from ..core.progress import drain
 
     model = load_model(entry.path, device="auto")
     card = model.card
-    options = recommended_options(model, device="auto")
+    options = PredictOptions.for_card(model.card, device="auto")
     trained_on = card.trained_on or "see its card"
     print(
         f"Method: the bundled model {entry.name!r} ({entry.family}; {trained_on}) with its "

@@ -66,7 +66,7 @@ def test_shipped_model_has_a_complete_card_and_fits_the_size_limit(entry):
 
 @pytest.mark.parametrize("entry", SHIPPED_ENTRIES, ids=_ids(SHIPPED_ENTRIES))
 def test_shipped_model_loads_and_segments_a_small_synthetic_image_on_cpu(entry):
-    from napari_microseg.bundling.bundle import recommended_options
+    from napari_microseg.core.inference.options import PredictOptions
     from napari_microseg.core.inference.segment import segment_job
     from napari_microseg.core.io.synthetic import fluorescence_nuclei, he_glands
     from napari_microseg.core.progress import drain
@@ -74,7 +74,7 @@ def test_shipped_model_loads_and_segments_a_small_synthetic_image_on_cpu(entry):
     model = load_checkpoint(entry.path, device="cpu")  # also checks the SHA-256
     sample = he_glands((96, 96)) if model.in_channels == 3 else fluorescence_nuclei((96, 96))
     axes = "YXC" if model.in_channels == 3 else "YX"
-    options = recommended_options(model, device="cpu")
+    options = PredictOptions.for_card(model.card, device="cpu")
     result = drain(segment_job(model, sample.image, axes=axes, options=options), show=False)
     assert result.labels.shape == (96, 96)
     if result.probabilities is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,7 @@ from ..io.image_data import ImageData
 from ..models.base import ModelError, SegmentationModel, wrap_module
 from .forward import BY_CLASSES, InferenceWarning, RunnerSettings, TileRunner, cpu_has_fast_bfloat16
 from .normalize import Normalizer, resolve_spec
+from .options import DEFAULT_TILE, PredictOptions
 from .planes import (
     OutputSink,
     View,
@@ -31,57 +32,7 @@ from .planes import (
     make_views,
     padded_shape,
 )
-from .tiling import TilePlan, check_blend, check_overlap
-
-#: Tile side when neither the caller nor the model card gives one.
-DEFAULT_TILE = 256
-
-
-@dataclass
-class PredictOptions:
-    """Settings of a tiled prediction, for callers that keep them together (widgets).
-
-    The fields are the keyword arguments of :func:`~.inference.predict` (see
-    there), plus:
-
-    Attributes
-    ----------
-    channels_last : bool, optional
-        Run convolutions on NHWC memory; by default on CPU and CUDA, not on MPS.
-    memory_budget_mb : float
-        Bounds the planes blended together (input band plus blending band);
-        a batch of tiles and the network's activations come on top.
-    iou_threshold : float
-        Instance models: two pieces of an object seen by neighbouring tiles
-        are merged when their IoU inside the tiles' shared area reaches this.
-    """
-
-    tile_size: int | tuple[int, int] | None = None
-    overlap: float = 0.25
-    blend: str = "gaussian"
-    batch_size: int | None = None
-    device: Any = "auto"
-    tta: bool = False
-    activation: str | None = "auto"
-    normalization: dict[str, Any] | str | None = "auto"
-    slice_axis: str | None = None
-    ortho: bool = False
-    amp: bool | None = None
-    channels_last: bool | None = None
-    memory_budget_mb: float = 512.0
-    iou_threshold: float = 0.5
-
-    def validate(self) -> PredictOptions:
-        """Check every value; return a copy with canonical blend and overlap."""
-        blend = check_blend(self.blend)
-        overlap = check_overlap(self.overlap)
-        if self.batch_size is not None and (int(self.batch_size) < 1):
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}.")
-        if self.activation not in ("auto", None, "none", "softmax", "sigmoid"):
-            raise ValueError(
-                f"activation={self.activation!r}; use 'auto', 'softmax', 'sigmoid' or None."
-            )
-        return replace(self, blend=blend, overlap=overlap)
+from .tiling import TilePlan
 
 
 def as_model(model: Any) -> SegmentationModel:

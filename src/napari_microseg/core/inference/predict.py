@@ -32,8 +32,9 @@ import numpy as np
 
 from ..models.base import SegmentationModel
 from ..progress import Job, Progress, drain
-from .job import PredictionJob, PredictOptions, as_model, prepare_job, resolve_image
+from .job import PredictionJob, as_model, prepare_job, resolve_image
 from .normalize import fit_normalizer
+from .options import DEFAULTS, PredictOptions
 from .stitching import Instances
 from .tile_loop import predict_instances, predict_semantic
 
@@ -48,18 +49,18 @@ def predict(
     image: Any,
     *,
     axes: str | None = None,
-    tile_size: int | tuple[int, int] | None = None,
-    overlap: float = 0.25,
-    blend: str = "gaussian",
-    batch_size: int | None = None,
-    device: Any = "auto",
-    tta: bool = False,
+    tile_size: int | tuple[int, int] | None = DEFAULTS.tile_size,
+    overlap: float = DEFAULTS.overlap,
+    blend: str = DEFAULTS.blend,
+    batch_size: int | None = DEFAULTS.batch_size,
+    device: Any = DEFAULTS.device,
+    tta: bool = DEFAULTS.tta,
     out: Any = None,
-    activation: str | None = "auto",
-    normalization: dict[str, Any] | str | None = "auto",
-    slice_axis: str | None = None,
-    ortho: bool = False,
-    amp: bool | None = None,
+    activation: str | None = DEFAULTS.activation,
+    normalization: dict[str, Any] | str | None = DEFAULTS.normalization,
+    slice_axis: str | None = DEFAULTS.slice_axis,
+    ortho: bool = DEFAULTS.ortho,
+    amp: bool | None = DEFAULTS.amp,
 ) -> np.ndarray | Instances:
     """Predict a whole image or volume tile by tile.
 
@@ -141,18 +142,18 @@ def iter_predict(
     image: Any,
     *,
     axes: str | None = None,
-    tile_size: int | tuple[int, int] | None = None,
-    overlap: float = 0.25,
-    blend: str = "gaussian",
-    batch_size: int | None = None,
-    device: Any = "auto",
-    tta: bool = False,
+    tile_size: int | tuple[int, int] | None = DEFAULTS.tile_size,
+    overlap: float = DEFAULTS.overlap,
+    blend: str = DEFAULTS.blend,
+    batch_size: int | None = DEFAULTS.batch_size,
+    device: Any = DEFAULTS.device,
+    tta: bool = DEFAULTS.tta,
     out: Any = None,
-    activation: str | None = "auto",
-    normalization: dict[str, Any] | str | None = "auto",
-    slice_axis: str | None = None,
-    ortho: bool = False,
-    amp: bool | None = None,
+    activation: str | None = DEFAULTS.activation,
+    normalization: dict[str, Any] | str | None = DEFAULTS.normalization,
+    slice_axis: str | None = DEFAULTS.slice_axis,
+    ortho: bool = DEFAULTS.ortho,
+    amp: bool | None = DEFAULTS.amp,
 ) -> Job[np.ndarray | Instances]:
     """The generator twin of :func:`predict`: yields :class:`Progress`, returns the result.
 

@@ -51,6 +51,8 @@ SIGMA_SCALE = 0.125
 #: Smallest weight a window gives, so border pixels of a tile still count where nothing else does.
 MIN_WEIGHT = 1e-3
 _BLEND_ALIASES = {"gaussian": "gaussian", "average": "average", "constant": "average"}
+#: The blend modes offered to users (``"constant"`` is an alias of ``"average"``).
+BLEND_MODES: tuple[Blend, ...] = ("gaussian", "average")
 
 
 def check_blend(blend: str) -> Blend:
