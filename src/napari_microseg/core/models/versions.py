@@ -19,7 +19,7 @@ import errno
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -167,28 +167,11 @@ def _save_message(name: str, folder: Path, error: OSError) -> str:
     )
 
 
-def lineage_record(
-    parent: SegmentationModel,
-    kind: str,
-    data: Any,
-    split: str,
-    settings: Any,
-    choice: Any,
-    started_iso: str,
-    started: float,
-    before: dict[str, float],
-    after: dict[str, float],
-    steps: int,
-    stopped: str,
-    history: list[dict[str, Any]],
-    *,
-    best_step: int | None = None,
-    notes: Sequence[str] = (),
-    earlier_s: float = 0.0,
-) -> dict[str, Any]:
-    """The lineage record of a trained model, stored in its card.
+@dataclass(frozen=True)
+class TrainingRun:
+    """What a training run started from, on which data, with which settings and where.
 
-    Parameters
+    Attributes
     ----------
     parent : SegmentationModel
         The model that was trained (the fine-tune parent, or the fresh network).
@@ -198,10 +181,42 @@ def lineage_record(
     split : str
         How the validation part was chosen.
     settings : TrainSettings
-    choice : DeviceChoice
+    device : DeviceChoice
         The device trained on.
-    started_iso, started : str, float
-        Start time (ISO and ``time.monotonic()``).
+    started_iso : str
+        Start time, ISO 8601.
+    started : float
+        Start time, ``time.monotonic()``.
+    """
+
+    parent: SegmentationModel
+    kind: str
+    data: Any
+    split: str
+    settings: Any
+    device: Any
+    started_iso: str
+    started: float
+
+
+def lineage_record(
+    run: TrainingRun,
+    *,
+    before: dict[str, float],
+    after: dict[str, float],
+    steps: int,
+    stopped: str,
+    history: list[dict[str, Any]],
+    best_step: int | None = None,
+    notes: Sequence[str] = (),
+    earlier_s: float = 0.0,
+) -> dict[str, Any]:
+    """The lineage record of a trained model, stored in its card.
+
+    Parameters
+    ----------
+    run : TrainingRun
+        What the run started from.
     before, after : dict
         Validation metrics of the parent and of the result.
     steps, stopped, history
@@ -219,24 +234,24 @@ def lineage_record(
     dict
         JSON-serialisable.
     """
-    is_finetune = kind == "fine-tune"
+    is_finetune = run.kind == "fine-tune"
     return {
-        "kind": kind,
-        "parent": parent.name if is_finetune else None,
-        "parent_sha256": parent_fingerprint(parent) if is_finetune else None,
-        "data_sha256": data.data_hash,
-        "data": data.summary,
-        "validation": split,
-        "settings": settings.to_dict(),
+        "kind": run.kind,
+        "parent": run.parent.name if is_finetune else None,
+        "parent_sha256": parent_fingerprint(run.parent) if is_finetune else None,
+        "data_sha256": run.data.data_hash,
+        "data": run.data.summary,
+        "validation": run.split,
+        "settings": run.settings.to_dict(),
         "metrics_before": dict(before),
         "metrics_after": dict(after),
         "steps": steps,
         "best_step": best_step,
         "stopped": stopped,
-        "device": str(choice),
-        "started": started_iso,
+        "device": str(run.device),
+        "started": run.started_iso,
         "finished": now_iso(),
-        "duration_s": round(time.monotonic() - started + earlier_s, 1),
+        "duration_s": round(time.monotonic() - run.started + earlier_s, 1),
         **({"resumed_after_s": round(earlier_s, 1)} if earlier_s else {}),
         "napari_microseg": __version__,
         "history": history,

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..models.base import ModelError, SegmentationModel
-from ..models.versions import SaveError, lineage_record, trained_model
+from ..models.versions import SaveError, TrainingRun, lineage_record, trained_model
 from ..progress import Job, Progress
 from .data import TrainingDataError, TrainingPair, annotated_slices, parse_slices, prepare
 from .loop import Outcome, Trainer
@@ -296,7 +296,7 @@ def _run(
             "give more time."
         )
     working = working_copy(parent, choice.device)
-    started_iso = now_iso()
+    run = TrainingRun(parent, kind, data, split, settings, choice, now_iso(), started)
 
     def record(
         before: dict[str, float],
@@ -309,19 +309,12 @@ def _run(
     ) -> dict[str, Any]:
         """The lineage of this run; only the outcome differs between a draft and the result."""
         return lineage_record(
-            parent,
-            kind,
-            data,
-            split,
-            settings,
-            choice,
-            started_iso,
-            started,
-            before,
-            after,
-            steps,
-            stopped,
-            history,
+            run,
+            before=before,
+            after=after,
+            steps=steps,
+            stopped=stopped,
+            history=history,
             best_step=best_step,
             notes=data.notes + notes,
             earlier_s=trainer.earlier_s,

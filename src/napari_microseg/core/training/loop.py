@@ -24,9 +24,9 @@ import numpy as np
 
 from ..progress import Job, Progress
 from .budget import Budget, lr_factor
-from .checkpoints import cpu_state, load_checkpoint, save_checkpoint
 from .scoring import capped_regions, metrics_text, prefixed
 from .settings import TrainingError, TrainingWarning
+from .state import cpu_state, load_run_state, save_run_state
 
 if TYPE_CHECKING:
     from ..models.base import SegmentationModel
@@ -444,11 +444,56 @@ class Trainer:
     def _save_checkpoint(self) -> None:
         assert self.checkpoint is not None
         try:
-            save_checkpoint(self, self.checkpoint)
+            save_run_state(self.resumable_state(), self.checkpoint)
         except OSError as error:
             # A missed checkpoint costs only the ability to resume; training goes on.
             self._note(f"Could not write the training checkpoint {self.checkpoint}: {error}.")
 
     def _load_checkpoint(self) -> None:
         assert self.checkpoint is not None
-        load_checkpoint(self, self.checkpoint)
+        self.restore(load_run_state(self.checkpoint, self.data_hash))
+
+    def resumable_state(self) -> dict[str, Any]:
+        """Everything a resumed run needs: weights, optimizer, scaler, best so far, RNGs."""
+        import torch
+
+        return {
+            "data_hash": self.data_hash,
+            "settings": self.settings.to_dict(),
+            "step": self.step,
+            "trained_s": self.trained_s(),
+            "model": cpu_state(self.model.module),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "best_state": self.best_state,
+            "best_score": self.best_score,
+            "best_metrics": self.best_metrics,
+            "best_step": self.best_step,
+            "bad_validations": self.bad_validations,
+            "history": self.history,
+            "before": self.before,
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": self.rng.bit_generator.state,
+            "augment_rng": self.augmenter.get_state(),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`resumable_state` (the trainer is already set up)."""
+        import torch
+
+        self.model.module.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        # Checkpoints written before the time was kept resume as if none had passed.
+        self.earlier_s = float(state.get("trained_s", 0.0))
+        self.best_state = state["best_state"]
+        self.best_score = float(state["best_score"])
+        self.best_metrics = dict(state["best_metrics"])
+        self.best_step = int(state["best_step"])
+        self.bad_validations = int(state["bad_validations"])
+        self.history = list(state["history"])
+        self.before = dict(state["before"])
+        torch.set_rng_state(state["torch_rng"])
+        self.rng.bit_generator.state = state["numpy_rng"]
+        self.augmenter.set_state(state["augment_rng"])
