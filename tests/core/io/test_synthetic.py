@@ -91,7 +91,7 @@ def test_write_samples_roundtrip(tmp_path):
 def test_committed_sample_files_match_the_generator():
     from pathlib import Path
 
-    folder = Path(__file__).resolve().parents[2] / "sample_data"
+    folder = Path(__file__).resolve().parents[3] / "sample_data"
     for name, make in synthetic.SAMPLES.items():
         sample = make()
         np.testing.assert_array_equal(imread(folder / f"{name}.tif").data, sample.image)
