@@ -11,7 +11,7 @@ import napari_microseg
 PACKAGE_ROOT = Path(napari_microseg.__file__).parent
 PACKAGE = "napari_microseg"
 #: The only plain modules allowed directly in ``core/``, beside the stage subpackages.
-CORE_SHARED_MODULES = {"__init__", "progress"}
+CORE_SHARED_MODULES = {"__init__", "progress", "lazy"}
 CORE_STAGES = {"io", "inference", "blocks", "postprocess", "training", "evaluation", "models"}
 
 
@@ -163,3 +163,36 @@ def test_nothing_at_run_time_imports_the_maintainer_tools():
         if target.startswith(f"{PACKAGE}.bundling")
     ]
     assert not offenders, offenders
+
+
+def defined_names(path: Path) -> set[str]:
+    """Names a module defines at its top level (functions, classes, assignments)."""
+    names: set[str] = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return names
+
+
+def test_names_are_imported_from_their_home():
+    """One home for every name: no module is used as a relay for another module's names.
+
+    A stage's ``__init__`` (whose names resolve lazily) is the one allowed front door.
+    """
+    modules = source_modules()
+    relayed = []
+    for path in modules.values():
+        for target, names, line in imported_modules(path, modules):
+            home = modules.get(target)
+            if home is None or home.name == "__init__.py":
+                continue
+            missing = sorted(set(names) - defined_names(home) - {"*"})
+            if missing:
+                relayed.append(f"{path.relative_to(PACKAGE_ROOT)}:{line} {target}: {missing}")
+    assert not relayed, "names imported through a module that does not define them:\n" + "\n".join(
+        relayed
+    )

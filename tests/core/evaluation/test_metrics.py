@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from skimage import metrics as skm
 
-from napari_microseg.core.evaluation import metrics as m
+from napari_microseg.core import evaluation as m
 from napari_microseg.core.evaluation.contingency import compress_ids, overlap
 from napari_microseg.core.evaluation.evaluate import COLUMNS, evaluate_images, select_metrics
 

@@ -12,10 +12,10 @@ Pixel level (this module): :func:`accuracy`, :func:`precision`,
 (= :func:`jaccard`), all on the foreground ``labels > 0``; ISBI-style
 :func:`adapted_rand_error` and :func:`variation_of_information`.
 
-Object level (:mod:`.metrics_object` and :mod:`.metrics_hausdorff`,
-re-exported here): GlaS object F1, object Dice and object Hausdorff; the DSB
-2018 mean average precision; and :func:`match_objects`, the per-object match
-table ("300/302 found").
+Object level (:mod:`.objects` and :mod:`.hausdorff`; all public from
+:mod:`napari_microseg.core.evaluation`): GlaS object F1, object Dice and object
+Hausdorff; the DSB 2018 mean average precision; and ``match_objects``, the
+per-object match table ("300/302 found").
 
 Conventions for empty images: a ratio whose denominator is 0 (for example
 precision with no predicted pixel) is 1.0 when truth and prediction are both
@@ -31,50 +31,15 @@ from typing import Any
 
 import numpy as np
 
-from .contingency import (
-    LabelImageError,
-    Overlap,
-    as_instances,
-    check_labels,
-    check_pair,
-    compress_ids,
-    is_binary,
-    overlap,
-)
-from .hausdorff import object_hausdorff
-from .objects import (
-    DSB_IOU_THRESHOLDS,
-    ObjectMatches,
-    average_precision,
-    match_objects,
-    mean_average_precision,
-    object_dice,
-    object_f1,
-)
+from .contingency import check_pair, compress_ids
 
 __all__ = [
-    "DSB_IOU_THRESHOLDS",
-    "LabelImageError",
-    "ObjectMatches",
-    "Overlap",
     "accuracy",
     "adapted_rand_error",
-    "as_instances",
-    "average_precision",
-    "check_labels",
-    "check_pair",
-    "compress_ids",
     "confusion_counts",
     "dice",
     "iou",
-    "is_binary",
     "jaccard",
-    "match_objects",
-    "mean_average_precision",
-    "object_dice",
-    "object_f1",
-    "object_hausdorff",
-    "overlap",
     "pixel_f1",
     "precision",
     "recall",

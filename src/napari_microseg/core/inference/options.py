@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from .tiling import BLEND_MODES, check_blend, check_overlap
+from .tiling import check_blend, check_overlap
 
 if TYPE_CHECKING:
     from ..models.base import ModelCard
 
-__all__ = ["BLEND_MODES", "DEFAULTS", "DEFAULT_TILE", "PredictOptions"]
+__all__ = ["DEFAULTS", "DEFAULT_TILE", "PredictOptions"]
 
 #: Tile side when neither the caller nor the model card gives one.
 DEFAULT_TILE = 256
