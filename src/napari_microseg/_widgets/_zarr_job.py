@@ -25,16 +25,19 @@ are recorded in the store, the layer is renamed ``"... probabilities
 (incomplete)"`` and a notification says how much is saved. Running again on
 the same layer, model and settings resumes; after a change of settings the
 store is started over. No model code runs on the GUI thread: the job itself is
-in :mod:`._zarr_worker`; this module keeps the layers up to date.
+in :mod:`._zarr_worker`; this module keeps the layers up to date. It needs of the
+widget only what :class:`SegmentHost` lists, so the widget imports this module and
+not the other way round.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from napari.utils.notifications import show_info, show_warning
 
+from ..core.blocks.segment import PHASE, READY
 from ..core.progress import Progress
 from . import _block_plan
 from ._block_plan import (
@@ -47,14 +50,17 @@ from ._block_plan import (
     output_paths,
     wants_blocks,
 )
-from ._zarr_worker import PHASE, READY, BlockOutcome, block_segment_job
+from ._zarr_worker import BlockOutcome, block_segment_job
 
 if TYPE_CHECKING:
+    from magicgui.widgets import Label
+    from napari import Viewer
     from napari.layers import Image, Layer
 
-    from ..core.inference.job import PredictOptions
+    from ..core.inference.options import PredictOptions
+    from ..core.models.base import SegmentationModel
     from ..core.models.entries import ModelEntry
-    from .segment import SegmentWidget
+    from ._runner import JobRunner
 
 #: Least seconds between two refreshes of the filling layer.
 REFRESH_INTERVAL_S = 0.5
@@ -66,6 +72,27 @@ INCOMPLETE = " (incomplete)"
 # ----------------------------------------------------------------------------- GUI side
 
 
+class SegmentHost(Protocol):
+    """What a block-by-block run uses of the Segment widget.
+
+    Attributes
+    ----------
+    viewer : Viewer
+        Where the layers go.
+    status : Label
+        The widget's status line.
+    runner : JobRunner
+        Runs the job on a worker thread.
+    warm_models : dict
+        The warm models by ``(model, device)``; the run reuses one and keeps its own.
+    """
+
+    viewer: Viewer
+    status: Label
+    runner: JobRunner
+    warm_models: dict[tuple[str, str], SegmentationModel]
+
+
 class BlockRun:
     """The GUI side of one block-by-block job: the lazy layers, refreshes and messages.
 
@@ -73,8 +100,8 @@ class BlockRun:
 
     Parameters
     ----------
-    widget : SegmentWidget
-        The widget (its viewer, status label and warm models are used).
+    widget : SegmentHost
+        The Segment widget (its viewer, status label and warm models are used).
     layer : Image
         The input layer.
     entry : ModelEntry
@@ -89,7 +116,7 @@ class BlockRun:
 
     def __init__(
         self,
-        widget: SegmentWidget,
+        widget: SegmentHost,
         layer: Image,
         entry: ModelEntry,
         key: tuple[str, str],
@@ -140,14 +167,15 @@ class BlockRun:
         """Show the complete probabilities and the labels (both zarr-backed)."""
         import zarr
 
-        self.widget._models = {self.key: outcome.model}  # keep one model warm
+        self.widget.warm_models = {self.key: outcome.model}  # keep one model warm
         if self.prob_layer is None or self.prob_layer not in self.viewer.layers:
             self._add_prob_layer()
-        self._mark_complete(outcome.pipeline)
-        prediction = outcome.prediction
+        result = outcome.result
+        self._mark_complete(result.pipeline)
+        prediction = result.prediction
         found = f", {prediction.skipped} found done" if prediction.skipped else ""
         summary = f"{prediction.blocks} blocks{found}; results in {self.outputs.folder}"
-        if outcome.labels is None:
+        if result.labels is None:
             self.widget.status.value = (
                 f"{summary}; labels: use Post-process on one time point at a time"
             )
@@ -163,7 +191,7 @@ class BlockRun:
             opacity=0.5,
             metadata={"path": str(self.outputs.labels), "model": self.entry.name},
         )
-        self.widget.status.value = f"{outcome.labels.n_objects} objects ({summary})"
+        self.widget.status.value = f"{result.labels.n_objects} objects ({summary})"
 
     def on_cancel(self) -> None:
         """Say what is kept on disk and that running again resumes."""
@@ -261,7 +289,7 @@ class BlockRun:
 
 
 def run_block_by_block(
-    widget: SegmentWidget,
+    widget: SegmentHost,
     layer: Image,
     entry: ModelEntry,
     key: tuple[str, str],
@@ -273,7 +301,7 @@ def run_block_by_block(
 
     Parameters
     ----------
-    widget : SegmentWidget
+    widget : SegmentHost
         The Segment widget (its runner runs the job).
     layer : Image
         The input layer.
@@ -315,7 +343,7 @@ def run_block_by_block(
     outputs = output_paths(folder, layer.name, entry.name)
     run = BlockRun(widget, layer, entry, key, axes, outputs)
     job = block_segment_job(
-        widget._models.get(key),
+        widget.warm_models.get(key),
         str(entry.path),
         data,
         axes,

@@ -29,6 +29,8 @@ from magicgui.widgets import (
 from napari.layers import Image
 from napari.utils.notifications import show_info, show_warning
 
+from ..core.inference.options import DEFAULT_TILE, DEFAULTS, PredictOptions
+from ..core.inference.tiling import BLEND_MODES
 from ._runner import JobRunner
 from ._zarr_job import run_block_by_block
 
@@ -101,10 +103,12 @@ class SegmentWidget(Container):
         self.card_label = Label(value="")
         self.device_combo = ComboBox(choices=["auto", "cpu", "cuda", "mps"], label="device")
         self.device_label = Label(value="")
-        self.tile = SpinBox(value=256, min=32, max=4096, step=32, label="tile size")
-        self.overlap = FloatSpinBox(value=0.25, min=0.0, max=0.9, step=0.05, label="overlap")
-        self.blend = ComboBox(choices=["gaussian", "average"], value="gaussian", label="blend")
-        self.tta = CheckBox(value=False, text="test-time augmentation (8x slower)")
+        self.tile = SpinBox(value=DEFAULT_TILE, min=32, max=4096, step=32, label="tile size")
+        self.overlap = FloatSpinBox(
+            value=DEFAULTS.overlap, min=0.0, max=0.9, step=0.05, label="overlap"
+        )
+        self.blend = ComboBox(choices=BLEND_MODES, value=DEFAULTS.blend, label="blend")
+        self.tta = CheckBox(value=DEFAULTS.tta, text="test-time augmentation (8x slower)")
         self.match_scale = CheckBox(value=True, text="resample to the model's pixel size")
         self.mode_3d = ComboBox(choices=["slice-wise", "ortho-plane"], label="3D mode")
         self.region = ComboBox(choices=list(REGIONS), value="whole image", label="run on")
@@ -136,7 +140,7 @@ class SegmentWidget(Container):
             label.native.setWordWrap(True)
         self.runner = JobRunner("Segment", on_state=self._set_running)
         self._extra_paths: list[str] = []
-        self._models: dict[tuple[str, str], SegmentationModel] = {}
+        self.warm_models: dict[tuple[str, str], SegmentationModel] = {}
         self.model_combo.changed.connect(self._show_card)
         self.model_combo.changed.connect(self._remember_pick)
         self.image_combo.changed.connect(self.suggest_model)
@@ -303,8 +307,6 @@ class SegmentWidget(Container):
         except ValueError as error:
             show_warning(str(error))
             return
-        from ..core.inference.job import PredictOptions
-
         options = PredictOptions(
             tile_size=int(self.tile.value),
             overlap=float(self.overlap.value),
@@ -331,13 +333,13 @@ class SegmentWidget(Container):
         elif mismatch:
             show_warning(mismatch)  # the user may know better: warn, and run anyway
         job = _load_and_segment(
-            self._models.get(key), str(entry.path), data, axes, options, physical, resample
+            self.warm_models.get(key), str(entry.path), data, axes, options, physical, resample
         )
         self.status.value = f"running {entry.name} on {layer.name}…"
 
         def done(outcome: tuple[SegmentationModel, SegmentResult]) -> None:
             model, result = outcome
-            self._models = {key: model}  # keep one model warm for the next run
+            self.warm_models = {key: model}  # keep one model warm for the next run
             self._add_results(layer, model, result, offset)
 
         self.runner.start(job, done, on_cancel=lambda: setattr(self.status, "value", "cancelled"))

@@ -6,11 +6,16 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from .predict_common import is_zarr, load, tiling_settings, with_cli_overrides
+
 #: Post-processing methods of :mod:`napari_microseg.core.postprocess`.
 METHODS = ("otsu", "threshold", "hysteresis", "watershed")
 
 
 def register(subparsers: Any) -> None:
+    from ..core.inference.options import DEFAULT_TILE, DEFAULTS
+    from ..core.inference.tiling import BLEND_MODES
+
     parser = subparsers.add_parser(
         "predict",
         help="segment images with a model: tiled inference, then post-processing to labels",
@@ -35,14 +40,20 @@ def register(subparsers: Any) -> None:
         help="also write the (K, ...) probabilities: a .tif or .zarr file for one input "
         "(.zarr streams to disk, for volumes larger than memory), a folder for several",
     )
-    parser.add_argument("--tile", type=int, help="tile side in pixels (default: model card, 256)")
-    parser.add_argument("--overlap", type=float, default=0.25, help="tile overlap in [0, 1)")
+    parser.add_argument(
+        "--tile", type=int, help=f"tile side in pixels (default: model card, {DEFAULT_TILE})"
+    )
+    parser.add_argument(
+        "--overlap", type=float, default=DEFAULTS.overlap, help="tile overlap in [0, 1)"
+    )
     parser.add_argument("--batch-size", type=int, help="tiles per batch (halved on out-of-memory)")
     parser.add_argument(
-        "--blend", choices=["gaussian", "average"], default="gaussian", help="tile blending"
+        "--blend", choices=BLEND_MODES, default=DEFAULTS.blend, help="tile blending"
     )
     parser.add_argument("--tta", action="store_true", help="average the 8 flips and rotations")
-    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N, mps")
+    parser.add_argument(
+        "--device", default=DEFAULTS.device, help="auto (default), cpu, cuda, cuda:N, mps"
+    )
     parser.add_argument("--axes", help="axis letters of the inputs, e.g. ZYX (needed for 4D/5D)")
     parser.add_argument("--slice-axis", help="3D: cut 2D planes along this axis (default Z)")
     parser.add_argument(
@@ -76,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
 
     inputs = expand_inputs(args.inputs)
     if wants_chunked(args, inputs):
-        return run_chunked(args, inputs)
-    several = len(inputs) > 1 or any(p.is_dir() and not _is_zarr(p) for p in args.inputs)
+        return run_chunked(args, inputs, load)
+    several = len(inputs) > 1 or any(p.is_dir() and not is_zarr(p) for p in args.inputs)
     if several:
         if args.out.suffix:
             raise CommandError(
@@ -100,13 +111,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def load(name_or_path: str, device: str) -> Any:
-    """Load the model once, with a one-line error for unknown names or broken files."""
-    from ..core.models.registry import load_model
-
-    return load_model(name_or_path, device=device)
-
-
 def expand_inputs(paths: list[Path]) -> list[Path]:
     """Files as given; folders (other than zarr stores) become their images, in name order."""
     from ..core.io.image_data import IMAGE_SUFFIXES, ZARR_SUFFIXES, natural_key
@@ -116,12 +120,12 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
     for path in paths:
         if not path.exists():
             raise CommandError(f"{path} does not exist.")
-        if path.is_dir() and not _is_zarr(path):
+        if path.is_dir() and not is_zarr(path):
             inside = [
                 p
                 for p in path.iterdir()
                 if not p.name.startswith(".")
-                and (p.name.lower().endswith(IMAGE_SUFFIXES + ZARR_SUFFIXES) or _is_zarr(p))
+                and (p.name.lower().endswith(IMAGE_SUFFIXES + ZARR_SUFFIXES) or is_zarr(p))
             ]
             if not inside:
                 raise CommandError(f"The folder {path} holds no images (TIFF, PNG, JPEG, zarr).")
@@ -129,37 +133,6 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
         else:
             found.append(path)
     return found
-
-
-def tiling_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The prediction settings common to in-memory and block-by-block runs."""
-    return {
-        "tile_size": args.tile,
-        "overlap": args.overlap,
-        "blend": args.blend,
-        "batch_size": args.batch_size,
-        "device": args.device,
-        "tta": args.tta,
-        "slice_axis": args.slice_axis,
-    }
-
-
-def with_cli_overrides(pipeline: Any, args: argparse.Namespace) -> Any:
-    """The pipeline with ``--postprocess`` and ``--threshold`` applied, when given."""
-    from dataclasses import replace
-
-    overrides: dict[str, Any] = {}
-    if args.postprocess:
-        overrides["method"] = args.postprocess
-    if args.threshold is not None:
-        overrides["threshold"] = args.threshold
-    return replace(pipeline, **overrides) if overrides else pipeline
-
-
-def _is_zarr(path: Path) -> bool:
-    from ..core.io.image_data import ZARR_SUFFIXES, looks_like_zarr
-
-    return path.name.lower().endswith(ZARR_SUFFIXES) or (path.is_dir() and looks_like_zarr(path))
 
 
 def _stem(path: Path) -> str:
@@ -174,7 +147,7 @@ def predict_one(
     model: Any, path: Path, labels_path: Path, prob_path: Path | None, args: argparse.Namespace
 ) -> None:
     """Predict one image and write its labels (and probabilities)."""
-    from ..core.inference.job import PredictOptions
+    from ..core.inference.options import PredictOptions
     from ..core.inference.predict import iter_predict
     from ..core.inference.segment import predict_on_image_grid, resampling_note
     from ..core.inference.stitching import Instances

@@ -2,16 +2,19 @@
 
 Chosen when ``--chunked``, ``--scheduler`` or ``--workers`` is given, or when
 a zarr input goes to a ``.zarr`` output. Probabilities and labels are written
-to zarr block by block (:mod:`napari_microseg.core.blocks.predict`,
-:mod:`napari_microseg.core.blocks.labels`); a run started again on the same
-outputs skips the blocks already written.
+to zarr block by block by :func:`napari_microseg.core.blocks.segment.segment_to_zarr`;
+a run started again on the same outputs skips the blocks already written. This
+module parses the options, picks the executor and prints the summary.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from .predict_common import is_zarr, pipeline_overrides, tiling_settings
 
 
 def register_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,16 +75,19 @@ def register_arguments(parser: argparse.ArgumentParser) -> None:
 
 def wants_chunked(args: argparse.Namespace, inputs: list[Path]) -> bool:
     """True when the run should go block by block."""
-    from .predict import _is_zarr
-
     if args.chunked or args.scheduler or args.workers or args.probability_dtype:
         return True
     out_zarr = str(args.out).lower().endswith(".zarr")
-    return out_zarr and len(inputs) == 1 and _is_zarr(inputs[0])
+    return out_zarr and len(inputs) == 1 and is_zarr(inputs[0])
 
 
-def run_chunked(args: argparse.Namespace, inputs: list[Path]) -> int:
-    """Predict one volume block by block, on this machine or a Dask cluster."""
+def run_chunked(
+    args: argparse.Namespace, inputs: list[Path], load: Callable[[str, str], Any]
+) -> int:
+    """Predict one volume block by block, on this machine or a Dask cluster.
+
+    ``load(model, device)`` loads the model (the one-line errors of ``microseg predict``).
+    """
     from . import CommandError
 
     if len(inputs) != 1:
@@ -106,8 +112,8 @@ def run_chunked(args: argparse.Namespace, inputs: list[Path]) -> int:
             workers = len(client.scheduler_info().get("workers", {}))
             where = args.scheduler or "a local cluster"
             print(f"Dask: {workers} worker(s) on {where}.")
-            return _run(args, inputs[0], prob_path, DaskExecutor(client))
-    return _run(args, inputs[0], prob_path, None)
+            return _run(args, inputs[0], prob_path, load, DaskExecutor(client))
+    return _run(args, inputs[0], prob_path, load, None)
 
 
 def _stem(path: Path) -> str:
@@ -118,15 +124,19 @@ def _stem(path: Path) -> str:
     return path.stem
 
 
-def _run(args: argparse.Namespace, path: Path, prob_path: Path, executor: Any) -> int:
+def _run(
+    args: argparse.Namespace,
+    path: Path,
+    prob_path: Path,
+    load: Callable[[str, str], Any],
+    executor: Any,
+) -> int:
     from ..core.blocks.cluster import ModelRef
-    from ..core.blocks.labels import label_to_zarr
-    from ..core.blocks.predict import predict_to_zarr
-    from ..core.inference.job import PredictOptions
+    from ..core.blocks.segment import segment_to_zarr
+    from ..core.inference.options import PredictOptions
     from ..core.io.images import describe
     from ..core.io.volumes import open_volume
     from ..core.progress import drain
-    from .predict import load, tiling_settings
 
     image = open_volume(path)
     if args.axes:
@@ -134,50 +144,31 @@ def _run(args: argparse.Namespace, path: Path, prob_path: Path, executor: Any) -
     print(f"{path.name}: {describe(image)}")
     model = load(args.model, args.device)
     print(f"Model {model.name!r} ({model.card.architecture}, {model.task}).")
-    options = PredictOptions(**tiling_settings(args))
-    ref = ModelRef(str(args.model), args.device) if executor is not None else None
     result = drain(
-        predict_to_zarr(
+        segment_to_zarr(
             model,
             image,
             str(prob_path),
+            str(args.out),
             axes=image.axes,
-            options=options,
+            options=PredictOptions(**tiling_settings(args)),
+            spacing=image.scale,
+            postprocess=pipeline_overrides(args),
             chunks=args.chunks,
             block=args.block,
             executor=executor,
-            overwrite=args.overwrite,
-            model_ref=ref,
+            # Dask workers load the model themselves rather than receive it.
+            model_ref=ModelRef(str(args.model), args.device) if executor is not None else None,
             probability_dtype=args.probability_dtype or "float32",
             threads=args.threads,
-        )
-    )
-    resumed = f", {result.skipped} found done" if result.skipped else ""
-    print(
-        f"  {result.probabilities.dtype} probabilities -> {prob_path} "
-        f"({result.blocks} blocks{resumed}, {result.seconds:.1f} s)"
-    )
-    pipeline, spacing = _pipeline(model, image, result.probabilities.shape[0], args)
-    labels = drain(
-        label_to_zarr(
-            result.probabilities,
-            str(args.out),
-            pipeline,
-            spacing=spacing,
-            block=args.block,
-            executor=executor,
             overwrite=args.overwrite,
         )
     )
-    labels.labels.attrs["microseg_kind"] = "labels"
+    prediction, labels = result.prediction, result.labels
+    resumed = f", {prediction.skipped} found done" if prediction.skipped else ""
+    print(
+        f"  {prediction.probabilities.dtype} probabilities -> {prob_path} "
+        f"({prediction.blocks} blocks{resumed}, {prediction.seconds:.1f} s)"
+    )
     print(f"  {labels.n_objects} objects -> {args.out} ({labels.seconds:.1f} s)")
     return 0
-
-
-def _pipeline(model: Any, image: Any, n_classes: int, args: argparse.Namespace) -> Any:
-    from ..core.inference.segment import pipeline_spacing, recommended_pipeline
-    from .predict import with_cli_overrides
-
-    pipeline = with_cli_overrides(recommended_pipeline(model.card, n_classes), args)
-    ndim = len(image.spatial_axes)
-    return pipeline, pipeline_spacing(pipeline, model.card, image.scale, ndim)

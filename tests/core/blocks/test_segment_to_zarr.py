@@ -10,7 +10,7 @@ import zarr
 from napari_microseg.core.blocks.executors import LocalExecutor
 from napari_microseg.core.blocks.segment import PHASE, READY, segment_to_zarr
 from napari_microseg.core.blocks.store import ChunkedError, resume_state
-from napari_microseg.core.inference.job import PredictOptions
+from napari_microseg.core.inference.options import PredictOptions
 from napari_microseg.core.inference.segment import segment_job
 from napari_microseg.core.models.base import wrap_module
 from napari_microseg.core.postprocess import PostprocessPipeline
@@ -64,8 +64,7 @@ def run(model, volume, tmp_path, **kwargs):
         tmp_path / "p.zarr",
         tmp_path / "l.zarr",
         axes="ZYX",
-        options=OPTIONS,
-        **{**GRID, **kwargs},
+        **{"options": OPTIONS, **GRID, **kwargs},
     )
     return drain(job, show=False)
 

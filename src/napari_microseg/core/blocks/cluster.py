@@ -1,6 +1,6 @@
 """Run block tasks on a Dask cluster: clients, a worker-side model cache, retries.
 
-The chunked jobs (:mod:`.chunked`, :mod:`.label_merge`) hand their block
+The chunked jobs (:mod:`.predict`, :mod:`.labels`) hand their block
 tasks to an executor. :class:`DaskExecutor` submits them to a
 ``dask.distributed`` cluster: the model and the job's settings are sent to
 each worker once (or, for a :class:`ModelRef`, each worker loads the model

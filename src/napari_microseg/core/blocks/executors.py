@@ -1,9 +1,9 @@
 """Running block tasks in this process: one after another, with a chosen torch thread count.
 
-:class:`LocalExecutor` runs the block tasks of :mod:`.chunked` and
-:mod:`.label_merge` one after another (the out-of-core path, no Dask);
+:class:`LocalExecutor` runs the block tasks of :mod:`.predict` and
+:mod:`.labels` one after another (the out-of-core path, no Dask);
 :func:`run_tasks` hands them to any executor (this one or
-:class:`~.distributed.DaskExecutor`). :func:`torch_threads` sets torch's
+:class:`~.cluster.DaskExecutor`). :func:`torch_threads` sets torch's
 thread count for the length of a job.
 
 Examples
@@ -72,7 +72,7 @@ def run_tasks(
     on_result: Callable[[int, Any], None] | None = None,
     label: str = "block",
 ) -> Job[dict[int, Any]]:
-    """Run tasks on an executor (:class:`LocalExecutor` or :class:`~.distributed.DaskExecutor`)."""
+    """Run tasks on an executor (:class:`LocalExecutor` or :class:`~.cluster.DaskExecutor`)."""
     return executor.run(fn, items, *args, on_result=on_result, label=label)
 
 

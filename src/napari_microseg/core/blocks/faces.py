@@ -1,4 +1,4 @@
-"""Pass 2 of :func:`~.label_merge.label_to_zarr`: which global ids touch across block faces.
+"""Pass 2 of :func:`~.labels.label_to_zarr`: which global ids touch across block faces.
 
 Each block reads the last plane of its labels along every axis and the first
 plane of the next blocks (grown by one voxel sideways for diagonal
@@ -11,12 +11,11 @@ a block face stay two.
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from .labels import LabelTask
+from .label_task import LabelTask
 
 #: For watershed labels: merge two ids across a face when their contact covers this
 #: fraction of the smaller one's area on the face.

@@ -1,11 +1,11 @@
 """The geometry of block-by-block jobs: the block grid, block shapes, a block's region.
 
 A volume larger than memory is cut into *blocks*: whole chunks of the output
-zarr array (:class:`BlockGrid`; their shape: :func:`~.chunked.choose_block`). A block is predicted
+zarr array (:class:`BlockGrid`; their shape: :func:`~.predict.choose_block`). A block is predicted
 from its *region* (:class:`HaloPlan`): the block grown by every tile of the
 whole-volume tile plan that touches it, plus the neighbouring slices a 2.5D
-model reads; :func:`read_region` reads it. Used by :mod:`.chunked` and
-:mod:`.label_merge`.
+model reads; :func:`read_region` reads it. Used by :mod:`.predict` and
+:mod:`.labels`.
 
 Examples
 --------

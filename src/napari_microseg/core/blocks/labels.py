@@ -4,7 +4,7 @@ A :class:`~.postprocess.PostprocessPipeline` turns probabilities into labels
 on an array that fits in memory. :func:`label_to_zarr` runs the same recipe
 on a zarr probability map of any size, block by block, in three passes of
 independent block tasks (in this process, or on a Dask cluster through
-:class:`~.distributed.DaskExecutor`):
+:class:`~.cluster.DaskExecutor`):
 
 1. **label**: each block binarizes its probabilities with thresholds
    resolved once for the whole volume (Otsu on an evenly strided sample),
@@ -13,7 +13,7 @@ independent block tasks (in this process, or on a Dask cluster through
    watershed) with local ids ``1..n``. It returns, per local id, the voxel
    count, the global raster index of its first voxel and, for hysteresis,
    whether it holds a seed above the high threshold.
-2. **faces** (:mod:`.label_faces`): global ids are the local ids plus the block's offset (the
+2. **faces** (:mod:`.faces`): global ids are the local ids plus the block's offset (the
    counts of the blocks before it). Each block reads the last plane of its
    labels along every axis and the first plane of the next blocks, grown by
    one voxel sideways for diagonal connectivity, and returns the pairs of
@@ -33,7 +33,7 @@ label. Two things remain per block: filling holes (a hole cut by a block
 face is not filled) and the watershed's markers near block faces.
 
 The labels are recomputed in full when a job is restarted (they are cheap
-next to the prediction, whose blocks :mod:`.chunked` resumes); the output is
+next to the prediction, whose blocks :mod:`.predict` resumes); the output is
 marked ``attrs["complete"]`` only at the end.
 """
 
@@ -48,49 +48,14 @@ from typing import Any
 import numpy as np
 
 from ..postprocess import PostprocessPipeline
-from ..postprocess.cleanup import (
-    closing,
-    fill_holes,
-    label_components,
-    opening,
-    pixels_for,
-    relabel_sequential,
-    remove_small_holes,
-)
+from ..postprocess.cleanup import pixels_for, relabel_sequential
 from ..progress import Job, Progress
 from .executors import LocalExecutor, run_tasks
 from .faces import face_pairs
 from .grid import BlockGrid, Region
+from .label_task import LabelTask
 from .predict import choose_block
 from .store import ChunkedError, decode_probabilities, fingerprint, open_output
-
-
-@dataclass(frozen=True)
-class LabelTask:
-    """What a worker needs for the label passes (small, picklable).
-
-    Attributes
-    ----------
-    prob : zarr array
-        ``(K, *spatial)`` probabilities.
-    out : zarr array
-        ``spatial`` uint32 labels.
-    pipeline : PostprocessPipeline
-        With its thresholds resolved for the whole volume.
-    grid : BlockGrid
-        The blocks (over the spatial shape).
-    halo : int
-        Voxels read around a block for the opening, closing and watershed.
-    spacing : tuple of float or None
-        Voxel size in µm, for pipelines in µm.
-    """
-
-    prob: Any
-    out: Any
-    pipeline: PostprocessPipeline
-    grid: BlockGrid
-    halo: int
-    spacing: tuple[float, ...] | None
 
 
 @dataclass
@@ -177,53 +142,20 @@ def label_block(task: LabelTask, index: int) -> BlockSummary:
     crop = tuple(slice(i.start - r.start, i.stop - r.start) for i, r in zip(interior, region))
     prob = decode_probabilities(task.prob[(slice(None), *region)])  # uint8, float16 -> float32
     foreground, boundary = pipeline.select(prob, class_axis=0)
-    unit_spacing = task.spacing if pipeline.physical_units else None
-    seeds_map = None
-    if pipeline.method == "hysteresis":
-        mask = foreground > pipeline.low
-        seeds_map = (foreground > pipeline.high)[crop]
-    else:
-        mask = foreground > pipeline.threshold
-    area = None
-    if boundary is not None and pipeline.method == "watershed":
-        area = (foreground + boundary) > pipeline.threshold
-    if pipeline.opening_radius > 0:
-        mask = opening(mask, pipeline.opening_radius, spacing=unit_spacing)
-        area = (
-            None if area is None else opening(area, pipeline.opening_radius, spacing=unit_spacing)
-        )
-    if pipeline.closing_radius > 0:
-        mask = closing(mask, pipeline.closing_radius, spacing=unit_spacing)
-        area = (
-            None if area is None else closing(area, pipeline.closing_radius, spacing=unit_spacing)
-        )
+    # Hysteresis: every voxel above ``low`` now; whether an object holds a seed is decided
+    # after the merge, since its seed may lie in another block.
+    mask, area = pipeline.binarize(foreground, boundary, seeded=False)
+    seeds_map = (foreground > pipeline.high)[crop] if pipeline.method == "hysteresis" else None
+    mask, area = pipeline.clean_mask(mask, area, spacing=task.spacing)
     if pipeline.method == "watershed":
-        from ..postprocess.watershed import watershed_split
-
-        h = pipeline.h
-        if h is not None and pipeline.physical_units and pipeline.markers == "distance":
-            h = h / min(task.spacing or (1.0,))
-        labels = watershed_split(
-            foreground,
-            mask=mask if area is None else area,
-            threshold=pipeline.threshold,
-            markers=pipeline.markers,
-            h=h,
-            min_distance=pipeline.min_distance,
-            boundary=boundary,
-            compactness=pipeline.compactness,
-            spacing=task.spacing,
-            connectivity=pipeline.connectivity,
+        # The split's markers and flooding need the halo; the block is cut out afterwards.
+        labels = pipeline.label_mask(
+            mask, foreground, region=area, boundary=boundary, spacing=task.spacing
         )[crop]
         labels = _raster_order(relabel_sequential(np.ascontiguousarray(labels)))
     else:
-        labels = label_components(mask[crop], connectivity=pipeline.connectivity)
-    if pipeline.fill_holes:
-        labels = fill_holes(labels, out=labels)
-    elif pipeline.max_hole_size > 0:
-        labels = remove_small_holes(
-            labels, pipeline.max_hole_size, spacing=unit_spacing, out=labels
-        )
+        labels = pipeline.label_mask(mask[crop], foreground[crop])
+    labels = pipeline.fill(labels, spacing=task.spacing)
     count = int(labels.max()) if labels.size else 0
     flat = labels.ravel()
     sizes = np.bincount(flat, minlength=count + 1).astype(np.int64)
@@ -379,7 +311,7 @@ def label_to_zarr(
     ----------
     prob : zarr array or path-like
         ``(K, *spatial)`` probabilities (2D or 3D spatial), e.g. from
-        :func:`~.chunked.predict_to_zarr`; a uint8 map holds ``p * 255``.
+        :func:`~.predict.predict_to_zarr`; a uint8 map holds ``p * 255``.
     out : zarr array or path-like
         Where the uint32 labels go (chunked like ``prob``).
     pipeline : PostprocessPipeline

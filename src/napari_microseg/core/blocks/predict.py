@@ -12,7 +12,7 @@ block's interior equals :func:`~.inference.predict` on the whole volume.
 
 Blocks are independent, so they run one after another in this process
 (:class:`LocalExecutor`) or spread over a Dask cluster
-(:mod:`.distributed`). A block is written in full, then marked done in the
+(:mod:`.cluster`). A block is written in full, then marked done in the
 output's attributes (:class:`DoneLog`); a job started again on the same
 output skips the blocks already done, and a block interrupted while being
 written is not marked, so it is redone.
@@ -20,11 +20,11 @@ written is not marked, so it is redone.
 Peak memory is one region's input and probabilities plus one batch of
 tiles, whatever the size of the volume. Probabilities can be stored
 compactly (``probability_dtype``: float16 or uint8, see
-:data:`~.chunk_store.PROBABILITY_DTYPES`).
+:data:`~.store.PROBABILITY_DTYPES`).
 
 The block geometry lives in :mod:`.blocks`, the executors in
-:mod:`.block_exec`, the output array and its resume record in
-:mod:`.chunk_store`; their names are importable from here too.
+:mod:`.executors`, the output array and its resume record in
+:mod:`.store`; their names are importable from here too.
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ from typing import Any
 
 import numpy as np
 
-from ..inference.job import PredictionJob, PredictOptions, as_model, prepare_job, resolve_image
+from ..inference.job import PredictionJob, as_model, prepare_job, resolve_image
 from ..inference.normalize import Normalizer, fit_normalizer
+from ..inference.options import PredictOptions
 from ..models.base import SegmentationModel
 from ..progress import Job, Progress
 from .executors import LocalExecutor, run_tasks, torch_threads
@@ -159,7 +160,7 @@ class BlockTask:
         The blocks.
     out : zarr array
         ``(K, *spatial)`` probabilities, stored as its dtype says
-        (:func:`~.chunk_store.encode_probabilities`).
+        (:func:`~.store.encode_probabilities`).
     """
 
     source: Any
@@ -204,8 +205,8 @@ def predict_block(model: SegmentationModel, task: BlockTask, index: int) -> Job[
 def predict_and_write_block(model: Any, task: BlockTask, index: int) -> Job[int]:
     """Predict one block and write it into ``task.out``; returns ``index`` once written.
 
-    ``model`` is a loaded model or a :class:`~.distributed.ModelRef` that
-    workers load once (see :func:`~.distributed.resolve_model`).
+    ``model`` is a loaded model or a :class:`~.cluster.ModelRef` that
+    workers load once (see :func:`~.cluster.resolve_model`).
     """
     from .cluster import model_lock, resolve_model
 
@@ -287,7 +288,7 @@ def predict_to_zarr(
         How probabilities are stored: exact float32 (4 bytes per voxel and
         class); float16 (2 bytes, within 0.00025); uint8 ``round(p * 255)``
         (1 byte, within 1/510; not for logits). Compact maps are compressed
-        with Zstandard level 1; :func:`~.label_merge.label_to_zarr` reads any.
+        with Zstandard level 1; :func:`~.labels.label_to_zarr` reads any.
     threads : int, optional
         Torch threads in this process while the job runs (None: torch's
         default, one per core). Dask workers keep their own setting. On cores

@@ -5,7 +5,7 @@ one that holds something else; :class:`DoneLog` records in the array's
 attributes which blocks are fully written, so a killed job starts again where
 it stopped. Probabilities may be stored compactly (:data:`PROBABILITY_DTYPES`,
 :func:`encode_probabilities`, :func:`decode_probabilities`). Used by
-:mod:`.chunked` and :mod:`.label_merge`.
+:mod:`.predict` and :mod:`.labels`.
 """
 
 from __future__ import annotations

@@ -53,6 +53,11 @@ class PostprocessPipeline:
     5. on the labels: ``fill_holes`` or ``max_hole_size``, then ``min_size``;
     6. renumber to sequential uint32 ids.
 
+    Each stage is also a method (:meth:`select`, :meth:`binarize`,
+    :meth:`clean_mask`, :meth:`label_mask`, :meth:`fill`, :meth:`clean`), for
+    callers that run them piece by piece, such as the labelling of a volume
+    block by block (:func:`~napari_microseg.core.blocks.labels.label_to_zarr`).
+
     Parameters
     ----------
     method : {"otsu", "threshold", "hysteresis", "watershed"}
@@ -294,12 +299,7 @@ class PostprocessPipeline:
         ndim = foreground.ndim
         if spacing is not None and len(spacing) != ndim:
             raise ValueError(f"spacing {tuple(spacing)} must give one size per axis ({ndim}D).")
-        if self.physical_units and spacing is None:
-            raise ValueError(
-                "This pipeline gives sizes in µm; pass the voxel size (spacing) or switch "
-                "physical_units off."
-            )
-        unit_spacing = spacing if self.physical_units else None
+        self._unit_spacing(spacing)  # refuse a pipeline in µm without a voxel size up front
         step = 0
 
         def advance(message: str) -> Progress:
@@ -308,58 +308,164 @@ class PostprocessPipeline:
             return Progress(step, total, message)
 
         resolved = self._resolve_on(foreground)
+        mask, region = resolved.binarize(foreground, boundary)
         if self.method == "hysteresis":
-            mask = hysteresis(
-                foreground, resolved.low, resolved.high, connectivity=self.connectivity
-            )
             yield advance(f"hysteresis {resolved.low:.3g}..{resolved.high:.3g}")
         else:
-            assert resolved.threshold is not None  # resolve() fills it in
-            mask = apply_threshold(foreground, resolved.threshold)
             yield advance(f"threshold {resolved.threshold:.3g}")
+        mask, region = yield from self._clean_mask_steps(mask, region, spacing, advance)
+        labels = resolved.label_mask(
+            mask, foreground, region=region, boundary=boundary, spacing=spacing
+        )
+        yield advance("watershed split" if self.method == "watershed" else "connected components")
+        del mask, region
+        # Both labellings number the objects 1..n already.
+        labels = yield from self._clean_steps(labels, spacing, advance, sequential=True)
+        return labels
+
+    # ------------------------------------------------------------------ stages
+    # run_job chains these, and the block-by-block labelling calls them on each block, so
+    # that the recipe is written once.
+
+    def binarize(
+        self, foreground: np.ndarray, boundary: np.ndarray | None = None, *, seeded: bool = True
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Stage 2: the foreground mask, and for a watershed with a boundary class its region.
+
+        Thresholds left to the data (None) are computed on ``foreground``;
+        :meth:`resolve` fixes them beforehand for a result that does not
+        depend on the part of the map given.
+
+        Parameters
+        ----------
+        foreground : (M, N[, P]) ndarray of float
+            The foreground probabilities (from :meth:`select`).
+        boundary : (M, N[, P]) ndarray of float, optional
+            The boundary probabilities (from :meth:`select`).
+        seeded : bool
+            Hysteresis: keep only the regions above ``low`` that hold a voxel
+            above ``high``. False keeps every voxel above ``low``, for callers
+            that check the seeds themselves (objects cut by block faces).
+
+        Returns
+        -------
+        mask : (M, N[, P]) ndarray of bool
+            The objects.
+        region : (M, N[, P]) ndarray of bool or None
+            Watershed with a boundary class: objects and boundaries, the area
+            to flood; else None.
+        """
+        resolved = self._resolve_on(foreground)
+        if self.method == "hysteresis":
+            if seeded:
+                mask = hysteresis(
+                    foreground, resolved.low, resolved.high, connectivity=self.connectivity
+                )
+            else:
+                mask = apply_threshold(foreground, resolved.low)
+        else:
+            assert resolved.threshold is not None  # _resolve_on fills it in
+            mask = apply_threshold(foreground, resolved.threshold)
         region = None
         if boundary is not None and self.method == "watershed":
             region = (foreground + boundary) > resolved.threshold
-        if self.opening_radius > 0:
-            mask = opening(mask, self.opening_radius, spacing=unit_spacing)
-            region = (
-                None
-                if region is None
-                else opening(region, self.opening_radius, spacing=unit_spacing)
-            )
-            yield advance("opening")
-        if self.closing_radius > 0:
-            mask = closing(mask, self.closing_radius, spacing=unit_spacing)
-            region = (
-                None
-                if region is None
-                else closing(region, self.closing_radius, spacing=unit_spacing)
-            )
-            yield advance("closing")
-        if self.method == "watershed":
-            h = self.h
-            if h is not None and self.physical_units and self.markers == "distance":
-                assert spacing is not None
-                h = h / min(spacing)  # µm -> pixels of the finest axis
-            labels = watershed_split(
-                foreground,
-                mask=mask if region is None else region,
-                threshold=resolved.threshold,
-                markers=self.markers,
-                h=h,
-                min_distance=self.min_distance,
-                boundary=boundary,
-                compactness=self.compactness,
-                spacing=spacing,
-                connectivity=self.connectivity,
-            )
-            yield advance("watershed split")
-        else:
-            labels = label_components(mask, connectivity=self.connectivity)
-            yield advance("connected components")
-        del mask
-        # Both labellings number the objects 1..n already.
-        labels = yield from self._clean_steps(labels, unit_spacing, advance, sequential=True)
+        return mask, region
+
+    def clean_mask(
+        self,
+        mask: np.ndarray,
+        region: np.ndarray | None = None,
+        *,
+        spacing: Sequence[float] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Stage 3: the opening, then the closing, of the mask and the watershed region.
+
+        Parameters
+        ----------
+        mask : (M, N[, P]) ndarray of bool
+            The objects (from :meth:`binarize`).
+        region : (M, N[, P]) ndarray of bool, optional
+            The watershed region (from :meth:`binarize`).
+        spacing : sequence of float, optional
+            Voxel size in µm per axis; needed when ``physical_units`` is set.
+
+        Returns
+        -------
+        mask : (M, N[, P]) ndarray of bool
+        region : (M, N[, P]) ndarray of bool or None
+        """
+        return drain(self._clean_mask_steps(mask, region, spacing, _silent), show=False)
+
+    def label_mask(
+        self,
+        mask: np.ndarray,
+        foreground: np.ndarray,
+        *,
+        region: np.ndarray | None = None,
+        boundary: np.ndarray | None = None,
+        spacing: Sequence[float] | None = None,
+    ) -> np.ndarray:
+        """Stage 4: number the objects: connected components, or the watershed split.
+
+        Parameters
+        ----------
+        mask : (M, N[, P]) ndarray of bool
+            The objects (from :meth:`binarize` and :meth:`clean_mask`).
+        foreground : (M, N[, P]) ndarray of float
+            The foreground probabilities (watershed markers and flooding).
+        region : (M, N[, P]) ndarray of bool, optional
+            The watershed region, flooded instead of ``mask`` when given.
+        boundary : (M, N[, P]) ndarray of float, optional
+            The boundary probabilities, the watershed's flooding surface.
+        spacing : sequence of float, optional
+            Voxel size in µm per axis: anisotropy of the watershed distances,
+            and a distance ``h`` in µm.
+
+        Returns
+        -------
+        labels : (M, N[, P]) ndarray of uint32
+            Object ids 1..n, 0 for background.
+        """
+        if self.method != "watershed":
+            return label_components(mask, connectivity=self.connectivity)
+        h = self.h
+        if h is not None and self.physical_units and self.markers == "distance":
+            h = h / min(self._unit_spacing(spacing))  # µm -> pixels of the finest axis
+        threshold = self._resolve_on(foreground).threshold
+        return watershed_split(
+            foreground,
+            mask=mask if region is None else region,
+            threshold=threshold,
+            markers=self.markers,
+            h=h,
+            min_distance=self.min_distance,
+            boundary=boundary,
+            compactness=self.compactness,
+            spacing=spacing,
+            connectivity=self.connectivity,
+        )
+
+    def fill(self, labels: np.ndarray, *, spacing: Sequence[float] | None = None) -> np.ndarray:
+        """Stage 5a: fill the holes in objects (all, or up to ``max_hole_size``), in place.
+
+        Parameters
+        ----------
+        labels : (M, N[, P]) ndarray of uint32
+            Objects; changed in place.
+        spacing : sequence of float, optional
+            Voxel size in µm per axis; needed when ``physical_units`` is set.
+
+        Returns
+        -------
+        labels : (M, N[, P]) ndarray of uint32
+            ``labels``, unchanged when neither ``fill_holes`` nor
+            ``max_hole_size`` is set.
+        """
+        if self.fill_holes:
+            return fill_holes(labels, out=labels)
+        if self.max_hole_size > 0:
+            unit_spacing = self._unit_spacing(spacing)
+            return remove_small_holes(labels, self.max_hole_size, spacing=unit_spacing, out=labels)
         return labels
 
     def without_cleanup(self) -> PostprocessPipeline:
@@ -394,37 +500,52 @@ class PostprocessPipeline:
         labels : (M, N[, P]) ndarray of uint32
             Sequential object ids, 0 for background.
         """
-        if self.physical_units and spacing is None:
+        self._unit_spacing(spacing)  # refuse a pipeline in µm without a voxel size up front
+        labels = np.asarray(labels, dtype=np.uint32)
+        return drain(self._clean_steps(labels, spacing, _silent, sequential=sequential), show=False)
+
+    def _unit_spacing(self, spacing: Sequence[float] | None) -> Sequence[float] | None:
+        """The voxel size that sizes and radii are measured with: None when in pixels."""
+        if not self.physical_units:
+            return None
+        if spacing is None:
             raise ValueError(
                 "This pipeline gives sizes in µm; pass the voxel size (spacing) or switch "
                 "physical_units off."
             )
-        labels = np.asarray(labels, dtype=np.uint32)
-        steps = self._clean_steps(
-            labels,
-            spacing if self.physical_units else None,
-            lambda message: Progress(0, 0),
-            sequential=sequential,
-        )
-        return drain(steps, show=False)
+        return spacing
+
+    def _clean_mask_steps(
+        self,
+        mask: np.ndarray,
+        region: np.ndarray | None,
+        spacing: Sequence[float] | None,
+        advance: Callable[[str], Progress],
+    ) -> Job[tuple[np.ndarray, np.ndarray | None]]:
+        unit_spacing = self._unit_spacing(spacing)
+        for radius, operation, name in (
+            (self.opening_radius, opening, "opening"),
+            (self.closing_radius, closing, "closing"),
+        ):
+            if radius > 0:
+                mask = operation(mask, radius, spacing=unit_spacing)
+                region = None if region is None else operation(region, radius, spacing=unit_spacing)
+                yield advance(name)
+        return mask, region
 
     def _clean_steps(
         self,
         labels: np.ndarray,
-        unit_spacing: Sequence[float] | None,
+        spacing: Sequence[float] | None,
         advance: Callable[[str], Progress],
         *,
         sequential: bool,
     ) -> Job[np.ndarray]:
-        if self.fill_holes:
-            labels = fill_holes(labels, out=labels)  # the pipeline owns labels: in place
-            yield advance("fill holes")
-        elif self.max_hole_size > 0:
-            labels = remove_small_holes(
-                labels, self.max_hole_size, spacing=unit_spacing, out=labels
-            )
-            yield advance("fill small holes")
+        if self.fill_holes or self.max_hole_size > 0:
+            labels = self.fill(labels, spacing=spacing)  # the pipeline owns labels: in place
+            yield advance("fill holes" if self.fill_holes else "fill small holes")
         if self.min_size > 0:
+            unit_spacing = self._unit_spacing(spacing)
             labels = remove_small_objects(labels, self.min_size, spacing=unit_spacing, out=labels)
             yield advance("remove small objects")
         # Filling holes keeps every id; only removing objects leaves gaps to close.
@@ -464,6 +585,11 @@ class PostprocessPipeline:
         if self.min_size > 0:
             parts.append(f"min size {self.min_size:g}{unit}")
         return ", ".join(parts)
+
+
+def _silent(message: str) -> Progress:
+    """The progress event of a stage run outside :meth:`PostprocessPipeline.run_job`."""
+    return Progress(0, 0, message)
 
 
 def _fmt(value: float | None) -> str:

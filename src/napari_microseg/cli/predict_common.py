@@ -1,0 +1,53 @@
+"""Helpers of ``microseg predict`` shared by the in-memory run (:mod:`.predict`) and the
+block-by-block run (:mod:`.predict_chunked`), so that neither imports the other's module back."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def load(name_or_path: str, device: str) -> Any:
+    """Load the model once, with a one-line error for unknown names or broken files."""
+    from ..core.models.registry import load_model
+
+    return load_model(name_or_path, device=device)
+
+
+def is_zarr(path: Path) -> bool:
+    """True for a zarr store: by its name, or a folder that holds one."""
+    from ..core.io.image_data import ZARR_SUFFIXES, looks_like_zarr
+
+    return path.name.lower().endswith(ZARR_SUFFIXES) or (path.is_dir() and looks_like_zarr(path))
+
+
+def tiling_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The prediction settings common to in-memory and block-by-block runs."""
+    return {
+        "tile_size": args.tile,
+        "overlap": args.overlap,
+        "blend": args.blend,
+        "batch_size": args.batch_size,
+        "device": args.device,
+        "tta": args.tta,
+        "slice_axis": args.slice_axis,
+    }
+
+
+def pipeline_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """``--postprocess`` and ``--threshold`` as post-processing fields, when given."""
+    overrides: dict[str, Any] = {}
+    if args.postprocess:
+        overrides["method"] = args.postprocess
+    if args.threshold is not None:
+        overrides["threshold"] = args.threshold
+    return overrides
+
+
+def with_cli_overrides(pipeline: Any, args: argparse.Namespace) -> Any:
+    """The pipeline with ``--postprocess`` and ``--threshold`` applied, when given."""
+    from dataclasses import replace
+
+    overrides = pipeline_overrides(args)
+    return replace(pipeline, **overrides) if overrides else pipeline
