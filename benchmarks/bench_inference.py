@@ -252,7 +252,7 @@ def rss_child(volume: str, out: str, budget_mb: float) -> None:
     import torch
     import zarr
 
-    from napari_microseg.core.inference.job import PredictOptions
+    from napari_microseg.core.inference.options import PredictOptions
     from napari_microseg.core.inference.predict import run_prediction
     from napari_microseg.core.progress import drain
 

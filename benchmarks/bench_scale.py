@@ -114,7 +114,7 @@ def run_job(args: argparse.Namespace) -> dict:
     from napari_microseg.core.blocks.cluster import DaskExecutor, ModelRef, cluster_client
     from napari_microseg.core.blocks.labels import label_to_zarr
     from napari_microseg.core.blocks.predict import predict_to_zarr
-    from napari_microseg.core.inference.job import PredictOptions
+    from napari_microseg.core.inference.options import PredictOptions
     from napari_microseg.core.io.zarr_arrays import read_zarr
     from napari_microseg.core.models.registry import load_model
     from napari_microseg.core.postprocess import PostprocessPipeline
@@ -253,7 +253,7 @@ def run_rss(args: argparse.Namespace) -> dict:
 
     torch_mb = peak_mb()
     from napari_microseg.core.blocks.predict import predict_to_zarr
-    from napari_microseg.core.inference.job import PredictOptions
+    from napari_microseg.core.inference.options import PredictOptions
     from napari_microseg.core.io.zarr_arrays import read_zarr
     from napari_microseg.core.progress import drain
 

@@ -18,7 +18,7 @@ from napari_microseg.cli import main as microseg
 from napari_microseg.core.models.bundled import MANIFEST_NAME, card_problems
 from napari_microseg.core.models.checkpoint import inspect_checkpoint, load_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 CONFIG = """\
 name: tiny-fib

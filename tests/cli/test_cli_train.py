@@ -17,7 +17,7 @@ from napari_microseg.core.models import registry
 from napari_microseg.core.models.build import ARCHITECTURES, create_model
 from napari_microseg.core.training.settings import TrainSettings
 
-CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
 
 
 @pytest.fixture(autouse=True)

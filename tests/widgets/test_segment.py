@@ -151,7 +151,7 @@ def test_image_far_from_the_model_pixel_size_is_resampled_unless_unchecked(
     model = load_model(str(widget._entries["tiny-grey"].path), device="cpu")
     model.card.pixel_size_um = 0.1
     widget.device_combo.value = "cpu"
-    widget._models = {("tiny-grey", "cpu"): model}  # warm, with that card
+    widget.warm_models = {("tiny-grey", "cpu"): model}  # warm, with that card
     monkeypatch.setattr(widget_module, "_card", lambda path: model.card)
     infos, warnings, results = [], [], []
     monkeypatch.setattr(widget_module, "show_info", infos.append)

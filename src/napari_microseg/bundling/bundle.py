@@ -3,7 +3,7 @@
 Used by ``scripts/bundle_model.py`` (which adds the speed benchmark, runs
 ``microseg evaluate`` and writes the documentation) and by the tests.
 
-The validation split comes from :mod:`.bundle_split`, which rebuilds it with
+The validation split comes from :mod:`.split`, which rebuilds it with
 the training code itself.
 
 The shipped weights are float16: the model is rounded to float16 before it

@@ -1,8 +1,8 @@
 """The validation split a training run used, rebuilt with the training code itself.
 
 The data set is read by :func:`~.datasets.load_dataset` with the training
-config's data settings, prepared by :func:`~.trainingdata.prepare`, and split
-by :func:`~.valsplit.split_validation` with the settings recorded in the
+config's data settings, prepared by :func:`~napari_microseg.core.training.data.prepare`, and split
+by :func:`~napari_microseg.core.training.split.split_validation` with the settings recorded in the
 model's lineage. Two checks prove it is the same split: the prepared data's
 hash equals the lineage's ``data_sha256``, and the split's description equals
 the lineage's ``validation`` text. A data set with its own validation part
@@ -255,7 +255,8 @@ def _whole_item(pair: TrainingPair) -> ValidationItem:
 
 
 def _plane_lookup(pairs: list[TrainingPair]) -> dict[str, tuple[TrainingPair, int | None]]:
-    """Plane name -> (pair, slice), following :func:`~.trainingdata.prepare`'s naming."""
+    """Plane name -> (pair, slice), named as
+    :func:`~napari_microseg.core.training.data.prepare` names them."""
     lookup: dict[str, tuple[TrainingPair, int | None]] = {}
     for number, pair in enumerate(pairs):
         name = pair.name or f"image {number + 1}"

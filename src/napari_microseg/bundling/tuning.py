@@ -67,7 +67,7 @@ def tune_postprocess(
         base each grid point updates; the card is restored when the job ends.
     items : sequence of ValidationItem
         Training images with their labels (see
-        :func:`~.bundle_split.training_items`).
+        :func:`~.split.training_items`).
     grid : mapping of str to sequence
         Post-processing option -> values to try.
     metric : str

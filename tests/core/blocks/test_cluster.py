@@ -20,7 +20,7 @@ from napari_microseg.core.blocks.cluster import (
 from napari_microseg.core.blocks.executors import LocalExecutor
 from napari_microseg.core.blocks.labels import label_to_zarr
 from napari_microseg.core.blocks.predict import predict_to_zarr
-from napari_microseg.core.inference.job import PredictOptions
+from napari_microseg.core.inference.options import PredictOptions
 from napari_microseg.core.models.build import create_model
 from napari_microseg.core.postprocess import PostprocessPipeline
 from napari_microseg.core.progress import drain

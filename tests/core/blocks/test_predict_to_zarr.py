@@ -10,7 +10,7 @@ import zarr
 from napari_microseg.core.blocks.grid import BlockGrid, HaloPlan
 from napari_microseg.core.blocks.predict import choose_block, predict_to_zarr
 from napari_microseg.core.blocks.store import ChunkedError, resume_state
-from napari_microseg.core.inference.job import PredictOptions
+from napari_microseg.core.inference.options import PredictOptions
 from napari_microseg.core.inference.predict import predict
 from napari_microseg.core.models.build import create_model
 from napari_microseg.core.progress import drain

@@ -16,7 +16,7 @@ from napari_microseg.core.blocks.store import (
     decode_probabilities,
     encode_probabilities,
 )
-from napari_microseg.core.inference.job import PredictOptions
+from napari_microseg.core.inference.options import PredictOptions
 from napari_microseg.core.inference.predict import predict
 from napari_microseg.core.models.build import create_model
 from napari_microseg.core.postprocess import PostprocessPipeline

@@ -183,7 +183,7 @@ def test_lazy_zarr_volume_is_read_in_slabs(tmp_path, monkeypatch):
     import zarr
 
     from napari_microseg.core.inference import planes
-    from napari_microseg.core.inference.job import PredictOptions
+    from napari_microseg.core.inference.options import PredictOptions
     from napari_microseg.core.inference.predict import run_prediction
 
     volume = np.random.default_rng(6).random((10, 40, 30), dtype=np.float32)

@@ -202,7 +202,7 @@ def test_mito_em_finds_the_synthetic_mitochondria_best_when_resampled():
     model trained on real ones finds them; resampled to its pixel size it
     outlines them best.
     """
-    from napari_microseg.core.inference.job import PredictOptions
+    from napari_microseg.core.inference.options import PredictOptions
     from napari_microseg.core.io import synthetic
     from napari_microseg.core.models.registry import load_model
 

@@ -5,7 +5,7 @@ Masks (boolean, or integers with one non-zero value such as 0/255) are read
 as foreground ``> 0`` with objects as connected components; see
 :func:`.contingency.as_instances`. Overlaps come from the sparse contingency
 table of :func:`.contingency.overlap`; only the Hausdorff distance looks at object
-shapes (:mod:`.metrics_hausdorff`), one pair of bounding-box crops at a time.
+shapes (:mod:`.hausdorff`), one pair of bounding-box crops at a time.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ class InferenceWarning(UserWarning):
 
 @dataclass
 class RunnerSettings:
-    """How tiles are run; filled in by :func:`~napari_microseg.core.inference.predict.iter_predict`.
+    """How tiles are run; filled in by :func:`~.predict.iter_predict`.
 
     Attributes
     ----------

@@ -21,7 +21,8 @@ import numpy as np
 from ..models.base import ModelCard, SegmentationModel
 from ..postprocess import PostprocessPipeline
 from ..progress import Job
-from .job import PredictOptions, resolve_image
+from .job import resolve_image
+from .options import PredictOptions
 from .predict import run_prediction
 from .resample import (
     ResamplePlan,

@@ -7,7 +7,7 @@ Supported inputs
   size comes from ImageJ or OME metadata, or from the TIFF resolution tags.
 * PNG, JPEG, BMP: 2D grey or RGB.
 * A folder of 2D slices: opened as one ZYX stack in natural file-name order.
-* zarr and OME-Zarr: opened lazily as a dask array (see :mod:`.zarr_io`).
+* zarr and OME-Zarr: opened lazily as a dask array (see :mod:`.zarr_arrays`).
 
 Label images written by :func:`write_labels` carry a marker in their metadata
 and come back with ``kind == "labels"``.

@@ -4,7 +4,7 @@
 memory does not allow. :func:`open_volume` maps an uncompressed TIFF into
 memory instead (``tifffile.memmap``: pages are read when touched) and reads a
 compressed or tiled one through tifffile's zarr view, chunk by chunk; zarr
-stores open as dask arrays (:func:`~.zarr_io.read_zarr`). Other formats fall
+stores open as dask arrays (:func:`~.zarr_arrays.read_zarr`). Other formats fall
 back to :func:`~.io.imread`.
 """
 

@@ -370,7 +370,7 @@ def load_checkpoint(
         The ``.safetensors`` or ``.json`` file, or their stem.
     device : str or torch.device, optional
         Where to put the model: ``"cpu"``, ``"cuda"``, ``"auto"``... (see
-        :func:`napari_microseg.core.models.device.select_device`).
+        :func:`.device.select_device`).
     module : torch.nn.Module, optional
         The network to load the weights into, for ``"custom"`` models that
         napari-microseg cannot build itself.

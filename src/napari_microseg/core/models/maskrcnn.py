@@ -241,7 +241,7 @@ class MaskRCNNModel(SegmentationModel):
 
         Options default to ``card.recommended["postprocess"]`` and then to the
         source report's thresholds (score 0.4, pixel 0.3, summed mask 0.9); see
-        :func:`~napari_microseg.core.models.detections.detections_to_labels`.
+        :func:`~.detections.detections_to_labels`.
         """
         settings: dict[str, Any] = {
             "score_threshold": SCORE_THRESHOLD,

@@ -30,7 +30,7 @@ padding one transposed convolution per up block suffices, and the bridge
 stays at the deepest block's width instead of doubling again. At the default
 ``base_width=32`` the network has 9.9 M parameters and a training step on 4
 RGB tiles of 508x508 with Adam needs an estimated 3.8 GiB (see
-:func:`napari_microseg.core.models.footprint.estimate_training_memory`);
+:func:`.footprint.estimate_training_memory`);
 ``base_width=64``, the paper's widths, has 39.7 M and needs 7.8 GiB.
 
 References

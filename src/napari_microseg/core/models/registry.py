@@ -237,7 +237,7 @@ def load_model(
         A name from :func:`list_models`, or a ``.safetensors``/``.json`` file.
     device : str or torch.device, optional
         ``"auto"`` picks CUDA, then MPS, then CPU; an unavailable GPU falls back
-        to the CPU with a warning (see :func:`napari_microseg.core.models.device.select_device`).
+        to the CPU with a warning (see :func:`.device.select_device`).
 
     Returns
     -------

@@ -89,7 +89,7 @@ def watershed_split(
     the regional maxima (steepest ascent) and the passes between them, which
     the h-maxima already needed, are merged into the markers (a minimum
     spanning forest [3]_, see
-    :func:`~napari_microseg.core.postprocess.hmaxima.watershed_from_h_maxima`). That keeps
+    :func:`~.hmaxima.watershed_from_h_maxima`). That keeps
     a live preview fast. It is a watershed over the full neighbourhood and
     differs from :func:`skimage.segmentation.watershed` from the same markers
     at a few pixels next to the cuts between objects.

@@ -12,7 +12,7 @@ or paints part of one image. Only what was annotated counts:
 Each annotated slice (or 2D image) becomes a :class:`Plane`: the image
 normalized as the model card says (once over the whole image or volume, as
 inference does), its object ids, its class targets for the model and its
-annotated mask. :func:`~.valsplit.split_validation` then holds part of the
+annotated mask. :func:`~.split.split_validation` then holds part of the
 annotation out for validation.
 """
 

@@ -6,7 +6,7 @@ infinite): the loss and its gradient do not change.
 
 * :func:`cross_entropy`: binary cross-entropy for 1-class (sigmoid) models,
   cross-entropy otherwise; per-pixel ``weight`` (the U-Net weight map, see
-  :func:`~napari_microseg.core.training.targets.unet_weight_map`) optional.
+  :func:`~.targets.unet_weight_map`) optional.
 * :func:`dice_loss`: ``1 - soft Dice`` over the foreground classes, or
   ``-log(soft Dice)`` (``log=True``), which the mitochondria report found to
   converge better.
@@ -14,7 +14,7 @@ infinite): the loss and its gradient do not change.
 * :func:`deep_supervision_loss`: Micro-Net's ``l = l_o + (l_a1 + l_a2 + l_a3) / epoch``.
 * :func:`maskrcnn_loss`: the sum of the losses torchvision's Mask R-CNN
   returns in train mode; its targets come from
-  :func:`~napari_microseg.core.training.targets.maskrcnn_targets`.
+  :func:`~.targets.maskrcnn_targets`.
 
 Shapes: ``logits (N, K, H, W)``, ``target (N, H, W)`` class indices,
 ``annotated (N, H, W)`` bool, ``weight (N, H, W)`` float.
@@ -260,7 +260,7 @@ def maskrcnn_loss(losses: Mapping[str, torch.Tensor]) -> torch.Tensor:
 
     ``loss_classifier + loss_box_reg + loss_mask + loss_objectness + loss_rpn_box_reg``;
     the targets honour sparse annotation per object (see
-    :func:`~napari_microseg.core.training.targets.maskrcnn_targets`).
+    :func:`~.targets.maskrcnn_targets`).
     """
     if not losses:
         raise ValueError("Mask R-CNN returned no losses; was the module in train mode?")

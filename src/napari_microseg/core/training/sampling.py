@@ -59,7 +59,7 @@ class PatchSampler:
         Probability that a patch is centred on an object.
     margin : int
         Extra pixels read each side of the patch for the geometric augmentations
-        (see :func:`~napari_microseg.core.training.augment.window_margin`).
+        (see :func:`~.augment.window_margin`).
     weight_fn : callable, optional
         ``weight_fn(plane) -> (H, W) float32`` per-pixel loss weights (the U-Net
         weight map); computed once per plane and cached on it.
