@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .predict_common import is_zarr, load, tiling_settings, with_cli_overrides
+from .predict_common import is_zarr, load, prediction_options, with_cli_overrides
 
 #: Post-processing methods of :mod:`napari_microseg.core.postprocess`.
 METHODS = ("otsu", "threshold", "hysteresis", "watershed")
@@ -44,7 +44,9 @@ def register(subparsers: Any) -> None:
         "--tile", type=int, help=f"tile side in pixels (default: model card, {DEFAULT_TILE})"
     )
     parser.add_argument(
-        "--overlap", type=float, default=DEFAULTS.overlap, help="tile overlap in [0, 1)"
+        "--overlap",
+        type=float,
+        help=f"tile overlap in [0, 1) (default: model card, {DEFAULTS.overlap})",
     )
     parser.add_argument("--batch-size", type=int, help="tiles per batch (halved on out-of-memory)")
     parser.add_argument(
@@ -147,8 +149,7 @@ def predict_one(
     model: Any, path: Path, labels_path: Path, prob_path: Path | None, args: argparse.Namespace
 ) -> None:
     """Predict one image and write its labels (and probabilities)."""
-    from ..core.inference.options import PredictOptions
-    from ..core.inference.predict import iter_predict
+    from ..core.inference.predict import run_prediction
     from ..core.inference.segment import predict_on_image_grid, resampling_note
     from ..core.inference.stitching import Instances
     from ..core.io.images import describe, imread
@@ -165,13 +166,14 @@ def predict_one(
             raise CommandError("An instance model gives objects, not probabilities; drop it.")
         if prob_path.suffix.lower() == ".zarr":
             out = _zarr_probabilities(prob_path, model, image)
+    options = prediction_options(args, model.card)
     factor = None
     if out is None:
         job = predict_on_image_grid(
             model,
             image.data,
             axes=image.axes,
-            options=PredictOptions(ortho=args.ortho, **tiling_settings(args)),
+            options=options,
             spacing=image.scale,
             match_pixel_size=getattr(args, "resample", True),
         )
@@ -182,9 +184,7 @@ def predict_one(
         note = resampling_note(model.card, image.scale, image.axes, tuple(image.data.shape))
         if note and getattr(args, "resample", True):
             print("  (not resampled to the model's pixel size: .zarr probabilities stream as is)")
-        job = iter_predict(
-            model, image.data, axes=image.axes, out=out, ortho=args.ortho, **tiling_settings(args)
-        )
+        job = run_prediction(model, image.data, axes=image.axes, out=out, options=options)
         result = drain(job)
     if isinstance(result, Instances):
         if args.postprocess:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .predict_common import is_zarr, pipeline_overrides, tiling_settings
+from .predict_common import is_zarr, pipeline_overrides, prediction_options
 
 
 def register_arguments(parser: argparse.ArgumentParser) -> None:
@@ -133,7 +133,6 @@ def _run(
 ) -> int:
     from ..core.blocks.cluster import ModelRef
     from ..core.blocks.segment import segment_to_zarr
-    from ..core.inference.options import PredictOptions
     from ..core.io.images import describe
     from ..core.io.volumes import open_volume
     from ..core.progress import drain
@@ -151,7 +150,7 @@ def _run(
             str(prob_path),
             str(args.out),
             axes=image.axes,
-            options=PredictOptions(**tiling_settings(args)),
+            options=prediction_options(args, model.card),
             spacing=image.scale,
             postprocess=pipeline_overrides(args),
             chunks=args.chunks,

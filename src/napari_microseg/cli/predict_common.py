@@ -22,17 +22,24 @@ def is_zarr(path: Path) -> bool:
     return path.name.lower().endswith(ZARR_SUFFIXES) or (path.is_dir() and looks_like_zarr(path))
 
 
-def tiling_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The prediction settings common to in-memory and block-by-block runs."""
-    return {
-        "tile_size": args.tile,
-        "overlap": args.overlap,
-        "blend": args.blend,
-        "batch_size": args.batch_size,
-        "device": args.device,
-        "tta": args.tta,
-        "slice_axis": args.slice_axis,
-    }
+def prediction_options(args: argparse.Namespace, card: Any) -> Any:
+    """The prediction settings of in-memory and block-by-block runs.
+
+    The model card's recommended tile size and overlap, then every option given.
+    """
+    from ..core.inference.options import PredictOptions
+
+    return PredictOptions.for_card(
+        card,
+        tile_size=args.tile,
+        overlap=args.overlap,
+        blend=args.blend,
+        batch_size=args.batch_size,
+        device=args.device,
+        tta=args.tta,
+        slice_axis=args.slice_axis,
+        ortho=getattr(args, "ortho", None),
+    )
 
 
 def pipeline_overrides(args: argparse.Namespace) -> dict[str, Any]:

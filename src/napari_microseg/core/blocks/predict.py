@@ -308,7 +308,7 @@ def predict_to_zarr(
         holding something else.
     """
     started = time.perf_counter()
-    options = (options or PredictOptions()).validate()
+    options = options or PredictOptions()
     if options.ortho:
         raise ChunkedError(
             "The ortho-plane mode is not available block by block; predict without ortho, "

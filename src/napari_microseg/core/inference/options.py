@@ -6,7 +6,7 @@ reads its defaults from :class:`PredictOptions`; nothing else writes them down.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .tiling import check_blend, check_overlap
@@ -56,17 +56,16 @@ class PredictOptions:
     memory_budget_mb: float = 512.0
     iou_threshold: float = 0.5
 
-    def validate(self) -> PredictOptions:
-        """Check every value; return a copy with canonical blend and overlap."""
-        blend = check_blend(self.blend)
-        overlap = check_overlap(self.overlap)
+    def __post_init__(self) -> None:
+        # Checked when made, so a bad value is refused before any model or image is loaded.
+        self.blend = check_blend(self.blend)
+        self.overlap = check_overlap(self.overlap)
         if self.batch_size is not None and (int(self.batch_size) < 1):
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}.")
         if self.activation not in ("auto", None, "none", "softmax", "sigmoid"):
             raise ValueError(
                 f"activation={self.activation!r}; use 'auto', 'softmax', 'sigmoid' or None."
             )
-        return replace(self, blend=blend, overlap=overlap)
 
     @classmethod
     def for_card(cls, card: ModelCard, **overrides: Any) -> PredictOptions:
@@ -88,12 +87,12 @@ class PredictOptions:
         (512, 0.25, 'cpu')
         """
         recommended = card.recommended or {}
-        options = cls(
-            tile_size=int(recommended.get("tile_size", DEFAULT_TILE)),
-            overlap=float(recommended.get("overlap", DEFAULTS.overlap)),
-        )
-        given = {key: value for key, value in overrides.items() if value is not None}
-        return replace(options, **given)
+        settings = {
+            "tile_size": int(recommended.get("tile_size", DEFAULT_TILE)),
+            "overlap": float(recommended.get("overlap", DEFAULTS.overlap)),
+        }
+        settings.update({key: value for key, value in overrides.items() if value is not None})
+        return cls(**settings)
 
 
 #: The defaults, for signatures and option parsers (``DEFAULTS.overlap``...).

@@ -186,7 +186,7 @@ def run_prediction(
     options: PredictOptions | None = None,
 ) -> Job[np.ndarray | Instances]:
     """:func:`iter_predict` with its settings in one :class:`PredictOptions` (for widgets)."""
-    options = (options or PredictOptions()).validate()
+    options = options or PredictOptions()
     model = as_model(model)
     data, axes = resolve_image(image, axes, model.in_channels)
     # Bad input fails here, at the call; the slow parts run in the generator.
