@@ -69,6 +69,16 @@ def run(model, volume, tmp_path, **kwargs):
     return drain(job, show=False)
 
 
+def events_and_result(job):
+    """Every event a job yields, and what it returns."""
+    events = []
+    try:
+        while True:
+            events.append(next(job))
+    except StopIteration as stop:
+        return events, stop.value
+
+
 def test_equals_the_in_memory_segmentation_voxel_for_voxel(tmp_path, model, volume):
     expected = in_memory(model, volume)
     result = run(model, volume, tmp_path)
@@ -110,12 +120,7 @@ def test_events_say_the_phase_and_a_custom_executor_runs_both_passes(tmp_path, m
         executor=executor,
         **GRID,
     )
-    events = []
-    try:
-        while True:
-            events.append(next(job))
-    except StopIteration as stop:
-        result = stop.value
+    events, result = events_and_result(job)
     phases = [event.info[PHASE] for event in events]
     first_labels = phases.index("labels")
     assert set(phases[: first_labels - 1]) == {"predict"} and phases.count("predicted") == 1
@@ -171,12 +176,7 @@ def test_stale_outputs_are_refused_or_replaced_and_foreign_ones_refused(tmp_path
         replace_stale=True,
         **GRID,
     )
-    events = []
-    try:
-        while True:
-            events.append(next(job))
-    except StopIteration as stop:
-        result = stop.value
+    events, result = events_and_result(job)
     assert any("p.zarr holds an older result: starting over" in e.message for e in events)
     assert result.prediction.skipped == 0
     np.testing.assert_array_equal(result.labels.labels[:], expected.labels)
