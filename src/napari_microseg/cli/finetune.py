@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,8 @@ def register(subparsers: Any) -> None:
         "name in the user's model folder ($NAPARI_MICROSEG_MODELS or a per-user data folder), "
         "with its lineage. Only annotated slices count: the non-empty label slices, or those "
         "given with --slices. The parent model is never changed. Ctrl-C stops and keeps the "
-        "best weights so far as NAME-draft.",
+        "best weights so far as NAME-draft (exit code 130). The same --steps and --seed on "
+        "the same machine's CPU give the same weights.",
     )
     parser.add_argument("--model", required=True, help="parent model: registry name or file")
     parser.add_argument("--image", required=True, type=Path, help="the image (TIFF, PNG...)")
@@ -74,10 +76,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from ..core.io.images import imread
-    from ..core.models.versions import SaveError
-    from ..core.progress import drain
     from ..core.training.jobs import finetune
-    from . import CommandError
 
     settings = settings_from_args(args)
     image = imread(args.image)
@@ -94,12 +93,90 @@ def run(args: argparse.Namespace) -> int:
         settings=settings,
         device=args.device,
     )
-    try:
-        model = drain(job, show=not args.json)
-    except SaveError as error:
-        raise CommandError(str(error)) from error
+    model = drain_training(job, show=not args.json)
+    if model is None:
+        return INTERRUPTED
     report(model, as_json=args.json)
     return 0
+
+
+#: Exit code after Ctrl-C (128 + SIGINT), as shells report it.
+INTERRUPTED = 130
+
+
+def drain_training(job: Any, *, show: bool = True, checkpoint: Path | None = None) -> Any | None:
+    """Run a ``train``/``finetune`` job; after Ctrl-C, say in one line what was kept.
+
+    Parameters
+    ----------
+    job : generator
+        From :func:`~napari_microseg.core.training.jobs.train` or ``finetune``.
+    show : bool
+        Draw the progress bar.
+    checkpoint : Path, optional
+        The run's resumable checkpoint, named in the message when it exists.
+
+    Returns
+    -------
+    SegmentationModel or None
+        The saved model, or None when Ctrl-C stopped the run (the job has then
+        kept the best weights so far as its draft, when it had taken a step).
+    """
+    from ..core.models.versions import SaveError
+    from ..core.progress import drain
+    from . import CommandError
+
+    seen: dict[str, Any] = {"step": 0, "phase": None, "draft": None}
+
+    def note(event: Any) -> None:
+        phase = event.info.get("phase")
+        seen["phase"] = phase
+        if phase == "prepare" and event.info.get("draft_name"):
+            seen["draft"] = event.info["draft_name"]
+            # The draft replaces an older one of the same name: compare files, not names.
+            seen["before"] = _file_stamp(seen["draft"])
+        elif phase in ("train", "validate", "done"):
+            seen["step"] = event.step
+        if phase == "done":
+            seen["path"] = event.info.get("path")
+
+    try:
+        return drain(job, show=show, on_progress=note)
+    except SaveError as error:
+        raise CommandError(str(error)) from error
+    except KeyboardInterrupt:
+        print(_interrupted_message(seen, checkpoint), file=sys.stderr)
+        return None
+
+
+def _file_stamp(name: str) -> tuple[int, int, int] | None:
+    """Inode, modification time and size of the model file called ``name``, if any."""
+    from ..core.models.base import ModelError
+    from ..core.models.registry import find_model
+
+    try:
+        stat = find_model(name).path.stat()
+    except (ModelError, OSError):
+        return None
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
+def _interrupted_message(seen: dict[str, Any], checkpoint: Path | None) -> str:
+    step, draft = seen["step"], seen["draft"]
+    if seen["phase"] == "done":
+        text = f"Interrupted after the model was saved ({seen.get('path')})."
+    elif not step:
+        text = "Interrupted before the first training step; no model or draft was saved."
+    elif draft and _file_stamp(draft) not in (None, seen.get("before")):
+        text = (
+            f"Interrupted at step {step}; the best weights so far were kept as {draft!r} "
+            f"(microseg predict --model {draft} ...)."
+        )
+    else:
+        text = f"Interrupted at step {step}; no draft could be kept (see the warning above)."
+    if checkpoint is not None and checkpoint.exists() and seen["phase"] != "done":
+        text = text[:-1] + f"; add --resume to continue from the checkpoint {checkpoint}."
+    return text
 
 
 def report(model: Any, *, as_json: bool = False) -> None:

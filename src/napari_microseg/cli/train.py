@@ -14,6 +14,12 @@ config's name (or ``--name``); when a model already has the config's name
 (a bundled one, or an earlier run), the next free one (``<name>-2``...). A
 resumable checkpoint is written every few minutes to the user's model folder
 (``.training/<name>.pt``, or ``--checkpoint``); ``--resume`` continues from it.
+Ctrl-C keeps the best weights so far as ``<name>-draft`` (exit code 130).
+
+``--steps`` alone (without ``--minutes``) replaces the config's whole budget,
+time included, so the run is reproducible: the same config, seed and steps on
+the same machine's CPU give the same weights, the fresh network's initial
+weights included (drawn from the seed).
 """
 
 from __future__ import annotations
@@ -46,13 +52,18 @@ def register(subparsers: Any) -> None:
         help="train a model from scratch from a YAML config",
         description="Train a U-Net, SegNet, Micro-Net or Mask R-CNN as a YAML config describes "
         "(family, hyper-parameters, classes, data set, training settings), and save it in the "
-        "user's model folder with its lineage. See configs/*.yaml.",
+        "user's model folder with its lineage. See configs/*.yaml. Ctrl-C keeps the best "
+        "weights so far as NAME-draft (exit code 130).",
     )
     parser.add_argument("--config", required=True, type=Path, help="the YAML config")
     parser.add_argument("--data", type=Path, help="data set folder (overrides data.path)")
     parser.add_argument("--name", help="registry name (overrides the config's name)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    parser.add_argument("--steps", type=int, help="training steps (overrides the config)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        help="training steps; without --minutes, the only budget (reproducible on the CPU)",
+    )
     parser.add_argument("--minutes", type=float, help="time budget (overrides the config)")
     parser.add_argument("--limit", type=int, help="use at most this many images or slices")
     parser.add_argument("--checkpoint", type=Path, help="resumable checkpoint file")
@@ -91,6 +102,8 @@ def read_config(path: Path) -> dict[str, Any]:
 
 def build(config: dict[str, Any], args: argparse.Namespace, base: Path) -> tuple[Any, ...]:
     """The fresh model, the data set and the settings a config (plus options) describes."""
+    import torch
+
     from ..core.models.build import create_model
     from ..core.training.datasets import load_dataset
     from ..core.training.settings import TrainSettings
@@ -115,10 +128,16 @@ def build(config: dict[str, Any], args: argparse.Namespace, base: Path) -> tuple
     for key, value in (("steps", args.steps), ("minutes", args.minutes), ("seed", args.seed)):
         if value is not None:
             training[key] = value
+    # One budget given on the command line: it alone limits the run, as in finetune (a time
+    # budget ties the steps and the schedule to the machine's speed; steps alone reproduce).
     if args.minutes is not None and args.steps is None:
         training.setdefault("steps", None)
+    if args.steps is not None and args.minutes is None:
+        training["minutes"] = None
     settings = TrainSettings.from_dict(training).validate()
     name = args.name or _free_name(config["name"])
+    # The fresh network's initial weights come from the seed too, so a rerun starts alike.
+    torch.manual_seed(settings.seed)
     model = create_model(
         config["family"],
         name=name,
@@ -152,11 +171,9 @@ def _free_name(name: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..core.models.registry import user_models_dir
-    from ..core.models.versions import SaveError
-    from ..core.progress import drain
     from ..core.training.jobs import train
     from . import CommandError
-    from .finetune import report
+    from .finetune import INTERRUPTED, drain_training, report
 
     config = read_config(args.config)
     model, dataset, settings = build(config, args, args.config.resolve().parent)
@@ -178,9 +195,8 @@ def run(args: argparse.Namespace) -> int:
         checkpoint=checkpoint,
         resume=args.resume,
     )
-    try:
-        trained = drain(job)
-    except SaveError as error:
-        raise CommandError(str(error)) from error
+    trained = drain_training(job, checkpoint=checkpoint)
+    if trained is None:
+        return INTERRUPTED
     report(trained)
     return 0

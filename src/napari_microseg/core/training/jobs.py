@@ -4,9 +4,12 @@ Both are generators in the project's progress convention: they yield a
 :class:`~.progress.Progress` after every training step and every
 validation, and return the new :class:`~.models.base.SegmentationModel`,
 already saved in the user's model folder (so every model picker lists it)
-with its lineage. Closing the generator (Cancel) stops within one step,
-saves the best weights so far as a draft model ``<name>-draft``, and never
-touches the parent.
+with its lineage. Closing the generator (Cancel) or a ``KeyboardInterrupt``
+(Ctrl-C while :func:`~.progress.drain` runs it) stops within one step, saves
+the best weights so far as a draft model ``<name>-draft``, and never touches
+the parent. The lineage's ``reproducible`` says whether a rerun with the same
+data and settings gives the same weights (see
+:meth:`TrainSettings.reproducibility`).
 
 ``Progress.info`` for live displays (keys present per ``phase``):
 
@@ -308,7 +311,7 @@ def _run(
         notes: list[str],
     ) -> dict[str, Any]:
         """The lineage of this run; only the outcome differs between a draft and the result."""
-        return lineage_record(
+        lineage = lineage_record(
             run,
             before=before,
             after=after,
@@ -319,6 +322,8 @@ def _run(
             notes=data.notes + notes,
             earlier_s=trainer.earlier_s,
         )
+        lineage["reproducible"] = settings.reproducibility(choice.kind)
+        return lineage
 
     def keep_draft(state: dict[str, Any], metrics: dict[str, float], step: int) -> None:
         if not save:

@@ -6,8 +6,17 @@ and validates on the held-out regions at intervals. It keeps the weights
 with the best validation score, stops early when the score stops improving,
 and stops in time for a time budget. Long runs write a resumable checkpoint
 atomically every few minutes. It yields a :class:`~.progress.Progress` after
-every step and every validation; closing it (Cancel) hands the best weights
-so far to ``on_cancel`` before it stops.
+every step and every validation; closing it (Cancel) or a ``KeyboardInterrupt``
+(Ctrl-C) hands the best weights so far to ``on_cancel`` before it stops.
+
+A run limited by steps alone is reproducible: its random streams (torch,
+patch sampling, augmentation) start from ``settings.seed`` and its
+validations fall on fixed steps, so the same data, settings and device give
+the same weights bit for bit on the CPU, a run resumed from its checkpoint
+included (the checkpoint holds the random streams). A time budget makes the
+run depend on the machine's speed: how many steps fit, the learning-rate
+schedule that spreads over them and, without ``val_every``, when validation
+happens.
 """
 
 from __future__ import annotations
@@ -102,8 +111,9 @@ class Trainer:
     resume : bool
         Continue from ``checkpoint`` when it exists.
     on_cancel : callable, optional
-        ``on_cancel(state, metrics, step)`` runs when the job is closed after at
-        least one step; ``state`` is the best weights so far.
+        ``on_cancel(state, metrics, step)`` runs when the job is closed, or
+        interrupted by ``KeyboardInterrupt``, after at least one step; ``state``
+        is the best weights so far.
     started : float, optional
         ``time.monotonic()`` when the job started (preparation counts against the
         time budget); now by default.
@@ -223,7 +233,9 @@ class Trainer:
         """Train; yields Progress, returns an :class:`Outcome`."""
         try:
             return (yield from self._run())
-        except GeneratorExit:
+        # Cancel closes the job at a yield (GeneratorExit); Ctrl-C usually lands inside a step,
+        # where it ends the generator at once: both keep the best weights so far.
+        except (GeneratorExit, KeyboardInterrupt):
             if self.on_cancel is not None and self.step > 0:
                 state = self.best_state or cpu_state(self.model.module)
                 metrics = self.best_metrics if self.best_state is not None else {}
@@ -300,11 +312,17 @@ class Trainer:
                 },
             )
             interval = s.val_every or max(5, planned // 8 if planned else 25)
-            # Without a fixed interval, validation may take at most a fifth of the time.
-            rested = s.val_every is not None or (
-                time.monotonic() - last_val_end >= 4 * self.val_seconds
-            )
-            if self.step - last_val >= interval and rested:
+            if s.val_every is not None or budget.deadline is None:
+                # A fixed interval validates on its multiples, so the best weights picked (and
+                # early stopping) depend neither on the machine's speed nor on a resume.
+                due = self.step % interval == 0
+            else:
+                # Under a time budget, validation may take at most a fifth of the time.
+                due = (
+                    self.step - last_val >= interval
+                    and time.monotonic() - last_val_end >= 4 * self.val_seconds
+                )
+            if due:
                 last_val = self.step
                 event = self._validation_event(planned)
                 last_val_end = time.monotonic()

@@ -43,7 +43,8 @@ class TrainSettings:
     minutes : float or None
         Time budget for the whole job (preparation, validation and saving
         included); None for none. Training stops at whichever comes first. Only
-        runs limited by ``steps`` alone are reproducible bit for bit.
+        runs limited by ``steps`` alone are reproducible bit for bit, and only on
+        the CPU (see :meth:`reproducibility`).
     batch_size, patch_size : int
         Patches per step and their side in pixels.
     learning_rate, weight_decay : float
@@ -203,6 +204,37 @@ class TrainSettings:
         except (TypeError, ValueError) as error:
             raise TrainingError(f"augment: {error}") from error
         return self
+
+    def reproducibility(self, device_kind: str) -> str:
+        """Whether a rerun gives the same weights, and if not why; recorded in the card.
+
+        Parameters
+        ----------
+        device_kind : str
+            ``"cpu"``, ``"cuda"`` or ``"mps"``: where the run trains.
+
+        Returns
+        -------
+        str
+            One sentence, starting with ``"yes"`` or ``"no"``.
+        """
+        if self.minutes is not None:
+            return (
+                f"no: the time budget ({self.minutes:g} min) makes the number of steps, the "
+                "learning-rate schedule and (without val_every) the validation steps depend on "
+                "the machine's speed; train with a step budget alone to reproduce a run"
+            )
+        if device_kind != "cpu":
+            return (
+                f"no: on {device_kind} some GPU kernels (cuDNN's convolution algorithms, the "
+                "atomic additions in the backward passes of pooling, upsampling and Mask "
+                "R-CNN's RoI align) add in varying order, so reruns differ in the last bits and "
+                "drift apart; train on the CPU with a step budget alone to reproduce a run"
+            )
+        return (
+            f"yes: the same data, settings (seed {self.seed}, {self.steps} steps) and number "
+            "of CPU threads on this machine give the same weights bit for bit"
+        )
 
     def use_edge_weights(self, model: SegmentationModel) -> bool:
         """Whether the U-Net weight map weighs the loss of ``model``."""
