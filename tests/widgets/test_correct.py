@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from napari_microseg._widgets.correct import SHORTCUTS, CorrectWidget
+from napari_microseg.core.io.autosave import autosave_path
 from napari_microseg.core.io.images import imread
 
 
@@ -95,12 +96,27 @@ def test_every_operation_autosaves_and_restores(setup, qtbot, tmp_path):
     viewer, layer, widget = setup
     widget.select(1)
     widget.delete()
-    path = tmp_path / "autosave" / "corrected.autosave.tif"
+    path = autosave_path("corrected")
+    assert path.parent == tmp_path / "autosave"
     qtbot.waitUntil(path.exists, timeout=5000)
     np.testing.assert_array_equal(imread(path).data, layer.data)
     widget.restore_autosave()
     restored = viewer.layers["corrected (restored)"]
     np.testing.assert_array_equal(restored.data, layer.data)
+
+
+def test_layers_named_alike_keep_separate_autosaves(setup, qtbot):
+    viewer, layer, widget = setup
+    other = viewer.add_labels(np.flipud(layer.data), name="cells_nuclei")
+    layer.name = "cells/nuclei"  # cleans up to the same file name as the other layer
+    for target in (layer, other):
+        widget.labels_combo.value = target
+        widget.autosave()
+    paths = [autosave_path("cells/nuclei"), autosave_path("cells_nuclei")]
+    assert paths[0] != paths[1]
+    qtbot.waitUntil(lambda: all(p.exists() for p in paths), timeout=5000)
+    np.testing.assert_array_equal(imread(paths[0]).data, layer.data)
+    np.testing.assert_array_equal(imread(paths[1]).data, other.data)
 
 
 def test_survives_layer_removal(setup):

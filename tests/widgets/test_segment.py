@@ -80,15 +80,26 @@ def test_cancel_leaves_no_layer(setup, qtbot):
     assert not [layer for layer in viewer.layers if "tiny-grey" in layer.name]
 
 
-def test_rgb_into_grey_model_is_a_notification(setup, qtbot, monkeypatch):
-    viewer, _, widget, _ = setup
-    errors = []
+def test_colour_is_fitted_to_the_model_with_a_notice(setup, qtbot, monkeypatch):
+    viewer, layer, widget, _ = setup
+    infos, errors = [], []
+    monkeypatch.setattr("napari_microseg._widgets.segment.show_info", infos.append)
     monkeypatch.setattr("napari_microseg._widgets._runner.show_error", errors.append)
-    rgb = viewer.add_image(np.zeros((64, 64, 3), np.uint8), name="rgb", rgb=True)
+    grey = np.asarray(layer.data, np.float32)[:64, :64]
+    rgb = viewer.add_image(np.stack([grey - 1, grey, grey + 1], axis=-1), name="rgb", rgb=True)
     widget.image_combo.value = rgb
     run_and_wait(widget, qtbot)
-    assert errors and "RGB" in errors[0] and "grey" in errors[0].lower()
-    assert "rgb" in viewer.layers
+    assert infos[-1] == (
+        "Model 'tiny-grey' takes greyscale (1 channel) input; the RGB image was made grey by "
+        "the mean of R, G and B, as the model's training data were."
+    )
+    assert viewer.layers["rgb tiny-grey labels"].data.shape == (64, 64)
+    widget.image_combo.value = layer
+    widget.model_combo.value = "tiny-rgb"
+    run_and_wait(widget, qtbot)
+    assert "the greyscale image was repeated over R, G and B" in infos[-1]
+    assert viewer.layers["nuclei tiny-rgb labels"].data.shape == layer.data.shape
+    assert not errors
 
 
 def test_no_image_and_broken_model_file(setup, qtbot, tmp_path, monkeypatch):

@@ -29,6 +29,7 @@ from magicgui.widgets import (
 from napari.layers import Image
 from napari.utils.notifications import show_info, show_warning
 
+from ..core.inference.job import match_channels
 from ..core.inference.options import DEFAULT_TILE, DEFAULTS, PredictOptions
 from ..core.inference.tiling import BLEND_MODES
 from ._runner import JobRunner
@@ -332,6 +333,10 @@ class SegmentWidget(Container):
             show_info(note)
         elif mismatch:
             show_warning(mismatch)  # the user may know better: warn, and run anyway
+        if card is not None:  # RGB to a grey model or grey to an RGB one: convert, and say so
+            data, axes, converted = match_channels(data, axes, card)
+            if converted:
+                show_info(converted)
         job = _load_and_segment(
             self.warm_models.get(key), str(entry.path), data, axes, options, physical, resample
         )

@@ -398,12 +398,16 @@ def test_four_and_five_dimensional_arrays_need_axes():
     assert result.shape == (1, 2, 3, 8, 8) and np.all(result == 2)
 
 
-def test_rgb_image_into_a_grey_model_is_refused():
+def test_rgb_image_into_a_grey_model_is_made_grey_and_other_mismatches_refused():
+    rgb = np.random.default_rng(0).integers(0, 255, (16, 16, 3)).astype(np.uint8)
+    grey = rgb.mean(axis=-1, dtype=np.float32)
+    for model in (wrap_module(small_convnet(), in_channels=1, classes=2), small_convnet()):
+        with pytest.warns(InferenceWarning, match="made grey by the mean of R, G and B"):
+            result = predict(model, rgb)
+        np.testing.assert_array_equal(result, predict(model, grey))
     model = wrap_module(small_convnet(), in_channels=1, classes=2, name="grey")
-    with pytest.raises(ModelError, match="greyscale"):
-        predict(model, np.zeros((16, 16, 3), np.uint8))
-    with pytest.raises(ModelError, match="greyscale"):
-        predict(small_convnet(), np.zeros((16, 16, 3), np.uint8))
+    with pytest.raises(ModelError, match=r"greyscale .* has 2 channels"):
+        predict(model, np.zeros((2, 16, 16), np.uint8), axes="CYX")
 
 
 def test_all_zero_image_is_explained():

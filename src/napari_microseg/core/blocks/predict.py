@@ -321,7 +321,7 @@ def predict_to_zarr(
             f"Model {model.name!r} is an instance model; block-by-block prediction needs a "
             "semantic model (probabilities), so run it in memory instead."
         )
-    data, axes = resolve_image(image, axes, model.in_channels)
+    data, axes = resolve_image(image, axes, model)
     source = _source(image, data)
     spatial = axes.replace("C", "")
     shape = tuple(int(data.shape[axes.index(a)]) for a in spatial)
@@ -413,7 +413,7 @@ def _source(image: Any, data: Any) -> Any:
 
     raw = image.data if isinstance(image, ImageData) else image
     if type(raw).__module__.startswith("zarr") or isinstance(raw, np.ndarray):
-        return raw
+        return raw if raw.shape == data.shape else data  # unless its colours were converted
     return data
 
 

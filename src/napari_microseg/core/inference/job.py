@@ -19,7 +19,13 @@ import numpy as np
 
 from ..io.checks import ImageValidationError, validate_image
 from ..io.image_data import ImageData
-from ..models.base import ModelError, SegmentationModel, wrap_module
+from ..models.base import (
+    CHANNEL_KINDS,
+    ModelCard,
+    ModelError,
+    SegmentationModel,
+    wrap_module,
+)
 from .forward import BY_CLASSES, InferenceWarning, RunnerSettings, TileRunner, cpu_has_fast_bfloat16
 from .normalize import Normalizer, resolve_spec
 from .options import DEFAULT_TILE, PredictOptions
@@ -33,6 +39,9 @@ from .planes import (
     padded_shape,
 )
 from .tiling import TilePlan
+
+#: ITU-R BT.601 weights of R, G and B in a grey value (``colour_to_grey: "luminance"``).
+LUMINANCE = (0.299, 0.587, 0.114)
 
 
 def as_model(model: Any) -> SegmentationModel:
@@ -58,8 +67,35 @@ def as_model(model: Any) -> SegmentationModel:
     )
 
 
-def resolve_image(image: Any, axes: str | None, in_channels: int) -> tuple[Any, str]:
-    """The pixels (NumPy or dask) and their axis letters, guessed for 2D and 3D arrays."""
+def resolve_image(image: Any, axes: str | None, model: SegmentationModel) -> tuple[Any, str]:
+    """The pixels (NumPy or dask) and their axis letters, fitted to the model's channels.
+
+    Axes are guessed for 2D and 3D arrays. An RGB or RGBA image given to a grey
+    model, or a grey image given to an RGB model, is converted as
+    :func:`match_channels` says, with an :class:`InferenceWarning` saying how
+    (``microseg`` prints it, the widgets show it).
+
+    Parameters
+    ----------
+    image : array-like or ImageData
+        The image.
+    axes : str or None
+        Its axis letters; guessed for 2D and 3D arrays when None.
+    model : SegmentationModel
+        The model (from :func:`as_model`).
+
+    Returns
+    -------
+    data : ndarray or dask array
+        The image as the model takes it.
+    axes : str
+        Its axis letters.
+
+    Raises
+    ------
+    ImageValidationError
+        Axes that are missing, do not fit the image, or lack Y and X.
+    """
     if isinstance(image, ImageData):
         axes = axes or image.axes
         image = image.data
@@ -70,7 +106,7 @@ def resolve_image(image: Any, axes: str | None, in_channels: int) -> tuple[Any, 
             axes = "YX"
         elif len(shape) == 3 and shape[-1] in (3, 4):
             axes = "YXC"
-        elif len(shape) == 3 and in_channels > 1 and shape[0] == in_channels:
+        elif len(shape) == 3 and model.in_channels > 1 and shape[0] == model.in_channels:
             axes = "CYX"
         elif len(shape) == 3:
             axes = "ZYX"
@@ -83,7 +119,69 @@ def resolve_image(image: Any, axes: str | None, in_channels: int) -> tuple[Any, 
     validate_image(data, axes, name="The image")
     if not {"Y", "X"} <= set(axes):
         raise ImageValidationError(f"axes={axes!r} must include Y and X.")
+    if getattr(model, "channels_unknown", False):
+        return data, axes
+    data, axes, notice = match_channels(data, axes, model.card)
+    if notice:
+        warnings.warn(notice, InferenceWarning, stacklevel=3)
     return data, axes
+
+
+def match_channels(data: Any, axes: str, card: ModelCard) -> tuple[Any, str, str | None]:
+    """Fit an image's colour channels to the model's input, the way its training data were.
+
+    An RGB image given to a grey model becomes grey as the card's
+    ``colour_to_grey`` says (the channel mean by default); an RGBA image loses
+    its alpha channel first (for an RGB model, that is all). A grey image given
+    to an RGB model is repeated over R, G and B. Any other mismatch is left
+    for :meth:`SegmentationModel.check_channels` to refuse.
+
+    Parameters
+    ----------
+    data : ndarray or dask array
+        The image, axes as in ``axes``; RGB channels under ``C``.
+    axes : str
+        Its axis letters.
+    card : ModelCard
+        The model's card (input channels, context slices, ``colour_to_grey``).
+
+    Returns
+    -------
+    data : ndarray or dask array
+        The image as the model takes it: without ``C`` (float32) for a grey model,
+        ``C`` = 3 for an RGB one; ``data`` itself when nothing changed. Dask stays lazy.
+    axes : str
+        Its axis letters.
+    notice : str or None
+        One sentence saying what was converted, or None.
+    """
+    neighbours = 2 * int(card.context_slices or 0) + 1
+    wanted = card.in_channels // neighbours if card.in_channels % neighbours == 0 else None
+    channels = int(data.shape[axes.index("C")]) if "C" in axes else 1
+    if (wanted, channels) not in ((1, 3), (1, 4), (3, 1), (3, 4)):
+        return data, axes, None
+    model = f"Model {card.name!r} takes {CHANNEL_KINDS[wanted]} input"
+    c = axes.find("C")
+    if channels == 4:  # alpha carries no intensity; the training data dropped it too
+        data = data[(slice(None),) * c + (slice(0, 3),)]
+        if wanted == 3:
+            return data, axes, f"{model}; the alpha channel of the RGBA image was dropped."
+    if wanted == 3:
+        if c >= 0:
+            data = np.concatenate([data] * 3, axis=c)
+        else:
+            data, axes = np.stack([data] * 3, axis=-1), axes + "C"
+        return data, axes, f"{model}; the greyscale image was repeated over R, G and B."
+    if card.colour_to_grey == "luminance":
+        weights = np.asarray(LUMINANCE, np.float32).reshape((3,) + (1,) * (len(axes) - c - 1))
+        grey = (data * weights).sum(axis=c, dtype=np.float32)
+        how = "luminance (0.299 R + 0.587 G + 0.114 B)"
+    else:
+        grey = data.mean(axis=c, dtype=np.float32)
+        how = "the mean of R, G and B"
+    what = "the RGBA image lost its alpha channel and" if channels == 4 else "the RGB image"
+    notice = f"{model}; {what} was made grey by {how}, as the model's training data were."
+    return grey, axes.replace("C", ""), notice
 
 
 def min_tile(model: SegmentationModel) -> int:

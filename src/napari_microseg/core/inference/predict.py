@@ -188,7 +188,7 @@ def run_prediction(
     """:func:`iter_predict` with its settings in one :class:`PredictOptions` (for widgets)."""
     options = options or PredictOptions()
     model = as_model(model)
-    data, axes = resolve_image(image, axes, model.in_channels)
+    data, axes = resolve_image(image, axes, model)
     # Bad input fails here, at the call; the slow parts run in the generator.
     job = prepare_job(model, data, axes, out, options)
     return _execute(job, data, axes)

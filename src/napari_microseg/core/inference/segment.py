@@ -308,11 +308,12 @@ def predict_on_image_grid(
     """
     plan: ResamplePlan | None = None
     if match_pixel_size and model.card.pixel_size_um is not None:
-        data, axes = resolve_image(image, axes, model.in_channels)
-        plan = resample_plan(model.card.pixel_size_um, spacing, axes, tuple(data.shape))
+        # The image as the model takes it (colour fitted), so it is converted and told once.
+        image, axes = resolve_image(image, axes, model)
+        plan = resample_plan(model.card.pixel_size_um, spacing, axes, tuple(image.shape))
         if plan is not None:
             image = yield from resample_plane_job(
-                data,
+                image,
                 plan.y_axis,
                 plan.x_axis,
                 (plan.shape[plan.y_axis], plan.shape[plan.x_axis]),

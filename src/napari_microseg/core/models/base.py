@@ -32,6 +32,11 @@ Activation = Literal["softmax", "sigmoid", "none"]
 
 #: Default normalization: percentiles over the whole image or volume.
 DEFAULT_NORMALIZATION: dict[str, Any] = {"kind": "percentile", "low": 1.0, "high": 99.8}
+#: How an RGB image becomes one grey channel (:attr:`ModelCard.colour_to_grey`): the mean of
+#: R, G and B, or the ITU-R BT.601 luminance 0.299 R + 0.587 G + 0.114 B (Pillow's "L").
+COLOUR_TO_GREY = ("mean", "luminance")
+#: How messages name an input of 1 or 3 channels.
+CHANNEL_KINDS = {1: "greyscale (1 channel)", 3: "RGB (3 channels)"}
 
 
 class ModelError(ValueError):
@@ -88,6 +93,13 @@ class ModelCard:
     modality : str
         Imaging modality, e.g. ``"EM"``, ``"fluorescence"``, ``"H&E"``; empty when
         unknown (the registry then describes the input channels).
+    colour_to_grey : {"mean", "luminance"}
+        How an RGB (or RGBA, alpha dropped) image is made grey for a 1-channel model,
+        the way its training data were (see :data:`COLOUR_TO_GREY`). ``"mean"`` by
+        default, which is right for every bundled model: the DSB nuclei models were
+        trained on the channel mean (``grey: true`` in their configs), the EM models on
+        grey images, which RGB copies hold as R = G = B. Cards written before this field
+        existed load with the default.
     """
 
     name: str
@@ -110,6 +122,7 @@ class ModelCard:
     version: str = __version__
     description: str = ""
     modality: str = ""
+    colour_to_grey: str = "mean"
 
     #: Fields a card file must hold; the others have defaults.
     REQUIRED = ("name", "architecture", "in_channels", "classes", "task")
@@ -160,6 +173,11 @@ class ModelCard:
             problems.append("hyperparameters must be a mapping of names to values")
         if not isinstance(self.normalization, dict) or "kind" not in self.normalization:
             problems.append("normalization must be a mapping with a 'kind'")
+        if self.colour_to_grey not in COLOUR_TO_GREY:
+            problems.append(
+                f"colour_to_grey must be one of {', '.join(COLOUR_TO_GREY)}, "
+                f"not {self.colour_to_grey!r}"
+            )
         if problems:
             raise ModelError(
                 f"{where} is invalid: {'; '.join(problems)}. Fix its .json card or re-save the "
@@ -287,11 +305,10 @@ class SegmentationModel:
         """Raise a clear error when ``channels`` does not match the model's input."""
         if channels == self.in_channels:
             return
-        kind = {1: "greyscale (1 channel)", 3: "RGB (3 channels)"}
-        wanted = kind.get(self.in_channels, f"{self.in_channels} channels")
+        wanted = CHANNEL_KINDS.get(self.in_channels, f"{self.in_channels} channels")
         raise ModelError(
             f"Model {self.name!r} takes {wanted} input but {image_name} has "
-            f"{kind.get(channels, f'{channels} channels')}. "
+            f"{CHANNEL_KINDS.get(channels, f'{channels} channels')}. "
             "Pick a model trained for this kind of image, or convert the image first."
         )
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ..inference.job import match_channels
 from ..inference.normalize import fit_normalizer
 from ..models.base import SegmentationModel
 from .targets import class_targets, instance_ids
@@ -290,6 +291,7 @@ def prepare(
     planes: list[Plane] = []
     digest = hashlib.sha256()
     per_pair: list[dict[str, Any]] = []
+    colour_notes: list[str] = []
     for number, pair in enumerate(pairs):
         name = pair.name or f"image {number + 1}"
         image = (
@@ -301,6 +303,10 @@ def prepare(
         image = np.asarray(image) if not hasattr(image, "shape") else image
         labels = _check_labels(np.asarray(getattr(pair.labels, "data", pair.labels)), name)
         axes = _layout(tuple(image.shape), tuple(labels.shape), axes, name)
+        # Colour to grey (or back) exactly as prediction does, so a model learns what it sees.
+        image, axes, notice = match_channels(image, axes, card)
+        if notice and notice not in colour_notes:
+            colour_notes.append(notice)
         channel_axis = axes.index("C") if "C" in axes else None
         channels = int(image.shape[channel_axis]) if channel_axis is not None else 1
         model.check_channels(channels * (2 * context + 1), image_name=name)
@@ -358,7 +364,7 @@ def prepare(
                 "slices": chosen if stack else None,
             }
         )
-    return _finish(planes, digest.hexdigest(), per_pair, model)
+    return _finish(planes, digest.hexdigest(), per_pair, model, colour_notes)
 
 
 def _chosen_slices(
@@ -406,7 +412,11 @@ def _with_context(view: Any, z: int, context: int, normalizer: Any, raw: np.ndar
 
 
 def _finish(
-    planes: list[Plane], data_hash: str, per_pair: list[dict[str, Any]], model: SegmentationModel
+    planes: list[Plane],
+    data_hash: str,
+    per_pair: list[dict[str, Any]],
+    model: SegmentationModel,
+    notes: list[str],
 ) -> PreparedData:
     annotated_px = sum(int(p.annotated.sum()) for p in planes)
     if not planes or annotated_px == 0:
@@ -429,7 +439,7 @@ def _finish(
             :n_classes
         ]
     names = list(model.classes) if model.n_classes > 1 else ["background", *model.classes]
-    notes = []
+    notes = list(notes)
     if objects == 1:
         notes.append(
             "Only one object is annotated: the model learns from a single example and the "
