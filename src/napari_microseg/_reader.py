@@ -4,6 +4,9 @@
 it cannot read, so other readers get their turn. A file that looks right but
 is broken raises :class:`~napari_microseg.core.io.images.ImageReadError` with a
 clear sentence, which napari shows as a notification; no open layer is lost.
+Warnings while reading (an unfinished zarr result and how to resume it, a
+voxel size that is not a size, the other series of a multi-series TIFF) show
+as notifications too, and the layer still opens.
 """
 
 from __future__ import annotations

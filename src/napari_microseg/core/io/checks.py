@@ -31,7 +31,8 @@ def validate_image(data: Any, axes: str | None = None, *, name: str = "The image
     ------
     ImageValidationError
         For an empty array, an array with too many or unnamed axes, a
-        non-numeric array, or a float image made only of NaN or infinite values.
+        non-numeric or complex array, or a float image made only of NaN or
+        infinite values.
     """
     shape = tuple(getattr(data, "shape", ()))
     if len(shape) < 2:
@@ -56,6 +57,11 @@ def validate_image(data: Any, axes: str | None = None, *, name: str = "The image
                 f"{name} has axes {axes!r}; use each of the letters {KNOWN_AXES} at most once."
             )
     dtype = np.dtype(getattr(data, "dtype", np.float64))
+    if np.issubdtype(dtype, np.complexfloating):
+        raise ImageValidationError(
+            f"{name} holds complex values ({dtype}); complex images are not supported; take "
+            "abs() (the magnitude) or .real of the array, or export the magnitude, first."
+        )
     if not (np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.bool_)):
         raise ImageValidationError(f"{name} holds {dtype} values, not numbers.")
     if np.issubdtype(dtype, np.floating) and isinstance(data, np.ndarray):

@@ -6,12 +6,16 @@
 
 from __future__ import annotations
 
+import math
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+
+from .checks import KNOWN_AXES, ImageValidationError
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 PLAIN_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -20,6 +24,7 @@ ZARR_SUFFIXES = (".zarr", ".ome.zarr")
 
 #: Marker stored in the TIFF description of label images we write.
 LABELS_MARKER = "napari-microseg-labels"
+
 
 class ImageReadError(ValueError):
     """A file that looks like an image could not be read; the message says why."""
@@ -70,6 +75,74 @@ class ImageData:
         if self.scale is None or len(self.scale) != n_axes:
             return (1.0,) * n_axes
         return tuple(self.scale)
+
+
+def stored_axes(axes: str, shape: tuple[int, ...], name: str) -> str:
+    """Check axis letters given by a user for an array as stored in a file.
+
+    Parameters
+    ----------
+    axes : str
+        One letter per stored axis, from ``TZCYX`` (any case), e.g. ``"TYX"``.
+    shape : tuple of int
+        The shape of the array as read from the file, before any reordering.
+    name : str
+        The file name, for messages.
+
+    Returns
+    -------
+    str
+        The letters in upper case.
+
+    Raises
+    ------
+    ImageValidationError
+        If the number of letters differs from the number of stored axes, a
+        letter is unknown or repeated, or Y or X is missing.
+    """
+    letters = axes.strip().upper()
+    if len(letters) != len(shape):
+        raise ImageValidationError(
+            f"axes {axes!r} (--axes) names {len(letters)} axes but {name} stores "
+            f"{len(shape)} (shape {shape}); give one letter per stored axis, in the stored "
+            f"order, from {KNOWN_AXES}."
+        )
+    if set(letters) - set(KNOWN_AXES) or len(set(letters)) != len(letters):
+        raise ImageValidationError(
+            f"axes {axes!r} (--axes) for {name}: use each of the letters {KNOWN_AXES} at most "
+            "once (T time, Z depth, C channel, Y rows, X columns)."
+        )
+    if not {"Y", "X"} <= set(letters):
+        raise ImageValidationError(
+            f"axes {axes!r} (--axes) for {name} must include Y and X (the image plane)."
+        )
+    return letters
+
+
+def valid_voxel_sizes(sizes: dict[str, float], source: str, name: str) -> dict[str, float]:
+    """The voxel sizes that are sizes: 0, negative, infinite and NaN ones are left out.
+
+    Each one left out is reported in a warning naming the file, the axis and
+    the value, so a broken header never reaches inference unnoticed.
+
+    Parameters
+    ----------
+    sizes : dict of str to float
+        Voxel size in µm per axis letter, as the file states it.
+    source : str
+        Where the sizes come from (``"OME"``, ``"ImageJ/TIFF"``), for the message.
+    name : str
+        The file name, for the message.
+    """
+    valid = {a: v for a, v in sizes.items() if math.isfinite(v) and v > 0}
+    for letter in sorted(set(sizes) - set(valid)):
+        warnings.warn(
+            f"{name}: the {source} voxel size along {letter} is {sizes[letter]}, which is not a "
+            "size; it is ignored (treated as unknown). Set the right value in the acquisition "
+            "software or Fiji (Image > Properties) if physical sizes matter.",
+            stacklevel=5,
+        )
+    return valid
 
 
 def canonical_axes(data: np.ndarray, axes: str) -> tuple[np.ndarray, str]:

@@ -385,8 +385,9 @@ def load_checkpoint(
     Raises
     ------
     ModelError
-        For damaged, truncated or mismatched files, invalid cards and unknown
-        architectures; the message names the model and what to do.
+        For damaged, truncated or mismatched files, NaN or infinite weights,
+        invalid cards and unknown architectures; the message names the model
+        and what to do.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -409,6 +410,24 @@ def load_checkpoint(
             f"Model {card.name!r}: cannot read {info.weights.name} ({error}). Copy or download "
             "it again, or re-save the model."
         ) from error
+    _check_finite(state, card.name, info.weights.name)
     load_state_into(model.module, state, model=card.name)
     model.to(select_device(device).device)
     return model.eval()
+
+
+def _check_finite(state: dict[str, torch.Tensor], model: str, filename: str) -> None:
+    """Refuse weights holding NaN or infinity: such a model predicts nothing but NaN."""
+    import torch
+
+    bad = [
+        key
+        for key, value in state.items()
+        if value.is_floating_point() and not bool(torch.isfinite(value).all())
+    ]
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise ModelError(
+            f"Model {model!r} has NaN or infinite weights in {filename} ({', '.join(bad[:3])}"
+            f"{more}); retrain it (a lower learning rate often helps) or use an earlier version."
+        )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args, get_origin, get_type_hints
 
 import numpy as np
 
@@ -168,9 +168,15 @@ class PostprocessPipeline:
         Raises
         ------
         ValueError
-            For unknown keys (a typo would otherwise be ignored silently) or
-            invalid values.
+            For unknown keys (a typo would otherwise be ignored silently),
+            values of the wrong type (naming the field and the type it takes)
+            or invalid values.
         """
+        if not isinstance(data, dict):
+            raise ValueError(
+                "A post-processing pipeline must be a JSON object of settings "
+                f'(e.g. {{"method": "otsu", "min_size": 20}}), not {type(data).__name__}.'
+            )
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k != "schema"}
         unknown = sorted(set(values) - known)
@@ -179,6 +185,14 @@ class PostprocessPipeline:
                 f"Unknown post-processing setting(s) {', '.join(unknown)}; "
                 f"known: {', '.join(sorted(known))}."
             )
+        hints = get_type_hints(cls)
+        for name, value in values.items():
+            expected = _type_name(hints[name], value)
+            if expected is not None:
+                raise ValueError(
+                    f"Post-processing setting {name!r} must be {expected}; got "
+                    f"{value!r} ({type(value).__name__}). Fix it in the pipeline JSON."
+                )
         return cls(**values)
 
     # ------------------------------------------------------------------ running
@@ -637,3 +651,36 @@ def postprocess(
         if settings:
             pipeline = replace(pipeline, **settings)
     return pipeline.run(prob, class_axis=class_axis, spacing=spacing)
+
+
+def _type_name(hint: Any, value: Any) -> str | None:
+    """None when ``value`` fits the field type ``hint``, else the type in words.
+
+    JSON has no int/float distinction for whole numbers, so an int is a valid
+    float; a bool is never a number.
+    """
+    options = (hint,) if get_origin(hint) in (None, Literal) else get_args(hint)
+    words = []
+    for option in options:
+        if option is type(None):
+            if value is None:
+                return None
+            words.append("null")
+        elif get_origin(option) is Literal:
+            # Only the type here: __post_init__ names the allowed values of a wrong one.
+            if any(type(value) is type(choice) for choice in get_args(option)):
+                return None
+            words.append("one of " + ", ".join(repr(v) for v in get_args(option)))
+        elif option is bool:
+            if isinstance(value, bool):
+                return None
+            words.append("true or false")
+        elif option is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return None
+            words.append("a whole number")
+        elif option is float:
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return None
+            words.append("a number")
+    return " or ".join(words)
