@@ -49,7 +49,9 @@ def test_bad_outputs_and_blocks_are_one_line_errors(tmp_path, volume_zarr, loads
     other = zarr.create_array(store=str(tmp_path / "p.zarr"), shape=(3,), chunks=(3,), dtype="u1")
     other[:] = 1
     code, _ = run(tmp_path, volume_zarr, "--probabilities", str(tmp_path / "p.zarr"))
-    assert code == 2 and "already holds an array" in capsys.readouterr().err
+    # A store napari-microseg did not write is refused before the model loads, and kept.
+    assert code == 2 and "was not written by napari-microseg" in capsys.readouterr().err
+    assert zarr.open_array(str(tmp_path / "p.zarr"), mode="r")[:].tolist() == [1, 1, 1]
     args = ["predict", str(volume_zarr), "--model", "m", "--out", str(tmp_path / "l.zarr")]
     assert main([*args, "--chunks", "3", "16", "16", "--block", "3", "24", "16"]) == 2
     assert "whole output chunks" in capsys.readouterr().err

@@ -7,6 +7,7 @@ import csv
 import numpy as np
 import pytest
 
+from napari_microseg._widgets import export as export_widget
 from napari_microseg._widgets.export import ExportWidget
 from napari_microseg.core.io.images import imread
 
@@ -48,16 +49,31 @@ def test_export_labels_and_measurements_then_reread(setup, qtbot, tmp_path, fmt)
     assert "objects: 2" in widget.summary.value
 
 
-def test_never_overwrites_without_asking(setup, qtbot):
+def test_replaces_an_earlier_export_only_when_confirmed(setup, qtbot):
+    _, layer, widget = setup
+    labels_path, _ = widget.targets()
+    run_export(widget, qtbot)
+    first = labels_path.read_bytes()
+    layer.data[0, 0, 0] = 9
+    widget.confirm_overwrite = lambda existing: False
+    run_export(widget, qtbot)
+    assert labels_path.read_bytes() == first
+    widget.confirm_overwrite = lambda existing: True
+    run_export(widget, qtbot)
+    assert int(np.asarray(imread(labels_path).data)[0, 0, 0]) == 9
+
+
+def test_never_replaces_a_file_it_did_not_write(setup, qtbot, monkeypatch):
     _, _, widget = setup
     labels_path, _ = widget.targets()
     labels_path.write_text("precious")
-    widget.confirm_overwrite = lambda existing: False
-    run_export(widget, qtbot)
-    assert labels_path.read_text() == "precious"
+    warnings = []
+    monkeypatch.setattr(export_widget, "show_warning", warnings.append)
     widget.confirm_overwrite = lambda existing: True
-    run_export(widget, qtbot)
-    assert imread(labels_path).kind == "labels"
+    widget.export()
+    assert widget.runner.worker is None and labels_path.read_text() == "precious"
+    assert "was not written by napari-microseg" in warnings[0]
+    assert "not even with your confirmation" in warnings[0]
 
 
 def test_png_refuses_a_stack_and_no_layer_is_a_message(setup, qtbot, tmp_path):

@@ -24,6 +24,7 @@ from napari.utils.notifications import show_info, show_warning
 from qtpy.QtWidgets import QMessageBox
 
 from ..core.evaluation.export import LABEL_FORMATS, ExportResult, export_job
+from ..core.io.outputs import Output, check_outputs
 from ._runner import JobRunner
 
 if TYPE_CHECKING:
@@ -106,7 +107,20 @@ class ExportWidget(Container):
         if self.format.value == "PNG" and layer.data.ndim != 2 and labels_path is not None:
             show_warning("PNG holds 2D labels only; choose TIFF or OME-Zarr for a stack.")
             return
-        existing = [p for p in (labels_path, csv_path) if p is not None and p.exists()]
+        outputs = [
+            Output(path, flag)
+            for path, flag in ((labels_path, "The labels file"), (csv_path, "The table"))
+            if path is not None
+        ]
+        try:
+            # Files we did not write, and the layers' own files, are never replaced.
+            check_outputs(
+                outputs, _source_files(self.viewer), overwrite=True, permission="your confirmation"
+            )
+        except FileExistsError as error:
+            show_warning(str(error))
+            return
+        existing = [o.path for o in outputs if o.path.exists()]
         if existing and not self.confirm_overwrite(existing):
             show_info("Export cancelled; nothing was overwritten.")
             return
@@ -140,3 +154,8 @@ class ExportWidget(Container):
         self.summary.value = "; ".join(parts)
         written = ", ".join(p.name for p in result.files)
         show_info(f"Exported {written}." if written else "Measured; nothing written.")
+
+
+def _source_files(viewer: napari.Viewer) -> list[Path]:
+    """The files the viewer's layers were opened from: never an export target."""
+    return [Path(layer.source.path) for layer in viewer.layers if layer.source.path]

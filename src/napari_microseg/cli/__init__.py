@@ -11,7 +11,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
+from collections.abc import Callable
 from importlib import import_module
+from typing import Any
 
 from .._version import __version__
 
@@ -21,6 +24,17 @@ COMMANDS = ["demo", "models", "predict", "postprocess", "evaluate", "train", "fi
 
 class CommandError(Exception):
     """A user-facing error: printed as one clear line, exit code 2, no traceback."""
+
+
+def add_overwrite_argument(parser: argparse.ArgumentParser) -> None:
+    """Add ``--overwrite``: every command that writes follows the one rule of
+    :func:`napari_microseg.core.io.outputs.check_outputs`."""
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace outputs written earlier by napari-microseg; never an input, never a file "
+        "it did not write",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,15 +61,29 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 1
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            if not args.verbose:
+                warnings.showwarning = _notes_for(args.command)
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("Interrupted; nothing half-written was kept.", file=sys.stderr)
         return 130
-    except (CommandError, ValueError, FileNotFoundError, FileExistsError, PermissionError) as error:
+    except (CommandError, ValueError, OSError) as error:  # OSError: e.g. a full disk
         if args.verbose:
             raise
         print(f"microseg {args.command}: error: {error}", file=sys.stderr)
         return 2
+
+
+def _notes_for(command: str) -> Callable[..., None]:
+    """A ``warnings.showwarning`` that prints each warning as one line, without source code."""
+
+    def show(
+        message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None
+    ) -> None:
+        print(f"microseg {command}: note: {message}", file=file or sys.stderr)
+
+    return show
 
 
 if __name__ == "__main__":

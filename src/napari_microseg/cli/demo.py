@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from . import add_overwrite_argument
+
 DEFAULT_OUT = Path("microseg-demo")
 
 
@@ -20,6 +22,7 @@ def register(subparsers: Any) -> None:
         "--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})"
     )
     parser.add_argument("--gui", action="store_true", help="open napari instead of writing files")
+    add_overwrite_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -33,10 +36,10 @@ def run(args: argparse.Namespace) -> int:
         except NoDisplayError as error:
             raise CommandError(str(error)) from error
         return 0
-    return write_demo(args.out)
+    return write_demo(args.out, overwrite=args.overwrite)
 
 
-def write_demo(out: Path) -> int:
+def write_demo(out: Path, *, overwrite: bool = False) -> int:
     """Segment the sample stack and write ``*_labels.tif`` and ``*_preview.png`` into ``out``.
 
     The bundled model made for the sample (``mito-em`` for FIB-SEM) segments it
@@ -50,10 +53,15 @@ def write_demo(out: Path) -> int:
     import numpy as np
 
     from ..core.io import synthetic
+    from ..core.io.outputs import Output, check_outputs
     from ..core.io.writers import write_image, write_labels
 
-    out.mkdir(parents=True, exist_ok=True)
     sample = synthetic.fibsem_mitochondria()
+    labels_path = out / f"{sample.name}_labels.tif"
+    preview_path = out / f"{sample.name}_preview.png"
+    outputs = [Output(labels_path, "--out"), Output(preview_path, "--out")]
+    check_outputs(outputs, overwrite=overwrite)
+    out.mkdir(parents=True, exist_ok=True)
     print(
         f"Sample: synthetic FIB-SEM stack {sample.image.shape} (ZYX), voxel 10 nm, "
         "mitochondria 200-520 nm thick."
@@ -62,8 +70,8 @@ def write_demo(out: Path) -> int:
     truth = sample.labels > 0
     found = labels > 0
     dice = 2 * np.logical_and(truth, found).sum() / max(truth.sum() + found.sum(), 1)
-    labels_path = write_labels(out / f"{sample.name}_labels.tif", labels, scale=sample.scale)
-    preview_path = write_image(out / f"{sample.name}_preview.png", preview(sample.image, labels))
+    write_labels(labels_path, labels, scale=sample.scale)
+    write_image(preview_path, preview(sample.image, labels))
     print(
         f"Found {labels.max()} objects ({int(sample.labels.max())} in the ground truth); "
         f"foreground Dice {dice:.3f}."

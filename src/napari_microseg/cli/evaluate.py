@@ -40,6 +40,9 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="object Hausdorff distance in µm, from the ground truth's voxel size (else pixels)",
     )
+    from . import add_overwrite_argument
+
+    add_overwrite_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -52,12 +55,16 @@ def run(args: argparse.Namespace) -> int:
         select_metrics,
         write_csv,
     )
+    from ..core.io.outputs import Output, check_outputs
     from . import CommandError
 
     columns = select_metrics(args.metrics)
     if not 0.0 <= args.iou_threshold < 1.0:
         raise CommandError(f"--iou-threshold must be in [0, 1); got {args.iou_threshold}.")
     pairs = _find_pairs(args.pred, args.truth)
+    if args.csv is not None:
+        inputs = [args.pred, args.truth, *(p for _, *paths in pairs for p in paths)]
+        check_outputs([Output(args.csv, "--csv")], inputs, overwrite=args.overwrite)
     rows = []
     for name, pred_path, truth_path in pairs:
         pred, _ = _read_labels(pred_path, "PRED")

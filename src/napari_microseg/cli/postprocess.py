@@ -90,6 +90,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--save-pipeline", type=Path, metavar="JSON", help="also save the settings used as JSON"
     )
+    from . import add_overwrite_argument
+
+    add_overwrite_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -120,19 +123,27 @@ def build_pipeline(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from ..core.io.atomic import atomic_write_text
+    from ..core.io.outputs import Output, check_outputs
     from ..core.io.writers import write_labels
     from . import CommandError
 
     pipeline = build_pipeline(args)
     stack = args.foreground_class is not None or args.boundary_class is not None
     stack = stack or pipeline.boundary_class is not None
-    if len(args.prob) > 1 or args.out.is_dir():
-        args.out.mkdir(parents=True, exist_ok=True)
+    folder = len(args.prob) > 1 or args.out.is_dir()
+    if folder:
         targets = [args.out / f"{_stem(p)}_labels.tif" for p in args.prob]
     else:
         if args.out.suffix.lower() not in (".tif", ".tiff"):
             raise CommandError(f"--out {args.out} must be a .tif file (or a folder).")
         targets = [args.out]
+    outputs = [Output(t, "--out", str(p)) for p, t in zip(args.prob, targets)]
+    if args.save_pipeline is not None:
+        outputs.append(Output(args.save_pipeline, "--save-pipeline"))
+    inputs = [*args.prob, *([args.pipeline] if args.pipeline is not None else [])]
+    check_outputs(outputs, inputs, overwrite=args.overwrite)
+    if folder:
+        args.out.mkdir(parents=True, exist_ok=True)
     for source, target in zip(args.prob, targets):
         prob, class_axis, axes, scale = _read_probabilities(source, stack=stack)
         try:

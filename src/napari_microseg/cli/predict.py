@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
-from .predict_common import is_zarr, load, prediction_options, with_cli_overrides
+from .predict_common import check_options, is_zarr, load, prediction_options, with_cli_overrides
 
 #: Post-processing methods of :mod:`napari_microseg.core.postprocess`.
 METHODS = ("otsu", "threshold", "hysteresis", "watershed")
@@ -23,7 +24,8 @@ def register(subparsers: Any) -> None:
         "tile with a model, post-process the probabilities into a label image as the model "
         "card recommends (or as --postprocess says), and write it. The model is loaded once "
         "for all inputs. With several inputs or a folder, --out is a folder and file names are "
-        "kept.",
+        "kept. Every output path is checked before the model loads: an existing file is "
+        "replaced only if napari-microseg wrote it and --overwrite is given, never an input.",
     )
     parser.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="image(s) or folder")
     parser.add_argument("--model", required=True, help="registry name or model file")
@@ -77,40 +79,105 @@ def register(subparsers: Any) -> None:
         "prediction, results on the image's grid; not done for .zarr probabilities or "
         "block-by-block runs)",
     )
+    batch = parser.add_mutually_exclusive_group()
+    batch.add_argument(
+        "--keep-going",
+        dest="keep_going",
+        action="store_true",
+        help="report an input that fails and go on with the others, then exit with code 1 "
+        "(default when an INPUT is a folder)",
+    )
+    batch.add_argument(
+        "--no-keep-going",
+        "--fail-fast",
+        dest="keep_going",
+        action="store_false",
+        help="stop at the first input that fails (default for files)",
+    )
+    from . import add_overwrite_argument
     from .predict_chunked import register_arguments
 
+    add_overwrite_argument(parser)
     register_arguments(parser)
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, keep_going=None)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..core.inference.segment import recommended_pipeline
+    from ..core.io.outputs import check_outputs
     from . import CommandError
     from .predict_chunked import run_chunked, wants_chunked
 
     inputs = expand_inputs(args.inputs)
+    check_options(args)
+    if args.axes:
+        check_axes(inputs, args.axes)
     if wants_chunked(args, inputs):
         return run_chunked(args, inputs, load)
-    several = len(inputs) > 1 or any(p.is_dir() and not is_zarr(p) for p in args.inputs)
+    folders = any(p.is_dir() and not is_zarr(p) for p in args.inputs)
+    several = len(inputs) > 1 or folders
+    if several and args.out.suffix:
+        raise CommandError(
+            f"{len(inputs)} inputs need --out to be a folder, not the file {args.out}."
+        )
+    plan = [(path, *_outputs_of(path, args, several)) for path in inputs]
+    outputs = [output for _, labels, prob in plan for output in (labels, prob) if output]
+    # Every path is checked before anything is written and before the model loads.
+    check_outputs(outputs, [*args.inputs, *inputs], overwrite=args.overwrite)
     if several:
-        if args.out.suffix:
-            raise CommandError(
-                f"{len(inputs)} inputs need --out to be a folder, not the file {args.out}."
-            )
         args.out.mkdir(parents=True, exist_ok=True)
         if args.probabilities is not None:
             args.probabilities.mkdir(parents=True, exist_ok=True)
     model = load(args.model, args.device)
     print(f"Model {model.name!r} ({model.card.architecture}, {model.task}).")
-    for number, path in enumerate(inputs, 1):
-        labels_path = args.out / f"{_stem(path)}.tif" if several else args.out
-        prob_path = args.probabilities
-        if several and prob_path is not None:
-            prob_path = prob_path / f"{_stem(path)}.tif"
-        if labels_path.resolve() == path.resolve():
-            raise CommandError(f"{labels_path} would overwrite its input; choose another --out.")
+    if model.task == "instance":
+        if args.probabilities is not None:
+            raise CommandError("An instance model gives objects, not probabilities; drop it.")
+    else:  # a bad --postprocess/--threshold combination fails here, before any inference
+        with_cli_overrides(recommended_pipeline(model.card, model.n_classes), args)
+    keep_going = folders if args.keep_going is None else args.keep_going
+    failed: list[str] = []
+    for number, (path, labels, prob) in enumerate(plan, 1):
         print(f"[{number}/{len(inputs)}] {path.name}")
-        predict_one(model, path, labels_path, prob_path, args)
-    return 0
+        try:
+            predict_one(model, path, labels.path, prob.path if prob else None, args)
+        except (CommandError, ValueError, OSError, MemoryError) as error:
+            if not keep_going:
+                raise
+            print(f"  skipped {path}: {error}", file=sys.stderr)
+            failed.append(path.name)
+    if not failed:
+        return 0
+    print(
+        f"{len(inputs) - len(failed)} of {len(inputs)} images segmented; {len(failed)} skipped "
+        f"({', '.join(failed)}): see the messages above, fix those files and run them again.",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def check_axes(inputs: list[Path], axes: str) -> None:
+    """Refuse an ``--axes`` that does not fit an input, in seconds, before the model loads.
+
+    Volumes open lazily (their headers), so this reads no pixels of a TIFF or zarr.
+    """
+    from ..core.io.volumes import open_volume
+
+    for path in inputs:
+        open_volume(path, axes=axes)
+
+
+def _outputs_of(path: Path, args: argparse.Namespace, several: bool) -> tuple[Any, Any]:
+    """The labels and probabilities outputs (or None) of one input."""
+    from ..core.io.outputs import Output
+
+    if not several:
+        prob = args.probabilities and Output(args.probabilities, "--probabilities")
+        return Output(args.out, "--out"), prob
+    name = f"{_stem(path)}.tif"
+    labels = Output(args.out / name, "--out", str(path))
+    prob = args.probabilities and Output(args.probabilities / name, "--probabilities", str(path))
+    return labels, prob
 
 
 def expand_inputs(paths: list[Path]) -> list[Path]:
@@ -153,22 +220,26 @@ def predict_one(
     from ..core.inference.segment import predict_on_image_grid, resampling_note
     from ..core.inference.stitching import Instances
     from ..core.io.images import describe, imread
+    from ..core.io.outputs import staged_store
     from ..core.progress import drain
-    from . import CommandError
 
-    image = imread(path)
+    image = imread(path, axes=args.axes)
     print(f"  {describe(image)}")
-    if args.axes:
-        image.axes = args.axes.upper()
-    out = None
-    if prob_path is not None:
-        if model.task == "instance":
-            raise CommandError("An instance model gives objects, not probabilities; drop it.")
-        if prob_path.suffix.lower() == ".zarr":
-            out = _zarr_probabilities(prob_path, model, image)
     options = prediction_options(args, model.card)
     factor = None
-    if out is None:
+    streamed = prob_path is not None and prob_path.suffix.lower() == ".zarr"
+    if streamed:
+        import zarr
+
+        note = resampling_note(model.card, image.scale, image.axes, tuple(image.data.shape))
+        if note and getattr(args, "resample", True):
+            print("  (not resampled to the model's pixel size: .zarr probabilities stream as is)")
+        # A new store replaces the old one only when complete: Ctrl-C keeps a finished result.
+        with staged_store(prob_path) as store:
+            out = _zarr_probabilities(store, model, image)
+            drain(run_prediction(model, image.data, axes=image.axes, out=out, options=options))
+        result = zarr.open_array(str(prob_path), mode="r")
+    else:
         job = predict_on_image_grid(
             model,
             image.data,
@@ -180,18 +251,12 @@ def predict_one(
         result, factor = drain(job)
         if factor is not None:
             print(f"  resampled {factor[1]:.3g}x in Y and X to the model's pixel size and back")
-    else:
-        note = resampling_note(model.card, image.scale, image.axes, tuple(image.data.shape))
-        if note and getattr(args, "resample", True):
-            print("  (not resampled to the model's pixel size: .zarr probabilities stream as is)")
-        job = run_prediction(model, image.data, axes=image.axes, out=out, options=options)
-        result = drain(job)
     if isinstance(result, Instances):
         if args.postprocess:
             print("  (--postprocess ignored: an instance model gives objects directly)")
         labels = result.labels
     else:
-        if prob_path is not None and out is None:
+        if prob_path is not None and not streamed:
             _write_probabilities(prob_path, result, image)
         labels = _postprocess(model, result, image, args, factor)
     _write_labels(labels_path, labels, image)
@@ -212,6 +277,7 @@ def _zarr_probabilities(path: Path, model: Any, image: Any) -> Any:
         overwrite=True,
     )
     array.attrs["axes"] = ["c", *spatial.lower()]
+    array.attrs["microseg_kind"] = "image"  # our tag: see core.io.outputs
     return array
 
 

@@ -22,7 +22,8 @@ def register_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "volumes larger than memory",
         "Predict block by block into zarr (--out and --probabilities end in .zarr); a run "
-        "started again on the same outputs resumes where it stopped.",
+        "started again on the same outputs resumes where it stopped, and --overwrite replaces "
+        "stores holding another job's result.",
     )
     group.add_argument(
         "--chunked",
@@ -66,11 +67,6 @@ def register_arguments(parser: argparse.ArgumentParser) -> None:
         help="torch threads of this process (default: one per core); 1 is often faster on "
         "cores shared with other busy processes",
     )
-    group.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace zarr outputs that hold another job's result instead of refusing",
-    )
 
 
 def wants_chunked(args: argparse.Namespace, inputs: list[Path]) -> bool:
@@ -88,6 +84,7 @@ def run_chunked(
 
     ``load(model, device)`` loads the model (the one-line errors of ``microseg predict``).
     """
+    from ..core.io.outputs import Output, check_outputs
     from . import CommandError
 
     if len(inputs) != 1:
@@ -105,6 +102,10 @@ def run_chunked(
     prob_path = args.probabilities or args.out.with_name(_stem(args.out) + ".probabilities.zarr")
     if not str(prob_path).lower().endswith(".zarr"):
         raise CommandError(f"--probabilities must be a .zarr store here, not {prob_path}.")
+    # Our stores are resumed (the block job checks they hold this job) or, with --overwrite,
+    # replaced; anything else there, or an input, is refused before the model loads.
+    outputs = [Output(args.out, "--out"), Output(prob_path, "--probabilities")]
+    check_outputs(outputs, [*args.inputs, *inputs], overwrite=args.overwrite, resume=True)
     if args.workers or args.scheduler:
         from ..core.blocks.cluster import DaskExecutor, cluster_client
 
@@ -137,9 +138,7 @@ def _run(
     from ..core.io.volumes import open_volume
     from ..core.progress import drain
 
-    image = open_volume(path)
-    if args.axes:
-        image.axes = args.axes.upper()
+    image = open_volume(path, axes=args.axes)
     print(f"{path.name}: {describe(image)}")
     model = load(args.model, args.device)
     print(f"Model {model.name!r} ({model.card.architecture}, {model.task}).")

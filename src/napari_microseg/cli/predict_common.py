@@ -29,17 +29,39 @@ def prediction_options(args: argparse.Namespace, card: Any) -> Any:
     """
     from ..core.inference.options import PredictOptions
 
-    return PredictOptions.for_card(
-        card,
-        tile_size=args.tile,
-        overlap=args.overlap,
-        blend=args.blend,
-        batch_size=args.batch_size,
-        device=args.device,
-        tta=args.tta,
-        slice_axis=args.slice_axis,
-        ortho=getattr(args, "ortho", None),
-    )
+    return PredictOptions.for_card(card, **_given_options(args))
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Refuse bad prediction and post-processing options before the model loads.
+
+    :class:`~napari_microseg.core.inference.options.PredictOptions` and
+    :class:`~napari_microseg.core.postprocess.pipeline.PostprocessPipeline` check
+    their fields when made; here they are made from the options given alone.
+    """
+    from ..core.inference.options import PredictOptions
+    from ..core.postprocess.pipeline import PostprocessPipeline
+    from . import CommandError
+
+    if args.tile is not None and args.tile < 1:
+        raise CommandError(f"--tile must be at least 1 pixel, got {args.tile}.")
+    PredictOptions(**{k: v for k, v in _given_options(args).items() if v is not None})
+    if args.threshold is not None:
+        PostprocessPipeline(method="threshold", threshold=args.threshold)
+
+
+def _given_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The prediction options of the command line, None where not given."""
+    return {
+        "tile_size": args.tile,
+        "overlap": args.overlap,
+        "blend": args.blend,
+        "batch_size": args.batch_size,
+        "device": args.device,
+        "tta": args.tta,
+        "slice_axis": args.slice_axis,
+        "ortho": getattr(args, "ortho", None),
+    }
 
 
 def pipeline_overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -113,6 +113,20 @@ def measurements_csv(columns: dict[str, np.ndarray]) -> str:
     return buffer.getvalue()
 
 
+def is_measurements_header(header: str) -> bool:
+    """True for the header row of a table :func:`measurements_csv` wrote.
+
+    Examples
+    --------
+    >>> is_measurements_header("label,area_um2,centroid_y_um,equivalent_diameter_um")
+    True
+    >>> is_measurements_header("label,class")
+    False
+    """
+    names = header.split(",")
+    return names[0] == "label" and any(n.startswith("equivalent_diameter_") for n in names)
+
+
 def write_measurements(
     path: str | os.PathLike, columns: dict[str, np.ndarray], *, overwrite: bool = True
 ) -> Path:

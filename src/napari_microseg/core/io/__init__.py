@@ -3,7 +3,8 @@
 Reads TIFF, PNG/JPEG, slice folders and zarr/OME-Zarr into :class:`ImageData`
 (lazily for volumes larger than memory), checks that an array can be used
 (:func:`validate_image`), and writes labels and images atomically, so a failure
-never leaves a half-written file. Also: label autosaves and synthetic samples.
+never leaves a half-written file; :func:`check_outputs` is the one rule for what
+may be replaced. Also: label autosaves and synthetic samples.
 """
 
 from __future__ import annotations
@@ -26,9 +27,16 @@ _HOMES = {
     "ImageValidationError": "checks",
     "validate_image": "checks",
     "atomic_path": "atomic",
+    "DiskFullError": "atomic",
     "atomic_write_text": "atomic",
     "write_autosave": "autosave",
     "list_autosaves": "autosave",
+    "discard_autosave": "autosave",
+    "autosave_path": "autosave",
+    "Output": "outputs",
+    "check_outputs": "outputs",
+    "is_ours": "outputs",
+    "staged_store": "outputs",
 }
 
 __all__ = sorted(_HOMES)

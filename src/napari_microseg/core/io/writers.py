@@ -11,6 +11,7 @@ import numpy as np
 from .atomic import atomic_path
 from .checks import ImageValidationError, label_dtype, validate_image
 from .image_data import LABELS_MARKER, PLAIN_IMAGE_SUFFIXES, TIFF_SUFFIXES
+from .outputs import IMAGE_MARKER, MARKER_KEY, png_tag
 
 
 def write_labels(
@@ -46,6 +47,10 @@ def write_labels(
     ------
     ImageValidationError
         For non-integer or negative labels, or labels PNG cannot hold.
+    FileExistsError
+        If ``path`` is an existing folder, or exists and ``overwrite`` is False.
+    DiskFullError
+        If the disk fills up; the previous file is kept.
     """
     labels = np.asarray(labels)
     axes = axes or ("ZYX" if labels.ndim == 3 else "YX")[-labels.ndim :]
@@ -54,7 +59,7 @@ def write_labels(
     dest = Path(path)
     suffix = dest.suffix.lower()
     if suffix in TIFF_SUFFIXES:
-        with atomic_path(dest, overwrite=overwrite) as tmp:
+        with atomic_path(dest, overwrite=overwrite, size_hint=labels.nbytes) as tmp:
             _write_labels_tiff(tmp, labels.astype(dtype, copy=False), axes, scale)
     elif suffix == ".png":
         if labels.ndim != 2:
@@ -67,8 +72,12 @@ def write_labels(
             )
         import imageio.v3 as iio
 
-        with atomic_path(dest, overwrite=overwrite) as tmp:
-            iio.imwrite(tmp, labels.astype(np.uint16 if dtype.itemsize == 2 else np.uint8))
+        with atomic_path(dest, overwrite=overwrite, size_hint=labels.nbytes) as tmp:
+            iio.imwrite(
+                tmp,
+                labels.astype(np.uint16 if dtype.itemsize == 2 else np.uint8),
+                pnginfo=png_tag(LABELS_MARKER),
+            )
     else:
         raise ImageValidationError(
             f"Cannot write labels as {suffix or 'a file without extension'}; use .tif or .png."
@@ -124,6 +133,13 @@ def write_image(
     -------
     Path
         The written file.
+
+    Raises
+    ------
+    FileExistsError
+        If ``path`` is an existing folder.
+    DiskFullError
+        If the disk fills up; the previous file is kept.
     """
     import tifffile
 
@@ -135,14 +151,16 @@ def write_image(
     if dest.suffix.lower() in PLAIN_IMAGE_SUFFIXES:
         import imageio.v3 as iio
 
-        with atomic_path(dest) as tmp:
-            iio.imwrite(tmp, image)
+        # PNG carries our tag, so a later run may replace it (JPEG and BMP have no place for it).
+        tag = {"pnginfo": png_tag(IMAGE_MARKER)} if dest.suffix.lower() == ".png" else {}
+        with atomic_path(dest, size_hint=image.nbytes) as tmp:
+            iio.imwrite(tmp, image, extension=dest.suffix, **tag)
         return dest
     sizes = dict(zip(axes.replace("C", ""), scale)) if scale is not None else {}
     kwargs: dict[str, Any] = {}
-    with atomic_path(dest) as tmp:
+    with atomic_path(dest, size_hint=image.nbytes) as tmp:
         if image.dtype in (np.uint8, np.uint16, np.float32) and "C" not in axes:
-            metadata: dict[str, Any] = {"axes": axes}
+            metadata: dict[str, Any] = {"axes": axes, MARKER_KEY: IMAGE_MARKER}
             if sizes:
                 kwargs["resolution"] = (1.0 / sizes["X"], 1.0 / sizes["Y"])
                 metadata["unit"] = "um"
@@ -154,5 +172,12 @@ def write_image(
                 kwargs["resolution"] = (1e4 / sizes["X"], 1e4 / sizes["Y"])
                 kwargs["resolutionunit"] = "CENTIMETER"
             photometric = "rgb" if axes.endswith("C") else "minisblack"
-            tifffile.imwrite(tmp, image, photometric=photometric, compression="zlib", **kwargs)
+            tifffile.imwrite(
+                tmp,
+                image,
+                photometric=photometric,
+                compression="zlib",
+                metadata={MARKER_KEY: IMAGE_MARKER},
+                **kwargs,
+            )
     return dest

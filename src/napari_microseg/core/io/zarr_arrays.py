@@ -10,25 +10,36 @@ import contextlib
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from .atomic import PARTIAL_MARK, partial_prefix, raise_if_disk_full, remove_stale_partials
 from .checks import KNOWN_AXES
-from .image_data import ImageData, ImageReadError
+from .image_data import ImageData, ImageReadError, stored_axes, valid_voxel_sizes
+
+#: Attributes a block-by-block job of ours leaves on its output (see ``core.blocks.store``).
+_RESUMABLE_KEYS = ("microseg_job", "microseg_chunked")
 
 _UNIT_TO_UM = {"nanometer": 1e-3, "micrometer": 1.0, "millimeter": 1e3, "meter": 1e6}
 
 
-def read_zarr(path: str | os.PathLike) -> ImageData:
+def read_zarr(path: str | os.PathLike, *, axes: str | None = None) -> ImageData:
     """Open a zarr array or OME-Zarr image lazily.
+
+    An array that one of our jobs left unfinished (``attrs["complete"]`` False)
+    opens with a warning saying how to resume it, and ``metadata["complete"]``
+    False.
 
     Parameters
     ----------
     path : path-like
         A zarr array, a zarr group holding arrays, or an OME-Zarr image
         (multiscale level 0 is used).
+    axes : str, optional
+        One letter per axis of the stored array, replacing the stored axis names.
 
     Returns
     -------
@@ -59,14 +70,55 @@ def read_zarr(path: str | os.PathLike) -> ImageData:
         dataset = multiscale["datasets"][0]
         array = node[dataset["path"]]
         axes_names, scale = _ngff_axes_and_scale(multiscale, dataset)
+        if scale is not None:
+            scale = _checked_scale(scale, axes_names, p.name)
     else:
         arrays = [v for _, v in node.arrays()] if hasattr(node, "arrays") else []
         if not arrays:
             raise ImageReadError(f"{p.name} is a zarr group without arrays; nothing to open.")
         array = max(arrays, key=lambda a: int(np.prod(a.shape)))
     data = da.from_zarr(array)
-    axes = _axes_letters(axes_names, data.ndim)
-    return ImageData(data, axes, scale, kind, p.name.split(".")[0], {"path": str(p)})
+    metadata: dict[str, Any] = {"path": str(p)}
+    if dict(array.attrs).get("complete") is False:
+        metadata["complete"] = False
+        warnings.warn(_incomplete_message(p, dict(array.attrs)), stacklevel=3)
+    if axes:
+        letters = stored_axes(axes, tuple(data.shape), p.name)
+        if scale is not None and len(scale) != len(letters.replace("C", "")):
+            scale = None  # the stored voxel size was for other axes
+    else:
+        letters = _axes_letters(axes_names, data.ndim)
+    return ImageData(data, letters, scale, kind, p.name.split(".")[0], metadata)
+
+
+def _incomplete_message(path: Path, attrs: dict[str, Any]) -> str:
+    """What to tell a user opening a zarr result that a stopped job left unfinished."""
+    if not any(key in attrs for key in _RESUMABLE_KEYS):
+        return (
+            f"{path.name} is incomplete: the prediction writing it was stopped before the end, "
+            "so parts of it are empty. Run the prediction again to complete it."
+        )
+    record = attrs.get("microseg_chunked") or {}
+    done = sum(b - a for a, b in record.get("done", [])) if record.get("n_blocks") else None
+    progress = f" ({done} of {record['n_blocks']} blocks written)" if done is not None else ""
+    return (
+        f"{path.name} is incomplete{progress}: the job writing it was stopped before the end, "
+        "so parts of it are empty. Resume it by running the same `microseg predict ... "
+        "--chunked` command again, or the Segment widget's block-by-block run with this output; "
+        "finished blocks are kept."
+    )
+
+
+def _checked_scale(
+    scale: tuple[float, ...], names: list[str] | None, name: str
+) -> tuple[float, ...] | None:
+    """``scale`` with sizes that are not sizes (0, < 0, NaN, inf) made unknown, i.e. 1."""
+    spatial = [n.upper() for n in names if n.upper() != "C"] if names else []
+    labels = spatial if len(spatial) == len(scale) else [str(i) for i in range(len(scale))]
+    valid = valid_voxel_sizes(dict(zip(labels, scale)), "OME-Zarr", name)
+    if not valid:
+        return None
+    return tuple(valid.get(label, 1.0) for label in labels)
 
 
 def _ngff_axes_and_scale(
@@ -147,7 +199,8 @@ def write_ome_zarr(
         | ({"unit": "micrometer"} if a in "ZYX" else {})
         for a in axes
     ]
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
+    remove_stale_partials(dest)
+    tmp = Path(tempfile.mkdtemp(prefix=partial_prefix(dest), suffix=PARTIAL_MARK, dir=dest.parent))
     try:
         root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
         root.create_array("0", data=np.asarray(data), chunks=chunks)
@@ -166,9 +219,11 @@ def write_ome_zarr(
         ]
         if kind == "labels":
             root.attrs["image-label"] = {"version": "0.4"}
-        _replace_dir(tmp, dest)
-    except BaseException:
+        root.attrs["microseg_kind"] = kind  # our tag: see core.io.outputs
+        replace_dir(tmp, dest)
+    except BaseException as error:
         shutil.rmtree(tmp, ignore_errors=True)
+        raise_if_disk_full(error, dest, np.asarray(data).nbytes)
         raise
     return dest
 
@@ -179,14 +234,16 @@ def _full_scale(axes: str, scale: tuple[float, ...] | None) -> list[float]:
     return [float(sizes.get(a, 1.0)) for a in axes]
 
 
-def _replace_dir(tmp: Path, dest: Path) -> None:
+def replace_dir(tmp: Path, dest: Path) -> None:
     """Move ``tmp`` onto ``dest``; the old ``dest`` is removed only after the move."""
-    old = None
+    old = dest.with_name(f".{dest.name}.old")
+    # A run killed between the two renames below left this; the new result replaces it.
+    with contextlib.suppress(FileNotFoundError):
+        shutil.rmtree(old)
     if dest.exists():
-        old = dest.with_name(f".{dest.name}.old")
-        with contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(old)
         os.replace(dest, old)
+    else:
+        old = None
     os.replace(tmp, dest)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
