@@ -84,6 +84,28 @@ def test_binary_png_truth_counts_connected_components(tmp_path):
     assert row["n_true"] == "3" and float(row["object_f1"]) == 1.0
 
 
+def test_0_255_truth_mask_is_scored_by_its_cells_for_rand_and_vi(tmp_path):
+    # ISBI 2012 style: 255 = cell interior, 0 = membrane; four 2x2 cells.
+    mask = np.full((5, 5), 255, np.uint8)
+    mask[2, :] = mask[:, 2] = 0
+    iio.imwrite(tmp_path / "gt.png", mask)
+    cells = np.zeros((5, 5), np.uint16)
+    cells[:2, :2], cells[:2, 3:], cells[3:, :2], cells[3:, 3:] = 1, 2, 3, 4
+    write_labels(tmp_path / "cells.tif", cells)
+    write_labels(tmp_path / "merged.tif", np.ones((5, 5), np.uint16))
+    out = tmp_path / "scores.csv"
+    truth = str(tmp_path / "gt.png")
+    assert main(["evaluate", str(tmp_path / "cells.tif"), truth, "--csv", str(out)]) == 0
+    row = read_csv(out)[0]
+    # Two classes (one segment of every cell) would give 2/3 and a VI split of 2 bits.
+    assert (row["adapted_rand_error"], row["vi_split"], row["vi_merge"]) == ("0", "0", "0")
+    assert row["n_true"] == "4" and row["n_matched"] == "4"
+    args = ["evaluate", str(tmp_path / "merged.tif"), truth, "--csv", str(out), "--overwrite"]
+    assert main(args) == 0
+    row = read_csv(out)[0]
+    assert (row["adapted_rand_error"], row["vi_split"], row["vi_merge"]) == ("0.666667", "0", "2")
+
+
 def test_selected_metrics_leave_other_columns_empty(tmp_path):
     write_labels(tmp_path / "a.tif", truth_labels())
     out = tmp_path / "scores.csv"

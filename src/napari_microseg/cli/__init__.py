@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from typing import Any
 from .._version import __version__
 
 #: Sub-command modules, in the order ``--help`` lists them.
-COMMANDS = ["demo", "models", "predict", "postprocess", "evaluate", "train", "finetune"]
+COMMANDS = ["demo", "models", "predict", "postprocess", "evaluate", "measure", "train", "finetune"]
 
 
 class CommandError(Exception):
@@ -64,7 +65,15 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             if not args.verbose:
                 warnings.showwarning = _notes_for(args.command)
-            return int(args.func(args) or 0)
+            code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a reader that stopped early (`| head`) shows up here at the latest
+        return code
+    except BrokenPipeError:
+        # The reader has all it wanted. Python flushes stdout again at exit, which would
+        # fail anew with a traceback, so the rest goes to devnull and we exit quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     except KeyboardInterrupt:
         print("Interrupted; nothing half-written was kept.", file=sys.stderr)
         return 130

@@ -67,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
         check_outputs([Output(args.csv, "--csv")], inputs, overwrite=args.overwrite)
     rows = []
     for name, pred_path, truth_path in pairs:
-        pred, _ = _read_labels(pred_path, "PRED")
-        truth, spacing = _read_labels(truth_path, "TRUTH")
+        pred, _ = read_labels(pred_path, "PRED")
+        truth, spacing = read_labels(truth_path, "TRUTH")
         try:
             row = evaluate_images(
                 truth,
@@ -141,7 +141,11 @@ def _find_pairs(pred: Path, truth: Path) -> list[tuple[str, Path, Path]]:
     return pairs
 
 
-def _read_labels(path: Path, role: str) -> tuple[Any, tuple[float, ...] | None]:
+def read_labels(path: Path, role: str) -> tuple[Any, tuple[float, ...] | None]:
+    """A 2D or 3D grey label image (or mask) and its voxel size in µm (None if unknown).
+
+    ``role`` names the argument in messages (``"PRED"``, ``"LABELS"``).
+    """
     import numpy as np
 
     from ..core.io.images import imread

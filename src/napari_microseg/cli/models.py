@@ -1,4 +1,4 @@
-"""``microseg models``: list, describe and import models.
+"""``microseg models``: list models, show one's card, print the user folder, import a state dict.
 
 Examples
 --------
@@ -6,7 +6,8 @@ Examples
 
     microseg models                      # the table: bundled, user and broken models
     microseg models --json               # the same, for scripts
-    microseg models info mito-em         # the full model card
+    microseg models info mito-em         # the full model card (JSON)
+    microseg models folder               # where your own models are kept
     microseg models import net.pth --architecture unet --name my-unet --in-channels 1
 """
 
@@ -24,10 +25,12 @@ def register(subparsers: Any) -> None:
     """Add the ``models`` sub-command and its actions."""
     parser = subparsers.add_parser(
         "models",
-        help="list, describe and import models",
-        description="List the bundled and user models (the user folder is "
-        "$NAPARI_MICROSEG_MODELS or a per-user data folder), show a model card, or import "
-        "a PyTorch state dict safely.",
+        help="list models (list), show a model card (info), print the user model folder "
+        "(folder), import a PyTorch state dict (import)",
+        description="List the bundled and user models (list, the default), show a model's "
+        "card as JSON (info NAME), print the user model folder (folder: "
+        "$NAPARI_MICROSEG_MODELS, else a per-user data folder), or import a PyTorch state "
+        "dict safely (import).",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--usable", action="store_true", help="hide broken and foreign files")
@@ -42,8 +45,14 @@ def register(subparsers: Any) -> None:
         listing.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=text)
     listing.set_defaults(func=run_list)
 
-    info = actions.add_parser("info", help="show a model card")
+    info = actions.add_parser("info", help="show a model card (JSON)")
     info.add_argument("model", help="registry name or .safetensors/.json path")
+    info.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print JSON (what info always prints; accepted as with list)",
+    )
     info.set_defaults(func=run_info)
 
     folder = actions.add_parser("folder", help="print the user model folder")

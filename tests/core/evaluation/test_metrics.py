@@ -234,6 +234,43 @@ def test_rand_error_when_empty():
     assert 0.0 < m.adapted_rand_error(empty, square) < 1.0
 
 
+def membrane_mask() -> np.ndarray:
+    """An ISBI-style 0/255 truth: membranes (0) on row 2 and column 2 around four 2x2 cells."""
+    mask = np.full((5, 5), 255, np.uint8)
+    mask[2, :] = mask[:, 2] = 0
+    return mask
+
+
+def test_rand_and_vi_take_the_cells_of_a_0_255_mask_as_segments():
+    truth = membrane_mask()
+    cells = m.as_instances(truth)  # ids 1..4, one per cell
+    assert m.adapted_rand_error(truth, cells) == 0.0  # not 2/3: the mask is four cells
+    assert m.variation_of_information(truth, cells) == (0.0, 0.0)
+    assert m.adapted_rand_error(truth, truth) == 0.0
+    # One predicted segment over the four cells, n = 16 scored pixels: pairs joined in both
+    # 4 * 4^2 - n = 48, in the prediction 16^2 - n = 240, in the truth 48; so precision 1/5,
+    # recall 1, Rand F-score 1/3 and error 2/3.
+    merged = np.ones((5, 5), np.uint16)
+    assert m.adapted_rand_error(truth, merged) == pytest.approx(2 / 3)
+    assert m.variation_of_information(truth, merged) == pytest.approx((0.0, 2.0))
+    row = evaluate_images(truth, merged, metrics=["rand"])
+    assert row["adapted_rand_error"] == pytest.approx(2 / 3)
+    assert (row["vi_split"], row["vi_merge"]) == pytest.approx((0.0, 2.0))
+    assert row["n_true"] == 4 and row["n_pred"] == 1
+
+
+def test_rand_of_a_mask_row_with_two_cells_of_3_and_4_pixels():
+    truth = np.array([[255, 255, 255, 0, 255, 255, 255, 255]], np.uint8)
+    one = np.ones_like(truth)  # a mask too: one component over both cells
+    # n = 7: pairs 3^2 + 4^2 - 7 = 18 in both, 49 - 7 = 42 in the prediction, 18 in the
+    # truth: precision 3/7, recall 1, F 3/5, error 2/5 (0 when the mask was one object).
+    assert m.adapted_rand_error(truth, one) == pytest.approx(0.4)
+    h = -(3 / 7 * np.log2(3 / 7) + 4 / 7 * np.log2(4 / 7))
+    assert m.variation_of_information(truth, one) == pytest.approx((0.0, h))
+    labelled = np.array([[1, 1, 1, 0, 2, 2, 2, 2]])
+    assert m.adapted_rand_error(truth, labelled) == 0.0
+
+
 # ----------------------------------------------------------------------------- matching
 
 

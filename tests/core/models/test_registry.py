@@ -204,3 +204,13 @@ def test_cli_info_and_import(isolated_registry, tmp_path, capsys):
     assert run_cli("models", "info", "imported") == 0
     info = json.loads(capsys.readouterr().out)
     assert info["dtype"] == "float16" and info["card"]["trained_on"] == "imported from net.pth"
+    for argv in (("info", "imported", "--json"), ("--json", "info", "imported")):
+        assert run_cli("models", *argv) == 0
+        assert json.loads(capsys.readouterr().out) == info
+
+
+def test_cli_help_names_the_actions_it_has():
+    parser = argparse.ArgumentParser(prog="microseg")
+    cli_models.register(parser.add_subparsers(dest="command"))
+    text = parser.format_help()
+    assert "show a model card (info)" in text and "describe" not in text

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..io.atomic import atomic_path
-from .contingency import check_pair, instance_overlap
+from .contingency import as_instances, check_pair, overlap
 from .hausdorff import object_hausdorff_from
 from .metrics import adapted_rand_error, variation_of_information
 from .objects import (
@@ -129,8 +129,8 @@ def evaluate_images(
     Parameters
     ----------
     truth, pred : (M, N[, P]) ndarray of int or bool
-        Ground truth and prediction, same shape; masks are split into
-        connected components.
+        Ground truth and prediction, same shape; masks (boolean, 0/1, 0/255) are
+        split into connected components for the object metrics, Rand and VI.
     metrics : iterable of str, optional
         Group names (``pixel``, ``object``, ``ap``, ``rand``, ``counts``) or
         column names; all by default.
@@ -152,7 +152,11 @@ def evaluate_images(
     """
     columns = select_metrics(metrics)
     truth, pred = check_pair(truth, pred)
-    ov = instance_overlap(truth, pred)
+    # Masks become their connected components once, for the object metrics and Rand/VI
+    # alike (a 0/255 mask is many objects, not one).
+    truth = as_instances(truth, name="The ground truth")
+    pred = as_instances(pred, name="The prediction")
+    ov = overlap(truth, pred)
     row: dict[str, float] = {}
     both_empty = ov.tp + ov.fp + ov.fn == 0
 

@@ -1,9 +1,10 @@
 """Export of a label image and its measurements as one cancellable job.
 
 The job writes the labels (TIFF, PNG or OME-Zarr), then measures every object
-and writes the CSV. Each file is written atomically, so cancelling or a
-failure (a full disk, a folder that became unwritable) leaves either the
-complete new file or the previous one, never a partial file.
+and writes the per-object CSV and the summary CSV (count, total and mean size).
+Each file is written atomically, so cancelling or a failure (a full disk, a
+folder that became unwritable) leaves either the complete new file or the
+previous one, never a partial file.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 from ..io.writers import write_labels
 from ..io.zarr_arrays import write_ome_zarr
 from ..progress import Job, Progress
-from .measure import measure_objects, summarize, write_measurements
+from .measure import measure_objects, summarize, write_measurements, write_summary
 
 LABEL_FORMATS = {"TIFF": ".tif", "PNG": ".png", "OME-Zarr": ".ome.zarr"}
 
@@ -36,6 +37,7 @@ def export_job(
     *,
     scale: tuple[float, ...] | None = None,
     csv_path: str | Path | None = None,
+    summary_path: str | Path | None = None,
     intensity: np.ndarray | None = None,
 ) -> Job[ExportResult]:
     """Write labels and/or measurements; a generator yielding :class:`Progress`.
@@ -50,6 +52,8 @@ def export_job(
         Voxel size in µm, kept in the files and used for the measurements.
     csv_path : path-like, optional
         Where to write the per-object measurements.
+    summary_path : path-like, optional
+        Where to write the summary: object count, total and mean size.
     intensity : ndarray, optional
         Image whose intensities are measured per object.
 
@@ -59,7 +63,7 @@ def export_job(
         The files written and the summary (count, total and mean size).
     """
     labels = np.asarray(labels)
-    steps = int(labels_path is not None) + 1 + int(csv_path is not None)
+    steps = 1 + sum(p is not None for p in (labels_path, csv_path, summary_path))
     result = ExportResult()
     done = 0
     if labels_path is not None:
@@ -79,6 +83,10 @@ def export_job(
     if csv_path is not None:
         yield Progress(done, steps, "writing measurements")
         result.files.append(write_measurements(csv_path, columns))
+        done += 1
+    if summary_path is not None:
+        yield Progress(done, steps, "writing the summary")
+        result.files.append(write_summary(summary_path, result.summary))
         done += 1
     yield Progress(steps, steps, "done")
     return result

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .contingency import check_pair, compress_ids
+from .contingency import as_instances, check_pair, compress_ids
 
 __all__ = [
     "accuracy",
@@ -172,9 +172,13 @@ jaccard = iou
 
 
 def _isbi_images(truth: np.ndarray, pred: np.ndarray) -> tuple[tuple[int, ...], Any, Any]:
-    """Compressed ids (scikit-image sizes its table by the largest id) and the ignored ids."""
-    _, t = compress_ids(truth)
-    _, p = compress_ids(pred)
+    """Compressed ids (scikit-image sizes its table by the largest id) and the ignored ids.
+
+    Masks become their connected components first: a 0/255 mask is many objects (the
+    cells of an ISBI membrane mask), not one segment per value.
+    """
+    _, t = compress_ids(as_instances(truth, name="The ground truth"))
+    _, p = compress_ids(as_instances(pred, name="The prediction"))
     if not np.any(t):
         # ISBI scores only pixels inside true objects; with no true object nothing
         # would be scored, so then every pixel counts, background as one segment.
@@ -191,8 +195,9 @@ def _isbi_images(truth: np.ndarray, pred: np.ndarray) -> tuple[tuple[int, ...], 
 def adapted_rand_error(truth: Any, pred: Any) -> float:
     """Adapted Rand error of the ISBI 2012 / SNEMI3D challenges: 1 - Rand F-score.
 
-    ``1 - Σ p_ij² / (½ Σ s_j² + ½ Σ t_i²)`` over the contingency table of
-    pixel pairs, restricted to pixels inside true objects (true background is
+    ``1 - (Σ p_ij² - n) / (½ (Σ s_j² - n) + ½ (Σ t_i² - n))``, counting the pairs of
+    the ``n`` scored pixels in the contingency table ``p`` (pred segment sizes ``s``,
+    true segment sizes ``t``), restricted to pixels inside true objects (true background is
     ignored, as in ISBI 2012); 0 is a perfect segmentation. Unlabelled
     (background) prediction pixels inside true objects are single-pixel
     segments, so a missed object counts as fully split. When the truth has no
@@ -200,8 +205,10 @@ def adapted_rand_error(truth: Any, pred: Any) -> float:
 
     Parameters
     ----------
-    truth, pred : (M, N[, P]) ndarray of int
-        Label images; masks are taken as one object each.
+    truth, pred : (M, N[, P]) ndarray of int or bool
+        Label images; masks (boolean, 0/1, 0/255) count as their connected
+        components (:func:`~.contingency.as_instances`), as in ISBI 2012, where the
+        cells of a 0/255 membrane mask are the segments.
 
     Returns
     -------
@@ -236,8 +243,13 @@ def variation_of_information(truth: Any, pred: Any) -> tuple[float, float]:
     ``VI = H(P | T) + H(T | P)`` in bits: ``H(P | T)`` (split) grows when
     predicted objects cut true objects apart, ``H(T | P)`` (merge) when
     predicted objects join true ones. Pixels of the true background are
-    ignored and unlabelled predicted pixels are single-pixel segments, as for
-    :func:`adapted_rand_error`.
+    ignored and unlabelled predicted pixels are single-pixel segments, and masks
+    count as their connected components, as for :func:`adapted_rand_error`.
+
+    Parameters
+    ----------
+    truth, pred : (M, N[, P]) ndarray of int or bool
+        Label images or masks.
 
     Returns
     -------
