@@ -33,7 +33,14 @@ def test_reader_gives_image_layer_with_scale(tmp_path):
     [(layer_data, kwargs, layer_type)] = reader(str(tmp_path / "s.tif"))
     assert layer_type == "image"
     np.testing.assert_allclose(kwargs["scale"], (0.03, 0.01, 0.01))
+    assert kwargs["units"] == ("µm", "µm", "µm")  # the scale bar shows physical lengths
     np.testing.assert_array_equal(layer_data, data)
+
+
+def test_reader_gives_no_units_without_a_voxel_size(tmp_path):
+    tifffile.imwrite(tmp_path / "plain.tif", np.ones((5, 6), np.uint8))
+    [(_, kwargs, _)] = napari_get_reader(str(tmp_path / "plain.tif"))(str(tmp_path / "plain.tif"))
+    assert kwargs["scale"] == (1.0, 1.0) and "units" not in kwargs  # napari's pixels
 
 
 def test_writer_then_reader_gives_labels_back(tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._reader import MICROMETRE
 from .core.io import synthetic
 
 LayerData = tuple[Any, dict[str, Any], str]
@@ -17,7 +18,13 @@ def _layers(sample: synthetic.Sample, **image_kwargs: Any) -> list[LayerData]:
     meta = {"axes": sample.axes, "voxel_size_um": sample.scale, "synthetic": True}
     image = (
         sample.image,
-        {"name": sample.name, "scale": sample.scale, "metadata": meta, **image_kwargs},
+        {
+            "name": sample.name,
+            "scale": sample.scale,
+            "units": MICROMETRE,
+            "metadata": meta,
+            **image_kwargs,
+        },
         "image",
     )
     labels = (
@@ -25,6 +32,7 @@ def _layers(sample: synthetic.Sample, **image_kwargs: Any) -> list[LayerData]:
         {
             "name": f"{sample.name} ground truth",
             "scale": sample.scale,
+            "units": MICROMETRE,
             "opacity": 0.4,
             "visible": False,
             "metadata": meta,

@@ -63,6 +63,11 @@ def test_apply_to_all_slices(viewer_widget, qtbot):
     qtbot.waitUntil(lambda: widget.runner.worker is None, timeout=10000)
     labels = viewer.layers["mito labels"].data
     assert labels.shape == (4, 64, 64) and labels.max() == 3
+    assert widget.status.value == "3 objects in 'mito labels'"
+    widget.apply_to_all()  # again: a new layer, the first result stays
+    qtbot.waitUntil(lambda: widget.runner.worker is None, timeout=10000)
+    assert viewer.layers["mito labels [1]"].data.max() == 3
+    assert viewer.layers["mito labels"].data is labels
 
 
 def test_cancel_leaves_no_layer(viewer_widget, qtbot, monkeypatch):

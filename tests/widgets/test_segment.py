@@ -42,8 +42,10 @@ def test_run_adds_probabilities_and_labels_with_scale_then_replaces(setup, qtbot
     run_and_wait(widget, qtbot)
     prob = viewer.layers["nuclei tiny-grey probabilities"]
     labels = viewer.layers["nuclei tiny-grey labels"]
-    assert prob.data.shape == (2, *sample.image.shape)
-    assert prob.metadata["class_axis"] == 0 and prob.metadata["postprocess"]["method"] == "otsu"
+    assert prob.data.shape == sample.image.shape  # the foreground class only: no class slider
+    assert "class_axis" not in prob.metadata and prob.metadata["foreground_class"] == 1
+    assert prob.metadata["postprocess"]["method"] == "otsu"
+    assert prob.metadata["postprocess"]["foreground_class"] == 0  # of the one map it holds
     np.testing.assert_allclose(labels.scale, (0.2, 0.2))
     np.testing.assert_allclose(labels.translate, (5, 7))
     truth, found = sample.labels > 0, labels.data > 0

@@ -20,6 +20,8 @@ def test_each_sample_opens(make_napari_viewer, key, ndim, rgb):
     assert image.rgb is rgb
     assert labels.data.ndim == ndim and labels.data.max() > 0
     assert image.scale[-1] < 1  # physical voxel size in µm travels to the layer
+    # Every layer in µm, so the scale bar has one physical unit to show.
+    assert {str(u) for u in viewer.layers.units} == {"micrometer"}
 
 
 def test_open_and_save_labels_through_napari(make_napari_viewer, tmp_path):

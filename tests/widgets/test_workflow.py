@@ -33,13 +33,17 @@ def test_segment_postprocess_correct_export(
     segment.run()
     wait(segment, qtbot)
     prob = viewer.layers["fluorescence_nuclei tiny-grey probabilities"]
+    segmented = viewer.layers["fluorescence_nuclei tiny-grey labels"]
+    segmented_data = segmented.data.copy()
 
-    # 2. Post-process the cached probabilities with watershed: no new inference.
+    # 2. Post-process the cached probabilities with watershed: no new inference; the result
+    # is a new layer beside the Segment result, which stays as it was.
     post.prob_combo.value = prob
     post.method.value = "watershed"
     post.apply_to_all()
     wait(post, qtbot)
-    labels = viewer.layers["fluorescence_nuclei tiny-grey labels"]
+    labels = viewer.layers["fluorescence_nuclei tiny-grey labels [1]"]
+    np.testing.assert_array_equal(segmented.data, segmented_data)
     watershed_count = len(np.unique(labels.data)) - 1
     assert watershed_count > 20
 

@@ -69,6 +69,8 @@ class CorrectWidget(Container):
         self._current_object = 0
         self._dirty = False
         self._bound_layer: Labels | None = None
+        self._selection_layer: Labels | None = None
+        self._view: tuple[tuple[int, ...], int] | None = None  # the slice last refreshed
         self.buttons: dict[str, PushButton] = {}
         self.extend([self.labels_combo, self.image_combo, self.count_label, self.selection_label])
         for key, text, method in SHORTCUTS:
@@ -103,6 +105,7 @@ class CorrectWidget(Container):
                 old.mouse_drag_callbacks.remove(self._on_click)
             old.events.labels_update.disconnect(self._on_edit)
             old.events.data.disconnect(self._on_edit)
+            old.events.set_data.disconnect(self._on_refresh)
         self._bound_layer = layer
         self.clear_selection()
         if layer is None:
@@ -111,6 +114,8 @@ class CorrectWidget(Container):
         layer.mouse_drag_callbacks.append(self._on_click)
         layer.events.labels_update.connect(self._on_edit)
         layer.events.data.connect(self._on_edit)
+        layer.events.set_data.connect(self._on_refresh)
+        self._view = self._view_key()
         for key, _, method in SHORTCUTS:
             layer.bind_key(key, _key_action(getattr(self, method)), overwrite=True)
         self._update_count()
@@ -118,6 +123,18 @@ class CorrectWidget(Container):
     def _on_edit(self, event: Any = None) -> None:
         self._dirty = True
         self._update_count()
+
+    def _view_key(self) -> tuple[tuple[int, ...], int]:
+        return tuple(self.viewer.dims.current_step), self.viewer.dims.ndisplay
+
+    def _on_refresh(self, event: Any = None) -> None:
+        # napari's undo and redo (Ctrl+Z, Ctrl+Shift+Z) only refresh the layer, as moving to
+        # another slice does: a refresh of the same view is taken as one, so the count and the
+        # autosave follow an undo (restoring the autosave never brings an undone edit back).
+        view = self._view_key()
+        if view == self._view:
+            self._on_edit()
+        self._view = view
 
     def _update_count(self) -> None:
         layer = self.layer
@@ -146,10 +163,42 @@ class CorrectWidget(Container):
         self.selection_label.value = (
             f"{', '.join(map(str, self.selected_ids))} ({len(self.seeds)} seeds)"
         )
+        self._show_selection()
 
     def clear_selection(self) -> None:
         self.selected_ids, self.seeds = [], []
         self.selection_label.value = "none (Shift+click objects)"
+        self._show_selection()
+
+    def _show_selection(self) -> None:
+        """Outline the selected objects on the canvas in a layer of their own.
+
+        The labels layer itself is left as it is (its colours, its undo history); the
+        outline layer goes away when the selection is cleared.
+        """
+        layer, overlay = self.layer, self._selection_layer
+        if overlay is not None and (layer is None or not self.selected_ids):
+            if overlay in self.viewer.layers:
+                self.viewer.layers.remove(overlay)
+            self._selection_layer = None
+            return
+        if layer is None or not self.selected_ids:
+            return
+        outline = np.isin(np.asarray(layer.data), self.selected_ids).astype(np.uint8)
+        if overlay is not None and overlay in self.viewer.layers:
+            overlay.data = outline
+            return
+        self._selection_layer = self.viewer.add_labels(
+            outline,
+            name=f"{layer.name} selection",
+            scale=layer.scale,
+            translate=layer.translate,
+            opacity=1.0,
+        )
+        self._selection_layer.contour = 2
+        self._selection_layer.editable = False
+        # Adding a layer makes it active; Shift+click and painting act on the labels layer.
+        self.viewer.layers.selection.active = layer
 
     # ------------------------------------------------------------------ operations
     def _apply(self, edit: ops.LabelEdit) -> None:

@@ -1,7 +1,11 @@
 """Export widget: labels to TIFF/PNG/OME-Zarr and per-object measurements to CSV.
 
 The export runs in a worker thread (never on the GUI thread), every file is
-written atomically, and nothing is overwritten without asking.
+written atomically, and nothing is overwritten without asking. Sizes are in µm
+when the voxel size is known: the layer's scale, the voxel size the Segment
+widget recorded, or the layer's source file when another reader opened it
+with scale 1 (the widget says which); otherwise they are in pixels, and the
+widget says so.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from napari.layers import Image, Labels
 from napari.utils.notifications import show_info, show_warning
 from qtpy.QtWidgets import QMessageBox
 
+from .._reader import VoxelSize, layer_voxel_size
 from ..core.evaluation.export import LABEL_FORMATS, ExportResult, export_job
 from ..core.io.outputs import Output, check_outputs
 from ._runner import JobRunner
@@ -38,6 +43,8 @@ class ExportWidget(Container):
         super().__init__(labels=True)
         self.viewer = napari_viewer
         self.labels_combo: ComboBox = create_widget(annotation=Labels, label="labels")
+        self.voxel_label = Label(value="")
+        self.voxel_label.native.setWordWrap(True)  # a long note does not widen the dock
         self.image_combo: ComboBox = create_widget(
             annotation=Image | None, label="intensity from", options={"nullable": True}
         )
@@ -51,6 +58,7 @@ class ExportWidget(Container):
         self.extend(
             [
                 self.labels_combo,
+                self.voxel_label,
                 self.image_combo,
                 self.folder,
                 self.format,
@@ -61,10 +69,26 @@ class ExportWidget(Container):
                 self.summary,
             ]
         )
-        self.runner = JobRunner("Export", on_state=self._set_running)
+        self.runner = JobRunner("Export", on_state=self._set_running, status=self.summary)
+        self.append(self.runner.panel)
         self.export_button.changed.connect(self.export)
+        self.labels_combo.changed.connect(self.show_voxel_size)
         self.cancel_button.changed.connect(self.runner.cancel)
         self.last_result: ExportResult | None = None
+        self.show_voxel_size()
+
+    def show_voxel_size(self, event: object = None) -> VoxelSize | None:
+        """Say under the labels picker which voxel size sizes are measured in, and why.
+
+        Returns
+        -------
+        VoxelSize or None
+            The chosen labels layer's voxel size; None when no layer is chosen.
+        """
+        layer = self.labels_combo.value
+        voxel = layer_voxel_size(layer, layer.data.ndim) if layer is not None else None
+        self.voxel_label.value = voxel.note if voxel is not None else ""
+        return voxel
 
     def _set_running(self, running: bool) -> None:
         self.export_button.enabled = not running
@@ -125,8 +149,10 @@ class ExportWidget(Container):
             show_info("Export cancelled; nothing was overwritten.")
             return
         intensity = self._intensity_for(layer)
-        scale = tuple(float(s) for s in layer.scale)
-        physical = None if all(s == 1.0 for s in scale) else scale
+        voxel = self.show_voxel_size()
+        physical = voxel.size_um if voxel is not None else None
+        if physical is None and voxel is not None:
+            show_warning(voxel.note)  # the table and summary will be in pixels
         # A snapshot, so painting during the export cannot tear the written file.
         labels = np.array(layer.data, copy=True)
         job = export_job(

@@ -133,7 +133,8 @@ class FinetuneWidget(Container):
         )
         self.curves = TrainingCurves()
         self.native.layout().addWidget(self.curves.canvas)
-        self.runner = JobRunner("Fine-tune", on_state=self._set_running)
+        self.runner = JobRunner("Fine-tune", on_state=self._set_running, status=self.result_label)
+        self.append(self.runner.panel)
         self.new_model: SegmentationModel | None = None
         self.start_button.changed.connect(self.start)
         self.cancel_button.changed.connect(self.runner.cancel)
@@ -238,8 +239,9 @@ class FinetuneWidget(Container):
         self.curves.clear()
         self.result_label.value = "training…"
         self.segment_again.visible = False
-        worker = self.runner.start(job, self._on_done, on_cancel=self._on_cancel)
-        worker.yielded.connect(self._on_progress)
+        self.runner.start(
+            job, self._on_done, on_cancel=self._on_cancel, on_progress=self._on_progress
+        )
 
     def _on_progress(self, event: Progress) -> None:
         self.curves.add(event)

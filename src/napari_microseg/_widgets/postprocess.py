@@ -6,6 +6,11 @@ carry their class axis and the model's recommended pipeline in
 Moving a slider re-runs the pipeline on the current slice only (thresholds
 derived once from the whole map, so the preview matches the final result);
 "Apply to all slices" runs the whole map in the background with Cancel.
+
+No edit is lost here: the result goes into a new labels layer unless the user
+asks to write into the existing one, and then a layer edited since it was made
+is replaced only after a confirmation, as one step that Ctrl+Z undoes. The
+preview only ever rewrites its own layer, and leaves it alone once edited.
 """
 
 from __future__ import annotations
@@ -25,10 +30,12 @@ from magicgui.widgets import (
     PushButton,
     create_widget,
 )
-from napari.layers import Image
-from napari.utils.notifications import show_warning
+from napari.layers import Image, Labels
+from napari.utils.notifications import show_info, show_warning
+from qtpy.QtWidgets import QMessageBox
 
 from ..core.postprocess import METHODS, PostprocessPipeline
+from ._layer_edits import edited_since_made, fingerprint, mark_made, replace_undoably
 from ._runner import JobRunner, user_message
 
 if TYPE_CHECKING:
@@ -71,6 +78,9 @@ class PostprocessWidget(Container):
         self.min_size = FloatSpinBox(value=0.0, min=0.0, max=1e12, step=10.0, label="min size")
         self.physical = CheckBox(value=False, text="sizes in µm (else pixels)")
         self.live = CheckBox(value=True, text="live preview on the current slice")
+        self.replace = CheckBox(
+            value=False, text="write into the existing labels layer (Ctrl+Z undoes)"
+        )
         self.apply_button = PushButton(text="Apply to all slices")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = Label(value="")
@@ -91,13 +101,24 @@ class PostprocessWidget(Container):
             self.live,
         ]
         self.extend(
-            [self.prob_combo, *settings, self.apply_button, self.cancel_button, self.status]
+            [
+                self.prob_combo,
+                *settings,
+                self.replace,
+                self.apply_button,
+                self.cancel_button,
+                self.status,
+            ]
         )
-        self.runner = JobRunner("Post-process", on_state=self._set_running)
+        self.runner = JobRunner("Post-process", on_state=self._set_running, status=self.status)
+        self.append(self.runner.panel)
         self._resolved: dict[tuple[Any, ...], PostprocessPipeline] = {}
         # The objects found on the previewed slice before cleanup: moving a cleanup
         # setting (holes, minimum size) re-runs only the cleanup, not the watershed.
         self._slice_objects: tuple[tuple[Any, ...], np.ndarray] | None = None
+        # The preview layer this widget made and its probability layer: the only layer a
+        # preview ever rewrites (never one found by name, which may be the user's).
+        self._preview: tuple[Labels, Image] | None = None
         for control in settings:
             control.changed.connect(self.update_preview)
         self.prob_combo.changed.connect(self._on_layer_changed)
@@ -214,16 +235,14 @@ class PostprocessWidget(Container):
             return
         try:
             pipeline = self._resolved_pipeline(layer, self.pipeline())
-            labels, picked = self._preview_labels(layer, pipeline)
+            labels = self._preview_labels(layer, pipeline)
         except ValueError as error:
             self.status.value = user_message(error)
             return
         self.status.value = f"preview: {int(labels.max())} objects on this slice"
-        self._show(f"{layer.name} preview", labels, layer, translate_slice=picked)
+        self._show_preview(f"{layer.name} preview", labels, layer)
 
-    def _preview_labels(
-        self, layer: Image, pipeline: PostprocessPipeline
-    ) -> tuple[np.ndarray, tuple[int, ...]]:
+    def _preview_labels(self, layer: Image, pipeline: PostprocessPipeline) -> np.ndarray:
         prob, picked = self.current_slice(layer)
         axis = class_axis_of(layer)
         spacing = spatial_scale(layer)[-2:] if pipeline.physical_units else None
@@ -233,23 +252,42 @@ class PostprocessWidget(Container):
             objects = finding.run(prob, class_axis=None if axis is None else 0, spacing=spacing)
             self._slice_objects = (key, objects)
         objects = self._slice_objects[1].copy()
-        return pipeline.clean(objects, spacing=spacing, sequential=True), picked
+        return pipeline.clean(objects, spacing=spacing, sequential=True)
 
-    def _show(
-        self, name: str, labels: np.ndarray, source: Image, translate_slice: tuple[int, ...] = ()
-    ) -> None:
-        scale = spatial_scale(source)[-labels.ndim :]
-        translate = tuple(source.translate)[-labels.ndim :]
-        if name in self.viewer.layers:
-            target = self.viewer.layers[name]
+    def _show_preview(self, name: str, labels: np.ndarray, source: Image) -> None:
+        scale, translate = _placement(source, labels.ndim)
+        target = None
+        if self._preview is not None and self._preview[1] is source:
+            target = self._preview[0]
+        if target is not None and target in self.viewer.layers and edited_since_made(target):
+            # The user painted on the preview: it is theirs now; preview in a new layer.
+            show_info(
+                f"{target.name!r} was edited, so it is kept; the preview goes on in a new layer."
+            )
+            target = None
+        if target is None or target not in self.viewer.layers:
+            target = self.viewer.add_labels(
+                labels, name=name, scale=scale, translate=translate, opacity=0.5
+            )
+            self._preview = (target, source)
+        else:
             target.data = labels
             # Each assignment redraws the layer; a preview slider keeps the same slice.
             if not np.allclose(target.scale, scale):
                 target.scale = scale
             if not np.allclose(target.translate, translate):
                 target.translate = translate
-        else:
-            self.viewer.add_labels(labels, name=name, scale=scale, translate=translate, opacity=0.5)
+        mark_made(target)
+
+    def confirm_replace(self, layer: Labels) -> bool:
+        """Ask before replacing a labels layer edited since it was made (True: replace)."""
+        answer = QMessageBox.question(
+            self.native,
+            "Replace edited labels?",
+            f"{layer.name!r} was edited since it was made. Replace it with the new result? "
+            "(Ctrl+Z on the layer brings the edits back; No writes a new layer.)",
+        )
+        return answer == QMessageBox.StandardButton.Yes
 
     # ------------------------------------------------------------------- apply all
     def apply_to_all(self) -> None:
@@ -263,18 +301,80 @@ class PostprocessWidget(Container):
         except ValueError as error:
             show_warning(user_message(error))
             return
-        axis = class_axis_of(layer)
-        scale = spatial_scale(layer)
+        name = f"{layer.name.removesuffix(' probabilities')} labels"
+        target = self._replace_target(name)
         job = pipeline.run_job(
             np.asarray(layer.data),
-            class_axis=axis,
-            spacing=scale if pipeline.physical_units else None,
+            class_axis=class_axis_of(layer),
+            spacing=spatial_scale(layer) if pipeline.physical_units else None,
         )
-        name = f"{layer.name.removesuffix(' probabilities')} labels"
+        # Where the result goes is fixed now: the probability layer may be gone by the end.
+        placement = _placement(layer, len(spatial_scale(layer)))
+        source_name = layer.name
 
         def done(labels: np.ndarray) -> None:
             self.status.value = f"{int(labels.max())} objects"
-            if layer in self.viewer.layers:
-                self._show(name, labels, layer)
+            notes = [] if layer in self.viewer.layers else [f"{source_name!r} was removed"]
+            self._write_result(name, labels, target, placement, notes)
 
         self.runner.start(job, done)
+
+    def _replace_target(self, name: str) -> tuple[Labels, str | None] | None:
+        """The labels layer to write into, with its fingerprint now; None: a new layer.
+
+        Asked here, before the run, when the layer was edited since it was made.
+        """
+        if not self.replace.value or name not in self.viewer.layers:
+            return None
+        layer = self.viewer.layers[name]
+        if not isinstance(layer, Labels):
+            return None
+        if edited_since_made(layer) and not self.confirm_replace(layer):
+            return None
+        return layer, fingerprint(layer.data)
+
+    def _write_result(
+        self,
+        name: str,
+        labels: np.ndarray,
+        target: tuple[Labels, str | None] | None,
+        placement: tuple[tuple[float, ...], tuple[float, ...]],
+        notes: list[str],
+    ) -> None:
+        """Put a finished result into the chosen layer, or a new one when that would lose edits.
+
+        ``notes`` are clauses for the message (what happened during the run).
+        """
+        if target is not None:
+            layer, seen = target
+            if layer not in self.viewer.layers:
+                notes.append(f"the labels layer {layer.name!r} was removed during the run")
+            elif fingerprint(layer.data) != seen:
+                notes.append(f"{layer.name!r} was edited during the run, so it is kept")
+            elif replace_undoably(layer, labels):
+                self.status.value += f" in {layer.name!r}"
+                show_info(_sentence([*notes, f"replaced {layer.name!r} (Ctrl+Z undoes)"]))
+                return
+            else:
+                notes.append(f"{layer.name!r} has another shape or type, so it is kept")
+        scale, translate = placement
+        new = self.viewer.add_labels(
+            labels, name=name, scale=scale, translate=translate, opacity=0.5
+        )
+        mark_made(new)
+        self.status.value += f" in {new.name!r}"
+        if notes:
+            show_info(_sentence([*notes, f"the result is in the new layer {new.name!r}"]))
+
+
+def _placement(source: Image, ndim: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Scale and translate of the last ``ndim`` spatial axes of a probability layer."""
+    scale = spatial_scale(source)[-ndim:]
+    translate = tuple(float(t) for t in source.translate)[-ndim:]
+    return scale, translate
+
+
+def _sentence(clauses: list[str]) -> str:
+    """One notification sentence from clauses: 'a; b; c.' with a capital first letter."""
+    text = "; ".join(clauses)
+    return f"{text[0].upper()}{text[1:]}."

@@ -3,8 +3,11 @@
 The model list comes from the registry (bundled, the user's own and fine-tuned
 models, or a file opened here) and shows each model's card. Inference and the
 model's recommended post-processing run in a worker thread with progress and
-Cancel; the results land as a probability layer and a labels layer with the
-image's scale and translate, replacing the previous result of the same name.
+Cancel; the results land as a probability layer (the foreground class only,
+unless "all classes" is ticked) and a labels layer on top, selected, with the
+image's scale, translate and units (µm once the voxel size is known),
+replacing the previous result of the same name
+unless that labels layer was edited since (then the new one goes beside it).
 A zarr-backed or very large image goes block by block into zarr stores shown
 as lazy layers while they fill (:mod:`._zarr_job`).
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,9 +33,11 @@ from magicgui.widgets import (
 from napari.layers import Image
 from napari.utils.notifications import show_info, show_warning
 
+from .._reader import VoxelSize, layer_voxel_size, spatial_units
 from ..core.inference.job import match_channels
 from ..core.inference.options import DEFAULT_TILE, DEFAULTS, PredictOptions
 from ..core.inference.tiling import BLEND_MODES
+from ._layer_edits import edited_since_made, mark_made, replace_undoably
 from ._runner import JobRunner
 from ._zarr_job import run_block_by_block
 
@@ -99,6 +105,7 @@ class SegmentWidget(Container):
         super().__init__(labels=True)
         self.viewer = napari_viewer
         self.image_combo: ComboBox = create_widget(annotation=Image, label="image")
+        self.voxel_label = Label(value="")
         self.model_combo = ComboBox(label="model", choices=[NO_MODEL])
         self.open_button = PushButton(text="Open model file…")
         self.card_label = Label(value="")
@@ -113,12 +120,16 @@ class SegmentWidget(Container):
         self.match_scale = CheckBox(value=True, text="resample to the model's pixel size")
         self.mode_3d = ComboBox(choices=["slice-wise", "ortho-plane"], label="3D mode")
         self.region = ComboBox(choices=list(REGIONS), value="whole image", label="run on")
+        self.all_classes = CheckBox(
+            value=False, text="all classes (probabilities with a class slider)"
+        )
         self.run_button = PushButton(text="Run")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = Label(value="")
         self.extend(
             [
                 self.image_combo,
+                self.voxel_label,
                 self.model_combo,
                 self.open_button,
                 self.card_label,
@@ -131,26 +142,30 @@ class SegmentWidget(Container):
                 self.match_scale,
                 self.mode_3d,
                 self.region,
+                self.all_classes,
                 self.run_button,
                 self.cancel_button,
                 self.status,
             ]
         )
         # Model cards and messages are long: wrap them instead of widening the dock.
-        for label in (self.card_label, self.device_label, self.status):
+        for label in (self.voxel_label, self.card_label, self.device_label, self.status):
             label.native.setWordWrap(True)
-        self.runner = JobRunner("Segment", on_state=self._set_running)
+        self.runner = JobRunner("Segment", on_state=self._set_running, status=self.status)
+        self.append(self.runner.panel)
         self._extra_paths: list[str] = []
         self.warm_models: dict[tuple[str, str], SegmentationModel] = {}
         self.model_combo.changed.connect(self._show_card)
         self.model_combo.changed.connect(self._remember_pick)
         self.image_combo.changed.connect(self.suggest_model)
+        self.image_combo.changed.connect(self.show_voxel_size)
         self.device_combo.changed.connect(self._show_device)
         self.open_button.changed.connect(self.open_model_file)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.runner.cancel)
         self.refresh_models()
         self.suggest_model()
+        self.show_voxel_size()
         self._show_device()
 
     # ------------------------------------------------------------------ models
@@ -287,6 +302,23 @@ class SegmentWidget(Container):
         if match:
             self.model_combo.value = match[0]
 
+    def show_voxel_size(self, event: Any = None) -> VoxelSize | None:
+        """Say under the image picker which voxel size a run will use, and where it came from.
+
+        Returns
+        -------
+        VoxelSize or None
+            The chosen image's voxel size; None when no usable image is chosen.
+        """
+        layer = self.image_combo.value
+        try:
+            ndim = len(image_axes(layer).replace("C", "")) if layer is not None else 0
+        except ValueError:
+            ndim = 0
+        voxel = layer_voxel_size(layer, ndim) if ndim else None
+        self.voxel_label.value = voxel.note if voxel is not None else ""
+        return voxel
+
     # --------------------------------------------------------------------- run
     def _set_running(self, running: bool) -> None:
         self.run_button.enabled = not running
@@ -316,9 +348,16 @@ class SegmentWidget(Container):
             tta=bool(self.tta.value),
             ortho=self.mode_3d.value == "ortho-plane" and "Z" in axes,
         )
-        spatial_scale = tuple(float(s) for s in layer.scale)[-len(axes.replace("C", "")) :]
-        physical = None if all(s == 1.0 for s in spatial_scale) else spatial_scale
+        voxel = layer_voxel_size(layer, len(axes.replace("C", "")))
+        self.voxel_label.value = voxel.note
+        physical = voxel.size_um
         card = _card(entry.path)
+        if physical is None and card is not None and card.pixel_size_um is not None:
+            # Where it matters: the image cannot be matched to the model's pixel size.
+            show_warning(
+                f"{voxel.note} The model expects {card.pixel_size_um:g} µm per pixel; the "
+                "image is predicted as it is."
+            )
         resample = bool(self.match_scale.value)
         mismatch, note = _scale_messages(card, physical, axes, tuple(data.shape))
         # A warm model is reused only on the same device it was loaded for.
@@ -345,7 +384,7 @@ class SegmentWidget(Container):
         def done(outcome: tuple[SegmentationModel, SegmentResult]) -> None:
             model, result = outcome
             self.warm_models = {key: model}  # keep one model warm for the next run
-            self._add_results(layer, model, result, offset)
+            self._add_results(layer, model, result, offset, physical)
 
         self.runner.start(job, done, on_cancel=lambda: setattr(self.status, "value", "cancelled"))
 
@@ -391,8 +430,18 @@ class SegmentWidget(Container):
         return np.minimum(low, high), np.maximum(low, high)
 
     def _add_results(
-        self, layer: Image, model: SegmentationModel, result: SegmentResult, offset: tuple[int, ...]
+        self,
+        layer: Image,
+        model: SegmentationModel,
+        result: SegmentResult,
+        offset: tuple[int, ...],
+        physical: tuple[float, ...] | None = None,
     ) -> None:
+        """Show the results over the image: labels on top and selected, probabilities below.
+
+        ``physical`` is the voxel size the run used; the result layers keep it in
+        their metadata, so Export measures in µm even when the image's scale is 1.
+        """
         if layer not in self.viewer.layers:
             show_info("The image layer was removed; results discarded.")
             return
@@ -401,37 +450,150 @@ class SegmentWidget(Container):
         translate = tuple(
             t + o * s for t, o, s in zip(tuple(layer.translate)[-spatial_ndim:], offset, scale)
         )
+        units = self._result_units(layer, spatial_ndim)
         base = f"{layer.name} {model.name}"
+        origin = Path(layer.source.path).name if layer.source.path else f"the image {layer.name!r}"
+        voxel_meta = {"voxel_size_um": physical, "voxel_size_from": origin} if physical else {}
+        note = ""
         if result.probabilities is not None:
-            metadata = {
-                "class_axis": 0,
-                "classes": model.classes,
-                "postprocess": result.pipeline,
-                "model": model.name,
-            }
-            self._replace(
+            note = self._add_probabilities(
                 f"{base} probabilities",
-                result.probabilities,
+                result,
+                model,
+                scale=scale,
+                translate=translate,
+                units=units,
+                metadata={"model": model.name, "classes": model.classes, **voxel_meta},
+            )
+        self._replace(
+            f"{base} labels",
+            result.labels,
+            "labels",
+            scale=scale,
+            translate=translate,
+            units=units,
+            metadata=voxel_meta,
+            opacity=0.5,
+            visible=True,
+        )
+        # _replace leaves the result on top of the layer list; select it for Correct and Export.
+        labels = self.viewer.layers[-1]
+        self.viewer.layers.selection.active = labels
+        count = len(np.unique(result.labels)) - 1
+        self.status.value = f"{count} objects" + note
+
+    def _add_probabilities(
+        self,
+        name: str,
+        result: SegmentResult,
+        model: SegmentationModel,
+        *,
+        scale: tuple[float, ...],
+        translate: tuple[float, ...],
+        units: tuple[Any, ...],
+        metadata: dict[str, Any],
+    ) -> str:
+        """Add the foreground probabilities (or all classes when asked) as a faint overlay.
+
+        The class stack would add a slider and, shown whole, wash the image out with
+        the background class; the foreground map alone is what Post-process needs
+        unless the model's pipeline uses a boundary class.
+
+        Returns
+        -------
+        str
+            A note for the status line ("" when there is nothing to say).
+        """
+        probabilities = result.probabilities
+        n_classes = probabilities.shape[0]
+        pipeline = dict(result.pipeline or {})
+        foreground = int(pipeline.get("foreground_class", 1 if n_classes > 1 else 0))
+        foreground = min(max(foreground, 0), n_classes - 1)
+        look = {"colormap": "magenta", "contrast_limits": (0.0, 1.0), "blending": "additive"}
+        if self.all_classes.value:
+            self._replace(
+                name,
+                probabilities,
                 "image",
                 scale=(1.0, *scale),
                 translate=(0.0, *translate),
-                metadata=metadata,
-                colormap="magma",
-                contrast_limits=(0.0, 1.0),
-                blending="additive",
+                units=("pixel", *units),
+                metadata={**metadata, "class_axis": 0, "postprocess": result.pipeline},
+                opacity=0.5,
+                **look,
             )
+            # The class slider is the first axis: start it on the foreground, not background.
+            class_axis = self.viewer.dims.ndim - probabilities.ndim
+            self.viewer.dims.set_current_step(class_axis, foreground)
+            return ""
+        single = {**pipeline, "foreground_class": 0, "boundary_class": None}
         self._replace(
-            f"{base} labels", result.labels, "labels", scale=scale, translate=translate, opacity=0.5
+            name,
+            probabilities[foreground],
+            "image",
+            scale=scale,
+            translate=translate,
+            units=units,
+            metadata={
+                **metadata,
+                "foreground_class": foreground,
+                "postprocess": single if result.pipeline is not None else None,
+            },
+            opacity=0.4,
+            **look,
         )
-        count = len(np.unique(result.labels)) - 1
-        self.status.value = f"{count} objects"
+        if pipeline.get("boundary_class") is not None:
+            return (
+                "; the probabilities show the foreground class only: tick 'all classes' to "
+                "tune Post-process with the boundary class too"
+            )
+        return ""
+
+    def _result_units(self, layer: Image, ndim: int) -> tuple[Any, ...]:
+        """Units of the result layers: µm where the image has a voxel size, else the image's.
+
+        napari's scale bar shows a unit only when all layers agree, so an image with a
+        physical scale still in napari's default ``pixel`` units is switched to µm too.
+        """
+        axes = image_axes(layer).replace("C", "")[-ndim:]
+        own = tuple(layer.units)[-ndim:]
+        physical_scale = any(float(s) != 1.0 for s in tuple(layer.scale)[-ndim:])
+        if physical_scale and all(str(u) == "pixel" for u in own):
+            units = spatial_units(axes)
+            layer.units = (*tuple(layer.units)[: layer.ndim - ndim], *units)
+            return units
+        return own
 
     def _replace(self, name: str, data: np.ndarray, kind: str, **kwargs: Any) -> None:
-        """Replace the layer of that name instead of piling up results."""
-        if name in self.viewer.layers:
-            self.viewer.layers.remove(name)
+        """Replace the layer of that name instead of piling up results, but never lose an edit.
+
+        A labels layer edited since it was made is kept and the result goes beside
+        it; an unedited one of the same shape and place is overwritten as one undo step.
+        """
+        old = self.viewer.layers[name] if name in self.viewer.layers else None
+        if kind == "labels" and old is not None:
+            if edited_since_made(old):
+                new = self.viewer.add_labels(data, name=name, **kwargs)
+                mark_made(new)
+                show_info(f"{name!r} has edits, so it is kept; the new result is {new.name!r}.")
+                return
+            same_place = all(
+                np.allclose(getattr(old, key), kwargs[key])
+                for key in ("scale", "translate")
+                if key in kwargs
+            )
+            if same_place and replace_undoably(old, data):
+                for key, value in kwargs.items():  # as if added anew: same look, on top
+                    setattr(old, key, value)
+                mark_made(old)  # new metadata must keep the fingerprint
+                self.viewer.layers.move(self.viewer.layers.index(old), len(self.viewer.layers))
+                return
+        if old is not None:
+            self.viewer.layers.remove(old)
         add = self.viewer.add_image if kind == "image" else self.viewer.add_labels
-        add(data, name=name, **kwargs)
+        layer = add(data, name=name, **kwargs)
+        if kind == "labels":
+            mark_made(layer)
 
 
 def _load_and_segment(

@@ -285,13 +285,17 @@ def test_labels_of_another_shape_are_a_clear_error(parent, nuclei):
         drain(finetune(parent, nuclei.image, nuclei.labels[:, :90], settings=quick()), show=False)
 
 
-def test_slices_outside_the_stack_and_rgb_for_a_grey_model(parent):
+def test_slices_outside_the_stack_and_two_channels_for_a_grey_model(parent):
     image, labels = sparse_stack()
     with pytest.raises(TrainingDataError, match="outside the stack"):
         drain(finetune(parent, image, labels, slices=[9], settings=quick()), show=False)
-    rgb = np.zeros((32, 32, 3), np.uint8)
+    # RGB is made grey as in prediction (tests/robustness/test_channels.py); two channels are not.
+    two = np.zeros((32, 32, 2), np.uint8)
     with pytest.raises(ModelError, match="greyscale"):
-        drain(finetune(parent, rgb, np.ones((32, 32), np.uint8), settings=quick()), show=False)
+        drain(
+            finetune(parent, two, np.ones((32, 32), np.uint8), axes="YXC", settings=quick()),
+            show=False,
+        )
 
 
 @pytest.mark.parametrize("budget", [{"minutes": 0}, {"minutes": -1}, {"steps": 0}])
