@@ -47,6 +47,10 @@ def test_export_labels_and_measurements_then_reread(setup, qtbot, tmp_path, fmt)
     assert float(rows[1]["volume_um3"]) == pytest.approx(16 * 0.1 * 0.02 * 0.02)
     assert float(rows[0]["mean_intensity"]) == 5.0
     assert "objects: 2" in widget.summary.value
+    summary = list(csv.DictReader(csv_path.with_name(f"{csv_path.stem}_summary.csv").open()))
+    total = sum(float(r["volume_um3"]) for r in rows)
+    assert len(summary) == 1 and summary[0]["objects"] == "2"
+    assert float(summary[0]["total_volume_um3"]) == pytest.approx(total, rel=1e-5)
 
 
 def test_replaces_an_earlier_export_only_when_confirmed(setup, qtbot):

@@ -29,6 +29,7 @@ from qtpy.QtWidgets import QMessageBox
 
 from .._reader import VoxelSize, layer_voxel_size
 from ..core.evaluation.export import LABEL_FORMATS, ExportResult, export_job
+from ..core.evaluation.measure import summary_path_for
 from ..core.io.outputs import Output, check_outputs
 from ._runner import JobRunner
 
@@ -121,6 +122,7 @@ class ExportWidget(Container):
             show_warning("Choose a labels layer to export.")
             return
         labels_path, csv_path = self.targets()
+        summary_path = None if csv_path is None else summary_path_for(csv_path)
         if labels_path is None and csv_path is None:
             show_warning("Tick 'write labels' or 'write measurements'.")
             return
@@ -133,7 +135,11 @@ class ExportWidget(Container):
             return
         outputs = [
             Output(path, flag)
-            for path, flag in ((labels_path, "The labels file"), (csv_path, "The table"))
+            for path, flag in (
+                (labels_path, "The labels file"),
+                (csv_path, "The table"),
+                (summary_path, "The summary"),
+            )
             if path is not None
         ]
         try:
@@ -156,7 +162,12 @@ class ExportWidget(Container):
         # A snapshot, so painting during the export cannot tear the written file.
         labels = np.array(layer.data, copy=True)
         job = export_job(
-            labels, labels_path, scale=physical, csv_path=csv_path, intensity=intensity
+            labels,
+            labels_path,
+            scale=physical,
+            csv_path=csv_path,
+            summary_path=summary_path,
+            intensity=intensity,
         )
         self.runner.start(job, self._on_done)
 

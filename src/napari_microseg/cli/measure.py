@@ -58,12 +58,13 @@ def run(args: argparse.Namespace) -> int:
 
     from ..core.evaluation.contingency import as_instances, is_binary
     from ..core.evaluation.export import export_job
+    from ..core.evaluation.measure import summary_path_for
     from ..core.io.outputs import Output, check_outputs
     from ..core.progress import drain
     from . import CommandError
     from .evaluate import read_labels
 
-    summary_path = args.summary or args.out.with_name(f"{args.out.stem}_summary.csv")
+    summary_path = args.summary or summary_path_for(args.out)
     inputs = [p for p in (args.labels, args.image) if p is not None]
     outputs = [Output(args.out, "--out"), Output(summary_path, "--summary")]
     check_outputs(outputs, inputs, overwrite=args.overwrite)

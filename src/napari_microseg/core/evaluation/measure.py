@@ -152,6 +152,18 @@ def summary_csv(summary: dict[str, Any]) -> str:
     return _csv_text(list(summary), [summary.values()])
 
 
+def summary_path_for(table: str | os.PathLike) -> Path:
+    """Where the summary of the measurement table ``table`` goes: ``<table>_summary.csv``.
+
+    Examples
+    --------
+    >>> summary_path_for("out/objects.csv").as_posix()
+    'out/objects_summary.csv'
+    """
+    table = Path(table)
+    return table.with_name(f"{table.stem}_summary.csv")
+
+
 def is_measurements_header(header: str) -> bool:
     """True for the header row of a table :func:`measurements_csv` or :func:`summary_csv` wrote.
 
