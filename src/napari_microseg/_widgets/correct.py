@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import (
     ComboBox,
-    Container,
     Label,
     PushButton,
     SpinBox,
@@ -29,6 +28,7 @@ from qtpy.QtCore import QTimer
 from ..core.io.autosave import list_autosaves, write_autosave
 from ..core.io.images import imread
 from ..core.postprocess import corrections as ops
+from ._dock import DockedContainer
 
 if TYPE_CHECKING:
     import napari
@@ -48,7 +48,7 @@ SHORTCUTS = [
 AUTOSAVE_INTERVAL_S = 60
 
 
-class CorrectWidget(Container):
+class CorrectWidget(DockedContainer):
     """Dock widget with object-level label corrections."""
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
@@ -91,6 +91,7 @@ class CorrectWidget(Container):
         self._timer.start()
         self._bind_layer(self.labels_combo.value)
         self.restore_button.enabled = bool(list_autosaves())
+        self.wrap_for_dock()
 
     # ----------------------------------------------------------------- layer wiring
     @property

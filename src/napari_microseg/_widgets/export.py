@@ -17,7 +17,6 @@ import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
-    Container,
     FileEdit,
     Label,
     PushButton,
@@ -31,13 +30,14 @@ from .._reader import VoxelSize, layer_voxel_size
 from ..core.evaluation.export import LABEL_FORMATS, ExportResult, export_job
 from ..core.evaluation.measure import summary_path_for
 from ..core.io.outputs import Output, check_outputs
+from ._dock import DockedContainer
 from ._runner import JobRunner
 
 if TYPE_CHECKING:
     import napari
 
 
-class ExportWidget(Container):
+class ExportWidget(DockedContainer):
     """Dock widget that exports a labels layer and its measurements."""
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
@@ -77,6 +77,7 @@ class ExportWidget(Container):
         self.cancel_button.changed.connect(self.runner.cancel)
         self.last_result: ExportResult | None = None
         self.show_voxel_size()
+        self.wrap_for_dock()
 
     def show_voxel_size(self, event: object = None) -> VoxelSize | None:
         """Say under the labels picker which voxel size sizes are measured in, and why.

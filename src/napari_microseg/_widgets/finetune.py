@@ -17,7 +17,6 @@ import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
-    Container,
     FloatSpinBox,
     Label,
     LineEdit,
@@ -28,6 +27,7 @@ from magicgui.widgets import (
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_info, show_warning
 
+from ._dock import DockedContainer
 from ._runner import JobRunner
 from .segment import NO_MODEL, image_axes
 
@@ -89,7 +89,7 @@ class TrainingCurves:
         self.canvas.draw_idle()
 
 
-class FinetuneWidget(Container):
+class FinetuneWidget(DockedContainer):
     """Dock widget that fine-tunes a model on corrected labels."""
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
@@ -132,7 +132,7 @@ class FinetuneWidget(Container):
             ]
         )
         self.curves = TrainingCurves()
-        self.native.layout().addWidget(self.curves.canvas)
+        self.content.layout().addWidget(self.curves.canvas)
         self.runner = JobRunner("Fine-tune", on_state=self._set_running, status=self.result_label)
         self.append(self.runner.panel)
         self.new_model: SegmentationModel | None = None
@@ -143,6 +143,7 @@ class FinetuneWidget(Container):
         self.model_combo.changed.connect(self._suggest_name)
         self.refresh_models()
         self.detect_slices()
+        self.wrap_for_dock()
 
     # ------------------------------------------------------------------ inputs
     def refresh_models(self, keep: str | None = None) -> None:

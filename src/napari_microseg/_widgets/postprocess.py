@@ -23,7 +23,6 @@ import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
-    Container,
     FloatSlider,
     FloatSpinBox,
     Label,
@@ -35,6 +34,7 @@ from napari.utils.notifications import show_info, show_warning
 from qtpy.QtWidgets import QMessageBox
 
 from ..core.postprocess import METHODS, PostprocessPipeline
+from ._dock import DockedContainer
 from ._layer_edits import edited_since_made, fingerprint, mark_made, replace_undoably
 from ._runner import JobRunner, user_message
 
@@ -56,7 +56,7 @@ def spatial_scale(layer: Image) -> tuple[float, ...]:
     return tuple(float(s) for i, s in enumerate(layer.scale) if i != axis)
 
 
-class PostprocessWidget(Container):
+class PostprocessWidget(DockedContainer):
     """Dock widget that turns a probability layer into labels."""
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
@@ -126,6 +126,7 @@ class PostprocessWidget(Container):
         self.cancel_button.changed.connect(self.runner.cancel)
         self.viewer.dims.events.current_step.connect(self.update_preview)
         self._on_layer_changed(self.prob_combo.value)
+        self.wrap_for_dock()
 
     # -------------------------------------------------------------------- settings
     def _set_running(self, running: bool) -> None:

@@ -23,7 +23,6 @@ import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
-    Container,
     FloatSpinBox,
     Label,
     PushButton,
@@ -37,6 +36,7 @@ from .._reader import VoxelSize, layer_voxel_size, spatial_units
 from ..core.inference.job import match_channels
 from ..core.inference.options import DEFAULT_TILE, DEFAULTS, PredictOptions
 from ..core.inference.tiling import BLEND_MODES
+from ._dock import DockedContainer
 from ._layer_edits import edited_since_made, mark_made, replace_undoably
 from ._runner import JobRunner
 from ._zarr_job import run_block_by_block
@@ -89,7 +89,7 @@ def layer_hints(layer: Image) -> dict[str, Any]:
     }
 
 
-class SegmentWidget(Container):
+class SegmentWidget(DockedContainer):
     """Dock widget that segments an image layer with a deep-learning model."""
 
     # The model the user picked by hand (a suggestion never replaces it), and whether the
@@ -167,6 +167,7 @@ class SegmentWidget(Container):
         self.suggest_model()
         self.show_voxel_size()
         self._show_device()
+        self.wrap_for_dock()
 
     # ------------------------------------------------------------------ models
     def refresh_models(self, keep: str | None = None) -> None:
