@@ -80,7 +80,7 @@ def test_bundled_model_segments_part_of_its_validation_split_sensibly(entry):
     dataset = model.card.lineage["dataset"]
     folder = DATA / dataset["folder"]
     if not folder.is_dir():
-        pytest.skip(f"no {folder}")
+        pytest.skip(f"no {folder}: this test needs the real data (set MICROSEG_DATA)")
     split = validation_split(model, folder, config={"data": dataset["read_as"]})
     target = TARGETS[split.kind]
     options = PredictOptions.for_card(model.card, device="cpu")
@@ -123,7 +123,7 @@ def test_isbi_validation_planes_are_the_five_training_holds_out():
 
     folder = DATA / "isbi2012"
     if not folder.is_dir():
-        pytest.skip(f"no {folder}")
+        pytest.skip(f"no {folder}: this test needs the real data (set MICROSEG_DATA)")
     model = create_model("unet", name="m", classes=["membrane", "cell"], depth=2, base_width=4)
     _recorded_lineage(model, load_dataset(folder, target="cells").pairs, val_fraction=0.2)
     split = validation_split(
@@ -146,7 +146,7 @@ def test_lucchi_validation_is_its_own_validation_stack():
 
     folder = DATA / "lucchi"
     if not folder.is_dir():
-        pytest.skip(f"no {folder}")
+        pytest.skip(f"no {folder}: this test needs the real data (set MICROSEG_DATA)")
     model = create_model("unet", name="m", depth=2, base_width=4)
     _recorded_lineage(model, load_dataset(folder, limit=3).pairs)
     model.card.lineage["validation"] = "1 validation plane(s) given separately"
