@@ -28,7 +28,7 @@ from qtpy.QtWidgets import QMessageBox
 
 from .._reader import VoxelSize, layer_voxel_size
 from ..core.evaluation.export import LABEL_FORMATS, ExportResult, export_job
-from ..core.evaluation.measure import summary_path_for
+from ..core.evaluation.measure import is_measurements_header, summary_path_for
 from ..core.io.outputs import Output, check_outputs
 from ._dock import DockedContainer
 from ._runner import JobRunner
@@ -135,7 +135,7 @@ class ExportWidget(DockedContainer):
             show_warning("PNG holds 2D labels only; choose TIFF or OME-Zarr for a stack.")
             return
         outputs = [
-            Output(path, flag)
+            Output(path, flag, csv_header=is_measurements_header)
             for path, flag in (
                 (labels_path, "The labels file"),
                 (csv_path, "The table"),

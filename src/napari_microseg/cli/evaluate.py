@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         COLUMNS,
         evaluate_images,
         format_table,
+        is_scores_header,
         mean_row,
         select_metrics,
         write_csv,
@@ -64,7 +65,11 @@ def run(args: argparse.Namespace) -> int:
     pairs = _find_pairs(args.pred, args.truth)
     if args.csv is not None:
         inputs = [args.pred, args.truth, *(p for _, *paths in pairs for p in paths)]
-        check_outputs([Output(args.csv, "--csv")], inputs, overwrite=args.overwrite)
+        check_outputs(
+            [Output(args.csv, "--csv", csv_header=is_scores_header)],
+            inputs,
+            overwrite=args.overwrite,
+        )
     rows = []
     for name, pred_path, truth_path in pairs:
         pred, _ = read_labels(pred_path, "PRED")

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..core.evaluation.contingency import as_instances, is_binary
     from ..core.evaluation.export import export_job
-    from ..core.evaluation.measure import summary_path_for
+    from ..core.evaluation.measure import is_measurements_header, summary_path_for
     from ..core.io.outputs import Output, check_outputs
     from ..core.progress import drain
     from . import CommandError
@@ -66,7 +66,10 @@ def run(args: argparse.Namespace) -> int:
 
     summary_path = args.summary or summary_path_for(args.out)
     inputs = [p for p in (args.labels, args.image) if p is not None]
-    outputs = [Output(args.out, "--out"), Output(summary_path, "--summary")]
+    outputs = [
+        Output(args.out, "--out", csv_header=is_measurements_header),
+        Output(summary_path, "--summary", csv_header=is_measurements_header),
+    ]
     check_outputs(outputs, inputs, overwrite=args.overwrite)
     labels, scale = read_labels(args.labels, "LABELS")
     if labels.dtype != bool and not np.issubdtype(labels.dtype, np.integer):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from napari_microseg.core.evaluation.measure import (
+    is_measurements_header,
     measure_objects,
     measurements_csv,
     summarize,
@@ -102,4 +103,5 @@ def test_summary_csv_is_recognised_as_ours(tmp_path):
     summary = summarize(measure_objects(labels, scale=(0.1, 0.2, 0.2)))
     path = write_summary(tmp_path / "s.csv", summary)
     assert path.read_text() == "objects,total_volume_um3,mean_volume_um3\n1,0.032,0.032\n"
-    assert is_ours(path)
+    assert is_ours(path, csv_header=is_measurements_header)
+    assert not is_ours(path)  # a CSV is ours only to a writer that knows its header

@@ -87,6 +87,19 @@ _NAME_SUFFIXES = (
 _SUFFIX_PATTERN = re.compile(r"[_\-. ](" + "|".join(_NAME_SUFFIXES) + r")$", re.IGNORECASE)
 
 
+def is_scores_header(header: str) -> bool:
+    """True for the header row of a scores CSV :func:`write_csv` wrote (the fixed :data:`COLUMNS`).
+
+    Examples
+    --------
+    >>> is_scores_header(",".join(COLUMNS))
+    True
+    >>> is_scores_header("name,score")
+    False
+    """
+    return header == ",".join(COLUMNS)
+
+
 def select_metrics(names: Iterable[str] | None) -> tuple[str, ...]:
     """Metric columns for group or column names; None or ``"all"`` selects every column.
 

@@ -8,8 +8,9 @@ first file is written, so a refusal costs seconds and loses nothing.
 
 Our tags: ``microseg`` in a TIFF description (:data:`LABELS_MARKER` for labels,
 :data:`IMAGE_MARKER` for images such as probabilities) or in a PNG text chunk; a
-``microseg_*`` attribute at the root of a zarr store; the header row of an evaluation
-CSV; the ``schema`` and ``method`` keys of a saved post-processing pipeline.
+``microseg_*`` attribute at the root of a zarr store; the header row of a CSV, as
+recognised by the function its writer gives (:attr:`Output.csv_header`); the
+``schema`` and ``method`` keys of a saved post-processing pipeline.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -54,20 +55,27 @@ class Output(NamedTuple):
         The option that names it (``"--out"``, ``"--csv"``...), for messages.
     source : str
         The input it is made from, when several inputs share the flag (batches).
+    csv_header : callable, optional
+        For a CSV output: tells our header row from any other, so an earlier CSV of
+        ours can be replaced (a CSV has no room for a tag; its writer knows its header).
     """
 
     path: Path
     flag: str
     source: str = ""
+    csv_header: Callable[[str], bool] | None = None
 
 
-def is_ours(path: str | os.PathLike) -> bool:
+def is_ours(path: str | os.PathLike, csv_header: Callable[[str], bool] | None = None) -> bool:
     """True when ``path`` exists and carries napari-microseg's tag.
 
     Parameters
     ----------
     path : path-like
         A TIFF, PNG, CSV or JSON file, or a zarr store.
+    csv_header : callable, optional
+        Recognises the header row of the CSV kind expected at ``path``; without it
+        no CSV counts as ours.
 
     Returns
     -------
@@ -87,7 +95,7 @@ def is_ours(path: str | os.PathLike) -> bool:
         if name.endswith(PLAIN_IMAGE_SUFFIXES):
             return _png_is_ours(p)
         if name.endswith(".csv"):
-            return _csv_is_ours(p)
+            return csv_header is not None and csv_header(_first_line(p))
         if name.endswith(".json"):
             stored = json.loads(p.read_text(encoding="utf-8"))
             return isinstance(stored, dict) and "schema" in stored and "method" in stored
@@ -144,7 +152,7 @@ def check_outputs(
         seen[target] = output
         if not os.path.lexists(output.path):
             continue
-        if not is_ours(output.path):
+        if not is_ours(output.path, output.csv_header):
             raise FileExistsError(
                 f"{output.flag} {output.path} already exists and was not written by "
                 f"napari-microseg, so it is never replaced (not even with {permission}); move "
@@ -237,10 +245,6 @@ def _zarr_is_ours(path: Path) -> bool:
     return any(key.startswith(ZARR_ATTR_PREFIX) for key in attrs)
 
 
-def _csv_is_ours(path: Path) -> bool:
-    from ..evaluation.evaluate import COLUMNS
-    from ..evaluation.measure import is_measurements_header
-
+def _first_line(path: Path) -> str:
     with open(path, encoding="utf-8") as stream:
-        header = stream.readline().rstrip("\r\n")
-    return header == ",".join(COLUMNS) or is_measurements_header(header)
+        return stream.readline().rstrip("\r\n")
