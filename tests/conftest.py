@@ -99,3 +99,21 @@ def loads(monkeypatch):
 
     monkeypatch.setattr(cli_predict, "load", load)
     return calls
+
+
+@pytest.fixture
+def user_folder(tmp_path, monkeypatch):
+    """An empty model registry in tmp_path, trained on one thread (the test machine's cores are
+    shared); returns the user model folder. Training test modules use it for every test."""
+    import torch
+
+    from napari_microseg.core.models import registry
+
+    bundled, user = tmp_path / "bundled", tmp_path / "user"
+    bundled.mkdir()
+    monkeypatch.setenv(registry.ENV_VAR, str(user))
+    monkeypatch.setattr(registry, "bundled_models_dir", lambda: bundled)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield user
+    torch.set_num_threads(threads)

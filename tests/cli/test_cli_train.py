@@ -20,16 +20,7 @@ from napari_microseg.core.training.settings import TrainSettings
 CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
 
 
-@pytest.fixture(autouse=True)
-def user_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    bundled, user = tmp_path / "bundled", tmp_path / "user"
-    bundled.mkdir()
-    monkeypatch.setenv(registry.ENV_VAR, str(user))
-    monkeypatch.setattr(registry, "bundled_models_dir", lambda: bundled)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield user
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("user_folder")
 
 
 @pytest.fixture

@@ -27,18 +27,7 @@ from napari_microseg.core.training.jobs import finetune, train
 from napari_microseg.core.training.loop import Trainer
 from napari_microseg.core.training.settings import TrainSettings
 
-
-@pytest.fixture(autouse=True)
-def user_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty registry in tmp_path, on one thread (the test machine's cores are shared)."""
-    bundled, user = tmp_path / "bundled", tmp_path / "user"
-    bundled.mkdir()
-    monkeypatch.setenv(registry.ENV_VAR, str(user))
-    monkeypatch.setattr(registry, "bundled_models_dir", lambda: bundled)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield user
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("user_folder")
 
 
 def assert_same_weights(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]) -> None:

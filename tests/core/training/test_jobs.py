@@ -29,18 +29,7 @@ from napari_microseg.core.training.jobs import finetune, train
 from napari_microseg.core.training.settings import TrainingError, TrainingWarning, TrainSettings
 from napari_microseg.core.training.split import split_validation
 
-
-@pytest.fixture(autouse=True)
-def user_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty registry in tmp_path: no test sees or writes the real model folders."""
-    bundled, user = tmp_path / "bundled", tmp_path / "user"
-    bundled.mkdir()
-    monkeypatch.setenv(registry.ENV_VAR, str(user))
-    monkeypatch.setattr(registry, "bundled_models_dir", lambda: bundled)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the test machine's cores are shared
-    yield user
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("user_folder")
 
 
 @pytest.fixture
