@@ -10,10 +10,14 @@ step of napari's undo history, so Ctrl+Z brings the previous labels back.
 from __future__ import annotations
 
 import zlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Labels
+from napari.utils.notifications import show_info
+
+if TYPE_CHECKING:
+    import napari
 
 #: Metadata key holding the fingerprint of the data a widget put into a layer.
 FINGERPRINT = "microseg_fingerprint"
@@ -71,3 +75,49 @@ def replace_undoably(layer: Labels, labels: np.ndarray) -> bool:
     layer.data_setitem(np.nonzero(changed), labels[changed].astype(data.dtype, copy=False))
     mark_made(layer)
     return True
+
+
+def put_result(
+    viewer: napari.Viewer, name: str, data: np.ndarray, kind: str, **kwargs: Any
+) -> None:
+    """Put a widget's result into the layer of that name, never losing an edit.
+
+    A labels layer edited since it was made is kept and the result goes beside it;
+    an unedited one of the same shape and place is overwritten as one undo step;
+    anything else is replaced, so results do not pile up.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    name : str
+        The result layer's name.
+    data : ndarray
+        The result: labels, or an image (probabilities).
+    kind : {"labels", "image"}
+    **kwargs
+        Layer settings (scale, translate, opacity, metadata...).
+    """
+    old = viewer.layers[name] if name in viewer.layers else None
+    if kind == "labels" and old is not None:
+        if edited_since_made(old):
+            new = viewer.add_labels(data, name=name, **kwargs)
+            mark_made(new)
+            show_info(f"{name!r} has edits, so it is kept; the new result is {new.name!r}.")
+            return
+        same_place = all(
+            np.allclose(getattr(old, key), kwargs[key])
+            for key in ("scale", "translate")
+            if key in kwargs
+        )
+        if same_place and replace_undoably(old, data):
+            for key, value in kwargs.items():  # as if added anew: same look, on top
+                setattr(old, key, value)
+            mark_made(old)  # new metadata must keep the fingerprint
+            viewer.layers.move(viewer.layers.index(old), len(viewer.layers))
+            return
+    if old is not None:
+        viewer.layers.remove(old)
+    add = viewer.add_image if kind == "image" else viewer.add_labels
+    layer = add(data, name=name, **kwargs)
+    if kind == "labels":
+        mark_made(layer)

@@ -37,7 +37,7 @@ from ..core.inference.job import match_channels
 from ..core.inference.options import DEFAULT_TILE, DEFAULTS, PredictOptions
 from ..core.inference.tiling import BLEND_MODES
 from ._dock import DockedContainer
-from ._layer_edits import edited_since_made, mark_made, replace_undoably
+from ._layer_edits import put_result
 from ._runner import JobRunner
 from ._zarr_job import run_block_by_block
 
@@ -566,35 +566,8 @@ class SegmentWidget(DockedContainer):
         return own
 
     def _replace(self, name: str, data: np.ndarray, kind: str, **kwargs: Any) -> None:
-        """Replace the layer of that name instead of piling up results, but never lose an edit.
-
-        A labels layer edited since it was made is kept and the result goes beside
-        it; an unedited one of the same shape and place is overwritten as one undo step.
-        """
-        old = self.viewer.layers[name] if name in self.viewer.layers else None
-        if kind == "labels" and old is not None:
-            if edited_since_made(old):
-                new = self.viewer.add_labels(data, name=name, **kwargs)
-                mark_made(new)
-                show_info(f"{name!r} has edits, so it is kept; the new result is {new.name!r}.")
-                return
-            same_place = all(
-                np.allclose(getattr(old, key), kwargs[key])
-                for key in ("scale", "translate")
-                if key in kwargs
-            )
-            if same_place and replace_undoably(old, data):
-                for key, value in kwargs.items():  # as if added anew: same look, on top
-                    setattr(old, key, value)
-                mark_made(old)  # new metadata must keep the fingerprint
-                self.viewer.layers.move(self.viewer.layers.index(old), len(self.viewer.layers))
-                return
-        if old is not None:
-            self.viewer.layers.remove(old)
-        add = self.viewer.add_image if kind == "image" else self.viewer.add_labels
-        layer = add(data, name=name, **kwargs)
-        if kind == "labels":
-            mark_made(layer)
+        """Put a result into the layer of that name (see :func:`put_result`)."""
+        put_result(self.viewer, name, data, kind, **kwargs)
 
 
 def _load_and_segment(
