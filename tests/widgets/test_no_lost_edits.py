@@ -14,6 +14,7 @@ import threading
 import numpy as np
 import pytest
 
+from napari_microseg._widgets import _layer_edits as layer_edits
 from napari_microseg._widgets import postprocess as postprocess_module
 from napari_microseg._widgets.correct import CorrectWidget
 from napari_microseg._widgets.postprocess import PostprocessWidget
@@ -202,7 +203,7 @@ def test_segment_rerun_keeps_an_edited_result(make_napari_viewer, tmp_path, monk
     viewer = make_napari_viewer()
     widget = segment_module.SegmentWidget(viewer)
     shown: list[str] = []
-    monkeypatch.setattr(segment_module, "show_info", shown.append)
+    monkeypatch.setattr(layer_edits, "show_info", shown.append)
     first = np.zeros((32, 32), np.int32)
     first[2:8, 2:8] = 1
     widget._replace("img m labels", first, "labels", scale=(1.0, 1.0), opacity=0.5)
