@@ -79,15 +79,19 @@ def test_zarr_layer_is_predicted_block_by_block_into_lazy_layers(
 
     prob = viewer.layers["em tiny-grey probabilities"]
     assert not isinstance(prob.data, np.ndarray)
-    assert type(prob.data).__module__.startswith("zarr")
+    # The foreground class alone, read lazily from the store: no class slider.
+    assert type(prob.data.stored).__module__.startswith("zarr")
+    assert prob.data.shape == SHAPE and viewer.dims.ndim == 3 and prob.colormap.name == "magenta"
     assert prob.metadata["complete"] is True and prob.metadata["postprocess"]["method"] == "otsu"
+    assert prob.metadata["foreground_class"] == 1
+    assert prob.metadata["postprocess"]["foreground_class"] == 0
     path = data / "em_tiny-grey.probabilities.zarr"  # next to the input
     assert prob.metadata["path"] == str(path)
     state = chunk_store.resume_state(zarr.open_array(str(path), mode="r"))
     assert state["n_blocks"] == 12 and len(state["done"]) == 12
     assert len(refreshes) >= 12  # refreshed as blocks completed
     expected = in_memory(model_registry, 64)
-    np.testing.assert_allclose(np.asarray(prob.data[:]), expected, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(prob.data[:]), expected[1], atol=1e-5)
 
     labels = viewer.layers["em tiny-grey labels"]
     assert type(labels.data).__module__.startswith("zarr") and labels.data.shape == SHAPE
@@ -108,7 +112,23 @@ def test_zarr_layer_is_predicted_block_by_block_into_lazy_layers(
     wait(widget, qtbot)
     assert "found done" not in widget.status.value
     prob = viewer.layers["em tiny-grey probabilities"]
-    np.testing.assert_allclose(np.asarray(prob.data[:]), in_memory(model_registry, 128), atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(prob.data[:]), in_memory(model_registry, 128)[1], atol=1e-5
+    )
+
+
+def test_all_classes_shows_the_class_stack_block_by_block(setup, qtbot, monkeypatch):
+    viewer, _layer, widget, _data = setup
+    monkeypatch.setattr(_block_plan, "MIN_PLANE_CHUNK", 48)
+    monkeypatch.setattr(chunked, "DEFAULT_BLOCK_SIDE", 48)
+    widget.tile.value = 64
+    widget.all_classes.value = True
+    widget.run()
+    wait(widget, qtbot)
+    prob = viewer.layers["em tiny-grey probabilities"]
+    assert type(prob.data).__module__.startswith("zarr") and prob.data.shape == (2, *SHAPE)
+    assert prob.metadata["class_axis"] == 0 and viewer.dims.ndim == 4
+    assert prob.metadata["postprocess"]["foreground_class"] == 1
 
 
 def test_cancel_keeps_done_blocks_and_a_rerun_resumes(setup, qtbot, model_registry, monkeypatch):
@@ -156,7 +176,9 @@ def test_cancel_keeps_done_blocks_and_a_rerun_resumes(setup, qtbot, model_regist
     prob = viewer.layers["em tiny-grey probabilities"]
     assert prob.metadata["complete"] is True
     assert f"{len(done)} found done" in widget.status.value
-    np.testing.assert_allclose(np.asarray(prob.data[:]), in_memory(model_registry, 128), atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(prob.data[:]), in_memory(model_registry, 128)[1], atol=1e-5
+    )
     assert "em tiny-grey labels" in viewer.layers
 
 
@@ -176,7 +198,7 @@ def test_large_numpy_layer_goes_to_the_predictions_folder(
         predictions_folder / "big_stack_tiny-grey.probabilities.zarr"
     )
     assert not isinstance(prob.data, np.ndarray)
-    np.testing.assert_allclose(prob.scale, (1.0, 2.0, 0.5, 0.5))
+    np.testing.assert_allclose(prob.scale, (2.0, 0.5, 0.5))  # foreground only: no class axis
     np.testing.assert_allclose(viewer.layers["big stack tiny-grey labels"].scale, (2.0, 0.5, 0.5))
 
 

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from napari.utils.notifications import show_info, show_warning
 
 from ..core.blocks.segment import PHASE, READY
+from ..core.blocks.store import ClassView
 from ..core.progress import Progress
 from . import _block_plan
 from ._block_plan import (
@@ -53,7 +54,7 @@ from ._block_plan import (
 from ._zarr_worker import BlockOutcome, block_segment_job
 
 if TYPE_CHECKING:
-    from magicgui.widgets import Label
+    from magicgui.widgets import CheckBox, Label
     from napari import Viewer
     from napari.layers import Image, Layer
 
@@ -85,12 +86,15 @@ class SegmentHost(Protocol):
         Runs the job on a worker thread.
     warm_models : dict
         The warm models by ``(model, device)``; the run reuses one and keeps its own.
+    all_classes : CheckBox
+        Ticked: the probabilities are shown with every class (and a class slider).
     """
 
     viewer: Viewer
     status: Label
     runner: JobRunner
     warm_models: dict[tuple[str, str], SegmentationModel]
+    all_classes: CheckBox
 
 
 class BlockRun:
@@ -112,6 +116,9 @@ class BlockRun:
         The input's axis letters.
     outputs : BlockOutputs
         Where the job writes.
+    all_classes : bool
+        Show the whole class stack (with a class slider) instead of the foreground
+        class alone.
     """
 
     def __init__(
@@ -122,6 +129,7 @@ class BlockRun:
         key: tuple[str, str],
         axes: str,
         outputs: BlockOutputs,
+        all_classes: bool = False,
     ) -> None:
         self.widget = widget
         self.viewer = widget.viewer
@@ -133,6 +141,8 @@ class BlockRun:
         self.scale = tuple(float(s) for s in layer.scale)[-spatial_ndim:]
         self.translate = tuple(float(t) for t in layer.translate)[-spatial_ndim:]
         self.base = f"{layer.name} {entry.name}"
+        self.all_classes = all_classes
+        self.foreground = foreground_class(entry)
         self.prob_layer: Image | None = None
         self.predicted = False
         self._step = -1
@@ -250,22 +260,35 @@ class BlockRun:
         for suffix in ("", FILLING, INCOMPLETE):
             self._remove(self.prob_name + suffix)
         self._remove(f"{self.base} labels")  # its store is rewritten by this run
-        self.prob_layer = self.viewer.add_image(
-            array,
-            name=self.prob_name + FILLING,
-            scale=(1.0, *self.scale),
-            translate=(0.0, *self.translate),
-            metadata={
-                "class_axis": 0,
-                "classes": list(self.entry.classes),
-                "model": self.entry.name,
-                "path": str(self.outputs.probabilities),
-                "complete": False,
-            },
-            colormap="magma",
-            contrast_limits=(0.0, 1.0),
-            blending="additive",
-        )
+        common = {
+            "classes": list(self.entry.classes),
+            "model": self.entry.name,
+            "path": str(self.outputs.probabilities),
+            "complete": False,
+        }
+        look = {"colormap": "magenta", "contrast_limits": (0.0, 1.0), "blending": "additive"}
+        if self.all_classes:
+            self.prob_layer = self.viewer.add_image(
+                array,
+                name=self.prob_name + FILLING,
+                scale=(1.0, *self.scale),
+                translate=(0.0, *self.translate),
+                metadata={"class_axis": 0, **common},
+                opacity=0.5,
+                **look,
+            )
+        else:
+            # One class, read lazily: no class slider, and the background class does not
+            # wash the image out (as the in-memory path shows it).
+            self.prob_layer = self.viewer.add_image(
+                ClassView(array, self.foreground),
+                name=self.prob_name + FILLING,
+                scale=self.scale,
+                translate=self.translate,
+                metadata={"foreground_class": self.foreground, **common},
+                opacity=0.4,
+                **look,
+            )
         self._refreshed = time.monotonic()
 
     def _mark_complete(self, pipeline: dict[str, Any] | None = None) -> None:
@@ -273,6 +296,9 @@ class BlockRun:
         if layer is None:
             return
         self.predicted = True
+        if pipeline is not None and not self.all_classes:
+            # The layer holds the foreground class alone: its pipeline reads class 0.
+            pipeline = {**pipeline, "foreground_class": 0, "boundary_class": None}
         extra = {"postprocess": pipeline} if pipeline is not None else {}
         layer.metadata = {**layer.metadata, "complete": True, **extra}
         if layer.name != self.prob_name:
@@ -286,6 +312,15 @@ class BlockRun:
         layer = self.prob_layer
         if layer is not None and layer in self.viewer.layers:
             layer.refresh()
+
+
+def foreground_class(entry: ModelEntry) -> int:
+    """The class a model's card post-processes as foreground (1, or 0 for one class)."""
+    n_classes = max(len(entry.classes), 1)
+    recommended = entry.card.recommended if entry.card is not None else {}
+    pipeline = recommended.get("postprocess") or {}
+    foreground = int(pipeline.get("foreground_class", 1 if n_classes > 1 else 0))
+    return min(max(foreground, 0), n_classes - 1)
 
 
 def run_block_by_block(
@@ -341,7 +376,7 @@ def run_block_by_block(
         show_warning(str(error))
         return True
     outputs = output_paths(folder, layer.name, entry.name)
-    run = BlockRun(widget, layer, entry, key, axes, outputs)
+    run = BlockRun(widget, layer, entry, key, axes, outputs, bool(widget.all_classes.value))
     job = block_segment_job(
         widget.warm_models.get(key),
         str(entry.path),

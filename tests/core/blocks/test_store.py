@@ -132,3 +132,29 @@ def test_threads_are_set_for_the_job_and_restored(tmp_path, model, source, expec
     np.testing.assert_allclose(zarr.open_array(str(tmp_path / "p.zarr"))[:], expected, atol=1e-6)
     with pytest.raises(ValueError, match="at least 1"), torch_threads(0):
         pass
+
+
+def test_class_view_reads_one_class_decoded_and_lazily():
+    from napari_microseg.core.blocks.store import ChunkedError, ClassView
+
+    reads = []
+
+    class Stored:
+        shape = (3, 4, 5)
+
+        def __init__(self):
+            self.values = np.arange(60, dtype=np.uint8).reshape(self.shape)
+
+        def __getitem__(self, key):
+            reads.append(key)
+            return self.values[key]
+
+    stored = Stored()
+    view = ClassView(stored, 2)
+    assert view.shape == (4, 5) and view.ndim == 2 and view.dtype == np.float32
+    np.testing.assert_array_equal(view[1:3, ::2], stored.values[2, 1:3, ::2] / np.float32(255))
+    assert reads == [(2, slice(1, 3), slice(None, None, 2))]  # only what was asked for
+    stored.values[2, 0, 0] = 255  # a store that is still filling: the next read sees it
+    assert view[0, 0] == 1.0 and np.asarray(view).shape == (4, 5)
+    with pytest.raises(ChunkedError, match="class 3 does not exist"):
+        ClassView(stored, 3)

@@ -19,6 +19,7 @@ _HOMES = {
     "LabelResult": "labels",
     "ChunkedError": "store",
     "resume_state": "store",
+    "ClassView": "store",
     "BlockGrid": "grid",
     "LocalExecutor": "executors",
     "DaskExecutor": "cluster",

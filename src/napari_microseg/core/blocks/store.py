@@ -83,6 +83,51 @@ def decode_probabilities(values: np.ndarray) -> np.ndarray:
     return values
 
 
+class ClassView:
+    """One class of a stored probability array, read lazily and decoded to float32.
+
+    A viewer shows a stored ``(C, *spatial)`` array as one foreground map without
+    a class slider and without reading the whole store: indexing reads only the
+    requested region of that class, at the time it is asked for (so a store that
+    is still filling shows its newest blocks on the next read).
+
+    Parameters
+    ----------
+    stored : array-like, shape (C, *spatial)
+        The probability store (a zarr array, or anything indexable the same way).
+    index : int
+        The class to show, ``0 <= index < C``.
+
+    Examples
+    --------
+    >>> view = ClassView(np.zeros((2, 4, 5), np.uint8), 1)
+    >>> view.shape, view.dtype
+    ((4, 5), dtype('float32'))
+    """
+
+    def __init__(self, stored: Any, index: int) -> None:
+        n_classes = int(stored.shape[0])
+        if not 0 <= index < n_classes:
+            raise ChunkedError(f"class {index} does not exist: the store has {n_classes}.")
+        self.stored = stored
+        self.index = int(index)
+        self.shape = tuple(int(n) for n in stored.shape[1:])
+        self.ndim = len(self.shape)
+        self.size = int(np.prod(self.shape))
+        self.dtype = np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        return decode_probabilities(self.stored[(self.index, *key)]).astype(np.float32, copy=False)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        values = self[...]
+        return values if dtype is None else values.astype(dtype)
+
+
 # ----------------------------------------------------------------------------- resume log
 
 
