@@ -111,3 +111,29 @@ def test_all_classes_adds_the_class_slider_on_the_foreground(segmented, qtbot):
     assert prob.data.shape[0] == 2 and prob.metadata["class_axis"] == 0
     assert viewer.dims.ndim == 3 and viewer.dims.current_step[0] == 1
     assert viewer.layers[-1].name == "nuclei tiny-grey labels"
+
+
+def test_a_layer_without_scale_or_file_says_sizes_are_in_pixels(
+    make_napari_viewer, model_registry, tmp_path, qtbot
+):
+    viewer = make_napari_viewer()
+    image = viewer.add_image(fluorescence_nuclei().image, name="pasted")
+    segment = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(segment)
+    segment.image_combo.value = image
+    segment.model_combo.value = "tiny-grey"
+    assert "Physical units unknown" in segment.voxel_label.value
+    assert "scale 1 and no source file" in segment.voxel_label.value
+    run_and_wait(segment, qtbot)
+    labels = viewer.layers["pasted tiny-grey labels"]
+    export = ExportWidget(viewer)
+    viewer.window.add_dock_widget(export)
+    export.folder.value = tmp_path
+    export.labels_combo.value = labels
+    assert "Physical units unknown" in export.voxel_label.value
+    export.write_labels.value = False
+    export.export()
+    qtbot.waitUntil(lambda: export.runner.worker is None, timeout=10000)
+    summary = export.last_result.summary
+    assert summary["total_area_px2"] == int(np.count_nonzero(labels.data))
+    assert not any(key.endswith("um2") for key in summary)

@@ -96,3 +96,21 @@ def test_a_second_start_is_refused_with_a_message(qtbot, monkeypatch):
     assert warnings == ["Segment is already running; wait for it to finish or press Cancel."]
     runner.cancel()
     qtbot.waitUntil(lambda: runner.worker is None, timeout=5000)
+
+
+def test_closing_the_viewer_during_a_run_stops_the_job_and_delivers_nothing(qtbot):
+    import napari
+    from magicgui.widgets import Container
+
+    # Not make_napari_viewer: its teardown expects a viewer that is still open.
+    viewer = napari.Viewer(show=False)
+    runner = JobRunner("Segment")
+    dock = Container(widgets=[runner.panel])
+    viewer.window.add_dock_widget(dock)
+    results, cleanup, ended = [], [], []
+    runner.start(slow_job(1000, cleanup), results.append, on_end=lambda: ended.append(1))
+    qtbot.waitUntil(lambda: runner.progress_bar.value > 0, timeout=5000)
+    viewer.window._qt_window.close()  # what the user's click on the window's X does
+    assert runner.worker is None and cleanup == ["closed"]  # stopped and cleaned up at once
+    qtbot.wait(200)
+    assert results == [] and ended == []  # nothing reaches widgets that are gone
