@@ -21,4 +21,6 @@ fi
 python3 -m pip install -q --disable-pip-version-check ".[test]"
 
 python3 -m ruff check src tests benchmarks
+# The test extra installs PyQt6; an older PyQt5 left in the environment would win otherwise.
+export QT_API="${QT_API:-pyqt6}"
 xvfb-run -a -s "-screen 0 1280x1024x24" python3 -m pytest -q "$@"

@@ -98,19 +98,19 @@ def test_a_second_start_is_refused_with_a_message(qtbot, monkeypatch):
     qtbot.waitUntil(lambda: runner.worker is None, timeout=5000)
 
 
-def test_closing_the_viewer_during_a_run_stops_the_job_and_delivers_nothing(qtbot):
-    import napari
+def test_closing_the_viewer_during_a_run_stops_the_job_and_delivers_nothing(
+    make_napari_viewer, qtbot
+):
     from magicgui.widgets import Container
 
-    # Not make_napari_viewer: its teardown expects a viewer that is still open.
-    viewer = napari.Viewer(show=False)
+    viewer = make_napari_viewer()
     runner = JobRunner("Segment")
     dock = Container(widgets=[runner.panel])
     viewer.window.add_dock_widget(dock)
     results, cleanup, ended = [], [], []
     runner.start(slow_job(1000, cleanup), results.append, on_end=lambda: ended.append(1))
     qtbot.waitUntil(lambda: runner.progress_bar.value > 0, timeout=5000)
-    viewer.window._qt_window.close()  # what the user's click on the window's X does
+    viewer.close()  # File > Close Window, or the window's X
     assert runner.worker is None and cleanup == ["closed"]  # stopped and cleaned up at once
     qtbot.wait(200)
     assert results == [] and ended == []  # nothing reaches widgets that are gone
