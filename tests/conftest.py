@@ -1,4 +1,4 @@
-"""Suite-wide fixtures: no test reads or writes the user's real model or autosave folders."""
+"""Suite-wide fixtures: no test touches the user's real model, autosave or config folders."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ def _private_user_folders(tmp_path_factory, monkeypatch):
     base = tmp_path_factory.mktemp("user-data")
     monkeypatch.setenv("NAPARI_MICROSEG_AUTOSAVE", str(base / "autosave"))
     monkeypatch.setenv("NAPARI_MICROSEG_MODELS", str(base / "models"))
+    monkeypatch.setenv("NAPARI_MICROSEG_CONFIG", str(base / "config"))
 
 
 @pytest.fixture

@@ -31,10 +31,14 @@ from ..core.evaluation.export import LABEL_FORMATS, ExportResult, export_job
 from ..core.evaluation.measure import is_measurements_header, summary_path_for
 from ..core.io.outputs import Output, check_outputs
 from ._dock import DockedContainer
+from ._memory import recall, remember
 from ._runner import JobRunner
 
 if TYPE_CHECKING:
     import napari
+
+#: The widgets' memory key of the last export folder.
+FOLDER_KEY = "export_folder"
 
 
 class ExportWidget(DockedContainer):
@@ -49,7 +53,11 @@ class ExportWidget(DockedContainer):
         self.image_combo: ComboBox = create_widget(
             annotation=Image | None, label="intensity from", options={"nullable": True}
         )
-        self.folder = FileEdit(mode="d", label="folder", value=Path.home())
+        self.folder = FileEdit(mode="d", label="folder", value=Path.cwd())
+        # A folder the user picked (by hand, or by exporting to it) stays; until then the
+        # folder follows the chosen layer's file.
+        self._folder_chosen = False
+        self._setting_folder = False
         self.format = ComboBox(choices=list(LABEL_FORMATS), value="TIFF", label="labels as")
         self.write_labels = CheckBox(value=True, text="write labels")
         self.write_csv = CheckBox(value=True, text="write measurements (CSV)")
@@ -74,10 +82,40 @@ class ExportWidget(DockedContainer):
         self.append(self.runner.panel)
         self.export_button.changed.connect(self.export)
         self.labels_combo.changed.connect(self.show_voxel_size)
+        self.labels_combo.changed.connect(self.follow_layer_folder)
+        self.folder.changed.connect(self._on_folder_changed)
         self.cancel_button.changed.connect(self.runner.cancel)
         self.last_result: ExportResult | None = None
         self.show_voxel_size()
+        self.follow_layer_folder()
         self.wrap_for_dock()
+
+    def follow_layer_folder(self, event: object = None) -> None:
+        """Point the folder at the chosen layer's file, unless the user picked one.
+
+        In order: a folder picked in this widget; the folder of the layer's file (or
+        of the image it was segmented from); the folder of the last export, remembered
+        across sessions; the current directory.
+        """
+        if self._folder_chosen:
+            return
+        source = layer_source_file(self.viewer, self.labels_combo.value)
+        remembered = recall(FOLDER_KEY)
+        if source is not None and source.parent.is_dir():
+            folder = source.parent
+        elif remembered and Path(remembered).is_dir():
+            folder = Path(remembered)
+        else:
+            folder = Path.cwd()
+        self._setting_folder = True
+        try:
+            self.folder.value = folder
+        finally:
+            self._setting_folder = False
+
+    def _on_folder_changed(self, value: object = None) -> None:
+        if not self._setting_folder:
+            self._folder_chosen = True
 
     def show_voxel_size(self, event: object = None) -> VoxelSize | None:
         """Say under the labels picker which voxel size sizes are measured in, and why.
@@ -188,10 +226,36 @@ class ExportWidget(DockedContainer):
 
     def _on_done(self, result: ExportResult) -> None:
         self.last_result = result
+        self._folder_chosen = True
+        remember(FOLDER_KEY, str(Path(self.folder.value).resolve()))
         parts = [f"{k.replace('_', ' ')}: {v:.4g}" for k, v in result.summary.items()]
         self.summary.value = "; ".join(parts)
         written = ", ".join(p.name for p in result.files)
         show_info(f"Exported {written}." if written else "Measured; nothing written.")
+
+
+def layer_source_file(viewer: napari.Viewer, layer: Labels | None) -> Path | None:
+    """The file a labels layer, or the image it was segmented from, was opened from.
+
+    The layer's own source; else the ``image_path`` the Segment widget records;
+    else the file of the image layer whose name starts the labels layer's name
+    (``"<image> <model> labels"``). None when there is none.
+    """
+    if layer is None:
+        return None
+    if layer.source.path:
+        return Path(layer.source.path)
+    if layer.metadata.get("image_path"):
+        return Path(layer.metadata["image_path"])
+    images = [
+        other
+        for other in viewer.layers
+        if isinstance(other, Image) and other.source.path and layer.name.startswith(other.name)
+    ]
+    if images:
+        best = max(images, key=lambda image: len(image.name))  # the most specific name
+        return Path(best.source.path)
+    return None
 
 
 def _source_files(viewer: napari.Viewer) -> list[Path]:

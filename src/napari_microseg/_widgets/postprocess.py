@@ -1,8 +1,10 @@
 """Post-process widget: probabilities to labels with a live preview, no re-inference.
 
-It works on any probability Image layer: the layers the Segment widget makes
+It works on probability Image layers: the layers the Segment widget makes
 carry their class axis and the model's recommended pipeline in
-``layer.metadata``; any other single-channel image in [0, 1] works too.
+``layer.metadata``; any other floating-point image in [0, 1] works too. Only
+those are offered (never the raw image), the newest first, and a new one is
+picked as soon as it appears.
 Moving a slider re-runs the pipeline on the current slice only (thresholds
 derived once from the whole map, so the preview matches the final result);
 "Apply to all slices" runs the whole map in the background with Cancel.
@@ -27,7 +29,6 @@ from magicgui.widgets import (
     FloatSpinBox,
     Label,
     PushButton,
-    create_widget,
 )
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_info, show_warning
@@ -42,6 +43,29 @@ if TYPE_CHECKING:
     import napari
 
 LOG = logging.getLogger(__name__)
+
+
+def is_probability_layer(layer: Any) -> bool:
+    """Whether Post-process can read ``layer`` as probabilities.
+
+    A layer the Segment widget made (its metadata names the model's post-processing
+    or class axis), or a floating-point Image whose values lie in [0, 1] (napari's
+    contrast-limit range, which it measures when the layer is added).
+    """
+    if not isinstance(layer, Image) or layer.rgb:
+        return False
+    made_by_segment = {"postprocess", "class_axis", "foreground_class"} & set(layer.metadata)
+    if made_by_segment:
+        return True
+    if np.dtype(layer.dtype).kind != "f":
+        return False
+    low, high = (float(v) for v in layer.contrast_limits_range)
+    return low >= -1e-6 and high <= 1.0 + 1e-6
+
+
+def probability_layers(viewer: napari.Viewer) -> list[Image]:
+    """The viewer's probability layers (see :func:`is_probability_layer`), newest first."""
+    return [layer for layer in reversed(list(viewer.layers)) if is_probability_layer(layer)]
 
 
 def class_axis_of(layer: Image) -> int | None:
@@ -62,7 +86,9 @@ class PostprocessWidget(DockedContainer):
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__(labels=True)
         self.viewer = napari_viewer
-        self.prob_combo: ComboBox = create_widget(annotation=Image, label="probabilities")
+        self.prob_combo = ComboBox(
+            choices=self._probability_choices, label="probabilities", nullable=True
+        )
         self.method = ComboBox(choices=list(METHODS), value="otsu", label="method")
         self.threshold = FloatSlider(value=0.5, min=0.0, max=1.0, step=0.01, label="threshold")
         self.auto_threshold = CheckBox(value=True, text="automatic (Otsu / from Otsu)")
@@ -125,10 +151,22 @@ class PostprocessWidget(DockedContainer):
         self.apply_button.changed.connect(self.apply_to_all)
         self.cancel_button.changed.connect(self.runner.cancel)
         self.viewer.dims.events.current_step.connect(self.update_preview)
+        self.viewer.layers.events.inserted.connect(self._pick_new_layer)
+        self.prob_combo.value = next(iter(probability_layers(self.viewer)), None)
         self._on_layer_changed(self.prob_combo.value)
         self.wrap_for_dock()
 
     # -------------------------------------------------------------------- settings
+    def _probability_choices(self, widget: Any = None) -> list[tuple[str, Image]]:
+        return [(layer.name, layer) for layer in probability_layers(self.viewer)]
+
+    def _pick_new_layer(self, event: Any) -> None:
+        """A probability layer that just appeared (a Segment run) becomes the choice."""
+        self.prob_combo.reset_choices()
+        layer = getattr(event, "value", None)
+        if layer is not None and is_probability_layer(layer):
+            self.prob_combo.value = layer
+
     def _set_running(self, running: bool) -> None:
         self.apply_button.enabled = not running
         self.cancel_button.enabled = running

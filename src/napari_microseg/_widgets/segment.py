@@ -287,7 +287,7 @@ class SegmentWidget(DockedContainer):
         from qtpy.QtWidgets import QFileDialog
 
         path, _ = QFileDialog.getOpenFileName(
-            self.native, "Open a model", "", "Models (*.safetensors *.pt *.pth)"
+            self.native, "Open a model", "", "Models (*.safetensors *.pt *.pth *.zip *.yaml)"
         )
         if path:
             self.add_model_path(path)
@@ -455,6 +455,8 @@ class SegmentWidget(DockedContainer):
         base = f"{layer.name} {model.name}"
         origin = Path(layer.source.path).name if layer.source.path else f"the image {layer.name!r}"
         voxel_meta = {"voxel_size_um": physical, "voxel_size_from": origin} if physical else {}
+        # Export writes next to the image's file, and Fine-tune starts from this model.
+        made_by = {"model": model.name, "image_path": layer.source.path or None}
         note = ""
         if result.probabilities is not None:
             note = self._add_probabilities(
@@ -464,7 +466,7 @@ class SegmentWidget(DockedContainer):
                 scale=scale,
                 translate=translate,
                 units=units,
-                metadata={"model": model.name, "classes": model.classes, **voxel_meta},
+                metadata={"classes": model.classes, **made_by, **voxel_meta},
             )
         self._replace(
             f"{base} labels",
@@ -473,7 +475,7 @@ class SegmentWidget(DockedContainer):
             scale=scale,
             translate=translate,
             units=units,
-            metadata=voxel_meta,
+            metadata={**voxel_meta, **made_by},
             opacity=0.5,
             visible=True,
         )
