@@ -9,6 +9,8 @@ Examples
     microseg models info mito-em         # the full model card (JSON)
     microseg models folder               # where your own models are kept
     microseg models import net.pth --architecture unet --name my-unet --in-channels 1
+    microseg models import model.zip --name zoo-model   # a bioimage.io package
+    microseg models export mito-em --bioimageio mito-em.zip
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import json
 import sys
 from typing import Any
 
+from .models_bioimageio import is_package_path, register_export, run_import_package
+
 _COLUMNS = ("name", "family", "modality", "ch", "MB", "source", "lineage", "metrics")
 
 
@@ -26,11 +30,12 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "models",
         help="list models (list), show a model card (info), print the user model folder "
-        "(folder), import a PyTorch state dict (import)",
+        "(folder), import a state dict or bioimage.io package (import), export (export)",
         description="List the bundled and user models (list, the default), show a model's "
         "card as JSON (info NAME), print the user model folder (folder: "
         "$NAPARI_MICROSEG_MODELS, else a per-user data folder), or import a PyTorch state "
-        "dict safely (import).",
+        "dict or a bioimage.io package safely (import), or export a model as a bioimage.io "
+        "package (export).",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--usable", action="store_true", help="hide broken and foreign files")
@@ -60,12 +65,16 @@ def register(subparsers: Any) -> None:
 
     importer = actions.add_parser(
         "import",
-        help="convert a PyTorch .pt/.pth state dict into a safe model file",
+        help="import a PyTorch .pt/.pth state dict or a bioimage.io package (.zip, rdf.yaml)",
         description="Read a plain state dict with torch.load(weights_only=True) (files that "
-        "would run code are refused) and save it as safetensors + JSON card in the user folder.",
+        "would run code are refused) and save it as safetensors + JSON card in the user folder; "
+        "or import a locally downloaded bioimage.io package (.zip or its rdf.yaml) of a 2D/3D "
+        "semantic model with PyTorch state-dict or TorchScript weights.",
     )
-    importer.add_argument("file", help="the .pt/.pth file")
-    importer.add_argument("--architecture", required=True, help="unet, segnet, micronet, maskrcnn")
+    importer.add_argument("file", help="the .pt/.pth file, or the package .zip / rdf.yaml")
+    importer.add_argument(
+        "--architecture", help="unet, segnet, micronet, maskrcnn (state dicts only)"
+    )
     importer.add_argument("--name", help="registry name (default: the file name)")
     importer.add_argument("--in-channels", type=int, default=1, help="1 (EM, fluo) or 3 (RGB)")
     importer.add_argument(
@@ -78,6 +87,7 @@ def register(subparsers: Any) -> None:
     importer.add_argument("--modality", default="", help="EM, fluorescence, H&E...")
     importer.add_argument("--float16", action="store_true", help="store the weights as float16")
     importer.set_defaults(func=run_import)
+    register_export(actions)
 
 
 def _metrics_text(metrics: dict[str, Any]) -> str:
@@ -158,6 +168,10 @@ def run_import(args: argparse.Namespace) -> int:
     from ..core.models.registry import save_user_model
     from ..core.models.state_dict_import import import_state_dict
 
+    if is_package_path(args.file):
+        return run_import_package(args)
+    if not args.architecture:
+        raise ValueError("--architecture is needed to import a state dict (unet, segnet...).")
     try:
         hyperparameters = json.loads(args.hyperparameters)
     except ValueError as error:

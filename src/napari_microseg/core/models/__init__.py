@@ -8,6 +8,7 @@ The names below are loaded on first use:
 - :func:`create_model`, :func:`build_module`: fresh networks by architecture name
 - :class:`SegmentationModel`, :class:`ModelCard`, :func:`wrap_module`, :class:`ModelError`
 - :func:`detections_to_labels`: Mask R-CNN detections to a label image
+- :func:`export_bioimageio`, :func:`import_bioimageio`, :func:`load_package`: bioimage.io
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ _LAZY: dict[str, str] = {
     "save_user_model": "registry",
     "model_choices": "registry",
     "user_models_dir": "registry",
+    "export_bioimageio": "bioimageio_export",
+    "import_bioimageio": "bioimageio_import",
+    "load_package": "bioimageio_runtime",
 }
 
 __all__ = sorted(_LAZY)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .base import ModelCard
+from .bioimageio_package import describe_package, is_package
 from .build import get_architecture
 from .checkpoint import (
     CARD_SUFFIX,
@@ -121,6 +122,8 @@ class ModelEntry:
 
 def entry_for(path: Path, source: str) -> ModelEntry:
     """Describe one model file; any failure becomes the entry's ``problem``."""
+    if is_package(path):
+        return package_entry(path, source)
     try:
         info = inspect_checkpoint(path)
         card = info.card
@@ -140,6 +143,29 @@ def entry_for(path: Path, source: str) -> ModelEntry:
         classes=tuple(card.classes),
         size_mb=info.size_bytes / 1e6,
         dtype=info.dtype,
+        metrics=dict(card.metrics),
+        description=card.description,
+        card=card,
+    )
+
+
+def package_entry(path: Path, source: str) -> ModelEntry:
+    """Describe a bioimage.io package (``.zip``/``rdf.yaml``); a broken one gets its reason."""
+    name, plan, problem, size = describe_package(path)
+    if plan is None:
+        return ModelEntry(name=name, source=source, path=path, family="bioimageio", problem=problem)
+    card = plan.card
+    return ModelEntry(
+        name=card.name,
+        source=source,
+        path=path,
+        family=card.architecture,
+        modality=card.modality or _CHANNEL_MODALITY.get(card.in_channels, f"{card.in_channels} ch"),
+        in_channels=card.in_channels,
+        task=card.task,
+        classes=tuple(card.classes),
+        size_mb=size / 1e6,
+        dtype="float32",
         metrics=dict(card.metrics),
         description=card.description,
         card=card,
@@ -182,7 +208,7 @@ def scan_folder(folder: str | os.PathLike, source: str) -> list[ModelEntry]:
     for path in files:
         if path in claimed:
             continue
-        if path.suffix.lower() == WEIGHTS_SUFFIX:
+        if path.suffix.lower() == WEIGHTS_SUFFIX or is_package(path):
             entries.append(entry_for(path, source))
         else:
             entries.append(foreign_entry(path, source))

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .base import ModelCard, ModelError, SegmentationModel
+from .bioimageio_package import PACKAGE_SUFFIXES, is_package
 from .checkpoint import (
     CARD_SUFFIX,
     PICKLE_SUFFIXES,
@@ -200,7 +201,7 @@ def model_choices() -> list[tuple[str, str]]:
 def _is_path(name_or_path: str | os.PathLike) -> bool:
     if not isinstance(name_or_path, str):
         return True
-    known = (WEIGHTS_SUFFIX, CARD_SUFFIX, *PICKLE_SUFFIXES)
+    known = (WEIGHTS_SUFFIX, CARD_SUFFIX, *PICKLE_SUFFIXES, *PACKAGE_SUFFIXES)
     return "/" in name_or_path or os.sep in name_or_path or name_or_path.lower().endswith(known)
 
 
@@ -254,7 +255,12 @@ def load_model(
     if not entry.usable:
         raise ModelError(f"Model {entry.name!r} cannot be used: {entry.problem}")
     try:
-        model = load_checkpoint(entry.path, device=device)
+        if is_package(entry.path):
+            from .bioimageio_runtime import load_package
+
+            model = load_package(entry.path, device=device)
+        else:
+            model = load_checkpoint(entry.path, device=device)
     except ModelError as error:
         if entry.source != "bundled":
             raise
