@@ -38,6 +38,7 @@ from ..core.inference.options import DEFAULT_TILE, DEFAULTS, PredictOptions
 from ..core.inference.tiling import BLEND_MODES
 from ._dock import DockedContainer
 from ._layer_edits import put_result
+from ._model_export import export_model_package
 from ._runner import JobRunner
 from ._zarr_job import run_block_by_block
 
@@ -109,6 +110,7 @@ class SegmentWidget(DockedContainer):
         self.model_combo = ComboBox(label="model", choices=[NO_MODEL])
         self.open_button = PushButton(text="Open model file…")
         self.card_label = Label(value="")
+        self.export_model_button = PushButton(text="Export model to bioimage.io…")
         self.device_combo = ComboBox(choices=["auto", "cpu", "cuda", "mps"], label="device")
         self.device_label = Label(value="")
         self.tile = SpinBox(value=DEFAULT_TILE, min=32, max=4096, step=32, label="tile size")
@@ -133,6 +135,7 @@ class SegmentWidget(DockedContainer):
                 self.model_combo,
                 self.open_button,
                 self.card_label,
+                self.export_model_button,
                 self.device_combo,
                 self.device_label,
                 self.tile,
@@ -161,6 +164,9 @@ class SegmentWidget(DockedContainer):
         self.image_combo.changed.connect(self.show_voxel_size)
         self.device_combo.changed.connect(self._show_device)
         self.open_button.changed.connect(self.open_model_file)
+        self.export_model_button.changed.connect(
+            lambda: export_model_package(self, self._entries.get(self.model_combo.value))
+        )
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.runner.cancel)
         self.refresh_models()

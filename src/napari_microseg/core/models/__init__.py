@@ -37,6 +37,7 @@ _LAZY: dict[str, str] = {
     "model_choices": "registry",
     "user_models_dir": "registry",
     "export_bioimageio": "bioimageio_export",
+    "export_bioimageio_job": "bioimageio_export",
     "import_bioimageio": "bioimageio_import",
     "load_package": "bioimageio_runtime",
 }

@@ -37,9 +37,11 @@ from .bioimageio_package import CONFIG_KEY, FAMILY_CALLABLES, MISSING_EXTRA
 from .registry import load_model
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Generator, Sequence
 
-__all__ = ["DEFAULT_LICENSE", "WEIGHT_FORMATS", "export_bioimageio"]
+    from ..progress import Progress
+
+__all__ = ["DEFAULT_LICENSE", "WEIGHT_FORMATS", "export_bioimageio", "export_bioimageio_job"]
 
 #: Weight formats written by default (both: TorchScript runs without our code).
 WEIGHT_FORMATS = ("pytorch_state_dict", "torchscript")
@@ -274,6 +276,23 @@ def export_bioimageio(
         descr = _describe(v0_5, model, Path(tmp), weight_formats, authors, license)
         _save_and_validate(descr, out)
     return out
+
+
+def export_bioimageio_job(
+    model: str | os.PathLike | SegmentationModel,
+    out: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+) -> Generator[Progress, None, Path]:
+    """:func:`export_bioimageio` as a job: one progress event, then the package's path.
+
+    The export takes seconds (tracing the network, predicting the test output,
+    validating), so the widgets run it off the GUI thread like every long job.
+    """
+    from ..progress import Progress
+
+    yield Progress(0, None, "writing the bioimage.io package")
+    return export_bioimageio(model, out, overwrite=overwrite)
 
 
 def _describe(
