@@ -193,27 +193,21 @@ def test_an_edited_preview_is_kept(setup):
     assert viewer.layers[-1] is not preview and viewer.layers[-1].data.max() == 2
 
 
-@pytest.mark.slow  # the Segment widget loads torch to show the device
-def test_segment_rerun_keeps_an_edited_result(make_napari_viewer, tmp_path, monkeypatch):
-    from napari_microseg._widgets import segment as segment_module
-    from napari_microseg.core.models import registry
-
-    monkeypatch.setenv(registry.ENV_VAR, str(tmp_path))  # no models needed: no run
-    monkeypatch.setattr(registry, "bundled_models_dir", lambda: tmp_path)
+def test_segment_rerun_keeps_an_edited_result(make_napari_viewer, monkeypatch):
+    """What a Segment re-run does with its labels layer (``show_results`` uses put_result)."""
     viewer = make_napari_viewer()
-    widget = segment_module.SegmentWidget(viewer)
     shown: list[str] = []
     monkeypatch.setattr(layer_edits, "show_info", shown.append)
     first = np.zeros((32, 32), np.int32)
     first[2:8, 2:8] = 1
-    widget._replace("img m labels", first, "labels", scale=(1.0, 1.0), opacity=0.5)
+    layer_edits.put_result(viewer, "img m labels", first, "labels", scale=(1.0, 1.0), opacity=0.5)
     layer = viewer.layers["img m labels"]
     second = np.zeros((32, 32), np.int32)
     second[10:20, 10:20] = 1
     viewer.add_image(np.zeros((32, 32)), name="on top")
 
     # Unedited: overwritten in place as one undo step, and brought back on top.
-    widget._replace("img m labels", second, "labels", scale=(1.0, 1.0), opacity=0.5)
+    layer_edits.put_result(viewer, "img m labels", second, "labels", scale=(1.0, 1.0), opacity=0.5)
     assert viewer.layers[-1] is layer
     np.testing.assert_array_equal(layer.data, second)
     layer.undo()
@@ -221,7 +215,7 @@ def test_segment_rerun_keeps_an_edited_result(make_napari_viewer, tmp_path, monk
 
     # Edited by hand (the undo above counts too): kept, the new result goes beside it.
     edited = layer.data.copy()
-    widget._replace("img m labels", second, "labels", scale=(1.0, 1.0), opacity=0.5)
+    layer_edits.put_result(viewer, "img m labels", second, "labels", scale=(1.0, 1.0), opacity=0.5)
     np.testing.assert_array_equal(layer.data, edited)
     np.testing.assert_array_equal(viewer.layers["img m labels [1]"].data, second)
     assert shown == [

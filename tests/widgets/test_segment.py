@@ -118,7 +118,7 @@ def test_no_image_and_broken_model_file(setup, qtbot, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_gui_stays_responsive_while_predicting_2048(setup, qtbot):
+def test_gui_stays_responsive_while_predicting_2048(setup, qtbot, monkeypatch):
     """The Qt event loop never stalls for 100 ms while a 2048x2048 image is predicted."""
     import time
 
@@ -132,13 +132,15 @@ def test_gui_stays_responsive_while_predicting_2048(setup, qtbot):
     timer = QTimer()
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
     prediction_done: list[float] = []
-    add_results = widget._add_results
+    from napari_microseg._widgets import segment as segment_module
 
-    def record_then_add(*args):
+    show_results = segment_module.show_results
+
+    def record_then_show(*args, **kwargs):
         prediction_done.append(time.perf_counter())
-        add_results(*args)
+        return show_results(*args, **kwargs)
 
-    widget._add_results = record_then_add
+    monkeypatch.setattr(segment_module, "show_results", record_then_show)
     timer.start(10)
     widget.run()
     qtbot.waitUntil(lambda: widget.runner.worker is None, timeout=300000)

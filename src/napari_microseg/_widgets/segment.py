@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -32,13 +31,13 @@ from magicgui.widgets import (
 from napari.layers import Image
 from napari.utils.notifications import show_info, show_warning
 
-from .._reader import VoxelSize, layer_voxel_size, spatial_units
+from .._reader import VoxelSize, layer_voxel_size
 from ..core.inference.job import match_channels
 from ..core.inference.options import DEFAULT_TILE, DEFAULTS, PredictOptions
 from ..core.inference.tiling import BLEND_MODES
 from ._dock import DockedContainer
-from ._layer_edits import put_result
 from ._model_export import export_model_package
+from ._results import show_results
 from ._runner import JobRunner
 from ._zarr_job import run_block_by_block
 
@@ -391,7 +390,18 @@ class SegmentWidget(DockedContainer):
         def done(outcome: tuple[SegmentationModel, SegmentResult]) -> None:
             model, result = outcome
             self.warm_models = {key: model}  # keep one model warm for the next run
-            self._add_results(layer, model, result, offset, physical)
+            status = show_results(
+                self.viewer,
+                layer,
+                image_axes(layer),
+                model,
+                result,
+                offset,
+                physical,
+                all_classes=bool(self.all_classes.value),
+            )
+            if status is not None:
+                self.status.value = status
 
         self.runner.start(job, done, on_cancel=lambda: setattr(self.status, "value", "cancelled"))
 
@@ -435,147 +445,6 @@ class SegmentWidget(DockedContainer):
         low = np.asarray(layer.world_to_data(low_world[-layer.ndim :]))
         high = np.asarray(layer.world_to_data(high_world[-layer.ndim :]))
         return np.minimum(low, high), np.maximum(low, high)
-
-    def _add_results(
-        self,
-        layer: Image,
-        model: SegmentationModel,
-        result: SegmentResult,
-        offset: tuple[int, ...],
-        physical: tuple[float, ...] | None = None,
-    ) -> None:
-        """Show the results over the image: labels on top and selected, probabilities below.
-
-        ``physical`` is the voxel size the run used; the result layers keep it in
-        their metadata, so Export measures in µm even when the image's scale is 1.
-        """
-        if layer not in self.viewer.layers:
-            show_info("The image layer was removed; results discarded.")
-            return
-        spatial_ndim = result.labels.ndim
-        scale = tuple(layer.scale)[-spatial_ndim:]
-        translate = tuple(
-            t + o * s for t, o, s in zip(tuple(layer.translate)[-spatial_ndim:], offset, scale)
-        )
-        units = self._result_units(layer, spatial_ndim)
-        base = f"{layer.name} {model.name}"
-        origin = Path(layer.source.path).name if layer.source.path else f"the image {layer.name!r}"
-        voxel_meta = {"voxel_size_um": physical, "voxel_size_from": origin} if physical else {}
-        # Export writes next to the image's file, and Fine-tune starts from this model.
-        made_by = {"model": model.name, "image_path": layer.source.path or None}
-        note = ""
-        if result.probabilities is not None:
-            note = self._add_probabilities(
-                f"{base} probabilities",
-                result,
-                model,
-                scale=scale,
-                translate=translate,
-                units=units,
-                metadata={"classes": model.classes, **made_by, **voxel_meta},
-            )
-        self._replace(
-            f"{base} labels",
-            result.labels,
-            "labels",
-            scale=scale,
-            translate=translate,
-            units=units,
-            metadata={**voxel_meta, **made_by},
-            opacity=0.5,
-            visible=True,
-        )
-        # _replace leaves the result on top of the layer list; select it for Correct and Export.
-        labels = self.viewer.layers[-1]
-        self.viewer.layers.selection.active = labels
-        count = len(np.unique(result.labels)) - 1
-        self.status.value = f"{count} objects" + note
-
-    def _add_probabilities(
-        self,
-        name: str,
-        result: SegmentResult,
-        model: SegmentationModel,
-        *,
-        scale: tuple[float, ...],
-        translate: tuple[float, ...],
-        units: tuple[Any, ...],
-        metadata: dict[str, Any],
-    ) -> str:
-        """Add the foreground probabilities (or all classes when asked) as a faint overlay.
-
-        The class stack would add a slider and, shown whole, wash the image out with
-        the background class; the foreground map alone is what Post-process needs
-        unless the model's pipeline uses a boundary class.
-
-        Returns
-        -------
-        str
-            A note for the status line ("" when there is nothing to say).
-        """
-        probabilities = result.probabilities
-        n_classes = probabilities.shape[0]
-        pipeline = dict(result.pipeline or {})
-        foreground = int(pipeline.get("foreground_class", 1 if n_classes > 1 else 0))
-        foreground = min(max(foreground, 0), n_classes - 1)
-        look = {"colormap": "magenta", "contrast_limits": (0.0, 1.0), "blending": "additive"}
-        if self.all_classes.value:
-            self._replace(
-                name,
-                probabilities,
-                "image",
-                scale=(1.0, *scale),
-                translate=(0.0, *translate),
-                units=("pixel", *units),
-                metadata={**metadata, "class_axis": 0, "postprocess": result.pipeline},
-                opacity=0.5,
-                **look,
-            )
-            # The class slider is the first axis: start it on the foreground, not background.
-            class_axis = self.viewer.dims.ndim - probabilities.ndim
-            self.viewer.dims.set_current_step(class_axis, foreground)
-            return ""
-        single = {**pipeline, "foreground_class": 0, "boundary_class": None}
-        self._replace(
-            name,
-            probabilities[foreground],
-            "image",
-            scale=scale,
-            translate=translate,
-            units=units,
-            metadata={
-                **metadata,
-                "foreground_class": foreground,
-                "postprocess": single if result.pipeline is not None else None,
-            },
-            opacity=0.4,
-            **look,
-        )
-        if pipeline.get("boundary_class") is not None:
-            return (
-                "; the probabilities show the foreground class only: tick 'all classes' to "
-                "tune Post-process with the boundary class too"
-            )
-        return ""
-
-    def _result_units(self, layer: Image, ndim: int) -> tuple[Any, ...]:
-        """Units of the result layers: µm where the image has a voxel size, else the image's.
-
-        napari's scale bar shows a unit only when all layers agree, so an image with a
-        physical scale still in napari's default ``pixel`` units is switched to µm too.
-        """
-        axes = image_axes(layer).replace("C", "")[-ndim:]
-        own = tuple(layer.units)[-ndim:]
-        physical_scale = any(float(s) != 1.0 for s in tuple(layer.scale)[-ndim:])
-        if physical_scale and all(str(u) == "pixel" for u in own):
-            units = spatial_units(axes)
-            layer.units = (*tuple(layer.units)[: layer.ndim - ndim], *units)
-            return units
-        return own
-
-    def _replace(self, name: str, data: np.ndarray, kind: str, **kwargs: Any) -> None:
-        """Put a result into the layer of that name (see :func:`put_result`)."""
-        put_result(self.viewer, name, data, kind, **kwargs)
 
 
 def _load_and_segment(
