@@ -50,7 +50,26 @@ def register(subparsers: Any) -> None:
         type=float,
         help=f"tile overlap in [0, 1) (default: model card, {DEFAULTS.overlap})",
     )
-    parser.add_argument("--batch-size", type=int, help="tiles per batch (halved on out-of-memory)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        help="tiles per batch (default: measured to fill a CUDA GPU, 1 on the CPU; halved on "
+        "out-of-memory)",
+    )
+    parser.add_argument(
+        "--no-amp",
+        dest="amp",
+        action="store_false",
+        default=None,
+        help="predict in float32 (default: mixed precision on CUDA, and on CPUs with native "
+        "bfloat16)",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        default=None,
+        help="run the network through torch.compile (slow to start; dropped if it fails)",
+    )
     parser.add_argument(
         "--blend", choices=BLEND_MODES, default=DEFAULTS.blend, help="tile blending"
     )

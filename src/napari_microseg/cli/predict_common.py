@@ -61,6 +61,8 @@ def _given_options(args: argparse.Namespace) -> dict[str, Any]:
         "tta": args.tta,
         "slice_axis": args.slice_axis,
         "ortho": getattr(args, "ortho", None),
+        "amp": getattr(args, "amp", None),
+        "compile": getattr(args, "compile", None),
     }
 
 

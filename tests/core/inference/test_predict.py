@@ -192,15 +192,15 @@ def test_lazy_zarr_volume_is_read_in_slabs(tmp_path, monkeypatch):
     )
     store[:] = volume
     bands = []
-    read_band = planes.View.read_band
+    read_raw = planes.View.read_raw
 
     def spy(self, *args, **kwargs):
         assert planes.is_lazy(self.array)  # the input was never loaded whole
-        band = read_band(self, *args, **kwargs)
+        band = read_raw(self, *args, **kwargs)
         bands.append(band.shape)
         return band
 
-    monkeypatch.setattr(planes.View, "read_band", spy)
+    monkeypatch.setattr(planes.View, "read_raw", spy)
     out = zarr.create_array(
         store=str(tmp_path / "out.zarr"),
         shape=(1, *volume.shape),
@@ -276,7 +276,18 @@ def test_tta_undoes_each_transform_before_averaging():
     np.testing.assert_allclose(ramp, image + 3.5, rtol=1e-5)
     net = PlusOne()
     exact(net, image, tile_size=20, tta=True)
-    assert len(net.calls) == 8
+    assert net.calls == [(8, 1, 20, 20)]  # the 8 transforms of a tile in one batch
+
+
+def test_tta_of_non_square_tiles_runs_two_batches_of_four():
+    image = np.random.default_rng(9).random((12, 20), dtype=np.float32)
+    net = PlusOne()
+    result = exact(net, image, tile_size=(12, 20), tta=True, batch_size=2)[0]
+    np.testing.assert_allclose(result, image + 1, rtol=1e-6)
+    assert net.calls == [(4, 1, 12, 20), (4, 1, 20, 12)]  # quarter turns swap rows and columns
+    ramp = exact(AddColumnRamp(), image, tile_size=(8, 12), overlap=0.5, tta=True)[0]
+    # Un-done ramps: 4 along columns (mean (12 - 1) / 2), 4 along rows (mean (8 - 1) / 2).
+    np.testing.assert_allclose(ramp, image + (5.5 + 3.5) / 2, rtol=1e-5)
 
 
 # ----------------------------------------------------------------------------- memory
@@ -298,7 +309,7 @@ def test_out_of_memory_halves_the_batch_then_the_tile():
 
 
 def test_out_of_memory_at_the_smallest_tile_is_an_error():
-    with pytest.raises(ModelError, match="Out of memory even"), warnings.catch_warnings():
+    with pytest.raises(ModelError, match="Out of memory on cpu even"), warnings.catch_warnings():
         warnings.simplefilter("ignore", InferenceWarning)
         exact(RaisesOOM(max_batch=0), np.ones((8, 8), np.float32), tile_size=8)
 
@@ -376,7 +387,7 @@ def test_model_is_left_as_it_was_given():
 
 
 def test_only_provably_safe_activations_run_in_place():
-    from napari_microseg.core.inference.forward import inplace_activations
+    from napari_microseg.core.inference.inplace import inplace_activations
 
     shared = torch.nn.ReLU()
     net = small_convnet()

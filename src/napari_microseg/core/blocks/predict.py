@@ -394,7 +394,7 @@ def predict_to_zarr(
 COMPACT_ZSTD_LEVEL = 1
 
 #: Settings that change where and how fast, not what is computed.
-_RUNTIME_ONLY = ("device", "batch_size", "channels_last", "memory_budget_mb")
+_RUNTIME_ONLY = ("device", "batch_size", "channels_last", "memory_budget_mb", "compile")
 
 
 def _offset(job: Job[Any], skipped: int, total: int) -> Job[Any]:

@@ -1,9 +1,12 @@
 """Stage 2, inference: a model and an image of any size to per-class probabilities.
 
 :func:`predict` / :func:`iter_predict` plan tiles (:mod:`.tiling`), cut planes of
-2D/3D images (:mod:`.planes`), normalise once per image (:mod:`.normalize`), run
-batches on the device (:mod:`.forward`, :mod:`.tile_loop`) and blend them back;
-:class:`PredictOptions` is the one home of the prediction defaults.
+2D/3D images (:mod:`.planes`), fit the normalisation once per image
+(:mod:`.normalize`), and stream bands of tiles to the device once each, where
+they are normalised, run in batches sized for the device (:mod:`.forward`,
+:mod:`.batch_size`) and blended (:mod:`.device_tiles`, :mod:`.tile_loop`);
+finished bands come back once. :class:`PredictOptions` is the one home of the
+prediction defaults.
 :func:`segment_job` adds resampling to the model's pixel size and the model's
 recommended post-processing.
 """

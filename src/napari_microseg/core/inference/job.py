@@ -26,6 +26,7 @@ from ..models.base import (
     SegmentationModel,
     wrap_module,
 )
+from .batch_size import CPU_BATCH, UNMEASURED_GPU_BATCH
 from .forward import BY_CLASSES, InferenceWarning, RunnerSettings, TileRunner, cpu_has_fast_bfloat16
 from .normalize import Normalizer, resolve_spec
 from .options import DEFAULT_TILE, PredictOptions
@@ -261,7 +262,7 @@ class PredictionJob:
     sink: OutputSink
     context: int
     group_sizes: list[int]
-    batch_size: int
+    batch_size: int | None
     total: int
     device_name: str
     iou_threshold: float
@@ -327,17 +328,18 @@ def prepare_job(
         TilePlan.create(padded_shape(v.plane_shape, t), t, options.overlap)
         for v, t in zip(views, tiles)
     ]
-    gpu = choice.kind == "cuda"
-    # One tile at a time is fastest on CPUs (a 256x256 U-Net tile's activations already
-    # overflow the caches; measured in benchmarks/bench_inference.py); GPUs want batches.
-    batch = options.batch_size or model.card.recommended.get("batch_size") or (8 if gpu else 1)
+    batch = options.batch_size or model.card.recommended.get("batch_size")
+    if batch is None and instance:
+        # Semantic models get their batch when the run starts (.batch_size: measured on
+        # CUDA, one tile at a time on the CPU); detection heads' memory is not probed.
+        batch = CPU_BATCH if choice.kind == "cpu" else UNMEASURED_GPU_BATCH
     channels_last = options.channels_last
     if channels_last is None:
         # NHWC speeds up oneDNN convolutions on the CPU and tensor cores on CUDA; not MPS.
         channels_last = choice.kind != "mps"
     settings = RunnerSettings(
         device=choice.device,
-        batch_size=int(batch),
+        batch_size=None if batch is None else int(batch),
         amp=_amp(options.amp, choice.kind, instance=instance),
         channels_last=channels_last,
         tta=options.tta,
@@ -345,6 +347,7 @@ def prepare_job(
         overlap=options.overlap,
         blend=options.blend,  # type: ignore[arg-type]
         min_tile=min_tile(model),
+        compile=options.compile,
     )
     in_channels = channels * (2 * context + 1)
     sizes = [
@@ -370,7 +373,7 @@ def prepare_job(
         sink=sink,
         context=context,
         group_sizes=sizes,
-        batch_size=int(batch),
+        batch_size=None if batch is None else int(batch),
         total=count_tiles(views, plans),
         device_name=str(choice),
         iou_threshold=options.iou_threshold,

@@ -39,6 +39,10 @@ class PredictOptions:
     iou_threshold : float
         Instance models: two pieces of an object seen by neighbouring tiles
         are merged when their IoU inside the tiles' shared area reaches this.
+    compile : bool
+        Run the network through ``torch.compile`` (off by default: compiling
+        takes tens of seconds and needs a compiler; when it fails the run goes
+        on without it, with a notice).
     """
 
     tile_size: int | tuple[int, int] | None = None
@@ -55,6 +59,7 @@ class PredictOptions:
     channels_last: bool | None = None
     memory_budget_mb: float = 512.0
     iou_threshold: float = 0.5
+    compile: bool = False
 
     def __post_init__(self) -> None:
         # Checked when made, so a bad value is refused before any model or image is loaded.

@@ -11,7 +11,7 @@ Tiled inference sees every image as a stack of 2D planes:
 
 A :class:`View` is a lazy transposition of the input to
 ``(outer..., inner, C, rows, cols)``; nothing is read until
-:meth:`View.read_band` asks for a block of planes and rows, so NumPy, dask and
+:meth:`View.read_raw` asks for a block of planes and rows, so NumPy, dask and
 zarr inputs are all read slab by slab. :class:`OutputSink` writes the blended
 blocks back into the result (a NumPy array, a memmap or a zarr array) in the
 image's own axis order, and marks or removes a result that was not finished.
@@ -101,6 +101,55 @@ class View:
             return None
         return int(chunks[len(self.outer)][0])
 
+    def read_raw(
+        self,
+        outer: tuple[int, ...],
+        planes: tuple[int, int],
+        rows: tuple[int, int],
+        *,
+        context: int = 0,
+        min_shape: tuple[int, int] = (1, 1),
+    ) -> np.ndarray:
+        """Read and pad a band of rows of a group of planes, not normalized.
+
+        Parameters
+        ----------
+        outer : tuple of int
+            Index along the outer axes.
+        planes : (int, int)
+            ``[start, stop)`` along the slice axis.
+        rows : (int, int)
+            ``[start, stop)`` rows of the (padded) plane.
+        context : int
+            n neighbouring planes on each side to read as well (2.5D); planes
+            beyond the stack repeat its first or last plane.
+        min_shape : (int, int)
+            The padded plane's shape; smaller planes are mirrored up to it.
+
+        Returns
+        -------
+        (S + 2 * context, C, rows, cols) ndarray
+            The image's dtype; may be a view of the image (do not write into it).
+            Mirroring and repeating commute with the (elementwise) normalization,
+            so normalizing this band gives what :meth:`read_band` gives.
+        """
+        start, stop = planes
+        first = max(start - context, 0)
+        last = min(stop + context, self.n_planes)
+        height, width = self.plane_shape
+        row_stop = min(rows[1], height)
+        block = np.asarray(
+            self.array[(*outer, slice(first, last), slice(None), slice(rows[0], row_stop))]
+        )
+        pad_rows = rows[1] - rows[0] - block.shape[2]
+        pad_cols = max(min_shape[1] - width, 0)
+        if pad_rows or pad_cols:
+            block = np.pad(block, ((0, 0), (0, 0), (0, pad_rows), (0, pad_cols)), mode="reflect")
+        before, after = first - (start - context), (stop + context) - last
+        if before or after:
+            block = np.pad(block, ((before, after), (0, 0), (0, 0), (0, 0)), mode="edge")
+        return block
+
     def read_band(
         self,
         outer: tuple[int, ...],
@@ -111,23 +160,10 @@ class View:
         context: int = 0,
         min_shape: tuple[int, int] = (1, 1),
     ) -> np.ndarray:
-        """Read, normalize and pad a band of rows of a group of planes.
+        """Read, normalize and pad a band on the host (see :meth:`read_raw`).
 
-        Parameters
-        ----------
-        outer : tuple of int
-            Index along the outer axes.
-        planes : (int, int)
-            ``[start, stop)`` along the slice axis.
-        rows : (int, int)
-            ``[start, stop)`` rows of the (padded) plane.
-        normalizer : Normalizer
-            Fitted on the whole image.
-        context : int
-            n neighbouring planes on each side to add as channels (2.5D);
-            planes beyond the stack repeat its first or last plane.
-        min_shape : (int, int)
-            The padded plane's shape; smaller planes are mirrored up to it.
+        The tile loop normalizes on the device instead
+        (:class:`.device_tiles.DeviceNormalizer`); this is the host reference.
 
         Returns
         -------
@@ -135,24 +171,10 @@ class View:
             Channels ordered neighbour by neighbour (the plane ``-context``
             first), each with the image's C channels.
         """
-        start, stop = planes
-        first = max(start - context, 0)
-        last = min(stop + context, self.n_planes)
-        height, width = self.plane_shape
-        row_stop = min(rows[1], height)
-        block = np.asarray(
-            self.array[(*outer, slice(first, last), slice(None), slice(rows[0], row_stop))]
-        )
+        block = self.read_raw(outer, planes, rows, context=context, min_shape=min_shape)
         block = normalizer(block, channel_axis=1)
-        pad_rows = rows[1] - rows[0] - block.shape[2]
-        pad_cols = max(min_shape[1] - width, 0)
-        if pad_rows or pad_cols:
-            block = np.pad(block, ((0, 0), (0, 0), (0, pad_rows), (0, pad_cols)), mode="reflect")
-        before, after = first - (start - context), (stop + context) - last
-        if before or after:
-            block = np.pad(block, ((before, after), (0, 0), (0, 0), (0, 0)), mode="edge")
         if context:
-            count = stop - start
+            count = planes[1] - planes[0]
             block = np.concatenate([block[i : i + count] for i in range(2 * context + 1)], axis=1)
         return np.ascontiguousarray(block)
 
@@ -347,13 +369,13 @@ def group_size(
     """How many planes to process together within a memory budget.
 
     Per plane: the input band (``in_channels`` x a tile's rows, float32), the
-    blending band (``n_classes`` x about two tiles' rows, float64) and, for
-    labels, the whole plane of ids. Dask inputs are grouped by whole chunks
+    blending band (``n_classes`` + 1 weights x about two tiles' rows, float32,
+    on the device) and, for labels, the whole plane of ids. Dask inputs are grouped by whole chunks
     along the slice axis when they fit, so each chunk is read once per band.
     """
     height, width = view.plane_shape
     width = max(width, tile)
-    per_plane = in_channels * tile * width * 4 + n_classes * 2 * tile * width * 8
+    per_plane = in_channels * tile * width * 4 + (n_classes + 1) * 2 * tile * width * 4
     if labels:
         per_plane += max(height, tile) * width * 4
     size = max(int(budget_bytes // per_plane), 1)

@@ -3,7 +3,10 @@
 The image is normalized once (as the model card says), cut into 2D planes
 (:mod:`.planes`), each plane into overlapping tiles (:mod:`.tiling`); tiles
 are batched through the network (:mod:`.forward`) and blended back, band by
-band, into the result: a NumPy array, a memmap or a zarr array. Peak memory
+band, into the result: a NumPy array, a memmap or a zarr array. Each band of
+input travels to the device once, and each finished band of probabilities
+back once: normalising, blending and the activation happen on the device
+(:mod:`.device_tiles`). Peak memory
 is one batch of tiles plus one band of a group of planes, whatever the size
 of the image, and a lazy (dask, zarr) input is read slab by slab.
 
@@ -84,6 +87,8 @@ def predict(
         Gaussian importance weights (sigma = tile/8), or plain averaging.
     batch_size : int, optional
         Tiles per forward pass; halved automatically on out-of-memory errors.
+        Default: on CUDA, what fills half the free memory (measured with two
+        probe passes, at most 64); one tile at a time on the CPU.
     device : str
         ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``,
         ``"mps"``; an unavailable device falls back to the CPU with a warning.
