@@ -1,11 +1,22 @@
-"""Fine-tune widget: teach a model from corrected labels, in the background, with live curves.
+"""Fine-tune widget: adapt a model to a new session, label-free first, then from corrections.
 
-Pick the base model, the image and the corrected labels layer (the Segment
-widget's labels after the user fixed them); the annotated slices are found
-automatically and can be edited. Training runs in a worker thread; the dock
-shows training and validation loss and validation Dice/F1 as they come. At
-the end it shows "before -> after" validation metrics and offers to segment
-again with the new model, which every model picker lists at once.
+It proposes the recipe benchmarks/bench_adapt.py found best (issue #21):
+
+1. "Adapt to this image": re-estimate the model's batch-norm statistics on the
+   image, no labels needed, about a second (:func:`~..core.training.adapt.adapt`);
+2. fine-tune on the corrected labels with the few-shot settings of
+   :meth:`TrainSettings.for_finetune` (adaptation first, kept only if the
+   held-out annotated pixels agree; per-part learning rates; early stop; the
+   parent kept when nothing beats it).
+
+The base model follows the image in view: the model that segmented it (the
+Segment widget records it in its result layers' metadata), else the bundled
+model suggested for it, until the user picks one. Training uses whole
+annotated slices, or only the edited region plus a margin (what changed since
+the model's result, grown to the touched objects); the number of annotated
+pixels is shown. Training runs in a worker thread with live curves; at the
+end the dock shows the held-out metrics of the parent, the adapted and the
+fine-tuned model, and one click segments again with the new model.
 """
 
 from __future__ import annotations
@@ -28,8 +39,9 @@ from napari.layers import Image, Labels
 from napari.utils.notifications import show_info, show_warning
 
 from ._dock import DockedContainer
+from ._layer_edits import edited_since_made
 from ._runner import JobRunner
-from .segment import NO_MODEL, image_axes
+from .segment import NO_MODEL, image_axes, layer_hints
 
 if TYPE_CHECKING:
     import napari
@@ -38,6 +50,16 @@ if TYPE_CHECKING:
     from ..core.progress import Progress
 
 LOG = logging.getLogger(__name__)
+
+#: What the fine-tune learns from: every pixel of the annotated slices, or the edited region.
+WHOLE_SLICES = "whole annotated slices"
+EDITED_REGION = "edited region + margin"
+#: The recipe the widget proposes (benchmarks/bench_adapt.py, docs/benchmarks.md).
+RECIPE = (
+    "Recipe: 1) Adapt to this image (no labels, about a second); 2) correct a few objects or "
+    "slices and fine-tune (adapts first, encoder at 1/4 of the rate, early stop on held-out "
+    "pixels, keeps the parent if nothing beats it)."
+)
 
 
 class TrainingCurves:
@@ -90,20 +112,39 @@ class TrainingCurves:
 
 
 class FinetuneWidget(DockedContainer):
-    """Dock widget that fine-tunes a model on corrected labels."""
+    """Dock widget that adapts a model to an image and fine-tunes it on corrected labels."""
+
+    # The model the user picked by hand (the image in view no longer changes it), and whether
+    # the picker is being changed by the widget itself. Class defaults: magicgui may reset the
+    # choices before __init__ has run to its end.
+    _picked: str | None = None
+    _programmatic: bool = False
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__(labels=True)
         self.viewer = napari_viewer
+        from ..core.training.settings import TrainSettings
+
+        defaults = TrainSettings.for_finetune()
+        self.recipe_label = Label(value=RECIPE)
         self.model_combo = ComboBox(label="base model", choices=[NO_MODEL])
         self.image_combo: ComboBox = create_widget(annotation=Image, label="image")
+        self.adapt_button = PushButton(text="Adapt to this image (no labels)")
         self.labels_combo: ComboBox = create_widget(annotation=Labels, label="corrected labels")
+        self.region_combo = ComboBox(choices=[WHOLE_SLICES, EDITED_REGION], label="train on")
         self.slices = LineEdit(value="", label="annotated slices")
+        self.pixels_label = Label(value="annotated pixels: -", label="annotated")
+        self.margin = SpinBox(value=16, min=0, max=1000, label="margin (px)")
         self.new_name = LineEdit(value="", label="new model name")
-        self.minutes = FloatSpinBox(value=2.5, min=0.1, max=600.0, step=0.5, label="minutes")
-        self.steps = SpinBox(value=400, min=1, max=1_000_000, label="max steps")
+        self.minutes = FloatSpinBox(
+            value=defaults.minutes, min=0.1, max=600.0, step=0.5, label="minutes"
+        )
+        self.steps = SpinBox(value=defaults.steps, min=1, max=1_000_000, label="max steps")
         self.learning_rate = FloatSpinBox(
-            value=5e-4, min=1e-6, max=1.0, step=1e-4, label="learning rate"
+            value=defaults.learning_rate, min=1e-6, max=1.0, step=1e-4, label="learning rate"
+        )
+        self.adapt_first = CheckBox(
+            value=defaults.adapt_batchnorm, text="adapt batch-norm statistics first"
         )
         self.freeze = CheckBox(value=False, text="freeze the encoder")
         self.device_combo = ComboBox(choices=["auto", "cpu", "cuda", "mps"], label="device")
@@ -115,14 +156,20 @@ class FinetuneWidget(DockedContainer):
         self.segment_again = PushButton(text="Segment again with the new model", visible=False)
         self.extend(
             [
+                self.recipe_label,
                 self.model_combo,
                 self.image_combo,
+                self.adapt_button,
                 self.labels_combo,
+                self.region_combo,
                 self.slices,
+                self.margin,
+                self.pixels_label,
                 self.new_name,
                 self.minutes,
                 self.steps,
                 self.learning_rate,
+                self.adapt_first,
                 self.freeze,
                 self.device_combo,
                 self.start_button,
@@ -135,13 +182,31 @@ class FinetuneWidget(DockedContainer):
         self.content.layout().addWidget(self.curves.canvas)
         self.runner = JobRunner("Fine-tune", on_state=self._set_running, status=self.result_label)
         self.append(self.runner.panel)
+        self.recipe_label.native.setWordWrap(True)
+        self.result_label.native.setWordWrap(True)
         self.new_model: SegmentationModel | None = None
+        # The labels as a widget made them (the model's result), per layer: the edited region
+        # is what differs from them.
+        self._made: dict[int, np.ndarray] = {}
+        self._bound: Labels | None = None
         self.start_button.changed.connect(self.start)
+        self.adapt_button.changed.connect(self.adapt_to_image)
         self.cancel_button.changed.connect(self.runner.cancel)
         self.segment_again.changed.connect(self.segment_with_new_model)
+        self.labels_combo.changed.connect(self._bind_labels)
         self.labels_combo.changed.connect(self.detect_slices)
+        self.image_combo.changed.connect(self.follow_image)
+        self.model_combo.changed.connect(self._remember_pick)
         self.model_combo.changed.connect(self._suggest_name)
+        self.region_combo.changed.connect(self.update_pixels)
+        self.slices.changed.connect(self.update_pixels)
+        self.margin.changed.connect(self.update_pixels)
+        self.viewer.layers.events.inserted.connect(self._on_inserted)
+        for layer in self.viewer.layers:
+            self._remember_made(layer)
         self.refresh_models()
+        self.follow_image()
+        self._bind_labels(self.labels_combo.value)
         self.detect_slices()
         self.wrap_for_dock()
 
@@ -150,17 +215,74 @@ class FinetuneWidget(DockedContainer):
         from ..core.models.registry import list_models
 
         usable = [e for e in list_models() if e.usable and e.task == "semantic"]
+        self._entries = {e.name: e for e in usable}
         current = keep if keep is not None else self.model_combo.value
         choices = [(f"{e.name} — {e.family}, {e.modality}", e.name) for e in usable]
-        self.model_combo.choices = choices or [NO_MODEL]
+        self._set_model(lambda: setattr(self.model_combo, "choices", choices or [NO_MODEL]))
         if current in [value for _, value in choices]:
-            self.model_combo.value = current
+            self._set_model(lambda: setattr(self.model_combo, "value", current))
         self._suggest_name()
+
+    def _set_model(self, change: Any) -> None:
+        self._programmatic = True
+        try:
+            change()
+        finally:
+            self._programmatic = False
+
+    def _remember_pick(self, event: Any = None) -> None:
+        if not self._programmatic:
+            self._picked = self.model_combo.value
+
+    def model_for_image(self, layer: Image | None) -> str | None:
+        """The model that segmented ``layer``, else the bundled model suggested for it.
+
+        The Segment widget names its results ``"<image> <model> labels"`` and
+        ``"<image> <model> probabilities"`` and records the model in their
+        metadata; the newest such layer wins.
+        """
+        entries = getattr(self, "_entries", {})
+        if layer is None or not entries:
+            return None
+        prefix = f"{layer.name} "
+        for other in reversed(list(self.viewer.layers)):
+            made_by = (other.metadata or {}).get("model")
+            if other.name.startswith(prefix) and made_by in entries:
+                return made_by
+        from ..core.models.bundled import suggest_model
+
+        try:
+            hints = layer_hints(layer)
+        except (ValueError, TypeError, IndexError):
+            return None
+        name = suggest_model(entries.values(), **hints)
+        return name if name in entries else None
+
+    def follow_image(self, event: Any = None) -> str | None:
+        """Base model (until the user picks one) and labels layer follow the chosen image."""
+        layer = self.image_combo.value
+        if layer is not None:
+            self._pick_labels_for(layer)
+        if self._picked is not None and self._picked in getattr(self, "_entries", {}):
+            return None
+        name = self.model_for_image(layer)
+        if name is not None:
+            self._set_model(lambda: setattr(self.model_combo, "value", name))
+            self._suggest_name()
+        return name
+
+    def _pick_labels_for(self, layer: Image) -> None:
+        """Preselect the labels layer made from this image (``"<image> ... labels"``)."""
+        prefix = f"{layer.name} "
+        for other in reversed(list(self.viewer.layers)):
+            if isinstance(other, Labels) and other.name.startswith(prefix):
+                self.labels_combo.value = other
+                return
 
     def reset_choices(self, event: Any = None) -> None:
         # magicgui resets every ComboBox to its constructor choices; keep the chosen model.
         keep = self.model_combo.value
-        super().reset_choices(event)
+        self._set_model(lambda: super(FinetuneWidget, self).reset_choices(event))
         if hasattr(self, "curves"):
             self.refresh_models(keep=keep)
 
@@ -179,11 +301,95 @@ class FinetuneWidget(DockedContainer):
         layer = self.labels_combo.value
         if layer is None or layer.data.ndim < 3:
             self.slices.value = ""
+            self.update_pixels()
             return
         from ..core.training.data import annotated_slices
 
         found = annotated_slices(np.asarray(layer.data))
         self.slices.value = ",".join(map(str, found))
+        self.update_pixels()
+
+    # ------------------------------------------------------------ edited region
+    def _on_inserted(self, event: Any) -> None:
+        self._remember_made(event.value)
+
+    def _remember_made(self, layer: Any) -> None:
+        """Keep a copy of labels a widget made, while nobody has edited them yet."""
+        if isinstance(layer, Labels) and isinstance(layer.data, np.ndarray):
+            if not edited_since_made(layer):
+                self._made[id(layer)] = np.array(layer.data, copy=True)
+
+    def _bind_labels(self, layer: Labels | None) -> None:
+        old = self._bound
+        if old is not None:
+            old.events.data.disconnect(self._on_labels_edit)
+            old.events.labels_update.disconnect(self._on_labels_edit)
+        self._bound = layer
+        if layer is not None:
+            self._remember_made(layer)
+            layer.events.data.connect(self._on_labels_edit)
+            layer.events.labels_update.connect(self._on_labels_edit)
+
+    def _on_labels_edit(self, event: Any = None) -> None:
+        layer = self._bound
+        if layer is not None and not edited_since_made(layer):
+            self._remember_made(layer)  # the Segment widget wrote a new result into it
+        self.update_pixels()
+
+    def annotated_mask(self) -> np.ndarray | None:
+        """The pixels that count for training, or None for whole annotated slices.
+
+        Raises
+        ------
+        ValueError
+            When the edited region is asked for but unknown (the labels were
+            edited before this widget saw the model's result).
+        """
+        layer = self.labels_combo.value
+        if self.region_combo.value != EDITED_REGION or layer is None:
+            return None
+        made = self._made.get(id(layer))
+        if made is None or made.shape != np.shape(layer.data):
+            raise ValueError(
+                f"The edited region of {layer.name!r} is unknown: it was not made by Segment, or "
+                "was edited before this widget was opened. Train on whole annotated slices, or "
+                "open Fine-tune before correcting."
+            )
+        from ..core.training.adapt import edited_region
+
+        return edited_region(made, np.asarray(layer.data), margin=int(self.margin.value))
+
+    def update_pixels(self, event: Any = None) -> int | None:
+        """Show how many pixels the fine-tune would learn from."""
+        layer = self.labels_combo.value
+        if layer is None:
+            self.pixels_label.value = "annotated pixels: -"
+            return None
+        try:
+            mask = self.annotated_mask()
+        except ValueError:
+            self.pixels_label.value = "edited region unknown (see Start)"
+            return None
+        labels = np.asarray(layer.data)
+        if mask is not None:
+            count = int(mask.sum())
+            where = "in the edited region"
+        elif labels.ndim >= 3:
+            from ..core.training.data import parse_slices
+
+            try:
+                chosen = parse_slices(self.slices.value) or []
+            except ValueError:
+                chosen = []
+            count = len([z for z in chosen if 0 <= z < labels.shape[0]]) * int(
+                np.prod(labels.shape[1:])
+            )
+            where = f"in {len(chosen)} slice(s)"
+        else:
+            count = int(labels.size) if np.any(labels) else 0
+            where = "in the image"
+        self.pixels_label.value = f"{count:,} annotated pixels {where}"
+        return count
 
     # --------------------------------------------------------------------- run
     def _set_running(self, running: bool) -> None:
@@ -217,26 +423,44 @@ class FinetuneWidget(DockedContainer):
                 "correct the labels made from this image."
             )
             return
+        from ..core.training.adapt import check_annotation, check_modality
+        from ..core.training.data import TrainingDataError, parse_slices
         from ..core.training.jobs import finetune
         from ..core.training.settings import TrainSettings
 
+        # Snapshots: the user may keep painting while the model trains.
+        label_data = np.array(labels.data, copy=True)
+        try:
+            annotated = self.annotated_mask()
+            slices = parse_slices(self.slices.value or None)
+            if annotated is None and slices is not None and label_data.ndim >= 3:
+                annotated = np.zeros(label_data.shape, bool)
+                annotated[[z for z in slices if 0 <= z < label_data.shape[0]]] = True
+            # Bad input gets its message now, before anything loads or trains.
+            check_annotation(label_data, annotated)
+            check_modality(self._entry_card(base), image.data, axes)
+        except (ValueError, TrainingDataError) as error:
+            show_warning(str(error))
+            return
         settings = TrainSettings.for_finetune(
             minutes=float(self.minutes.value),
             steps=int(self.steps.value),
             learning_rate=float(self.learning_rate.value),
             freeze_encoder=bool(self.freeze.value),
+            adapt_batchnorm=bool(self.adapt_first.value),
         )
-        # Snapshots: the user may keep painting while the model trains.
         job = finetune(
             base,
             np.array(image.data, copy=True),
-            np.array(labels.data, copy=True),
-            slices=self.slices.value or None,
+            label_data,
+            annotated=annotated,
+            slices=None if annotated is not None else slices,
             axes=axes,
             name=self.new_name.value or None,
             settings=settings,
             device=self.device_combo.value,
         )
+        self._adapt_info: dict[str, Any] = {}
         self.curves.clear()
         self.result_label.value = "training…"
         self.segment_again.visible = False
@@ -244,24 +468,86 @@ class FinetuneWidget(DockedContainer):
             job, self._on_done, on_cancel=self._on_cancel, on_progress=self._on_progress
         )
 
+    def _entry_card(self, name: str) -> Any:
+        """A model-like object with the card of a registry entry (for the input checks)."""
+        from types import SimpleNamespace
+
+        from ..core.models.checkpoint import read_card
+
+        card = read_card(self._entries[name].path)
+        return SimpleNamespace(name=card.name, card=card, in_channels=card.in_channels)
+
+    def adapt_to_image(self) -> None:
+        """Re-estimate the base model's batch-norm statistics on the image; no labels needed."""
+        base, image = self.model_combo.value, self.image_combo.value
+        if not base or base == NO_MODEL or image is None or image not in self.viewer.layers:
+            show_warning("Choose the base model and the image to adapt it to.")
+            return
+        from ..core.training.adapt import adapt, check_modality
+        from ..core.training.data import TrainingDataError
+
+        try:
+            axes = image_axes(image)
+            check_modality(self._entry_card(base), image.data, axes)
+        except (ValueError, TrainingDataError) as error:
+            show_warning(str(error))
+            return
+        job = adapt(base, np.array(image.data, copy=True), axes=axes, device="cpu")
+        self.result_label.value = "adapting to the image…"
+        self.segment_again.visible = False
+        self.runner.start(job, self._on_adapted)
+
+    def _on_adapted(self, model: SegmentationModel) -> None:
+        self.new_model = model
+        layers = len(model.card.lineage.get("batchnorm_layers", []))
+        self.result_label.value = (
+            f"saved as {model.name!r}: {layers} batch-norm layers adapted to this image (no "
+            "labels, so no score yet: segment again and look, or correct a few objects and "
+            "fine-tune)."
+        )
+        self.segment_again.visible = True
+        self.refresh_models()
+        show_info(f"Adapted model {model.name!r} saved; it is in every model list now.")
+
     def _on_progress(self, event: Progress) -> None:
+        if event.info.get("phase") == "adapt" and "metrics_adapted" in event.info:
+            self._adapt_info = dict(event.info)
         self.curves.add(event)
         phase = event.info.get("phase", "")
         if phase != "train" or event.step % 10 == 0:
             self.curves.draw()
 
     def _on_done(self, model: SegmentationModel) -> None:
-        self.new_model = model
         self.curves.draw()
-        before = model.card.lineage.get("metrics_before", {})
-        after = model.card.lineage.get("metrics_after", {})
-        parts = [
-            f"{key.replace('_', ' ')}: {before[key]:.3f} → {after[key]:.3f}"
-            for key in ("dice", "object_f1")
-            if isinstance(before.get(key), (int, float))
-            and isinstance(after.get(key), (int, float))
-        ]
-        self.result_label.value = f"saved as {model.name!r}. " + "; ".join(parts)
+        lineage = model.card.lineage
+        before = lineage.get("metrics_before", {})
+        after = lineage.get("metrics_after", {})
+        adapted = getattr(self, "_adapt_info", {}).get("metrics_adapted", {})
+        kept = (lineage.get("recipe") or {}).get("kept", "trained")
+        parts = []
+        for key in ("dice", "object_f1"):
+            if not isinstance(before.get(key), (int, float)):
+                continue
+            steps = [f"parent {before[key]:.3f}"]
+            if isinstance(adapted.get(key), (int, float)):
+                steps.append(f"adapted {adapted[key]:.3f}")
+            if isinstance(after.get(key), (int, float)):
+                steps.append(f"result {after[key]:.3f}")
+            parts.append(f"{key.replace('_', ' ')}: " + " → ".join(steps))
+        metrics = "; ".join(parts)
+        where = "on held-out annotated pixels"
+        if kept == "parent":
+            self.new_model = None
+            self.segment_again.visible = False
+            self.result_label.value = (
+                f"kept the parent {model.name!r}: neither adaptation nor fine-tuning beat it "
+                f"{where} ({metrics}). Nothing was saved."
+            )
+            show_info("The parent model stays best; no new model was saved.")
+            return
+        self.new_model = model
+        how = "fine-tuned" if kept == "trained" else "batch-norm adapted (training did not help)"
+        self.result_label.value = f"saved as {model.name!r} ({how}). {where}: {metrics}"
         self.segment_again.visible = True
         self.new_name.value = ""
         self.refresh_models()

@@ -4,7 +4,10 @@
 resumable state are :mod:`.loop` and :mod:`.checkpoints`; the data are prepared
 (:mod:`.data`), split for validation (:mod:`.split`), sampled into patches
 (:mod:`.sampling`), augmented (:mod:`.augment`) and turned into targets and losses
-(:mod:`.targets`, :mod:`.losses`); :mod:`.settings` holds every hyper-parameter.
+(:mod:`.targets`, :mod:`.losses`); the data pipeline (:mod:`.loader`) makes the
+batches in worker processes while the network trains, and :mod:`.accelerate`
+sets up a GPU (channels-last, batch size); :mod:`.settings` holds every
+hyper-parameter.
 """
 
 from __future__ import annotations

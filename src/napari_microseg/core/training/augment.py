@@ -12,20 +12,28 @@ The augmentations are those of the source reports:
 * piecewise-affine distortion (the DSB 2018 report, imgaug's
   ``PiecewiseAffine`` with point scale 0.01-0.04).
 
-torchvision.transforms.v2 does the resampling: ``functional.affine`` for the
-crop, rotation, zoom, shear and shift (composed into one transform) and
-``functional.elastic`` for the elastic field of ``ElasticTransform`` plus
-the radial or piecewise distortion (summed into one displacement field), so
-an image is resampled at most twice however many augmentations fire, and
-``tv_tensors.Mask`` inputs are resampled with nearest neighbour and keep
-their integer values. This module adds what v2 lacks: exact rotations by 90
-degrees, radial and piecewise distortion fields, noise scaled to the image's
-range, median blur and alpha-blended sharpening.
+Every geometric augmentation that fires becomes part of one map from output
+pixels to input coordinates (:class:`Geometry`): flips, quarter turns, the
+crop, rotation, zoom, shear and shift as one 2x2 matrix and offset, the
+elastic field plus the radial or piecewise distortion as one displacement
+field. The patch is then resampled once, at patch size, straight from the
+whole plane (:func:`sample_patch`): no window is resampled and cropped, no
+void is brought in where the plane has content, and the image is blurred by
+one bilinear interpolation only. The elastic field is torchvision's
+``ElasticTransform`` (Gaussian-smoothed uniform noise, ``alpha / 2`` pixels
+per unit), drawn on a grid of half its smoothness and upsampled
+(:func:`~.augment_ops.smooth_field`), with the same strength and correlation
+length. When only flips and quarter turns fire, nothing is interpolated.
 
 Masks (labels, class targets, the annotated-region mask, weight maps) are
-never interpolated into new values. Pixels that a geometric transform brings
-in from outside the input are 0 in every mask, so the annotated-region mask
-marks them as not annotated and no loss counts them.
+sampled with nearest neighbour by index, so they keep their dtype and never
+get new values. Pixels that come from outside the input are 0 in every mask,
+so the annotated-region mask marks them as not annotated and no loss counts
+them.
+
+All random draws come from a ``numpy.random.Generator`` the caller passes,
+so a patch depends only on that generator's seed (the data pipeline seeds
+one per batch, :mod:`.loader`).
 
 Examples
 --------
@@ -39,20 +47,25 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import numpy as np
 import torch
-from torchvision import tv_tensors
-from torchvision.transforms import InterpolationMode, v2
-from torchvision.transforms.v2 import functional as TF
 
-from .augment_ops import median_blur, piecewise_field, radial_field, sharpen
-
-#: Largest label value that survives the float32 resampling in torchvision exactly.
-_EXACT_FLOAT32 = 2**24
+from .augment_ops import (
+    coarse_shape,
+    gather_nearest,
+    linear_weights,
+    median_blur,
+    nearest_index,
+    resample_bilinear,
+    sharpen,
+    smooth_field,
+)
 
 
 @dataclass(frozen=True)
@@ -82,7 +95,8 @@ class AugmentConfig:
     shift : float
         Translation range as a fraction of the size.
     elastic_p : float
-        Elastic deformation (torchvision's ``ElasticTransform``).
+        Elastic deformation (torchvision's ``ElasticTransform`` field, drawn
+        coarse and upsampled).
     elastic_alpha : (float, float)
         Range of the field strength, in torchvision's units: the pixel displacement
         is ``alpha / 2`` times Gaussian-smoothed uniform noise. With ``sigma = 5``,
@@ -209,8 +223,285 @@ class AugmentConfig:
         raise TypeError(f"Cannot make an augmentation config from {type(value).__name__}.")
 
 
+@dataclass
+class Geometry:
+    """One draw of the geometric augmentations: output pixel -> input coordinates.
+
+    An output pixel at offset ``u`` (x, y) from the output's centre samples the
+    input at ``centre + linear @ (u + field(u)) + offset``.
+
+    Attributes
+    ----------
+    linear : (2, 2) ndarray of float64
+        Flips, quarter turns, and the inverse of the crop, rotation, zoom and shear.
+    offset : (2,) ndarray of float64
+        Shift in input pixels (x, y).
+    field : (2, h, w) ndarray of float32 or None
+        Elastic plus radial or piecewise displacement in output pixels (x, y).
+    exact : bool
+        Only flips and quarter turns: the patch is cut and turned, not interpolated.
+    """
+
+    linear: np.ndarray
+    offset: np.ndarray
+    field: np.ndarray | None
+    exact: bool
+
+
+@dataclass
+class Intensity:
+    """One draw of the intensity augmentations: noise fraction, median blur, sharpening."""
+
+    noise: float | None = None
+    blur: bool = False
+    sharpen: float | None = None
+
+
+def _chance(rng: np.random.Generator, p: float) -> bool:
+    # Always draw, so a config change of one probability does not shift the others' stream.
+    return float(rng.random()) < p
+
+
+def _uniform(rng: np.random.Generator, low: float, high: float) -> float:
+    return float(low + (high - low) * rng.random())
+
+
+def draw_geometry(
+    config: AugmentConfig,
+    rng: np.random.Generator,
+    shape: tuple[int, int],
+    reference: tuple[int, int] | None = None,
+) -> Geometry:
+    """Draw the geometric augmentations of one patch.
+
+    Parameters
+    ----------
+    config : AugmentConfig
+    rng : numpy.random.Generator
+    shape : (int, int)
+        Output size (h, w).
+    reference : (int, int), optional
+        The size the strengths refer to (shift and crop fractions, radial
+        radius, piecewise grid): the window the augmentation used to transform
+        (``patch + 2 window_margin``), so their pixel sizes stay those of
+        earlier versions; ``shape`` by default.
+
+    Returns
+    -------
+    Geometry
+    """
+    cfg = config
+    ref_h, ref_w = reference or shape
+    linear = np.eye(2)
+    # Flips and quarter turns act on the output's offsets: exact permutations.
+    if _chance(rng, cfg.hflip_p):
+        linear = linear @ np.diag([-1.0, 1.0])
+    if _chance(rng, cfg.vflip_p):
+        linear = linear @ np.diag([1.0, -1.0])
+    if _chance(rng, cfg.rot90_p):
+        k = int(rng.integers(1, 4)) if shape[0] == shape[1] else 2
+        quarter = np.array([[0.0, -1.0], [1.0, 0.0]])
+        linear = linear @ np.linalg.matrix_power(quarter, k)
+    resampled = False
+    offset = np.zeros(2)
+    crop = _chance(rng, cfg.crop_p) and cfg.crop_fraction < 1
+    rotate = _chance(rng, cfg.rotate_p) and cfg.rotate_degrees > 0
+    affine = _chance(rng, cfg.affine_p)
+    if crop or rotate or affine:
+        resampled = True
+        angle, scale, shift, shear = 0.0, 1.0, np.zeros(2), (0.0, 0.0)
+        if crop:
+            # A random window of crop_fraction of the reference, resized back to full size.
+            fraction = cfg.crop_fraction
+            scale /= fraction
+            reach = (1 - fraction) / (2 * fraction)
+            shift += [_uniform(rng, -reach, reach) * ref_w, _uniform(rng, -reach, reach) * ref_h]
+        if rotate:
+            angle = _uniform(rng, -cfg.rotate_degrees, cfg.rotate_degrees)
+        if affine:
+            scale *= _uniform(rng, *cfg.zoom)
+            shift += [
+                _uniform(rng, -cfg.shift, cfg.shift) * ref_w,
+                _uniform(rng, -cfg.shift, cfg.shift) * ref_h,
+            ]
+            shear = (_uniform(rng, -cfg.shear, cfg.shear), _uniform(rng, -cfg.shear, cfg.shear))
+        theta = math.radians(angle)
+        rotation = np.array(
+            [[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]]
+        )
+        shearing = np.array(
+            [[1.0, math.tan(math.radians(shear[0]))], [math.tan(math.radians(shear[1])), 1.0]]
+        )
+        forward = scale * rotation @ shearing
+        inverse = np.linalg.inv(forward)
+        # The forward map moves content by ``shift`` (whole pixels, as before); the output
+        # samples the input at inverse @ (u - shift).
+        shift = np.round(shift)
+        linear = linear @ inverse
+        offset = -(linear @ shift)
+    field = _displacement(cfg, rng, shape, (ref_h, ref_w))
+    return Geometry(linear, offset, field, exact=not resampled and field is None)
+
+
+def _displacement(
+    cfg: AugmentConfig, rng: np.random.Generator, shape: tuple[int, int], reference
+) -> np.ndarray | None:
+    """The elastic field plus a radial or piecewise distortion, in output pixels, or None."""
+    height, width = shape
+    field = None
+    if _chance(rng, cfg.elastic_p):
+        alpha = _uniform(rng, *cfg.elastic_alpha)
+        rows, cols, _ = coarse_shape(height, width, cfg.elastic_sigma)
+        noise = rng.random((2, rows, cols), dtype=np.float32) * 2 - 1
+        # torchvision: pixel displacement = alpha / 2 times the smoothed noise.
+        field = smooth_field(noise, cfg.elastic_sigma, height, width) * np.float32(alpha / 2)
+    if _chance(rng, cfg.distort_p) and cfg.distort_kinds:
+        kind = cfg.distort_kinds[int(rng.integers(len(cfg.distort_kinds)))]
+        ux, uy = _offsets(height, width)
+        ref_h, ref_w = reference
+        if kind == "radial":
+            k1, k2 = (_uniform(rng, -cfg.radial_k, cfg.radial_k) for _ in range(2))
+            # Normalized so that the reference square's corners have r = 1 (as before).
+            r2 = ((ux / (ref_w / 2)) ** 2 + (uy / (ref_h / 2)) ** 2) / 2
+            factor = k1 * r2 + k2 * r2 * r2
+            extra = np.stack([ux * factor, uy * factor]).astype(np.float32)
+        else:
+            sigma = _uniform(rng, *cfg.piecewise_scale)
+            points = cfg.piecewise_grid
+            # The control grid spans the reference square; a shift of sigma * size.
+            control = rng.standard_normal((2, points, points)).astype(np.float32) * 2 * sigma
+            extra = _piecewise_pixels(control, ux, uy, ref_h, ref_w)
+        field = extra if field is None else field + extra
+    return field
+
+
+@functools.lru_cache(maxsize=8)
+def _offsets(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets (x, y) ``(h, w)`` of the output pixels from the output's centre."""
+    uy, ux = np.mgrid[:height, :width].astype(np.float32)
+    ux -= (width - 1) / 2
+    uy -= (height - 1) / 2
+    ux.setflags(write=False)
+    uy.setflags(write=False)
+    return ux, uy
+
+
+def _piecewise_pixels(control, ux, uy, ref_h: int, ref_w: int) -> np.ndarray:
+    """The piecewise field of :func:`~.augment_ops.piecewise_field` on the reference square,
+    read at the output's pixels, in pixels."""
+    points = control.shape[-1]
+    # Reference pixel index = offset + (size - 1) / 2; the control points sit on its corners,
+    # and bilinear interpolation is separable: rows @ control @ columns.T.
+    rows = linear_weights((uy[:, 0] + (ref_h - 1) / 2) * (points - 1) / max(ref_h - 1, 1), points)
+    cols = linear_weights((ux[0] + (ref_w - 1) / 2) * (points - 1) / max(ref_w - 1, 1), points)
+    field = rows @ control @ cols.T
+    # Normalized units (2 = the reference size) to pixels.
+    field[0] *= ref_w / 2
+    field[1] *= ref_h / 2
+    return field.astype(np.float32, copy=False)
+
+
+def input_coordinates(
+    geometry: Geometry, centre: tuple[float, float], shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Input coordinates x and y ``(h, w)`` (float32) that each output pixel samples.
+
+    Parameters
+    ----------
+    geometry : Geometry
+    centre : (float, float)
+        Input position (y, x) of the output's centre.
+    shape : (int, int)
+        Output size (h, w).
+    """
+    ux, uy = _offsets(*shape)
+    if geometry.field is not None:
+        ux, uy = ux + geometry.field[0], uy + geometry.field[1]
+    (a, b), (c, d) = geometry.linear.astype(np.float32)
+    x0 = np.float32(centre[1] + geometry.offset[0])
+    y0 = np.float32(centre[0] + geometry.offset[1])
+    return a * ux + b * uy + x0, c * ux + d * uy + y0
+
+
+def draw_intensity(config: AugmentConfig, rng: np.random.Generator) -> Intensity:
+    """Draw the intensity augmentations of one patch."""
+    cfg = config
+    noise = _uniform(rng, *cfg.noise_sigma) if _chance(rng, cfg.noise_p) else None
+    blur = _chance(rng, cfg.blur_p) and cfg.median_size > 1
+    sharp = _uniform(rng, *cfg.sharpen_alpha) if _chance(rng, cfg.sharpen_p) else None
+    return Intensity(noise, blur, sharp)
+
+
+def apply_intensity(
+    image: torch.Tensor, draw: Intensity, config: AugmentConfig, rng: np.random.Generator
+) -> torch.Tensor:
+    """Noise scaled to the patch's range, median blur and sharpening, as drawn.
+
+    Parameters
+    ----------
+    image : (C, H, W) tensor of float32
+    """
+    if draw.noise is not None:
+        low, high = image.amin(), image.amax()
+        sigma = draw.noise * float(high - low)
+        # torch's normal sampler is several times faster than numpy's for float32; its
+        # generator is seeded from ``rng``, so the patch still depends on ``rng`` alone.
+        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        image = image + sigma * torch.randn(image.shape, generator=generator)
+    if draw.blur:
+        image = median_blur(image, config.median_size)
+    if draw.sharpen is not None:
+        image = sharpen(image, draw.sharpen)
+    return image
+
+
+def sample_patch(
+    image: np.ndarray,
+    masks: Sequence[np.ndarray],
+    geometry: Geometry,
+    centre: tuple[float, float],
+    shape: tuple[int, int],
+) -> tuple[torch.Tensor, list[np.ndarray]]:
+    """Resample an image and its masks once, at output size, as ``geometry`` says.
+
+    Parameters
+    ----------
+    image : (C, H, W) ndarray of float32
+        The whole input (a plane); only the pixels the patch needs are read.
+    masks : sequence of (H, W) ndarray
+        Any dtype; nearest neighbour, exact.
+    geometry : Geometry
+    centre : (float, float)
+        Input position (y, x) of the output's centre; integer plus
+        ``(size - 1) / 2`` puts the output on the input's pixel grid.
+    shape : (int, int)
+        Output size (h, w).
+
+    Returns
+    -------
+    image : (C, h, w) tensor of float32
+    masks : list of (h, w) ndarray
+        Input dtypes; 0 where the output reads outside the input.
+    """
+    x, y = input_coordinates(geometry, centre, shape)
+    height, width = image.shape[-2:]
+    flat, inside = nearest_index(x, y, height, width)
+    if geometry.exact:
+        # Flips and quarter turns of a patch on the pixel grid read whole pixels: copy them.
+        channels = [gather_nearest(c, flat, inside, shape) for c in image]
+        out_image = torch.from_numpy(np.stack(channels).astype(np.float32, copy=False))
+    else:
+        tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+        out_image = resample_bilinear(tensor, x, y)
+    return out_image, [gather_nearest(m, flat, inside, shape) for m in masks]
+
+
 class Augmenter:
     """Apply random augmentations identically to an image and any number of masks.
+
+    The array front end of :func:`draw_geometry`, :func:`sample_patch` and
+    :func:`apply_intensity`, with its own random stream; the training data
+    pipeline calls those directly, with one seeded generator per batch.
 
     Parameters
     ----------
@@ -218,27 +509,26 @@ class Augmenter:
         What to apply (see :meth:`AugmentConfig.from_value`); the default set if omitted.
     seed : int, optional
         Seed of the augmenter's own random stream: the same seed gives the same
-        sequence of augmentations, whatever else uses torch's random generator.
+        sequence of augmentations, whatever else uses a random generator.
 
     Notes
     -----
-    Images are resampled bilinearly, masks with nearest neighbour. Label ids
-    of any size come back unchanged (ids of 2**24 and above are renumbered
-    internally, since torchvision resamples masks in float32).
+    Images are resampled bilinearly, masks with nearest neighbour by index, so
+    label ids of any size and dtype come back unchanged.
     """
 
     def __init__(self, config: AugmentConfig | str | dict | None = "default", *, seed: int = 0):
         self.config = AugmentConfig.from_value(config)
-        self._state = torch.Generator().manual_seed(int(seed)).get_state()
+        self.rng = np.random.default_rng(int(seed))
 
-    # The state travels with training checkpoints, so a resumed run continues the same stream.
-    def get_state(self) -> torch.Tensor:
-        """The random state (a uint8 tensor), for checkpoints."""
-        return self._state.clone()
+    # The state travels with checkpoints of callers that keep one augmenter for a run.
+    def get_state(self) -> dict[str, Any]:
+        """The random state (numpy's bit-generator state), for checkpoints."""
+        return dict(self.rng.bit_generator.state)
 
-    def set_state(self, state: torch.Tensor) -> None:
+    def set_state(self, state: dict[str, Any]) -> None:
         """Restore a state from :meth:`get_state`."""
-        self._state = state.clone()
+        self.rng.bit_generator.state = state
 
     def __call__(
         self, image: Any, *masks: Any, out_size: tuple[int, int] | None = None
@@ -253,9 +543,8 @@ class Augmenter:
             Label images, class maps, boolean masks or float weight maps; each is
             resampled with nearest neighbour and keeps its dtype.
         out_size : (int, int), optional
-            Centre-crop everything to this size after the geometric transforms
-            (pass a larger input than needed so rotations bring in no empty
-            corners).
+            Centre-crop everything to this size (pass a larger input than needed
+            so rotations bring in no empty corners).
 
         Returns
         -------
@@ -263,177 +552,44 @@ class Augmenter:
             The image and the masks, in order, of the input kinds (NumPy or torch)
             and dtypes; the image is float32.
         """
-        with torch.random.fork_rng(devices=[]):
-            torch.set_rng_state(self._state)
-            result = self._apply(image, masks, out_size)
-            self._state = torch.get_rng_state()
-        return result
-
-    # ------------------------------------------------------------------ internals
-
-    def _apply(self, image: Any, masks: tuple[Any, ...], out_size: tuple[int, int] | None):
-        cfg = self.config
-        img, squeeze, img_numpy = _image_tensor(image)
-        mask_tensors, restore = zip(*(_mask_tensor(m) for m in masks)) if masks else ((), ())
-        items: tuple[Any, ...] = (tv_tensors.Image(img), *mask_tensors)
-        height, width = img.shape[-2:]
-
-        if _chance(cfg.hflip_p):
-            items = tuple(TF.horizontal_flip(t) for t in items)
-        if _chance(cfg.vflip_p):
-            items = tuple(TF.vertical_flip(t) for t in items)
-        if _chance(cfg.rot90_p):
-            # Exact: a quarter turn needs no interpolation, and keeps a square's shape.
-            k = int(torch.randint(1, 4, ()).item()) if height == width else 2
-            items = tuple(_rewrap(t, torch.rot90(t, k, dims=(-2, -1))) for t in items)
-        # Every resampling blurs the image and may move a mask edge by half a pixel, so the
-        # crop, rotation, zoom, shear and shift become one affine transform, and the elastic
-        # and distortion fields one displacement field: at most two resamplings in all.
-        affine = self._affine_params(height, width)
-        if affine is not None:
-            items = tuple(
-                TF.affine(t, **affine, interpolation=InterpolationMode.BILINEAR, fill=0)
-                for t in items
-            )
-        displacement = self._displacement(items, height, width)
-        if displacement is not None:
-            items = tuple(
-                TF.elastic(t, displacement, interpolation=InterpolationMode.BILINEAR, fill=0)
-                for t in items
-            )
-        if out_size is not None:
-            items = tuple(TF.center_crop(t, list(out_size)) for t in items)
-
-        img = items[0].as_subclass(torch.Tensor)
-        if _chance(cfg.noise_p):
-            low, high = img.amin(), img.amax()
-            sigma = _uniform(*cfg.noise_sigma) * float(high - low)
-            img = img + sigma * torch.randn_like(img)
-        if _chance(cfg.blur_p) and cfg.median_size > 1:
-            img = median_blur(img, cfg.median_size)
-        if _chance(cfg.sharpen_p):
-            img = sharpen(img, _uniform(*cfg.sharpen_alpha))
-
-        out_image = img[0] if squeeze else img
-        out_image = out_image.numpy() if img_numpy else out_image
-        out_masks = [fn(t.as_subclass(torch.Tensor)) for fn, t in zip(restore, items[1:])]
-        return (out_image, *out_masks)
-
-    def _affine_params(self, height: int, width: int) -> dict[str, Any] | None:
-        """Parameters of ``TF.affine`` for the crop, rotation and zoom/shear/shift drawn."""
-        cfg = self.config
-        crop = _chance(cfg.crop_p) and cfg.crop_fraction < 1
-        rotate = _chance(cfg.rotate_p) and cfg.rotate_degrees > 0
-        affine = _chance(cfg.affine_p)
-        if not (crop or rotate or affine):
-            return None
-        angle, scale, shift_x, shift_y, shear = 0.0, 1.0, 0.0, 0.0, [0.0, 0.0]
-        if crop:
-            # A random window of crop_fraction of the image, resized back to full size.
-            fraction = cfg.crop_fraction
-            scale /= fraction
-            reach = (1 - fraction) / (2 * fraction)
-            shift_x += _uniform(-reach, reach) * width
-            shift_y += _uniform(-reach, reach) * height
-        if rotate:
-            angle = _uniform(-cfg.rotate_degrees, cfg.rotate_degrees)
-        if affine:
-            scale *= _uniform(*cfg.zoom)
-            shift_x += _uniform(-cfg.shift, cfg.shift) * width
-            shift_y += _uniform(-cfg.shift, cfg.shift) * height
-            shear = [_uniform(-cfg.shear, cfg.shear), _uniform(-cfg.shear, cfg.shear)]
-        return {
-            "angle": angle,
-            "translate": [round(shift_x), round(shift_y)],
-            "scale": scale,
-            "shear": shear,
-        }
-
-    def _displacement(self, items: tuple[Any, ...], height: int, width: int):
-        """The elastic field (torchvision's) plus a radial or piecewise distortion, or None."""
-        cfg = self.config
-        field = None
-        if _chance(cfg.elastic_p):
-            alpha = _uniform(*cfg.elastic_alpha)
-            elastic = v2.ElasticTransform(alpha=alpha, sigma=cfg.elastic_sigma)
-            field = elastic.make_params(list(items))["displacement"]
-        if _chance(cfg.distort_p) and cfg.distort_kinds:
-            kind = cfg.distort_kinds[int(torch.randint(len(cfg.distort_kinds), ()).item())]
-            if kind == "radial":
-                k1, k2 = (_uniform(-cfg.radial_k, cfg.radial_k) for _ in range(2))
-                extra = radial_field(height, width, k1, k2)
+        is_tensor = isinstance(image, torch.Tensor)
+        array = image.detach().cpu().numpy() if is_tensor else np.asarray(image)
+        if array.ndim not in (2, 3):
+            raise ValueError(f"The image must be (H, W) or (C, H, W), got shape {array.shape}.")
+        squeeze = array.ndim == 2
+        array = np.ascontiguousarray(array[None] if squeeze else array, dtype=np.float32)
+        height, width = array.shape[-2:]
+        plain = []
+        for mask in masks:
+            values = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else mask
+            values = np.asarray(values)
+            if values.shape != (height, width):
+                raise ValueError(f"Masks must be (H, W) = {(height, width)}, got {values.shape}.")
+            plain.append(values)
+        shape = tuple(out_size) if out_size is not None else (height, width)
+        top, left = (height - shape[0]) // 2, (width - shape[1]) // 2
+        centre = (top + (shape[0] - 1) / 2, left + (shape[1] - 1) / 2)
+        geometry = draw_geometry(self.config, self.rng, shape, reference=(height, width))
+        out, out_masks = sample_patch(array, plain, geometry, centre, shape)
+        out = apply_intensity(out, draw_intensity(self.config, self.rng), self.config, self.rng)
+        out_image = out[0] if squeeze else out
+        results: list[Any] = [out_image if is_tensor else out_image.numpy()]
+        for original, result in zip(masks, out_masks):
+            if isinstance(original, torch.Tensor):
+                results.append(torch.from_numpy(np.ascontiguousarray(result)).to(original.device))
             else:
-                sigma = _uniform(*cfg.piecewise_scale)
-                # Normalized coordinates span 2: a shift of sigma * size is 2 * sigma.
-                points = cfg.piecewise_grid
-                extra = piecewise_field(height, width, torch.randn(2, points, points) * 2 * sigma)
-            field = extra if field is None else field + extra
-        return field
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def _chance(p: float) -> bool:
-    # Always draw, so a config change of one probability does not shift the others' stream.
-    draw = float(torch.rand(()).item())
-    return draw < p
-
-
-def _uniform(low: float, high: float) -> float:
-    return float(low + (high - low) * torch.rand(()).item())
-
-
-def _rewrap(like: torch.Tensor, data: torch.Tensor) -> torch.Tensor:
-    return tv_tensors.wrap(data.contiguous(), like=like)
-
-
-def _image_tensor(image: Any) -> tuple[torch.Tensor, bool, bool]:
-    is_numpy = not isinstance(image, torch.Tensor)
-    tensor = torch.as_tensor(np.asarray(image) if is_numpy else image)
-    if tensor.ndim not in (2, 3):
-        raise ValueError(f"The image must be (H, W) or (C, H, W), got shape {tuple(tensor.shape)}.")
-    squeeze = tensor.ndim == 2
-    tensor = tensor[None] if squeeze else tensor
-    return tensor.to(torch.float32), squeeze, is_numpy
-
-
-def _mask_tensor(mask: Any):
-    """The mask as a ``tv_tensors.Mask`` and a function restoring the caller's kind and dtype."""
-    is_numpy = not isinstance(mask, torch.Tensor)
-    array = np.asarray(mask) if is_numpy else mask.detach().cpu().numpy()
-    if array.ndim != 2:
-        raise ValueError(f"Masks must be (H, W), got shape {array.shape}.")
-    dtype = array.dtype
-    lookup = None
-    if array.dtype.kind == "f":
-        data = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-    else:
-        values = array.astype(np.int64)
-        if values.size and (values.max() >= _EXACT_FLOAT32 or values.min() < 0):
-            # Renumber so float32 resampling is exact; the lookup table restores the ids.
-            lookup, values = np.unique(values, return_inverse=True)
-            values = values.reshape(array.shape)
-        data = torch.from_numpy(np.ascontiguousarray(values))
-    device = mask.device if not is_numpy else None
-
-    def restore(out: torch.Tensor) -> Any:
-        result = out.cpu().numpy()
-        if lookup is not None:
-            result = lookup[result]
-        result = result.astype(dtype, copy=False)
-        if is_numpy:
-            return result
-        return torch.from_numpy(result).to(device)
-
-    return tv_tensors.Mask(data), restore
+                results.append(result)
+        return tuple(results)
 
 
 def window_margin(config: AugmentConfig, patch: int) -> int:
-    """Extra pixels per side to read around a patch so geometric transforms bring in no void.
+    """Extra pixels per side of the window the strengths of the augmentations refer to.
 
-    A rotation by 45 degrees needs a window ``sqrt(2)`` times the patch side;
-    zoom-out, shift and distortions are covered by the same margin.
+    Earlier versions transformed a window ``sqrt(2)`` times the patch side (so a
+    rotation by 45 degrees brought in no void) and cropped the patch from it;
+    shift and crop fractions, the radial radius and the piecewise grid were
+    relative to that window. Patches are now resampled from the whole plane,
+    and this margin keeps those strengths in pixels.
     """
     if not config.geometric:
         return 0

@@ -335,6 +335,15 @@ def prepare(
         for z in chosen:
             raw = np.asarray(view[z])
             image_plane = _with_context(view, z, context, normalizer, raw)
+            if not (
+                np.isfinite(image_plane).all() and (raw.dtype.kind != "f" or np.isfinite(raw).all())
+            ):
+                # Caught here, before training, rather than as a loss of NaN many steps later.
+                where = f"{name} (slice {z})" if stack else name
+                raise TrainingDataError(
+                    f"{where}: the image holds NaN or infinite values (a damaged file or a "
+                    "failed conversion); fix or replace it and train again."
+                )
             plane_labels = np.asarray(label_stack[z])
             plane_mask = (
                 np.ones(plane_labels.shape, bool) if mask_stack is None else mask_stack[z].copy()

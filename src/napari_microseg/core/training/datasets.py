@@ -147,15 +147,41 @@ def load_dataset(
 
 
 def _read(path: Path) -> np.ndarray:
+    """The image or stack in ``path``; a damaged file is a :class:`TrainingDataError` naming it.
+
+    Every file is read (and decoded) here, in the main process, before training
+    starts, so a corrupt one stops the run with its name, not in a data
+    worker's traceback hours later.
+    """
     # The layouts fix the axes (stacks are Z, Y, X), so no guessing: a 3-slice stack read
     # by a general reader could pass for an RGB image.
-    if path.suffix.lower() in (".tif", ".tiff"):
-        import tifffile
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
 
-        return np.asarray(tifffile.imread(path))
-    import imageio.v3 as iio
+            array = np.asarray(tifffile.imread(path))
+        else:
+            import imageio.v3 as iio
 
-    return np.asarray(iio.imread(path))
+            array = np.asarray(iio.imread(path))
+    except FileNotFoundError as error:
+        raise TrainingDataError(f"{path} is missing: {error}.") from error
+    except MemoryError:
+        raise
+    # Readers raise many kinds of errors for a damaged file (ValueError, OSError, zlib.error,
+    # struct.error, IndexError...): whatever the kind, the user needs the file's name.
+    except Exception as error:
+        raise TrainingDataError(
+            f"Cannot read {path}: {type(error).__name__}: {error}. The file is damaged or not "
+            "an image; replace it (or remove it and its row in index.csv) and train again."
+        ) from error
+    if array.size == 0:
+        # A truncated file can decode to nothing without an error.
+        raise TrainingDataError(
+            f"Cannot read {path}: it holds no pixels. The file is damaged; replace it (or "
+            "remove it and its row in index.csv) and train again."
+        )
+    return array
 
 
 def _spread(n: int, limit: int | None) -> np.ndarray:

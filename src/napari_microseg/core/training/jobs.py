@@ -17,6 +17,9 @@ data and settings gives the same weights (see
 phase          keys
 =============  ================================================================
 ``prepare``    ``draft_name`` (where Cancel would keep the draft)
+``adapt``      fine-tuning only: ``metrics_parent``, ``metrics_adapted`` (held-out
+               pixels, without and with batch-norm statistics of the image),
+               ``start`` (``"parent"`` or ``"adapted"``); ``annotated_pixels``
 ``baseline``   ``metrics_before``, ``val_loss``, ``val_dice``, ``val_iou``,
                ``val_object_f1``: the parent, before any training step
 ``resume``     ``step`` (a run continued from its checkpoint)
@@ -25,7 +28,9 @@ phase          keys
                ``improved``, ``best_step``, ``best_val_dice``, ``elapsed_s``
 ``save``       ``name``
 ``done``       ``name``, ``path``, ``metrics_before``, ``metrics_after``, ``steps``,
-               ``stopped`` (``"steps"``, ``"time"`` or ``"early stop"``)
+               ``stopped`` (``"steps"``, ``"time"`` or ``"early stop"``), ``kept``
+               (``"trained"``, ``"adapted"``: batch-norm adaptation alone was best,
+               or ``"parent"``: nothing beat the parent, which is returned unsaved)
 =============  ================================================================
 
 Examples
@@ -51,10 +56,21 @@ from typing import TYPE_CHECKING, Any
 from ..models.base import ModelError, SegmentationModel
 from ..models.versions import SaveError, TrainingRun, lineage_record, trained_model
 from ..progress import Job, Progress
+from .adapt import (
+    FewShotTrainer,
+    adapt_batchnorm,
+    batchnorm_layers,
+    check_classes,
+    check_modality,
+    frozen_batchnorm,
+    input_batches,
+    resolve_model,
+)
 from .data import TrainingDataError, TrainingPair, annotated_slices, parse_slices, prepare
 from .loop import Outcome, Trainer
 from .settings import TrainingError, TrainingWarning, TrainSettings
 from .split import split_validation
+from .state import cpu_state
 
 if TYPE_CHECKING:
     import os
@@ -133,7 +149,9 @@ def finetune(
     Raises
     ------
     TrainingDataError
-        No annotated pixels, labels of another shape than the image, no object...
+        No annotated pixels, labels of another shape than the image, no object,
+        annotated pixels all of one class, a colour image for a grey model of
+        another modality (or the reverse); all before any training.
     TrainingError
         Unusable settings (a time budget of zero...) or a diverging run.
     SaveError
@@ -141,7 +159,8 @@ def finetune(
     """
     settings = (settings or TrainSettings.for_finetune()).validate()
     started = time.monotonic()
-    parent = _resolve_model(model, device)
+    parent = resolve_model(model)
+    check_modality(parent, image, axes)
     pair = TrainingPair(image, labels, annotated, axes, parse_slices(slices), name="image")
     return (
         yield from _run(
@@ -228,14 +247,6 @@ def train(
 # ----------------------------------------------------------------------------- the shared run
 
 
-def _resolve_model(model: Any, device: str) -> SegmentationModel:
-    if isinstance(model, SegmentationModel):
-        return model
-    from ..models.registry import load_model
-
-    return load_model(model, device="cpu")
-
-
 def _as_pair(item: Any, index: int, prefix: str = "image") -> TrainingPair:
     if isinstance(item, TrainingPair):
         return item if item.name else replace(item, name=f"{prefix} {index + 1}")
@@ -299,6 +310,13 @@ def _run(
             "give more time."
         )
     working = working_copy(parent, choice.device)
+    few_shot = kind == "fine-tune"
+    start, parent_metrics = "parent", None
+    if few_shot:
+        check_classes(data.summary)
+        start, parent_metrics, event = yield from _adapt_start(
+            working, parent, pairs[0], val_regions, settings, choice
+        )
     run = TrainingRun(parent, kind, data, split, settings, choice, now_iso(), started)
 
     def record(
@@ -323,6 +341,7 @@ def _run(
             earlier_s=trainer.earlier_s,
         )
         lineage["reproducible"] = settings.reproducibility(choice.kind)
+        lineage.update(trainer.card_facts())  # data workers, batch used, AMP... (#19)
         return lineage
 
     def keep_draft(state: dict[str, Any], metrics: dict[str, float], step: int) -> None:
@@ -353,7 +372,7 @@ def _run(
                 f"The draft {draft_name!r} was not kept: {error}", TrainingWarning, stacklevel=2
             )
 
-    trainer = Trainer(
+    trainer = (FewShotTrainer if few_shot else Trainer)(
         working,
         settings,
         device=choice,
@@ -366,12 +385,44 @@ def _run(
         on_cancel=keep_draft,
         started=started,
     )
-    outcome: Outcome = yield from trainer.run()
+    with frozen_batchnorm(working.module, few_shot and settings.freeze_batchnorm):
+        outcome: Outcome = yield from trainer.run()
     if outcome.best_state is None:
         raise TrainingError(
             "Training ended before its first step: the time budget is too small for this "
             "model and data. Give more minutes or steps."
         )
+    kept = "trained"
+    if few_shot and settings.keep_better_start:
+        kept = _better_of(outcome, start, settings)
+        if kept == "parent":
+            # Nothing is saved; the result is the parent's weights under the parent's name, with
+            # a card that records the run and why nothing was kept.
+            metrics = dict(parent_metrics or outcome.before)
+            working.module.load_state_dict(cpu_state(parent.module))
+            lineage = record(
+                metrics,
+                metrics,
+                outcome.steps,
+                outcome.stopped,
+                outcome.history,
+                outcome.best_step,
+                [*outcome.notes, KEPT_PARENT],
+            )
+            lineage["recipe"] = {"start": start, "kept": "parent"}
+            kept_model = trained_model(working, parent, parent.name, lineage, metrics, kind, data)
+            yield _kept_parent_event(parent, metrics, outcome)
+            return kept_model.eval()
+        if kept == "adapted":
+            working.module.load_state_dict(event["adapted_state"])
+            outcome.after = dict(outcome.before)
+            outcome.notes.append(
+                "Fine-tuning did not beat the batch-norm adaptation on the held-out annotated "
+                "pixels; the adapted model (no gradient steps kept) was saved."
+            )
+    if parent_metrics is not None:
+        # Before = the parent as the user had it, not the adapted starting point.
+        outcome.before = dict(parent_metrics)
     lineage = record(
         outcome.before,
         outcome.after,
@@ -381,6 +432,7 @@ def _run(
         outcome.best_step,
         outcome.notes,
     )
+    lineage["recipe"] = {"start": start, "kept": kept}
     result = trained_model(working, parent, name, lineage, outcome.after, kind, data)
     path = None
     if save:
@@ -408,6 +460,108 @@ def _run(
             "metrics_after": outcome.after,
             "steps": outcome.steps,
             "stopped": outcome.stopped,
+            "kept": kept,
+            "start": start,
         },
     )
     return result.eval()
+
+
+# ----------------------------------------------------------------------------- few-shot recipe
+
+#: The note of a fine-tune whose result was no better than the parent.
+KEPT_PARENT = (
+    "Neither the batch-norm adaptation nor the fine-tuning beat the parent on the held-out "
+    "annotated pixels, so the parent is kept and nothing was saved. Annotate more (or other) "
+    "objects, or give more time."
+)
+
+
+def _adapt_start(
+    working: SegmentationModel,
+    parent: SegmentationModel,
+    pair: TrainingPair,
+    val_regions: list[Any],
+    settings: TrainSettings,
+    choice: Any,
+) -> Job[tuple[str, dict[str, float] | None, dict[str, Any]]]:
+    """Label-free adaptation before any gradient step, kept when the held-out pixels agree.
+
+    ``working`` is changed in place to the better of the parent and its
+    batch-norm-adapted copy. Returns the start (``"parent"`` or ``"adapted"``),
+    the parent's held-out metrics (None when not measured) and the adapted state.
+    """
+    from .scoring import capped_regions, evaluate_regions, metrics_text
+
+    event: dict[str, Any] = {}
+    if not settings.adapt_batchnorm or not batchnorm_layers(working.module):
+        return "parent", None, event
+    yield Progress(0, settings.steps, "Adapting to the image (no labels)", None, {"phase": "adapt"})
+    # The held-out regions the trainer will validate on, so every comparison is like for like.
+    regions = capped_regions(val_regions, settings.val_max_pixels)
+    before = evaluate_regions(working, regions, device=choice.device, loss_kind=settings.loss)
+    original = cpu_state(working.module)
+    image = pair.image
+    batches = input_batches(parent, image, axes=pair.axes or getattr(image, "axes", None))
+    adapt_batchnorm(working.module, batches, device=choice.device)
+    adapted = evaluate_regions(working, regions, device=choice.device, loss_kind=settings.loss)
+    better = _score(adapted, settings.monitor) > _score(before, settings.monitor)
+    event["adapted_state"] = cpu_state(working.module)
+    if not better:
+        working.module.load_state_dict(original)
+    start = "adapted" if better else "parent"
+    text = (
+        f"{metrics_text('Parent', before)}; with the image's batch-norm statistics: Dice "
+        f"{adapted['dice']:.3f} ({'kept' if better else 'not kept'})"
+    )
+    yield Progress(
+        0,
+        settings.steps,
+        text,
+        None,
+        {
+            "phase": "adapt",
+            "metrics_parent": before,
+            "metrics_adapted": adapted,
+            "start": start,
+        },
+    )
+    return start, before, event
+
+
+def _score(metrics: dict[str, float], monitor: str) -> float:
+    value = metrics.get(monitor, metrics.get("dice", 0.0))
+    return -value if monitor == "val_loss" else value
+
+
+def _better_of(outcome: Outcome, start: str, settings: TrainSettings) -> str:
+    """``"trained"`` when it beats the starting model on the held-out pixels, else the start.
+
+    A tie keeps the start: training that changed nothing measurable is not worth a new model.
+    """
+    if _score(outcome.after, settings.monitor) > _score(outcome.before, settings.monitor):
+        return "trained"
+    return start
+
+
+def _kept_parent_event(
+    parent: SegmentationModel, metrics: dict[str, float], outcome: Outcome
+) -> Progress:
+    return Progress(
+        outcome.steps,
+        outcome.steps,
+        f"Kept the parent {parent.name}: neither adaptation nor fine-tuning beat it on the "
+        f"held-out annotated pixels (Dice {metrics.get('dice', float('nan')):.3f}); nothing saved",
+        0.0,
+        {
+            "phase": "done",
+            "name": parent.name,
+            "path": None,
+            "metrics_before": dict(metrics),
+            "metrics_after": dict(metrics),
+            "steps": outcome.steps,
+            "stopped": outcome.stopped,
+            "kept": "parent",
+            "start": "parent",
+        },
+    )

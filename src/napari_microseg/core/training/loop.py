@@ -1,7 +1,9 @@
 """The training loop behind :func:`~.training.train` and :func:`~.training.finetune`.
 
 One :class:`Trainer` runs Adam with a warm-up and a cosine (or step)
-schedule on object-biased, augmented patches, in mixed precision on CUDA,
+schedule on object-biased, augmented patches made ahead of time by the data
+pipeline (:mod:`.loader`; worker processes on a GPU machine), in mixed
+precision, channels-last and with a larger batch on CUDA (:mod:`.accelerate`),
 and validates on the held-out regions at intervals. It keeps the weights
 with the best validation score, stops early when the score stops improving,
 and stops in time for a time budget. Long runs write a resumable checkpoint
@@ -9,11 +11,12 @@ atomically every few minutes. It yields a :class:`~.progress.Progress` after
 every step and every validation; closing it (Cancel) or a ``KeyboardInterrupt``
 (Ctrl-C) hands the best weights so far to ``on_cancel`` before it stops.
 
-A run limited by steps alone is reproducible: its random streams (torch,
-patch sampling, augmentation) start from ``settings.seed`` and its
-validations fall on fixed steps, so the same data, settings and device give
-the same weights bit for bit on the CPU, a run resumed from its checkpoint
-included (the checkpoint holds the random streams). A time budget makes the
+A run limited by steps alone is reproducible: its random streams (torch's,
+and batch ``i``'s patches and augmentation, seeded with ``(seed, i)``) start
+from ``settings.seed`` and its validations fall on fixed steps, so the same
+data, settings and device give the same weights bit for bit on the CPU,
+whatever the number of data workers, a run resumed from its checkpoint
+included (the checkpoint holds torch's stream and the next batch's index). A time budget makes the
 run depend on the machine's speed: how many steps fit, the learning-rate
 schedule that spreads over them and, without ``val_every``, when validation
 happens.
@@ -67,6 +70,8 @@ class Outcome:
         Every validation: step, training seconds so far and metrics.
     notes : list of str
         Warnings raised during the run.
+    validation_s : float
+        Seconds spent validating (this run, the baseline included).
     """
 
     best_state: dict[str, Any] | None
@@ -77,6 +82,7 @@ class Outcome:
     stopped: str
     history: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    validation_s: float = 0.0
 
 
 def encoder_modules(module: Any) -> list[Any]:
@@ -159,8 +165,15 @@ class Trainer:
             started=time.monotonic() if started is None else started,
         )
         self.val_seconds = 1.0
+        self.validation_s = 0.0
         # A resumed run's card and curves count the interrupted runs' time too.
         self.earlier_s = 0.0
+        self.batches = 0  # index of the next batch of patches
+        self.loader: Any = None
+        self.workers = 0
+        self.batch_size = settings.batch_size
+        self.batch_choice = "config"
+        self.channels_last = False
 
     def trained_s(self) -> float:
         """Seconds of training so far, the runs this one resumed included."""
@@ -171,14 +184,13 @@ class Trainer:
     def _setup(self) -> None:
         import torch
 
-        from .augment import Augmenter, window_margin
+        from .accelerate import gpu_batch_size, use_channels_last
+        from .augment import AugmentConfig, window_margin
         from .sampling import PatchSampler
         from .targets import unet_weight_map
 
         s = self.settings
         torch.manual_seed(s.seed)
-        self.rng = np.random.default_rng(s.seed)
-        self.augmenter = Augmenter(s.augment, seed=s.seed)
         module = self.model.module
         self.instance = self.model.task == "instance"
         self.deep = bool(s.deep_supervision) and hasattr(module, "forward_with_aux")
@@ -209,19 +221,75 @@ class Trainer:
                 balance=s.class_balance,
             )
 
-        config = self.augmenter.config
+        config = AugmentConfig.from_value(s.augment)
         self.sampler = PatchSampler(
             self.train_regions,
             patch_size=s.patch_size,
-            augmenter=self.augmenter,
-            rng=self.rng,
+            augment=config,
+            seed=s.seed,
             object_bias=s.object_bias,
             margin=window_margin(config, s.patch_size),
             weight_fn=weight_fn if weights else None,
             with_instances=self.instance,
         )
+        # Once per plane, before any worker starts: workers share them, never recompute them.
+        self.sampler.prepare()
+        device = self.device.device
+        self.channels_last = use_channels_last(s, device.type, self.instance)
+        if self.channels_last:
+            module.to(memory_format=torch.channels_last)
+        self.batch_size, self.batch_choice = gpu_batch_size(
+            module,
+            s,
+            device,
+            in_channels=int(self.train_regions[0].plane.image.shape[0]),
+            amp=self.amp,
+            channels_last=self.channels_last,
+            instance=self.instance,
+        )
         annotated = sum(r.pixels for r in self.train_regions)
         self.steps_per_epoch = max(1, math.ceil(annotated / (s.batch_size * s.patch_size**2)))
+
+    def _start_loader(self) -> None:
+        from .loader import BatchLoader, auto_workers
+
+        s = self.settings
+        kind = self.device.kind
+        requested = auto_workers(kind) if s.data_workers == "auto" else int(s.data_workers)
+        self.loader = BatchLoader(
+            self.sampler,
+            batch_size=self.batch_size,
+            workers=requested,
+            start=self.batches,
+            pin_memory=kind == "cuda",
+        )
+        self.workers = self.loader.workers
+        for notice in self.loader.notices:
+            self._note(notice)
+
+    def _stop_loader(self) -> None:
+        if self.loader is not None:
+            self.workers = self.loader.workers
+            for notice in self.loader.notices:
+                if notice not in self.notices:
+                    self._note(notice)
+            self.loader.close()
+            self.loader = None
+
+    def card_facts(self) -> dict[str, Any]:
+        """How the run used the machine, for the model card (see :mod:`.accelerate`)."""
+        from .accelerate import pipeline_facts
+
+        return pipeline_facts(
+            device=self.device,
+            workers=self.workers,
+            batch_size=self.batch_size,
+            batch_choice=self.batch_choice,
+            amp=self.amp,
+            channels_last=self.channels_last,
+            validation_s=self.validation_s,
+            run_s=self.budget.elapsed(),
+        )
 
     def _note(self, text: str) -> None:
         self.notes.append(text)
@@ -236,11 +304,22 @@ class Trainer:
         # Cancel closes the job at a yield (GeneratorExit); Ctrl-C usually lands inside a step,
         # where it ends the generator at once: both keep the best weights so far.
         except (GeneratorExit, KeyboardInterrupt):
+            # Workers first: they must not outlive a cancelled job by more than a moment.
+            self._stop_loader()
             if self.on_cancel is not None and self.step > 0:
                 state = self.best_state or cpu_state(self.model.module)
                 metrics = self.best_metrics if self.best_state is not None else {}
                 self.on_cancel(state, metrics, self.step)
             raise
+        except RuntimeError as error:
+            from .loader import worker_failure
+
+            failure = worker_failure(error)
+            if failure is None:
+                raise
+            raise failure from error
+        finally:
+            self._stop_loader()
 
     def _run(self) -> Job[Outcome]:
         s = self.settings
@@ -270,6 +349,7 @@ class Trainer:
                     **prefixed(self.before),
                 },
             )
+        self._start_loader()
         budget = self.budget
         last_val = self.step
         last_val_end = last_checkpoint = time.monotonic()
@@ -317,10 +397,10 @@ class Trainer:
                 # early stopping) depend neither on the machine's speed nor on a resume.
                 due = self.step % interval == 0
             else:
-                # Under a time budget, validation may take at most a fifth of the time.
+                # Under a time budget, validation may take at most a tenth of the time.
                 due = (
                     self.step - last_val >= interval
-                    and time.monotonic() - last_val_end >= 4 * self.val_seconds
+                    and time.monotonic() - last_val_end >= 9 * self.val_seconds
                 )
             if due:
                 last_val = self.step
@@ -335,6 +415,7 @@ class Trainer:
             ):
                 self._save_checkpoint()
                 last_checkpoint = time.monotonic()
+        self._stop_loader()
         if self.step > last_val or (self.best_state is None and self.step > 0):
             yield self._validation_event(self.step)
         if self.checkpoint is not None and self.step > 0:
@@ -350,6 +431,7 @@ class Trainer:
             stopped=stopped,
             history=self.history,
             notes=self.notes,
+            validation_s=self.validation_s,
         )
 
     # ------------------------------------------------------------------ steps
@@ -368,12 +450,15 @@ class Trainer:
         module.train()
         for part in self.frozen:
             part.eval()  # frozen batch-norm statistics stay those of the parent
-        batch = self.sampler.batch(s.batch_size)
+        batch = self.loader.next() if self.loader is not None else self._batch_in_process()
+        self.batches += 1
         device = self.device.device
         x = batch["image"].to(device, non_blocking=True)
-        target = batch["target"].to(device)
-        annotated = batch["annotated"].to(device)
-        weight = batch["weight"].to(device) if "weight" in batch else None
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        target = batch["target"].to(device, non_blocking=True)
+        annotated = batch["annotated"].to(device, non_blocking=True)
+        weight = batch["weight"].to(device, non_blocking=True) if "weight" in batch else None
         with torch.autocast(device.type, dtype=torch.float16, enabled=self.amp):
             if self.instance:
                 targets = [
@@ -405,6 +490,10 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return value
+
+    def _batch_in_process(self) -> dict[str, Any]:
+        """The next batch without a loader (a step called outside :meth:`run`)."""
+        return self.sampler.batch(self.batches, self.batch_size)
 
     # ------------------------------------------------------------------ validation
 
@@ -455,6 +544,7 @@ class Trainer:
     def _timed_validation(self, seconds: float) -> None:
         # The last validation and saving must still fit into a time budget.
         self.val_seconds = seconds
+        self.validation_s += seconds
         self.budget.reserve_s = seconds + 2.0
 
     # ------------------------------------------------------------------ checkpoints
@@ -491,8 +581,7 @@ class Trainer:
             "history": self.history,
             "before": self.before,
             "torch_rng": torch.get_rng_state(),
-            "numpy_rng": self.rng.bit_generator.state,
-            "augment_rng": self.augmenter.get_state(),
+            "batch_index": self.batches,
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -513,5 +602,6 @@ class Trainer:
         self.history = list(state["history"])
         self.before = dict(state["before"])
         torch.set_rng_state(state["torch_rng"])
-        self.rng.bit_generator.state = state["numpy_rng"]
-        self.augmenter.set_state(state["augment_rng"])
+        # Checkpoints of versions before the data pipeline drew patches from one stream; their
+        # run continues with fresh batches (the weights and schedule are restored all the same).
+        self.batches = int(state.get("batch_index", self.step))

@@ -3,9 +3,15 @@
 A patch is centred, with probability ``object_bias``, on a pixel of a random
 annotated object (each object equally likely, so small objects are not
 drowned by large ones), and otherwise on a random annotated pixel. Regions
-are chosen in proportion to their annotated area. The window read around the
-patch is larger than the patch when geometric augmentations are on, so a
-rotation brings image content, not void, into the patch's corners.
+are chosen in proportion to their annotated area. The patch is resampled
+once, at patch size, straight from the whole plane (:func:`~.augment.sample_patch`),
+so a rotation brings image content, not void, into its corners wherever the
+plane has some.
+
+Batch ``i`` is made from its own generator, seeded with ``(seed, i)``
+(:meth:`PatchSampler.batch`): it is the same whichever process makes it and
+whatever was made before, so worker processes (:mod:`.loader`), a resumed
+run and an in-process run all see the same batches.
 """
 
 from __future__ import annotations
@@ -15,12 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .augment import AugmentConfig, apply_intensity, draw_geometry, draw_intensity, sample_patch
 from .data import Plane, Region
 
 if TYPE_CHECKING:
     import torch
-
-    from .augment import Augmenter
 
 
 class _ObjectIndex:
@@ -51,18 +56,20 @@ class PatchSampler:
         Where the labels count (the training part of the split).
     patch_size : int
         Side P of the square patches.
-    augmenter : Augmenter
-        Applied to every patch (use the ``"none"`` preset for none).
-    rng : numpy.random.Generator
-        Drives the choice of regions and positions (seed it for reproducibility).
+    augment : AugmentConfig, str or dict
+        Applied to every patch (``"none"`` for none).
+    seed : int
+        Seeds every batch's generator (with the batch's index).
     object_bias : float
         Probability that a patch is centred on an object.
     margin : int
-        Extra pixels read each side of the patch for the geometric augmentations
-        (see :func:`~.augment.window_margin`).
+        Extra pixels each side of the patch that the augmentations' strengths
+        refer to (see :func:`~.augment.window_margin`); the patch's position is
+        kept this far inside the plane, as when a window of this size was read.
     weight_fn : callable, optional
         ``weight_fn(plane) -> (H, W) float32`` per-pixel loss weights (the U-Net
-        weight map); computed once per plane and cached on it.
+        weight map); computed once per plane (:meth:`prepare`) and cropped with
+        each patch.
     with_instances : bool
         Also return the patches' object ids (for Mask R-CNN targets).
     """
@@ -72,8 +79,8 @@ class PatchSampler:
         regions: Sequence[Region],
         *,
         patch_size: int,
-        augmenter: Augmenter,
-        rng: np.random.Generator,
+        augment: AugmentConfig | str | dict[str, Any] | None = "default",
+        seed: int = 0,
         object_bias: float = 0.7,
         margin: int = 0,
         weight_fn: Callable[[Plane], np.ndarray] | None = None,
@@ -84,8 +91,8 @@ class PatchSampler:
             raise ValueError("No annotated pixels to train on.")
         self.patch = int(patch_size)
         self.window = self.patch + 2 * int(margin)
-        self.augmenter = augmenter
-        self.rng = rng
+        self.config = AugmentConfig.from_value(augment)
+        self.seed = int(seed)
         self.object_bias = float(object_bias)
         self.weight_fn = weight_fn
         self.with_instances = with_instances
@@ -94,35 +101,49 @@ class PatchSampler:
         self._objects = [_ObjectIndex(r) for r in self.regions]
         self._boxes = [r.bbox() for r in self.regions]
 
+    def prepare(self, on_plane: Callable[[int, int], None] | None = None) -> None:
+        """Compute each plane's weight map once, before any patch (and any worker) needs it.
+
+        ``on_plane(done, total)`` is called after each plane, for progress.
+        """
+        if self.weight_fn is None:
+            return
+        planes = list({id(r.plane): r.plane for r in self.regions}.values())
+        for done, plane in enumerate(planes, start=1):
+            if "weight" not in plane.cache:
+                plane.cache["weight"] = np.ascontiguousarray(self.weight_fn(plane), np.float32)
+            if on_plane is not None:
+                on_plane(done, len(planes))
+
     # ------------------------------------------------------------------ one patch
 
-    def _center(self, index: int) -> tuple[int, int]:
+    def _center(self, index: int, rng: np.random.Generator) -> tuple[int, int]:
         region, objects = self.regions[index], self._objects[index]
         width = region.mask.shape[1]
-        if len(objects) and self.rng.random() < self.object_bias:
-            flat = objects.draw(self.rng)
+        if len(objects) and rng.random() < self.object_bias:
+            flat = objects.draw(rng)
             return flat // width, flat % width
         rows, cols = self._boxes[index]
         # Rejection sampling in the bounding box: cheap, and exact for any mask shape.
         for _ in range(64):
-            y = int(self.rng.integers(rows.start, rows.stop))
-            x = int(self.rng.integers(cols.start, cols.stop))
+            y = int(rng.integers(rows.start, rows.stop))
+            x = int(rng.integers(cols.start, cols.stop))
             if region.mask[y, x]:
                 return y, x
         ys, xs = np.nonzero(region.mask)
-        k = int(self.rng.integers(len(ys)))
+        k = int(rng.integers(len(ys)))
         return int(ys[k]), int(xs[k])
 
-    def _origin(self, center: int, size: int) -> int:
+    def _origin(self, center: int, size: int, rng: np.random.Generator) -> int:
         # Jitter, so objects do not always sit in the middle of the patch.
-        jitter = int(self.rng.integers(-(self.patch // 4), self.patch // 4 + 1))
+        jitter = int(rng.integers(-(self.patch // 4), self.patch // 4 + 1))
         start = center - self.window // 2 + jitter
         if size >= self.window:
             return min(max(start, 0), size - self.window)
         return (size - self.window) // 2  # the window is larger than the plane: centre it
 
-    def sample(self) -> dict[str, np.ndarray]:
-        """One augmented patch.
+    def sample(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """One augmented patch, drawn with ``rng``.
 
         Returns
         -------
@@ -131,35 +152,43 @@ class PatchSampler:
             (P, P) bool, and ``weight`` (P, P) float32 / ``instances`` (P, P)
             when asked for. Pixels outside the plane are not annotated.
         """
-        index = int(self.rng.choice(len(self.regions), p=self._region_p))
+        index = int(rng.choice(len(self.regions), p=self._region_p))
         region = self.regions[index]
         plane = region.plane
-        cy, cx = self._center(index)
+        cy, cx = self._center(index, rng)
         height, width = plane.shape
-        top, left = self._origin(cy, height), self._origin(cx, width)
-        arrays: dict[str, np.ndarray] = {
-            "target": plane.target,
-            "annotated": region.mask,
-        }
+        top, left = self._origin(cy, height, rng), self._origin(cx, width, rng)
+        # The centre of the window the old pipeline read; the patch is its central part.
+        centre = (top + (self.window - 1) / 2, left + (self.window - 1) / 2)
+        arrays: dict[str, np.ndarray] = {"target": plane.target, "annotated": region.mask}
         if self.weight_fn is not None:
             if "weight" not in plane.cache:
-                plane.cache["weight"] = self.weight_fn(plane)
+                plane.cache["weight"] = np.ascontiguousarray(self.weight_fn(plane), np.float32)
             arrays["weight"] = plane.cache["weight"]
         if self.with_instances:
             arrays["instances"] = plane.instances
-        image = _window(plane.image, top, left, self.window)
-        masks = {key: _window(value, top, left, self.window) for key, value in arrays.items()}
-        out_size = (self.patch, self.patch) if self.window != self.patch else None
-        results = self.augmenter(image, *masks.values(), out_size=out_size)
-        patch = {"image": results[0]}
-        patch.update(zip(masks, results[1:]))
+        shape = (self.patch, self.patch)
+        geometry = draw_geometry(self.config, rng, shape, reference=(self.window, self.window))
+        image, masks = sample_patch(plane.image, list(arrays.values()), geometry, centre, shape)
+        image = apply_intensity(image, draw_intensity(self.config, rng), self.config, rng)
+        patch = {"image": image.numpy()}
+        patch.update(zip(arrays, masks))
         return patch
 
-    def batch(self, size: int) -> dict[str, torch.Tensor]:
-        """``size`` patches stacked into tensors (``image`` (N, C, P, P) ...)."""
+    def batch(self, index: int, size: int) -> dict[str, torch.Tensor]:
+        """Batch number ``index``: ``size`` patches stacked into tensors.
+
+        Returns
+        -------
+        dict
+            ``image`` (N, C, P, P) float32, ``target`` (N, P, P) int64,
+            ``annotated`` (N, P, P) bool, and ``weight`` (N, P, P) float32 /
+            ``instances`` (N, P, P) int64 when asked for.
+        """
         import torch
 
-        patches = [self.sample() for _ in range(size)]
+        rng = np.random.default_rng([self.seed, int(index)])
+        patches = [self.sample(rng) for _ in range(size)]
         out: dict[str, Any] = {}
         for key in patches[0]:
             stacked = np.stack([p[key] for p in patches])
@@ -167,14 +196,3 @@ class PatchSampler:
                 stacked = stacked.astype(np.int64)
             out[key] = torch.from_numpy(np.ascontiguousarray(stacked))
         return out
-
-
-def _window(array: np.ndarray, top: int, left: int, size: int) -> np.ndarray:
-    """``array[..., top:top+size, left:left+size]``, zero-padded where it leaves the array."""
-    height, width = array.shape[-2:]
-    out = np.zeros((*array.shape[:-2], size, size), array.dtype)
-    y0, x0 = max(top, 0), max(left, 0)
-    y1, x1 = min(top + size, height), min(left + size, width)
-    if y1 > y0 and x1 > x0:
-        out[..., y0 - top : y1 - top, x0 - left : x1 - left] = array[..., y0:y1, x0:x1]
-    return out

@@ -1,8 +1,9 @@
 """Score a model on the held-out regions of its training data: loss, Dice, IoU, object F1.
 
 Each held-out region is predicted in one piece (cut into windows with a
-margin of context when it is large), with some image context around it;
-only its annotated pixels are scored. The metrics are those of
+margin of context when it is large), with some image context around it, on
+the training device, crops of one shape in batches; only its annotated pixels
+are scored. The metrics are those of
 :mod:`napari_microseg.core.evaluation.metrics`, on the foreground (every class but the
 background): pixel Dice and IoU, and the GlaS object F1 on the objects found
 by connected components (for boundary models: the interior class, grown back
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 
 #: Image context read around a held-out region, in pixels.
 CONTEXT = 32
+#: Most pixels of held-out crops predicted in one batch.
+BATCH_PIXELS = 2**21
 
 
 def forward_tiled(
@@ -103,8 +106,6 @@ def evaluate_regions(
     """
     import torch
 
-    from .losses import segmentation_loss
-
     module = model.module
     module.eval()
     tp = fp = fn = 0
@@ -113,30 +114,17 @@ def evaluate_regions(
     f1_sum = 0.0
     f1_weight = 0
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-        for region in regions:
-            rows, cols = region.bbox(margin=CONTEXT)
-            plane = region.plane
-            x = torch.from_numpy(np.ascontiguousarray(plane.image[:, rows, cols]))[None]
-            mask = region.mask[rows, cols]
-            target = plane.target[rows, cols]
-            truth_ids = np.where(mask, plane.instances[rows, cols], 0)
+        if model.task == "instance":
+            scored = _instance_predictions(model, regions)
+        else:
+            scored = _semantic_predictions(module, regions, device, loss_kind)
+        for _, mask, target, truth_ids, pred, loss in scored:
             count = int(mask.sum())
-            if count == 0:
-                continue
             if model.task == "instance":
-                detections = model.predict_instances(x)[0]
-                pred_ids = np.asarray(model.to_labels(detections))  # type: ignore[attr-defined]
+                pred_ids = pred
                 pred_fg = pred_ids != 0
             else:
-                logits = forward_tiled(module, x.to(device)).float().cpu()
-                tensor_mask = torch.from_numpy(mask)[None]
-                tensor_target = torch.from_numpy(target.astype(np.int64))[None]
-                loss = segmentation_loss(logits, tensor_target, tensor_mask, kind=loss_kind)
-                loss_sum += float(loss) * count
-                if logits.shape[1] == 1:
-                    pred = (logits[0, 0] > 0).numpy().astype(np.uint8)
-                else:
-                    pred = logits[0].argmax(dim=0).numpy().astype(np.uint8)
+                loss_sum += loss * count
                 pred_fg = pred != 0
                 pred_ids = predicted_objects(pred, model.classes)
             truth_fg = target != 0
@@ -157,6 +145,65 @@ def evaluate_regions(
         "object_f1": float(f1_sum / f1_weight) if f1_weight else 0.0,
         "pixels": int(pixels),
     }
+
+
+def _crops(regions: Sequence[Region]):
+    """Each scored region's crop: (region, rows, cols, mask, target, truth ids)."""
+    for region in regions:
+        rows, cols = region.bbox(margin=CONTEXT)
+        mask = region.mask[rows, cols]
+        if not mask.any():
+            continue
+        target = region.plane.target[rows, cols]
+        truth_ids = np.where(mask, region.plane.instances[rows, cols], 0)
+        yield region, rows, cols, mask, target, truth_ids
+
+
+def _instance_predictions(model: SegmentationModel, regions: Sequence[Region]):
+    import torch
+
+    for region, rows, cols, mask, target, truth_ids in _crops(regions):
+        x = torch.from_numpy(np.ascontiguousarray(region.plane.image[:, rows, cols]))[None]
+        detections = model.predict_instances(x)[0]
+        pred_ids = np.asarray(model.to_labels(detections))  # type: ignore[attr-defined]
+        yield region, mask, target, truth_ids, pred_ids, 0.0
+
+
+def _semantic_predictions(module: Any, regions: Sequence[Region], device: Any, loss_kind: str):
+    """Class maps and losses of the regions, predicted on ``device`` in batches.
+
+    Crops of the same shape (held-out planes of one data set usually are) go
+    through the network together, up to :data:`BATCH_PIXELS` pixels; the loss
+    and the class map are computed on the device, so only the class map (one
+    byte per pixel) comes back. Crops too large for one window are predicted
+    window by window (:func:`forward_tiled`).
+    """
+    import torch
+
+    from .losses import segmentation_loss
+
+    groups: dict[tuple[int, ...], list[tuple[Any, ...]]] = {}
+    for item in _crops(regions):
+        region, rows, cols = item[:3]
+        groups.setdefault(region.plane.image[:, rows, cols].shape, []).append(item)
+    for shape, items in groups.items():
+        per_batch = max(1, BATCH_PIXELS // (shape[-1] * shape[-2]))
+        for start in range(0, len(items), per_batch):
+            chunk = items[start : start + per_batch]
+            x = torch.from_numpy(
+                np.stack([np.ascontiguousarray(it[0].plane.image[:, it[1], it[2]]) for it in chunk])
+            ).to(device, non_blocking=True)
+            logits = forward_tiled(module, x).float()
+            for k, (region, _, _, mask, target, truth_ids) in enumerate(chunk):
+                part = logits[k : k + 1]
+                tensor_mask = torch.from_numpy(mask)[None].to(device)
+                tensor_target = torch.from_numpy(target.astype(np.int64))[None].to(device)
+                loss = float(segmentation_loss(part, tensor_target, tensor_mask, kind=loss_kind))
+                if part.shape[1] == 1:
+                    pred = (part[0, 0] > 0).to(torch.uint8)
+                else:
+                    pred = part[0].argmax(dim=0).to(torch.uint8)
+                yield region, mask, target, truth_ids, pred.cpu().numpy(), loss
 
 
 def capped_regions(regions: Sequence[Region], max_pixels: int | None) -> list[Region]:

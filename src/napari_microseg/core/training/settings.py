@@ -85,12 +85,41 @@ class TrainSettings:
         Seeds weights' dropout, patch sampling and augmentation.
     amp : bool or None
         Mixed precision; None (or True) uses it on CUDA, never on the CPU.
+    channels_last : bool or None
+        Channels-last memory layout of the network and its batches; None (or
+        True) uses it on CUDA, where convolutions with tensor cores run faster
+        so; never on the CPU.
+    batch_size_gpu : int or None
+        Patches per step on a GPU; None picks the largest of 4, 2 or 1 times
+        ``batch_size`` whose step fits in half of the GPU's free memory (a
+        probe step, before training). The CPU always uses ``batch_size``. The
+        batch used is recorded in the model card.
+    data_workers : int or "auto"
+        Processes that make the augmented patches while the network trains
+        (0: in the training process). ``"auto"``: the cores the training
+        process leaves free on a GPU, none on a CPU with fewer than 4 cores
+        (see :func:`~.loader.auto_workers`). The batches are the same for any
+        number of workers.
     checkpoint_every_s : float
         Seconds between resumable checkpoints (when a checkpoint file is given).
     val_max_pixels : int
         Validate on at most this many held-out pixels (spread over the planes).
     boundary_width : int
         Width of the boundary class of 3-class models.
+    adapt_batchnorm : bool
+        Fine-tuning: first re-estimate the batch-norm statistics on the image
+        (no labels, see :func:`~.adapt.adapt`) and start from that copy when the
+        held-out annotated pixels say it is better than the parent.
+    freeze_batchnorm : bool
+        Keep the batch-norm statistics fixed while training (their weights still
+        learn): a few object-centred patches estimate a session's statistics badly.
+    encoder_lr_factor : float
+        The encoder learns at this times the learning rate (1: one rate for all;
+        0: the encoder does not learn).
+    keep_better_start : bool
+        Fine-tuning: when the trained weights score worse on the held-out
+        annotated pixels than the starting model, keep the starting model (the
+        parent, or its batch-norm-adapted copy) and say so.
     """
 
     steps: int | None = 2000
@@ -118,14 +147,27 @@ class TrainSettings:
     freeze_encoder: bool = False
     seed: int = 0
     amp: bool | None = None
+    channels_last: bool | None = None
+    batch_size_gpu: int | None = None
+    data_workers: int | str = "auto"
     checkpoint_every_s: float = 300.0
     val_max_pixels: int = 4_000_000
     boundary_width: int = 1
+    adapt_batchnorm: bool = False
+    freeze_batchnorm: bool = False
+    encoder_lr_factor: float = 1.0
+    keep_better_start: bool = False
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def for_finetune(cls, **overrides: Any) -> TrainSettings:
-        """Few-shot defaults: 400 steps or 2.5 minutes, whichever comes first.
+        """Few-shot defaults (issue #21): 400 steps or 2.5 minutes, whichever comes first.
+
+        The recipe: re-estimate the batch-norm statistics on the new image first
+        (kept only if the held-out annotated pixels agree), then train with those
+        statistics frozen, the decoder at 1e-3 and the encoder at a quarter of
+        it, stop early on the held-out pixels, and keep the starting model when
+        training made it worse (see :mod:`.adapt` and benchmarks/bench_adapt.py).
 
         The time budget counts everything (preparation, validations, saving), so
         a two-slice 768 x 1024 fine-tune of the default U-Net ends within about
@@ -139,10 +181,14 @@ class TrainSettings:
             minutes=2.5,
             batch_size=4,
             patch_size=128,
-            learning_rate=5e-4,
+            learning_rate=1e-3,
             warmup_steps=10,
             patience=4,
             val_max_pixels=1_000_000,
+            adapt_batchnorm=True,
+            freeze_batchnorm=True,
+            encoder_lr_factor=0.25,
+            keep_better_start=True,
         )
         return replace(base, **overrides)
 
@@ -190,8 +236,26 @@ class TrainSettings:
             raise TrainingError(f"schedule must be one of {', '.join(_SCHEDULES)}.")
         if self.monitor not in _MONITORS:
             raise TrainingError(f"monitor must be one of {', '.join(_MONITORS)}.")
+        if self.batch_size_gpu is not None and (
+            not isinstance(self.batch_size_gpu, int) or self.batch_size_gpu < 1
+        ):
+            raise TrainingError(
+                f"batch_size_gpu must be a positive number or empty, got {self.batch_size_gpu!r}."
+            )
+        workers = self.data_workers
+        if workers != "auto" and (
+            isinstance(workers, bool) or not isinstance(workers, int) or workers < 0
+        ):
+            raise TrainingError(
+                f"data_workers must be 'auto' or a number of processes (0 or more), got "
+                f"{workers!r}."
+            )
         if not 0 < self.val_fraction <= 0.5:
             raise TrainingError(f"val_fraction must be in (0, 0.5], got {self.val_fraction!r}.")
+        if not 0 <= self.encoder_lr_factor <= 1 or not math.isfinite(self.encoder_lr_factor):
+            raise TrainingError(
+                f"encoder_lr_factor must be in [0, 1], got {self.encoder_lr_factor!r}."
+            )
         if not 0 <= self.object_bias <= 1:
             raise TrainingError(f"object_bias must be in [0, 1], got {self.object_bias!r}.")
         from .augment import AugmentConfig

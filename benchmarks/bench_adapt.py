@@ -1,0 +1,448 @@
+"""Domain shift and few-shot adaptation of the bundled models (issue #21), on the CPU.
+
+Run from the repository root::
+
+    python benchmarks/bench_adapt.py --data /work/shared/data --out /tmp/adapt/bench_adapt.json \\
+        --models mito-em,membrane-em --shifts gamma,blur_noise,illumination --shots 1,2,4
+
+For every bundled semantic model (mito-em, membrane-em, nuclei-fluo, gland-he)
+the validation data it never trained on are split into an *annotation pool*
+(what a user would correct) and an *evaluation* set (never used for training,
+adaptation or model selection):
+
+=============  ==========================================================================
+model          pool / evaluation
+=============  ==========================================================================
+mito-em        Lucchi val slices 0-9 / slices 11, 15, 19 (768 x 1024 each)
+membrane-em    ISBI 2012 held-out planes 4, 8, 12, 15, 19: top halves / bottom halves
+nuclei-fluo    DSB 2018 held-out grey 256 x 256 images: the first 4 / the next 12
+gland-he       GlaS held-out 522 x 775 images: the first 4 / the next 8
+=============  ==========================================================================
+
+A *shift* simulates a new session on both (``--shifts``): ``gamma`` (gamma 2.2,
+contrast x 0.6, offset +40), ``blur_noise`` (Gaussian blur sigma 2 px, noise sd
+15 grey levels), ``pixel_size`` (pixels 1/0.6 times larger: the image resampled
+to 60 %), ``illumination`` (a smooth multiplicative field from 0.45 to 1.35),
+``stain`` (H&E only: haematoxylin x 1.5, eosin x 0.6 in HED colour space).
+Images are 8-bit again after the shift, as a microscope would write them.
+
+Per model and shift it reports the foreground Dice (every class but the
+background, argmax of the logits, pooled over the evaluation pixels, as the
+fine-tune validation scores it) of:
+
+* ``source``: the unshifted evaluation set;
+* ``shifted``: the shifted one;
+* ``adapted``: after label-free adaptation (:func:`~napari_microseg.core.training.adapt.adapt`,
+  batch-norm statistics of the shifted pool images, no labels);
+* ``matched``: the shifted images' histograms matched to the unshifted pool's
+  quantiles (:func:`~napari_microseg.core.training.adapt.match_intensities`), standing
+  in for training-data statistics the cards do not carry yet;
+* ``shots=n``: :func:`~napari_microseg.core.training.jobs.finetune` with the defaults
+  of ``TrainSettings.for_finetune`` (the few-shot recipe) on n annotated pool
+  slices/images,
+
+with wall and CPU seconds of each adaptation. The 2-core machine may be shared:
+the load is recorded with every run. Results are written after every run, so
+an interrupted run keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import re
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Issue #21: where a shift costs at least this much...
+TARGET_DROP = 0.10
+#: ... two annotated slices recover at least this much (or come within WITHIN of the source)...
+TARGET_GAIN = 0.10
+WITHIN = 0.03
+#: ... within this many seconds on the CPU.
+TARGET_SECONDS = 180.0
+
+MODELS = ("mito-em", "membrane-em", "nuclei-fluo", "gland-he")
+SHIFTS = ("gamma", "blur_noise", "pixel_size", "illumination", "stain")
+
+
+def loadavg() -> list[float]:
+    try:
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return []
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def spread(n: int, size: int) -> list[int]:
+    """``n`` indices evenly spread over ``size`` (centres of equal bins)."""
+    return [int((2 * i + 1) * size / (2 * n)) for i in range(n)]
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def card_names(model: str, pattern: str) -> list[str]:
+    """Names of the held-out items listed in a bundled card's metrics."""
+    from napari_microseg.core.models.checkpoint import read_card
+    from napari_microseg.core.models.registry import find_model
+
+    card = read_card(find_model(model).path)
+    text = card.metrics.get("data", "")
+    inside = text[text.rfind("(") + 1 : text.rfind(")")]
+    return [name.strip() for name in inside.split(",") if re.fullmatch(pattern, name.strip())]
+
+
+def load_data(model: str, root: Path) -> dict[str, Any]:
+    """Pool and evaluation stacks: ``(Z, Y, X[, C])`` images and ``(Z, Y, X)`` instance ids."""
+    import tifffile
+    from PIL import Image
+    from skimage.measure import label
+
+    if model == "mito-em":
+        images = tifffile.imread(root / "lucchi" / "val_images.tif")
+        masks = tifffile.imread(root / "lucchi" / "val_masks.tif") > 0
+        ids = np.stack([label(m) for m in masks]).astype(np.int32)
+        pool, evaluation = list(range(10)), [11, 15, 19]
+        return {
+            "pool_images": images[pool],
+            "pool_labels": ids[pool],
+            "eval_images": images[evaluation],
+            "eval_labels": ids[evaluation],
+            "axes": "ZYX",
+            "what": "Lucchi val slices 0-9 (pool) / 11, 15, 19 (evaluation)",
+        }
+    if model == "membrane-em":
+        images = tifffile.imread(root / "isbi2012" / "train_images.tif")
+        cells = tifffile.imread(root / "isbi2012" / "train_labels.tif") > 0
+        planes = [4, 8, 12, 15, 19]  # the planes its training held out
+        ids = np.stack([label(c, connectivity=1) for c in cells[planes]]).astype(np.int32)
+        half = images.shape[1] // 2
+        return {
+            "pool_images": images[planes, :half],
+            "pool_labels": ids[:, :half],
+            "eval_images": images[planes, half:],
+            "eval_labels": ids[:, half:],
+            "axes": "ZYX",
+            "what": "ISBI 2012 planes 4, 8, 12, 15, 19: top halves (pool) / bottom halves",
+        }
+    if model == "nuclei-fluo":
+        held = set(card_names(model, r"[0-9a-f]{64}"))
+        with open(root / "dsb2018" / "index.csv") as handle:
+            rows = [
+                r["image_id"]
+                for r in csv.DictReader(handle)
+                if r["image_id"] in held
+                and r["height"] == "256"
+                and r["width"] == "256"
+                and r["grayscale_rgb"] == "True"
+            ]
+        rows = sorted(rows)[:16]
+        images = np.stack(
+            [np.asarray(Image.open(root / "dsb2018" / "images" / f"{r}.png"))[..., 0] for r in rows]
+        )
+        ids = np.stack([tifffile.imread(root / "dsb2018" / "labels" / f"{r}.tif") for r in rows])
+        return {
+            "pool_images": images[:4],
+            "pool_labels": ids[:4].astype(np.int32),
+            "eval_images": images[4:],
+            "eval_labels": ids[4:].astype(np.int32),
+            "axes": "ZYX",
+            "what": f"DSB 2018 held-out grey 256x256: {len(rows)} images (4 pool, rest eval)",
+        }
+    if model == "gland-he":
+        held = card_names(model, r"train_\d+")
+        chosen = []
+        for name in held:
+            image = np.asarray(Image.open(root / "glas" / "images" / f"{name}.png"))
+            if image.shape[:2] == (522, 775):
+                chosen.append((name, image))
+        chosen = chosen[:12]
+        images = np.stack([image for _, image in chosen])
+        ids = np.stack([tifffile.imread(root / "glas" / "labels" / f"{n}.tif") for n, _ in chosen])
+        return {
+            "pool_images": images[:4],
+            "pool_labels": ids[:4].astype(np.int32),
+            "eval_images": images[4:],
+            "eval_labels": ids[4:].astype(np.int32),
+            "axes": "ZYXC",
+            "what": f"GlaS held-out 522x775: {', '.join(n for n, _ in chosen)} (4 pool, rest eval)",
+        }
+    raise SystemExit(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
+
+
+# ----------------------------------------------------------------------------- shifts
+
+
+def shift(kind: str, images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A simulated new session: the images (and, for pixel size, labels) changed."""
+    from scipy import ndimage as ndi
+
+    x = images.astype(np.float32)
+    colour = x.ndim == 4
+    spatial = (0, 1, 1, 0) if colour else (0, 1, 1)
+    h, w = x.shape[1:3]
+    if kind == "gamma":
+        x = 255.0 * (x / 255.0) ** 2.2 * 0.6 + 40.0
+    elif kind == "blur_noise":
+        x = ndi.gaussian_filter(x, [2.0 * s for s in spatial])
+        x = x + np.random.default_rng(0).normal(0.0, 15.0, x.shape).astype(np.float32)
+    elif kind == "illumination":
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        field = 0.45 + 0.9 * np.exp(-2.0 * (((yy - 0.2 * h) / h) ** 2 + ((xx - 0.8 * w) / w) ** 2))
+        x = x * (field[..., None] if colour else field)
+    elif kind == "pixel_size":
+        factor = [0.6 if s else 1.0 for s in spatial]
+        x = ndi.zoom(x, factor, order=1)
+        labels = ndi.zoom(labels, factor[:3], order=0)
+    elif kind == "stain":
+        if not colour:
+            raise ValueError("the stain shift needs RGB (H&E) images")
+        from skimage.color import hed2rgb, rgb2hed
+
+        hed = rgb2hed(np.clip(x / 255.0, 0, 1))
+        hed[..., 0] *= 1.5
+        hed[..., 1] *= 0.6
+        x = hed2rgb(hed).astype(np.float32) * 255.0
+    else:
+        raise ValueError(f"unknown shift {kind!r}")
+    return np.clip(np.round(x), 0, 255).astype(np.uint8), labels
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+def evaluate(model: Any, images: np.ndarray, labels: np.ndarray, axes: str) -> dict[str, Any]:
+    """Foreground Dice over every evaluation pixel (each image normalised on its own)."""
+    import torch
+
+    from napari_microseg.core.training.data import Region, TrainingPair, prepare
+    from napari_microseg.core.training.scoring import evaluate_regions
+
+    start = time.perf_counter()
+    pairs = [
+        TrainingPair(images[i], labels[i], np.ones(labels[i].shape, bool), axes[1:], name=f"{i}")
+        for i in range(len(images))
+    ]
+    data = prepare(pairs, model)
+    regions = [Region(p, p.annotated) for p in data.planes]
+    metrics = evaluate_regions(model, regions, device=torch.device("cpu"))
+    return {
+        "dice": round(metrics["dice"], 4),
+        "object_f1": round(metrics["object_f1"], 4),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+def timed(function: Any, *args: Any, **kwargs: Any) -> tuple[Any, float, float]:
+    """``function(*args, **kwargs)`` with its wall and CPU seconds (a job runs inside it)."""
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    result = function(*args, **kwargs)
+    return result, round(time.perf_counter() - wall, 2), round(cpu_seconds() - cpu, 2)
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="the shared data folder")
+    parser.add_argument("--out", type=Path, default=Path("bench_adapt.json"), help="JSON")
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--shifts", default=None, help="default: all that fit the model")
+    parser.add_argument("--shots", default="1,2,4", help="annotated slices/images")
+    parser.add_argument("--minutes", type=float, default=None, help="override the budget")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from napari_microseg.core.models.registry import load_model
+    from napari_microseg.core.progress import drain
+    from napari_microseg.core.training.adapt import adapt, intensity_quantiles, match_intensities
+    from napari_microseg.core.training.jobs import finetune
+    from napari_microseg.core.training.settings import TrainSettings
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-adapt-", dir=args.out.parent))
+    # Keep the user's model folder out of it.
+    os.environ["NAPARI_MICROSEG_MODELS"] = str(workdir / "registry")
+    shots = [int(n) for n in args.shots.split(",") if n]
+    result: dict[str, Any] = {
+        "benchmark": "bench_adapt",
+        "command": " ".join(["python", Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+        },
+        "load_at_start": loadavg(),
+        "runs": [],
+    }
+
+    def write() -> None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2))
+
+    for name in args.models.split(","):
+        model = load_model(name, device="cpu")
+        data = load_data(name, args.data)
+        axes = data["axes"]
+        colour = axes.endswith("C")
+        wanted = (
+            args.shifts.split(",") if args.shifts else [s for s in SHIFTS if s != "stain" or colour]
+        )
+        boundary = int(model.card.lineage.get("settings", {}).get("boundary_width", 1))
+        overrides: dict[str, Any] = {"boundary_width": boundary}
+        if args.minutes is not None:
+            overrides["minutes"] = args.minutes
+        settings = TrainSettings.for_finetune(**overrides)
+        source = evaluate(model, data["eval_images"], data["eval_labels"], axes)
+        reference = None if colour else intensity_quantiles(data["pool_images"])
+        print(f"{name}: source Dice {source['dice']:.4f} ({data['what']})", flush=True)
+        for kind in wanted:
+            pool, pool_labels = shift(kind, data["pool_images"], data["pool_labels"])
+            evaluation, eval_labels = shift(kind, data["eval_images"], data["eval_labels"])
+            run: dict[str, Any] = {
+                "model": name,
+                "shift": kind,
+                "data": data["what"],
+                "source": source,
+                "shifted": evaluate(model, evaluation, eval_labels, axes),
+                "loadavg_start": loadavg(),
+            }
+            # A job runs only when drained, so timing the drain times the whole job.
+            job = adapt(model, pool, axes=axes, save=False)
+            adapted, wall, cpu = timed(drain, job, show=False)
+            run["adapted"] = {
+                **evaluate(adapted, evaluation, eval_labels, axes),
+                "wall_s": wall,
+                "cpu_s": cpu,
+            }
+            if reference is not None:
+                matched = match_intensities(evaluation, reference)
+                run["matched"] = evaluate(model, matched, eval_labels, axes)
+            print(
+                f"  {kind}: shifted {run['shifted']['dice']:.4f}, adapted "
+                f"{run['adapted']['dice']:.4f} ({wall:.1f} s)"
+                + (f", matched {run['matched']['dice']:.4f}" if "matched" in run else ""),
+                flush=True,
+            )
+            for n in shots:
+                chosen = spread(n, len(pool))
+                labels = np.zeros(pool_labels.shape, np.int32)
+                labels[chosen] = pool_labels[chosen]
+                events: list[Any] = []
+                job = finetune(
+                    model,
+                    pool,
+                    labels,
+                    slices=chosen,
+                    axes=axes,
+                    name=f"{name}-{kind}-{n}",
+                    settings=settings,
+                    device="cpu",
+                    folder=workdir / "saved",
+                )
+                tuned, wall, cpu = timed(drain, job, show=False, on_progress=events.append)
+                done = [e.info for e in events if e.info.get("phase") == "done"][-1]
+                adapt_info = next((e.info for e in events if "metrics_adapted" in e.info), {})
+                run[f"shots={n}"] = {
+                    **evaluate(tuned, evaluation, eval_labels, axes),
+                    "slices": chosen,
+                    "wall_s": wall,
+                    "cpu_s": cpu,
+                    "steps": done["steps"],
+                    "stopped": done["stopped"],
+                    "start": done.get("start"),
+                    "kept": done.get("kept"),
+                    "heldout_parent": adapt_info.get("metrics_parent", {}).get("dice"),
+                    "heldout_adapted": adapt_info.get("metrics_adapted", {}).get("dice"),
+                    "heldout_after": done["metrics_after"].get("dice"),
+                    "loadavg_end": loadavg(),
+                }
+                r = run[f"shots={n}"]
+                print(
+                    f"    {n} shot(s): Dice {r['dice']:.4f} in {wall:.0f} s wall / {cpu:.0f} s "
+                    f"CPU, {r['steps']} steps ({r['stopped']}), start {r['start']}, kept "
+                    f"{r['kept']}, load {r['loadavg_end']}",
+                    flush=True,
+                )
+            run["target"] = target(run)
+            result["runs"].append(run)
+            write()
+    result["settings"] = TrainSettings.for_finetune().to_dict()
+    result["load_at_end"] = loadavg()
+    write()
+    print()
+    print(table(result["runs"], shots))
+    print(f"Wrote {args.out}")
+    return 0
+
+
+def target(run: dict[str, Any]) -> dict[str, Any]:
+    """Issue #21's target for one model and shift, with 2 annotated slices/images."""
+    source, shifted = run["source"]["dice"], run["shifted"]["dice"]
+    two = run.get("shots=2")
+    drop = source - shifted
+    if two is None:
+        return {"drop": round(drop, 4), "applies": drop >= TARGET_DROP, "holds": None}
+    gain = two["dice"] - shifted
+    recovered = gain >= TARGET_GAIN or two["dice"] >= source - WITHIN
+    return {
+        "drop": round(drop, 4),
+        "applies": drop >= TARGET_DROP,
+        "gain_2": round(gain, 4),
+        "wall_s_2": two["wall_s"],
+        "holds": bool(recovered and two["wall_s"] <= TARGET_SECONDS)
+        if drop >= TARGET_DROP
+        else None,
+        "not_worse": bool(two["dice"] >= shifted - 0.005),
+    }
+
+
+def table(runs: list[dict[str, Any]], shots: list[int]) -> str:
+    head = ["model", "shift", "source", "shifted", "adapted (no labels)", "matched"]
+    head += [f"{n} shot(s)" for n in shots] + ["target (2 shots)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for run in runs:
+        cells = [run["model"], run["shift"], f"{run['source']['dice']:.3f}"]
+        cells.append(f"{run['shifted']['dice']:.3f}")
+        a = run["adapted"]
+        cells.append(f"{a['dice']:.3f} ({a['wall_s']:.1f} s / {a['cpu_s']:.1f} s CPU)")
+        cells.append(f"{run['matched']['dice']:.3f}" if "matched" in run else "–")
+        for n in shots:
+            r = run.get(f"shots={n}")
+            cells.append(
+                f"{r['dice']:.3f} ({r['wall_s']:.0f} s / {r['cpu_s']:.0f} s CPU; {r['kept']})"
+                if r
+                else "–"
+            )
+        t = run["target"]
+        if not t["applies"]:
+            verdict = f"drop {t['drop']:+.3f} < 0.10: n/a"
+        elif t["holds"] is None:
+            verdict = "not run"
+        else:
+            verdict = f"{'holds' if t['holds'] else 'NOT met'} (gain {t['gain_2']:+.3f})"
+        cells.append(verdict)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

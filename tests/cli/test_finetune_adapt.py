@@ -1,0 +1,37 @@
+"""``microseg adapt``: label-free adaptation from the command line (#21)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import tifffile
+import torch
+
+from napari_microseg.cli import main
+from napari_microseg.core.io import synthetic
+from napari_microseg.core.models import registry
+from napari_microseg.core.models.build import create_model
+
+
+def test_adapt_saves_a_named_version(user_folder, tmp_path, capsys):
+    torch.manual_seed(0)
+    registry.save_user_model(
+        create_model("unet", name="tiny-bn", depth=2, base_width=4, batch_norm=True)
+    )
+    image = tmp_path / "session2.tif"
+    tifffile.imwrite(image, synthetic.fibsem_mitochondria((5, 64, 64), seed=2).image)
+    code = main(["adapt", "--model", "tiny-bn", "--image", str(image), "--name", "s2", "--json"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["name"] == "s2" and summary["parent"] == "tiny-bn"
+    assert summary["batchnorm_layers"] > 0
+    assert registry.load_model("s2", device="cpu").card.lineage["kind"] == "adapt"
+
+
+def test_adapt_refuses_a_model_without_batch_norm(user_folder, tmp_path, capsys):
+    registry.save_user_model(create_model("unet", name="plain", depth=2, base_width=4))
+    image = tmp_path / "x.tif"
+    tifffile.imwrite(image, np.zeros((32, 32), np.uint8))
+    assert main(["adapt", "--model", "plain", "--image", str(image)]) == 2
+    assert "batch-norm" in capsys.readouterr().err

@@ -1,0 +1,332 @@
+"""Label-free adaptation (batch-norm statistics), the few-shot recipe and its input checks (#21)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from napari_microseg.core.io import synthetic
+from napari_microseg.core.models import registry
+from napari_microseg.core.models.base import ModelCard, ModelError, SegmentationModel
+from napari_microseg.core.models.build import create_model
+from napari_microseg.core.models.checkpoint import inspect_checkpoint
+from napari_microseg.core.progress import drain
+from napari_microseg.core.training.adapt import (
+    adapt,
+    adapt_batchnorm,
+    batchnorm_layers,
+    check_classes,
+    check_modality,
+    edited_region,
+    frozen_batchnorm,
+    input_batches,
+    intensity_quantiles,
+    match_intensities,
+    parameter_groups,
+    scaled_adam,
+)
+from napari_microseg.core.training.data import TrainingDataError
+from napari_microseg.core.training.jobs import finetune
+from napari_microseg.core.training.settings import TrainSettings
+
+pytestmark = pytest.mark.usefixtures("user_folder")
+
+
+def conv_bn(in_channels: int = 1, modality: str = "EM") -> SegmentationModel:
+    """x -> 1x1 conv (fixed weights) -> batch norm -> 1x1 conv to 2 classes."""
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(
+        torch.nn.Conv2d(in_channels, 3, 1),
+        torch.nn.BatchNorm2d(3),
+        torch.nn.Conv2d(3, 2, 1),
+    )
+    card = ModelCard(
+        name="convbn",
+        architecture="custom",
+        in_channels=in_channels,
+        normalization={"kind": "none"},
+        modality=modality,
+    )
+    return SegmentationModel(module, card)
+
+
+def file_hash(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def tiny():
+    """A tiny batch-norm U-Net saved in the user folder as 'tiny-bn'."""
+    torch.manual_seed(0)
+    model = create_model("unet", name="tiny-bn", depth=2, base_width=4, batch_norm=True)
+    registry.save_user_model(model)
+    return registry.load_model("tiny-bn", device="cpu")
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def test_running_statistics_become_those_of_the_new_data():
+    model = conv_bn()
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(5.0, 2.0, (1, 1, 20, 30)).astype(np.float32) for _ in range(3)]
+    batches.append(rng.normal(-1.0, 0.5, (2, 1, 10, 10)).astype(np.float32))  # other sizes too
+    n = adapt_batchnorm(model.module, batches)
+    assert n == 1 and not model.module.training
+    conv = model.module[0]
+    with torch.no_grad():
+        features = torch.cat(
+            [conv(torch.from_numpy(b)).permute(1, 0, 2, 3).reshape(3, -1) for b in batches], 1
+        ).double()
+    bn = model.module[1]
+    np.testing.assert_allclose(bn.running_mean.numpy(), features.mean(1).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(
+        bn.running_var.numpy(), features.var(1, unbiased=True).numpy(), rtol=1e-4
+    )
+    assert int(bn.num_batches_tracked) == 0  # the parent's count, untouched
+
+
+def test_strength_mixes_old_and_new_statistics():
+    model = conv_bn()
+    bn = model.module[1]
+    old = bn.running_mean.clone()
+    batch = np.full((1, 1, 8, 8), 3.0, np.float32)
+    full = conv_bn()
+    adapt_batchnorm(full.module, [batch])
+    adapt_batchnorm(model.module, [batch], strength=0.25)
+    expected = 0.75 * old + 0.25 * full.module[1].running_mean
+    np.testing.assert_allclose(bn.running_mean.numpy(), expected.numpy(), rtol=1e-6)
+
+
+def test_a_model_without_batch_norm_has_nothing_to_adapt():
+    model = create_model("unet", name="plain", depth=2, base_width=4)
+    assert batchnorm_layers(model.module) == []
+    with pytest.raises(ModelError, match="no batch-norm"):
+        drain(adapt(model, np.zeros((32, 32), np.float32), save=False), show=False)
+
+
+def test_input_batches_are_normalised_crops_within_the_budget(tiny):
+    image = np.arange(6 * 40 * 50, dtype=np.uint16).reshape(6, 40, 50)
+    batches = input_batches(tiny, image, axes="ZYX", max_pixels=3 * 40 * 50, crop=64)
+    assert len(batches) == 3 and all(b.shape == (1, 1, 40, 50) for b in batches)
+    assert all(b.dtype == np.float32 for b in batches)
+    assert -0.1 < min(b.min() for b in batches) and max(b.max() for b in batches) < 1.1
+
+
+# ----------------------------------------------------------------------------- the job
+
+
+def test_adapt_saves_a_new_version_with_lineage_and_leaves_the_parent(tiny):
+    parent_file = registry.find_model("tiny-bn").path
+    before = file_hash(parent_file)
+    parent_state = {k: v.clone() for k, v in tiny.module.state_dict().items()}
+    image = synthetic.fibsem_mitochondria((3, 64, 64), seed=1).image
+    events = []
+    result = drain(
+        adapt("tiny-bn", image, axes="ZYX", name="tiny-bn-session2"),
+        show=False,
+        on_progress=events.append,
+    )
+    assert file_hash(parent_file) == before
+    assert all(torch.equal(v, tiny.module.state_dict()[k]) for k, v in parent_state.items())
+    assert result.name == "tiny-bn-session2" and result.card.parent == "tiny-bn"
+    lineage = result.card.lineage
+    assert lineage["kind"] == "adapt" and lineage["parent"] == "tiny-bn"
+    assert lineage["parent_sha256"] == inspect_checkpoint(parent_file).sha256
+    assert lineage["batchnorm_layers"] and lineage["data"]["pixels"] == 3 * 64 * 64
+    done = events[-1].info
+    assert done["phase"] == "done" and done["layers"] == len(lineage["batchnorm_layers"])
+    reloaded = registry.load_model("tiny-bn-session2", device="cpu")
+    first = batchnorm_layers(reloaded.module)[0][1]
+    assert not torch.allclose(first.running_mean, batchnorm_layers(tiny.module)[0][1].running_mean)
+    with pytest.raises(ModelError, match="already exists"):
+        drain(adapt("tiny-bn", image, axes="ZYX", name="tiny-bn-session2"), show=False)
+
+
+def test_cancelled_adaptation_saves_nothing(tiny, user_folder):
+    job = adapt(tiny, np.zeros((64, 64), np.float32) + np.eye(64, dtype=np.float32))
+    next(job)
+    job.close()
+    assert not list(Path(user_folder).glob("tiny-bn-adapted*"))
+
+
+# ----------------------------------------------------------------------------- recipe pieces
+
+
+def test_frozen_batchnorm_trains_with_the_running_statistics():
+    model = conv_bn()
+    bn = model.module[1]
+    bn.running_mean.fill_(0.5)
+    x = torch.randn(2, 1, 8, 8)
+    model.module.eval()
+    expected = model.module(x)
+    model.module.train()
+    with frozen_batchnorm(model.module) as count:
+        assert count == 1
+        got = model.module(x)
+    torch.testing.assert_close(got, expected)
+    assert torch.all(bn.running_mean == 0.5)  # not updated by the training-mode pass
+    assert "forward" not in vars(bn)  # restored: training mode uses batch statistics again
+    model.module(x)
+    assert not torch.all(bn.running_mean == 0.5)
+
+
+def test_the_encoder_learns_at_its_share_of_the_rate():
+    model = create_model("unet", name="u", depth=2, base_width=4, batch_norm=True)
+    module = model.module
+    groups = parameter_groups(module, 0.25)
+    assert {g["part"] for g in groups} == {"encoder", "decoder"}
+    optimizer = scaled_adam(groups, lr=0.1)
+    encoder_param = next(module.encoders.parameters())
+    decoder_param = next(
+        p for p in module.parameters() if all(p is not q for q in module.encoders.parameters())
+    )
+    e0, d0 = encoder_param.detach().clone(), decoder_param.detach().clone()
+    module(torch.randn(1, 1, 16, 16)).sum().backward()
+    optimizer.step()
+    # Adam's first step moves every parameter with a gradient by the rate (times the sign).
+    moved_e = (encoder_param.detach() - e0).abs()
+    moved_d = (decoder_param.detach() - d0).abs()
+    np.testing.assert_allclose(moved_e[moved_e > 0].numpy(), 0.025, rtol=1e-3)
+    np.testing.assert_allclose(moved_d[moved_d > 0].numpy(), 0.1, rtol=1e-3)
+    assert optimizer.param_groups[1]["lr"] == 0.1  # the schedule's rate is left as set
+
+
+def test_match_intensities_restores_a_gamma_change():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (64, 64)).astype(np.float32)
+    reference = intensity_quantiles(image)
+    changed = 255.0 * (image / 255.0) ** 2.2 * 0.6 + 40.0
+    matched = match_intensities(changed, reference)
+    np.testing.assert_allclose(matched, image, atol=1.5)
+
+
+def test_edited_region_is_the_touched_objects_plus_a_margin():
+    before = np.zeros((2, 12, 12), np.uint16)
+    before[0, 2:5, 2:5] = 1  # object 1, untouched
+    before[0, 7:10, 7:10] = 2  # object 2, one pixel fixed
+    before[1, 1:3, 1:3] = 3  # slice 1: untouched
+    after = before.copy()
+    after[0, 9, 9] = 0
+    region = edited_region(before, after, margin=0)
+    expected = np.zeros(before.shape, bool)
+    expected[0, 7:10, 7:10] = True
+    np.testing.assert_array_equal(region, expected)
+    grown = edited_region(before, after, margin=1)
+    assert grown[0, 6:11, 6:11].all() and grown.sum() == 25
+    with pytest.raises(TrainingDataError, match="shaped"):
+        edited_region(before, after[0])
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_colour_into_a_grey_em_model_is_refused():
+    he = synthetic.he_glands((64, 64)).image
+    with pytest.raises(TrainingDataError, match="colour"):
+        check_modality(conv_bn(), he, "YXC")
+    grey_rgb = np.repeat(np.arange(64 * 64, dtype=np.uint8).reshape(64, 64, 1), 3, axis=2)
+    check_modality(conv_bn(), grey_rgb, "YXC")  # a grey image saved as RGB is fine
+    check_modality(conv_bn(modality="brightfield"), he, "YXC")  # colour by nature
+    with pytest.raises(TrainingDataError, match="greyscale"):
+        check_modality(conv_bn(3, modality="H&E"), np.zeros((64, 64), np.uint8), "YX")
+
+
+def test_single_class_annotations_are_refused():
+    with pytest.raises(TrainingDataError, match="one class"):
+        check_classes({"pixels_per_class": {"background": 0, "foreground": 100}})
+    check_classes({"pixels_per_class": {"background": 5, "foreground": 100}})
+
+
+def quick(**overrides) -> TrainSettings:
+    base = {"steps": 6, "minutes": None, "patch_size": 32, "batch_size": 2, "val_every": 3}
+    return TrainSettings.for_finetune(**{**base, **overrides})
+
+
+def sample():
+    s = synthetic.fibsem_mitochondria((4, 64, 64), n_objects=10, seed=3)
+    labels = np.zeros_like(s.labels)
+    labels[[1, 2]] = s.labels[[1, 2]]
+    return s.image, labels
+
+
+def test_bad_annotations_are_refused_before_any_training(tiny):
+    image, labels = sample()
+    cases = {
+        "one class": np.where(labels[[1]] >= 0, 1, 0).astype(np.uint8),  # all foreground
+        "no annotated": np.zeros((1, 64, 64), np.uint8),
+        "shaped": np.ones((1, 60, 64), np.uint8),
+    }
+    for message, bad in cases.items():
+        events = []
+        with pytest.raises(TrainingDataError, match=message):
+            drain(
+                finetune(tiny, image[[1]], bad, axes="ZYX", settings=quick(), save=False),
+                show=False,
+                on_progress=events.append,
+            )
+        assert not [e for e in events if e.info.get("phase") in ("train", "adapt")], message
+    rgb = synthetic.he_glands((64, 64))
+    with pytest.raises(TrainingDataError, match="colour"):
+        drain(finetune(tiny, rgb.image, rgb.labels, settings=quick(), save=False), show=False)
+
+
+def test_finetune_adapts_first_and_records_the_recipe(tiny):
+    image, labels = sample()
+    events = []
+    result = drain(
+        finetune("tiny-bn", image, labels, axes="ZYX", name="tiny-bn-ft", settings=quick()),
+        show=False,
+        on_progress=events.append,
+    )
+    adapt_events = [e.info for e in events if e.info.get("phase") == "adapt"]
+    assert adapt_events and "metrics_adapted" in adapt_events[-1]
+    done = events[-1].info
+    assert done["phase"] == "done" and done["kept"] in ("trained", "adapted", "parent")
+    if done["kept"] != "parent":
+        assert result.name == "tiny-bn-ft" and result.card.lineage["recipe"]["kept"] == done["kept"]
+        # "before" is the parent as the user had it, not the adapted start.
+        parent_dice = adapt_events[-1]["metrics_parent"]["dice"]
+        assert result.card.lineage["metrics_before"]["dice"] == parent_dice
+
+
+class Threshold(torch.nn.Module):
+    """Foreground where the input is above a learnable threshold: perfect on its own data."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threshold = torch.nn.Parameter(torch.tensor(0.5))
+
+    def forward(self, x):
+        return torch.cat([(self.threshold - x) * 20, (x - self.threshold) * 20], dim=1)
+
+
+def test_a_worse_result_keeps_the_parent_and_saves_nothing(user_folder):
+    from scipy import ndimage as ndi
+    from skimage.measure import label
+
+    card = ModelCard(
+        name="threshold", architecture="custom", normalization={"kind": "range", "min": 0, "max": 1}
+    )
+    parent = SegmentationModel(Threshold(), card)
+    field = ndi.gaussian_filter(np.random.default_rng(0).random((2, 64, 64)), (0, 4, 4))
+    image = ((field - field.min()) / np.ptp(field)).astype(np.float32)
+    labels = label(image > 0.5).astype(np.uint16)
+    # A huge rate wrecks the threshold in one step; the parent was perfect.
+    settings = quick(steps=1, learning_rate=50.0, warmup_steps=0)
+    events = []
+    result = drain(
+        finetune(parent, image, labels, axes="ZYX", name="threshold-worse", settings=settings),
+        show=False,
+        on_progress=events.append,
+    )
+    done = events[-1].info
+    assert done["kept"] == "parent" and "Kept the parent" in events[-1].message
+    assert done["metrics_before"]["dice"] == 1.0
+    assert result.name == "threshold" and "kept" in " ".join(result.card.lineage["notes"])
+    assert float(result.module.threshold) == 0.5 and float(parent.module.threshold) == 0.5
+    assert not list(Path(user_folder).glob("threshold-worse*"))
