@@ -162,9 +162,7 @@ def test_bundled_cards_convert_by_the_mean():
 
 
 @pytest.mark.parametrize("zarr_probabilities", [False, True])
-def test_cli_predicts_an_rgb_image_with_a_grey_model(
-    tmp_path, loads, zarr_probabilities, capsys
-):
+def test_cli_predicts_an_rgb_image_with_a_grey_model(tmp_path, loads, zarr_probabilities, capsys):
     grey = np.full((48, 64), 20, np.uint8)
     grey[10:30, 10:40] = 200
     source = write_image(tmp_path / "cells.png", rgb_around(grey))

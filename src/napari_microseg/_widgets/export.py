@@ -29,6 +29,7 @@ from qtpy.QtWidgets import QMessageBox
 from .._reader import VoxelSize, layer_voxel_size
 from ..core.evaluation.export import LABEL_FORMATS, ExportResult, export_job
 from ..core.evaluation.measure import is_measurements_header, summary_path_for
+from ..core.io.ome_labels import labels_target_in_image
 from ..core.io.outputs import Output, check_outputs
 from ._dock import DockedContainer
 from ._memory import recall, remember
@@ -140,6 +141,12 @@ class ExportWidget(DockedContainer):
         folder = Path(self.folder.value)
         stem = layer.name if layer is not None else "labels"
         labels_path = folder / f"{stem}{LABEL_FORMATS[self.format.value]}"
+        if self.format.value == "OME-Zarr" and layer is not None:
+            # Labels of an OME-Zarr image go into its labels/ group (NGFF), where other tools
+            # look for them; the folder still takes the CSV.
+            source = layer_source_file(self.viewer, layer)
+            inside = labels_target_in_image(source, stem, layer.data.shape) if source else None
+            labels_path = inside or labels_path
         csv_path = folder / f"{stem}_measurements.csv"
         return (
             labels_path if self.write_labels.value else None,

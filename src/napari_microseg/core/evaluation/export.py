@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from ..io.image_data import is_ome_image
+from ..io.ome_labels import write_ome_labels
 from ..io.writers import write_labels
-from ..io.zarr_arrays import write_ome_zarr
 from ..progress import Job, Progress
 from .measure import measure_objects, summarize, write_measurements, write_summary
 
@@ -47,7 +48,9 @@ def export_job(
     labels : (M, N) or (P, M, N) ndarray of int
         The label image.
     labels_path : path-like or None
-        ``.tif``/``.tiff``, ``.png`` or ``.zarr`` destination; None to skip.
+        ``.tif``/``.tiff``, ``.png`` or ``.zarr`` destination, or
+        ``<image>.ome.zarr/labels/<name>`` to add the labels to that OME-Zarr image
+        (NGFF layout, see :mod:`..io.ome_labels`); None to skip.
     scale : tuple of float, optional
         Voxel size in µm, kept in the files and used for the measurements.
     csv_path : path-like, optional
@@ -69,9 +72,9 @@ def export_job(
     if labels_path is not None:
         yield Progress(done, steps, "writing labels")
         path = Path(labels_path)
-        if path.name.lower().endswith(".zarr"):
-            axes = "ZYX"[-labels.ndim :]
-            written = write_ome_zarr(path, labels, axes=axes, scale=scale, kind="labels")
+        in_image = path.parent.name == "labels" and is_ome_image(path.parent.parent)
+        if path.name.lower().endswith(".zarr") or in_image:
+            written = write_ome_labels(path, labels, axes="ZYX"[-labels.ndim :], scale=scale)
         else:
             written = write_labels(path, labels, scale=scale)
         result.files.append(written)

@@ -179,6 +179,21 @@ def raise_if_disk_full(error: BaseException, dest: Path, needed: int) -> None:
     ) from error
 
 
+def replace_dir(tmp: Path, dest: Path) -> None:
+    """Move ``tmp`` onto ``dest``; the old ``dest`` is removed only after the move."""
+    old = dest.with_name(f".{dest.name}.old")
+    # A run killed between the two renames below left this; the new result replaces it.
+    with contextlib.suppress(FileNotFoundError):
+        shutil.rmtree(old)
+    if dest.exists():
+        os.replace(dest, old)
+    else:
+        old = None
+    os.replace(tmp, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> Path:
     """Write ``payload`` to ``path`` atomically and return the path."""
     with atomic_path(path, size_hint=len(payload)) as tmp:

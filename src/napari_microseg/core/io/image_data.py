@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -173,3 +175,61 @@ def natural_key(name: str) -> list[Any]:
 def looks_like_zarr(folder: Path) -> bool:
     """True for a folder that is a zarr store (v2 or v3), whatever its name."""
     return any((folder / marker).exists() for marker in (".zarray", ".zgroup", "zarr.json"))
+
+
+#: Root attribute of a standalone OME-Zarr labels store of ours (see :mod:`.ome_labels`):
+#: the path of its label group, which our reader opens instead of the empty image at the root.
+LABELS_POINTER_KEY = "microseg_labels"
+
+
+def zarr_group_attrs(folder: Path) -> tuple[dict[str, Any], int] | None:
+    """The attributes of the zarr group ``folder`` and its zarr format, read from its metadata.
+
+    Parameters
+    ----------
+    folder : Path
+        Any path.
+
+    Returns
+    -------
+    (dict, int) or None
+        The group's attributes as stored (NGFF 0.5 keeps its keys under ``"ome"``) and
+        2 or 3; None for anything but a readable zarr group.
+    """
+    try:
+        if (folder / "zarr.json").is_file():
+            meta = json.loads((folder / "zarr.json").read_text(encoding="utf-8"))
+            if not isinstance(meta, dict) or meta.get("node_type") != "group":
+                return None
+            attrs = meta.get("attributes", {})
+            return (attrs, 3) if isinstance(attrs, dict) else None
+        if (folder / ".zgroup").is_file():
+            zattrs = folder / ".zattrs"
+            attrs = json.loads(zattrs.read_text(encoding="utf-8")) if zattrs.is_file() else {}
+            return (attrs, 2) if isinstance(attrs, dict) else None
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def is_ome_image(path: str | os.PathLike) -> bool:
+    """True for an OME-Zarr image: a group with ``multiscales`` that is not a label image.
+
+    A standalone labels store of ours (an empty image holding the labels) is not an image.
+
+    Parameters
+    ----------
+    path : path-like
+        Any path; files and missing paths give False.
+    """
+    found = zarr_group_attrs(Path(path))
+    if found is None:
+        return False
+    attrs, _ = found
+    ngff = attrs.get("ome", attrs)
+    return (
+        isinstance(ngff, dict)
+        and "multiscales" in ngff
+        and "image-label" not in ngff
+        and LABELS_POINTER_KEY not in attrs
+    )

@@ -24,15 +24,15 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .atomic import PARTIAL_MARK, partial_prefix, remove_stale_partials
+from .atomic import PARTIAL_MARK, partial_prefix, remove_stale_partials, replace_dir
 from .image_data import (
     LABELS_MARKER,
     PLAIN_IMAGE_SUFFIXES,
     TIFF_SUFFIXES,
     ZARR_SUFFIXES,
+    is_ome_image,
     looks_like_zarr,
 )
-from .zarr_arrays import replace_dir
 
 #: Key of our tag in TIFF descriptions and PNG text chunks.
 MARKER_KEY = "microseg"
@@ -133,7 +133,8 @@ def check_outputs(
     ------
     FileExistsError
         Naming the path, the conflict and what to do: an output that is an input
-        (or inside an input zarr store, or holds an input), two outputs with the same
+        (or inside an input zarr store other than ``<image>/labels/<name>`` of an OME-Zarr
+        image, where NGFF keeps its labels; or holds an input), two outputs with the same
         path, an existing path not written by napari-microseg, or one of ours
         without ``overwrite``.
     """
@@ -209,6 +210,10 @@ def _same_data(target: Path, source: Path) -> bool:
     if target == source or source.is_relative_to(target):
         return True
     is_store = source.is_dir() and (source.name.endswith(ZARR_SUFFIXES) or looks_like_zarr(source))
+    if is_store and target.parent == source / "labels" and is_ome_image(source):
+        # NGFF's place for labels of an OME-Zarr image: adding them leaves the image's arrays
+        # and metadata as they are (core.io.ome_labels), so the image is not replaced.
+        return False
     return is_store and target.is_relative_to(source)
 
 

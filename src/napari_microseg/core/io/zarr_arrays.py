@@ -6,7 +6,6 @@ viewed and processed chunk by chunk.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import tempfile
@@ -16,9 +15,22 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .atomic import PARTIAL_MARK, partial_prefix, raise_if_disk_full, remove_stale_partials
+from .atomic import (
+    PARTIAL_MARK,
+    partial_prefix,
+    raise_if_disk_full,
+    remove_stale_partials,
+    replace_dir,
+)
 from .checks import KNOWN_AXES
-from .image_data import ImageData, ImageReadError, stored_axes, valid_voxel_sizes
+from .image_data import (
+    LABELS_POINTER_KEY,
+    ImageData,
+    ImageReadError,
+    stored_axes,
+    valid_voxel_sizes,
+)
+from .ome_labels import default_chunks, write_ome_labels
 
 #: Attributes a block-by-block job of ours leaves on its output (see ``core.blocks.store``).
 _RESUMABLE_KEYS = ("microseg_job", "microseg_chunked")
@@ -56,6 +68,16 @@ def read_zarr(path: str | os.PathLike, *, axes: str | None = None) -> ImageData:
     except Exception as error:  # zarr raises many types for broken stores
         raise ImageReadError(f"{p.name} could not be opened as zarr ({error}).") from error
     attrs = dict(node.attrs)
+    pointer = attrs.get(LABELS_POINTER_KEY)
+    if isinstance(pointer, str) and not hasattr(node, "shape"):
+        # Our standalone labels store: the root is an empty image, the labels are below it.
+        try:
+            node = zarr.open(str(p / pointer), mode="r")
+        except Exception as error:
+            raise ImageReadError(
+                f"{p.name}: its labels {pointer} are missing ({error})."
+            ) from error
+        attrs = dict(node.attrs)
     ome = attrs.get("ome", attrs)
     kind: Literal["image", "labels"] = "labels" if "image-label" in ome else "image"
     axes_names: list[str] | None = None
@@ -164,6 +186,10 @@ def write_ome_zarr(
 ) -> Path:
     """Write an array as a single-scale OME-Zarr (NGFF 0.4) image, atomically.
 
+    Labels go to :func:`.ome_labels.write_ome_labels`: NGFF's ``labels`` layout, with
+    colours and scale levels, inside an OME-Zarr image when ``path`` is
+    ``<image>/labels/<name>``.
+
     Parameters
     ----------
     path : path-like
@@ -188,11 +214,15 @@ def write_ome_zarr(
     """
     import zarr
 
+    if kind == "labels":
+        return write_ome_labels(
+            path, data, axes=axes, scale=scale, chunks=chunks, overwrite=overwrite
+        )
     dest = Path(path)
     if dest.exists() and not overwrite:
         raise FileExistsError(f"{dest} already exists; choose another name or allow overwriting.")
     if chunks is None:
-        chunks = tuple(min(s, 256 if a in "YX" else 16) for s, a in zip(data.shape, axes))
+        chunks = default_chunks(tuple(data.shape), axes)
     full_scale = _full_scale(axes, scale)
     ngff_axes = [
         {"name": a.lower(), "type": {"C": "channel", "T": "time"}.get(a, "space")}
@@ -217,8 +247,6 @@ def write_ome_zarr(
                 ],
             }
         ]
-        if kind == "labels":
-            root.attrs["image-label"] = {"version": "0.4"}
         root.attrs["microseg_kind"] = kind  # our tag: see core.io.outputs
         replace_dir(tmp, dest)
     except BaseException as error:
@@ -232,18 +260,3 @@ def _full_scale(axes: str, scale: tuple[float, ...] | None) -> list[float]:
     spatial = [a for a in axes if a != "C"]
     sizes = dict(zip(spatial, scale)) if scale is not None else {}
     return [float(sizes.get(a, 1.0)) for a in axes]
-
-
-def replace_dir(tmp: Path, dest: Path) -> None:
-    """Move ``tmp`` onto ``dest``; the old ``dest`` is removed only after the move."""
-    old = dest.with_name(f".{dest.name}.old")
-    # A run killed between the two renames below left this; the new result replaces it.
-    with contextlib.suppress(FileNotFoundError):
-        shutil.rmtree(old)
-    if dest.exists():
-        os.replace(dest, old)
-    else:
-        old = None
-    os.replace(tmp, dest)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
