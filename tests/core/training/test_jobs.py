@@ -213,7 +213,7 @@ def test_freezing_the_encoder_trains_only_the_decoder(parent, nuclei):
             parent,
             nuclei.image,
             nuclei.labels,
-            settings=quick(steps=3, freeze_encoder=True),
+            settings=quick(steps=3, freeze_encoder=True, keep_better_start=False),
             device="cpu",
             save=False,
         ),
@@ -320,7 +320,13 @@ def test_disk_full_while_saving_is_clear_and_leaves_no_file(
     def full(self, data):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    job = finetune(parent, nuclei.image, nuclei.labels, name="tiny-full", settings=quick(steps=2))
+    job = finetune(
+        parent,
+        nuclei.image,
+        nuclei.labels,
+        name="tiny-full",
+        settings=quick(steps=2, keep_better_start=False),
+    )
     monkeypatch.setattr(Path, "write_bytes", full)
     with pytest.raises(SaveError, match="disk is full"):
         drain(job, show=False)
