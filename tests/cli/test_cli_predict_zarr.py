@@ -82,3 +82,20 @@ def test_uint8_probabilities_give_the_same_labels_a_quarter_of_the_size(
     np.testing.assert_array_equal(labels, zarr.open_array(str(exact_out), mode="r")[:])
     assert main(["predict", str(volume_zarr), "--model", "m", "--out", "x.zarr", "--threads", "0"])
     assert "--threads must be at least 1" in capsys.readouterr().err
+
+
+def test_predict_writes_labels_into_an_ome_zarr_images_labels_group(tmp_path):
+    from napari_microseg.core.io.synthetic import fibsem_mitochondria
+    from napari_microseg.core.io.zarr_arrays import read_zarr, write_ome_zarr
+
+    sample = fibsem_mitochondria((3, 64, 64), n_objects=4, seed=1)
+    image = tmp_path / "img.ome.zarr"
+    write_ome_zarr(image, sample.image, axes="ZYX", scale=(0.01, 0.005, 0.005), kind="image")
+    before = np.asarray(zarr.open_group(str(image), mode="r")["0"][:])
+    target = image / "labels" / "mito"
+    assert main(["predict", str(image), "--model", "mito-em", "--out", str(target)]) == 0
+    group = zarr.open_group(str(image), mode="r")
+    assert list(group["labels"].attrs["labels"]) == ["mito"]
+    assert "image-label" in dict(group["labels/mito"].attrs)
+    np.testing.assert_array_equal(np.asarray(group["0"][:]), before)  # the image untouched
+    assert np.asarray(read_zarr(target).data).shape == sample.image.shape

@@ -338,7 +338,9 @@ def _write_labels(path: Path, labels: Any, image: Any) -> None:
     from ..core.io.writers import write_labels
     from ..core.io.zarr_arrays import write_ome_zarr
 
-    if path.suffix.lower() == ".zarr" or path.name.lower().endswith(".ome.zarr"):
+    # <image>.zarr/labels/<name> is a label group inside an OME-Zarr image (OME-NGFF).
+    into_image = path.parent.name == "labels" and path.parent.parent.suffix.lower() == ".zarr"
+    if path.suffix.lower() == ".zarr" or into_image:
         write_ome_zarr(path, labels, axes=image.spatial_axes, scale=image.scale, kind="labels")
     else:
         write_labels(path, labels, scale=image.scale, axes=image.spatial_axes)
