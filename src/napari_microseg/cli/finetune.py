@@ -51,6 +51,12 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="skip re-estimating the batch-norm statistics on the image first",
     )
+    parser.add_argument(
+        "--always-save",
+        action="store_true",
+        help="save the fine-tuned model even when held-back annotated pixels score the "
+        "parent better (by default the parent is kept and nothing is saved)",
+    )
     parser.add_argument("--patch-size", type=int, help="patch side in pixels (default 128)")
     parser.add_argument("--batch-size", type=int, help="patches per step (default 4)")
     parser.add_argument(
@@ -68,6 +74,8 @@ def settings_from_args(args: argparse.Namespace) -> Any:
     overrides: dict[str, Any] = {"seed": args.seed, "freeze_encoder": args.freeze_encoder}
     if getattr(args, "no_adapt", False):
         overrides["adapt_batchnorm"] = False
+    if getattr(args, "always_save", False):
+        overrides["keep_better_start"] = False
     # One budget given: it alone limits the run (steps alone are reproducible).
     if args.steps is not None:
         overrides.update(steps=args.steps, minutes=None)
