@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from .normalize import Normalizer
-from .tiling import Blend, TilePlan, check_blend, normalized_windows
+from .tiling import Blend, RowRelease, TilePlan, check_blend, normalized_windows
 
 if TYPE_CHECKING:
     import torch
@@ -317,11 +317,7 @@ class DeviceMerger:
             }
 
         self._rows, self._cols = on_device(rows), on_device(cols)
-        self._row_index = {y: i for i, y in enumerate(plan.starts[0])}
-        self._expected = n_planes * len(plan.starts[1])
-        self._done = [0] * len(plan.starts[0])
-        self._next_row = 0
-        self._origin = 0
+        self.rows = RowRelease(plan, n_planes=n_planes, height=height, row_align=row_align)
         with torch.inference_mode():
             self._acc = torch.zeros((n_channels, n_planes, 0, plan.shape[1]), device=self.device)
             self._weight = torch.zeros((n_planes, 0, plan.shape[1]), device=self.device)
@@ -329,7 +325,7 @@ class DeviceMerger:
     @property
     def complete(self) -> bool:
         """True once every tile of every plane was aggregated."""
-        return self._next_row == len(self._done)
+        return self.rows.complete
 
     def aggregate(self, values: torch.Tensor, location: tuple[int, int, int]) -> None:
         """Fold in one tile.
@@ -350,9 +346,7 @@ class DeviceMerger:
                 f"A tile's values have shape {tuple(values.shape)}; expected "
                 f"{(self.n_channels, rows, cols)}."
             )
-        top = y0 - self._origin
-        if top < 0:
-            raise ValueError(f"Rows from {y0} on were already released; tiles came out of order.")
+        top = self.rows.top(y0)
         with torch.inference_mode():
             self._grow(top + rows)
             weight = torch.outer(self._rows[y0], self._cols[x0])
@@ -361,9 +355,7 @@ class DeviceMerger:
             # w / W is exactly 1 where this tile is the first: the value is copied, not scaled.
             ratio = weight.div_(total)
             self._acc[:, plane, top : top + rows, x0 : x0 + cols].lerp_(values.float(), ratio)
-        self._done[self._row_index[y0]] += 1
-        while self._next_row < len(self._done) and self._done[self._next_row] == self._expected:
-            self._next_row += 1
+        self.rows.count(y0)
 
     def _grow(self, rows: int) -> None:
         import torch
@@ -395,16 +387,11 @@ class DeviceMerger:
         """
         import torch
 
-        if self.complete:
-            stop = self.plan.shape[0]
-        else:
-            stop = self.plan.starts[0][self._next_row]
-            if self.row_align > 1:
-                stop -= stop % self.row_align
-        stop = min(stop, self.height)
-        if stop <= self._origin:
+        released = self.rows.release()
+        if released is None:
             return []
-        count = stop - self._origin
+        start, stop = released
+        count = stop - start
         with torch.inference_mode():
             block = self._acc[:, :, :count, : self.width]
             if scale != 1.0:
@@ -418,8 +405,6 @@ class DeviceMerger:
                 self._weight[:, :keep] = self._weight[:, count:held].clone()
             self._acc[:, :, keep:] = 0
             self._weight[:, keep:] = 0
-        start = self._origin
-        self._origin = stop
         return [(start, pending)]
 
     def result(self) -> torch.Tensor:
@@ -427,15 +412,11 @@ class DeviceMerger:
 
         For a merger whose rows were never released (a tile split into parts).
         """
-        if not self.complete or self._origin:
+        if not self.complete or self.rows.origin:
             raise RuntimeError("result() needs every tile aggregated and no row released.")
         return self._acc[:, :, : self.height, : self.width]
 
     def finalize(self) -> list[tuple[int, Download]]:
         """Release every remaining row; raise if some tile never arrived."""
-        if not self.complete:
-            raise RuntimeError(
-                f"{sum(self._done)} of {self._expected * len(self._done)} tiles were aggregated; "
-                "the plane is not complete."
-            )
+        self.rows.check_complete()
         return self.pop_ready()

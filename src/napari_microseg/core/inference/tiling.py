@@ -200,6 +200,77 @@ def normalized_windows(plan: TilePlan, blend: Blend) -> list[dict[int, np.ndarra
     return result
 
 
+class RowRelease:
+    """Which rows of a band of tiled planes are final: the release rule of the tile mergers.
+
+    A row is final once every tile of its tile-row, and of the tile-rows before,
+    was aggregated for every plane of the group. :class:`TileMerger` (host) and
+    :class:`~.device_tiles.DeviceMerger` (device) keep their values their own way
+    and share this bookkeeping.
+
+    Parameters
+    ----------
+    plan : TilePlan
+        The 2D plan (rows, columns).
+    n_planes : int
+        Planes in the group.
+    height : int
+        True height of a plane; padding rows are never released.
+    row_align : int
+        Release rows only in multiples of this many, except at the end.
+    """
+
+    def __init__(self, plan: TilePlan, *, n_planes: int, height: int, row_align: int = 1) -> None:
+        self.plan = plan
+        self.height = min(height, plan.shape[0])
+        self.row_align = max(int(row_align), 1)
+        self.origin = 0  # first row not yet released
+        self._row_index = {y: i for i, y in enumerate(plan.starts[0])}
+        self._expected = n_planes * len(plan.starts[1])
+        self._done = [0] * len(plan.starts[0])
+        self._next_row = 0  # first tile-row not yet complete
+
+    @property
+    def complete(self) -> bool:
+        """True once every tile of every plane was counted."""
+        return self._next_row == len(self._done)
+
+    def top(self, y0: int) -> int:
+        """Where a tile starting at plan row ``y0`` lands in the held band."""
+        top = y0 - self.origin
+        if top < 0:
+            raise ValueError(f"Rows from {y0} on were already released; tiles came out of order.")
+        return top
+
+    def count(self, y0: int) -> None:
+        """Count one aggregated tile of the tile-row starting at ``y0``."""
+        self._done[self._row_index[y0]] += 1
+        while self._next_row < len(self._done) and self._done[self._next_row] == self._expected:
+            self._next_row += 1
+
+    def release(self) -> tuple[int, int] | None:
+        """``(start, stop)`` of the rows final now (and mark them released), or None."""
+        if self.complete:
+            stop = self.plan.shape[0]
+        else:
+            stop = self.plan.starts[0][self._next_row]
+            if self.row_align > 1:
+                stop -= stop % self.row_align
+        stop = min(stop, self.height)
+        if stop <= self.origin:
+            return None
+        start, self.origin = self.origin, stop
+        return start, stop
+
+    def check_complete(self) -> None:
+        """Raise if some tile never arrived."""
+        if not self.complete:
+            raise RuntimeError(
+                f"{sum(self._done)} of {self._expected * len(self._done)} tiles were aggregated; "
+                "the plane is not complete."
+            )
+
+
 class TileMerger:
     """Blend 2D tiles of a group of planes, releasing rows as soon as they are final.
 
@@ -249,17 +320,13 @@ class TileMerger:
         self.width = min(width, plan.shape[1])
         self.row_align = max(int(row_align), 1)
         self._windows = normalized_windows(plan, check_blend(blend))
-        self._row_index = {y: i for i, y in enumerate(plan.starts[0])}
-        self._expected = n_planes * len(plan.starts[1])
-        self._done = [0] * len(plan.starts[0])
-        self._next_row = 0  # first tile-row not yet complete
-        self._origin = 0  # plan row held at self._acc[..., 0, :]
+        self.rows = RowRelease(plan, n_planes=n_planes, height=height, row_align=row_align)
         self._acc = np.zeros((n_channels, n_planes, 0, plan.shape[1]), dtype)
 
     @property
     def complete(self) -> bool:
         """True once every tile of every plane was aggregated."""
-        return self._next_row == len(self._done)
+        return self.rows.complete
 
     def aggregate(self, values: np.ndarray, location: tuple[int, int, int]) -> None:
         """Add one tile.
@@ -278,16 +345,11 @@ class TileMerger:
                 f"A tile's values have shape {values.shape}; expected "
                 f"{(self.n_channels, rows, cols)}."
             )
-        top = y0 - self._origin
-        if top < 0:
-            raise ValueError(f"Rows from {y0} on were already released; tiles came out of order.")
+        top = self.rows.top(y0)
         self._grow(top + rows)
         weight = np.multiply.outer(self._windows[0][y0], self._windows[1][x0])
         self._acc[:, plane, top : top + rows, x0 : x0 + cols] += values * weight
-        index = self._row_index[y0]
-        self._done[index] += 1
-        while self._next_row < len(self._done) and self._done[self._next_row] == self._expected:
-            self._next_row += 1
+        self.rows.count(y0)
 
     def _grow(self, rows: int) -> None:
         if rows <= self._acc.shape[2]:
@@ -307,30 +369,19 @@ class TileMerger:
             ``(K, n_planes, rows, width)``, cropped to the true plane size;
             empty when nothing new is final.
         """
-        if self.complete:
-            stop = self.plan.shape[0]
-        else:
-            stop = self.plan.starts[0][self._next_row]
-            if self.row_align > 1:
-                stop -= stop % self.row_align
-        stop = min(stop, self.height)
-        if stop <= self._origin:
+        released = self.rows.release()
+        if released is None:
             return []
-        count = stop - self._origin
+        start, stop = released
+        count = stop - start
         block = self._acc[:, :, :count, : self.width].astype(np.float32)
-        start = self._origin
         # Shift the band up; the rows below stay zero for the next tiles.
         held = self._acc.shape[2]
         self._acc[:, :, : held - count] = self._acc[:, :, count:held].copy()
         self._acc[:, :, max(held - count, 0) :] = 0
-        self._origin = stop
         return [(start, block)]
 
     def finalize(self) -> list[tuple[int, np.ndarray]]:
         """Release every remaining row; raise if some tile never arrived."""
-        if not self.complete:
-            raise RuntimeError(
-                f"{sum(self._done)} of {self._expected * len(self._done)} tiles were aggregated; "
-                "the plane is not complete."
-            )
+        self.rows.check_complete()
         return self.pop_ready()
