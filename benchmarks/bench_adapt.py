@@ -35,7 +35,7 @@ fine-tune validation scores it) of:
 * ``adapted``: after label-free adaptation (:func:`~napari_microseg.core.training.adapt.adapt`,
   batch-norm statistics of the shifted pool images, no labels);
 * ``matched``: the shifted images' histograms matched to the unshifted pool's
-  quantiles (:func:`~napari_microseg.core.training.adapt.match_intensities`), standing
+  quantiles (:func:`~napari_microseg.core.training.fewshot.match_intensities`), standing
   in for training-data statistics the cards do not carry yet;
 * ``shots=n``: :func:`~napari_microseg.core.training.jobs.finetune` with the defaults
   of ``TrainSettings.for_finetune`` (the few-shot recipe) on n annotated pool
@@ -273,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from napari_microseg.core.models.registry import load_model
     from napari_microseg.core.progress import drain
-    from napari_microseg.core.training.adapt import adapt, intensity_quantiles, match_intensities
+    from napari_microseg.core.training.adapt import adapt
+    from napari_microseg.core.training.fewshot import intensity_quantiles, match_intensities
     from napari_microseg.core.training.jobs import finetune
     from napari_microseg.core.training.settings import TrainSettings
 

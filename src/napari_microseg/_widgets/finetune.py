@@ -355,7 +355,7 @@ class FinetuneWidget(DockedContainer):
                 "was edited before this widget was opened. Train on whole annotated slices, or "
                 "open Fine-tune before correcting."
             )
-        from ..core.training.adapt import edited_region
+        from ..core.training.annotations import edited_region
 
         return edited_region(made, np.asarray(layer.data), margin=int(self.margin.value))
 
@@ -423,7 +423,7 @@ class FinetuneWidget(DockedContainer):
                 "correct the labels made from this image."
             )
             return
-        from ..core.training.adapt import check_annotation, check_modality
+        from ..core.training.annotations import check_annotation, check_modality
         from ..core.training.data import TrainingDataError, parse_slices
         from ..core.training.jobs import finetune
         from ..core.training.settings import TrainSettings
@@ -483,7 +483,8 @@ class FinetuneWidget(DockedContainer):
         if not base or base == NO_MODEL or image is None or image not in self.viewer.layers:
             show_warning("Choose the base model and the image to adapt it to.")
             return
-        from ..core.training.adapt import adapt, check_modality
+        from ..core.training.adapt import adapt
+        from ..core.training.annotations import check_modality
         from ..core.training.data import TrainingDataError
 
         try:

@@ -19,17 +19,17 @@ from napari_microseg.core.training.adapt import (
     adapt,
     adapt_batchnorm,
     batchnorm_layers,
-    check_classes,
-    check_modality,
-    edited_region,
     frozen_batchnorm,
     input_batches,
+)
+from napari_microseg.core.training.annotations import check_classes, check_modality, edited_region
+from napari_microseg.core.training.data import TrainingDataError
+from napari_microseg.core.training.fewshot import (
     intensity_quantiles,
     match_intensities,
     parameter_groups,
     scaled_adam,
 )
-from napari_microseg.core.training.data import TrainingDataError
 from napari_microseg.core.training.jobs import finetune
 from napari_microseg.core.training.settings import TrainSettings
 

@@ -6,7 +6,7 @@ hold running means and variances of their inputs, measured on the training
 data; re-estimating them on the new images (:func:`adapt`, "Adapt to this
 image", AdaBN) undoes much of an intensity, contrast, blur or stain change in
 about a second. The input normalisation of the card (percentiles over the
-whole image) already absorbs linear intensity changes; :func:`match_intensities`
+whole image) already absorbs linear intensity changes; :func:`~.fewshot.match_intensities`
 maps a new image's histogram onto reference quantiles for the non-linear ones
 (gamma), where a reference is known.
 
@@ -18,11 +18,10 @@ Fine-tuning on a few corrected slices then uses the few-shot recipe of
   held-out annotated pixels say they help (:func:`adapt_batchnorm`);
 * the statistics frozen during training (:func:`frozen_batchnorm`): a batch
   of four object-centred patches is a poor estimate of a session's statistics;
-* per-part learning rates (:class:`FewShotTrainer`): the encoder learns at
+* per-part learning rates (:class:`~.fewshot.FewShotTrainer`): the encoder learns at
   ``encoder_lr_factor`` times the decoder's rate, so a few slices bend the
   decoder without wiping the encoder's general features;
-* the input checks a few-shot user needs (:func:`check_modality`,
-  :func:`check_classes`).
+* the input checks a few-shot user needs (:mod:`.annotations`).
 """
 
 from __future__ import annotations
@@ -39,8 +38,8 @@ from ..inference.job import match_channels
 from ..inference.normalize import fit_normalizer
 from ..models.base import ModelError, SegmentationModel
 from ..progress import Job, Progress
+from .annotations import check_modality, guess_axes
 from .data import TrainingDataError, parse_slices
-from .loop import Trainer, encoder_modules
 
 if TYPE_CHECKING:
     import os
@@ -48,18 +47,11 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
-    "FewShotTrainer",
     "adapt",
     "adapt_batchnorm",
     "batchnorm_layers",
-    "check_annotation",
-    "check_classes",
-    "check_modality",
-    "edited_region",
     "frozen_batchnorm",
     "input_batches",
-    "intensity_quantiles",
-    "match_intensities",
     "resolve_model",
 ]
 
@@ -70,12 +62,6 @@ ADAPT_MAX_PIXELS = 2 * 512 * 512
 #: Side of the crops the statistics are measured on; large, so each crop's batch statistics
 #: (which normalise the deeper layers during the pass) are close to the whole image's.
 ADAPT_CROP = 512
-#: Quantiles kept as an intensity reference (0, 1, ..., 100 %).
-REFERENCE_QUANTILES = np.linspace(0.0, 100.0, 101)
-#: Largest mean difference between colour channels (in 8-bit units) of an image still called grey.
-GREY_TOLERANCE = 2.0
-#: Modalities whose images are colour by nature; a grey model of these takes colour images.
-COLOUR_MODALITIES = ("h&e", "brightfield", "histology", "rgb", "colour", "color")
 
 
 # ----------------------------------------------------------------------------- batch norm
@@ -186,7 +172,7 @@ def input_batches(
     data = image.data if hasattr(image, "axes") and hasattr(image, "data") else image
     axes = axes or getattr(image, "axes", None)
     data = np.asarray(data) if not hasattr(data, "shape") else data
-    axes = _guess_axes(tuple(data.shape), axes)
+    axes = guess_axes(tuple(data.shape), axes)
     card = model.card
     data, axes, _ = match_channels(data, axes, card)
     channel_axis = axes.index("C") if "C" in axes else None
@@ -232,26 +218,6 @@ def input_batches(
             parts.append(normalizer(raw, channel_axis=0))
         batches.append(np.ascontiguousarray(np.concatenate(parts)[None], dtype=np.float32))
     return batches
-
-
-def _guess_axes(shape: tuple[int, ...], axes: str | None) -> str:
-    if axes is not None:
-        axes = axes.upper()
-        if len(axes) != len(shape) or set(axes) - set("ZCYX") or len(set(axes)) != len(axes):
-            raise TrainingDataError(
-                f"Axes {axes!r} do not fit an image of shape {shape}; use the letters Z, C, Y, "
-                "X, one per axis (for example 'ZYX' or 'YXC')."
-            )
-        return axes
-    if len(shape) == 2:
-        return "YX"
-    if len(shape) == 3:
-        return "YXC" if shape[-1] in (3, 4) else "ZYX"
-    if len(shape) == 4 and shape[-1] in (3, 4):
-        return "ZYXC"
-    raise TrainingDataError(
-        f"Cannot tell the axes of an image of shape {shape}; give them (for example 'ZYX')."
-    )
 
 
 def adapt_batchnorm(
@@ -509,355 +475,3 @@ def _parent_sha(parent: SegmentationModel) -> str | None:
     from ..models.versions import parent_fingerprint
 
     return parent_fingerprint(parent)
-
-
-# ----------------------------------------------------------------------------- input checks
-
-
-def image_channels(image: Any, axes: str | None) -> tuple[int, bool]:
-    """Colour channels of an image and whether it is truly coloured (not R = G = B).
-
-    Returns
-    -------
-    channels : int
-        1 for grey, 3 or 4 for RGB(A).
-    coloured : bool
-        False for grey images and for RGB copies of grey ones.
-    """
-    data = image.data if hasattr(image, "axes") and hasattr(image, "data") else image
-    axes = _guess_axes(tuple(data.shape), axes or getattr(image, "axes", None))
-    if "C" not in axes:
-        return 1, False
-    c = axes.index("C")
-    channels = int(data.shape[c])
-    if channels not in (3, 4):
-        return channels, False
-    moved = np.moveaxis(np.asarray(data), c, -1)
-    flat = moved.reshape(-1, channels)[:, :3]
-    step = max(1, flat.shape[0] // 200_000)
-    sample = flat[::step].astype(np.float32)
-    if data.dtype.kind == "f" and np.nanmax(np.abs(sample)) <= 1.0:
-        sample = sample * 255.0
-    spread = float(np.mean(sample.max(axis=1) - sample.min(axis=1)))
-    return channels, spread > GREY_TOLERANCE
-
-
-def check_modality(model: SegmentationModel, image: Any, axes: str | None = None) -> None:
-    """Refuse, before any training, an image of another kind than the model was made for.
-
-    A colour (RGB) image given to a grey model of a grey modality (EM,
-    fluorescence), or a grey image given to a colour model: prediction would
-    convert it silently, but adapting or fine-tuning on it would teach the
-    model a different kind of image. RGB copies of grey images pass, and so do
-    grey models of colour modalities (brightfield, H&E), whose training data were
-    made grey the same way.
-
-    Raises
-    ------
-    TrainingDataError
-        Saying which model takes which kind of image, and what to do.
-    """
-    channels, coloured = image_channels(image, axes)
-    modality = (model.card.modality or "").lower()
-    colour_kind = any(word in modality for word in COLOUR_MODALITIES)
-    wanted = model.in_channels // (2 * int(model.card.context_slices or 0) + 1)
-    what = f"{model.name!r} ({model.card.modality or 'no modality given'})"
-    if wanted == 1 and coloured and not colour_kind:
-        raise TrainingDataError(
-            f"The image is in colour (RGB) but the model {what} takes greyscale images: adapting "
-            "it to a colour image would teach it another modality. Pick a model made for this "
-            "kind of image (an RGB one such as gland-he for H&E), or make the image grey first "
-            "if it really is a grey image saved in colour."
-        )
-    if wanted == 3 and channels == 1 and colour_kind:
-        raise TrainingDataError(
-            f"The image is greyscale but the model {what} takes colour (RGB) images: adapting it "
-            "to a grey image would teach it another modality. Pick a greyscale model, or open "
-            "the colour image itself."
-        )
-
-
-def check_annotation(labels: Any, annotated: Any = None) -> int:
-    """Refuse empty or single-class annotations at once, before anything is prepared.
-
-    Parameters
-    ----------
-    labels : array-like of int
-        Object ids, 0 = background.
-    annotated : array-like of bool, optional
-        The pixels that count; by default every pixel of the slices (or the
-        image) holding any label.
-
-    Returns
-    -------
-    int
-        The number of annotated pixels.
-
-    Raises
-    ------
-    TrainingDataError
-        No annotated pixel, no object, or no background among the annotated pixels.
-    """
-    labels = np.asarray(labels)
-    if annotated is None:
-        if labels.ndim == 3:
-            painted = (labels.reshape(labels.shape[0], -1) != 0).any(axis=1)
-            mask = np.zeros(labels.shape, bool)
-            mask[painted] = True
-        else:
-            mask = np.full(labels.shape, bool(np.any(labels)))
-    else:
-        mask = np.asarray(annotated, bool)
-        if mask.shape != labels.shape:
-            raise TrainingDataError(
-                f"The annotated region is shaped {mask.shape} but the labels are {labels.shape}."
-            )
-    count = int(mask.sum())
-    if count == 0:
-        raise TrainingDataError(
-            "The labels have no annotated pixels. Paint or correct objects on at least one "
-            "slice first."
-        )
-    objects = int(np.count_nonzero(labels[mask]))
-    if objects == 0:
-        raise TrainingDataError(
-            "The annotated region contains no object, only background: paint at least one "
-            "object (ideally several)."
-        )
-    if objects == count:
-        raise TrainingDataError(
-            "Every annotated pixel belongs to an object, so the annotation has a single "
-            "class: the model would learn that everything is foreground. Leave the background "
-            "unpainted (label 0) around the objects."
-        )
-    return count
-
-
-def check_classes(summary: dict[str, Any]) -> None:
-    """Refuse annotations whose annotated pixels are all of one class.
-
-    Parameters
-    ----------
-    summary : dict
-        :attr:`~.data.PreparedData.summary`, with ``pixels_per_class``.
-
-    Raises
-    ------
-    TrainingDataError
-        When only one class has annotated pixels: the model would learn that
-        every pixel is that class.
-    """
-    counts = summary.get("pixels_per_class") or {}
-    present = [name for name, count in counts.items() if count > 0]
-    if len(present) < 2:
-        only = present[0] if present else "none"
-        raise TrainingDataError(
-            f"Every annotated pixel is of one class ({only!r}): the model would learn that "
-            "everything is that class. Annotate some pixels of the other class(es) too (leave "
-            "background unpainted inside an annotated slice, or include background in the "
-            "annotated region)."
-        )
-
-
-# ----------------------------------------------------------------------------- few-shot training
-
-
-def scaled_adam(groups: list[dict[str, Any]], **kwargs: Any) -> Any:
-    """Adam whose parameter groups learn at ``lr_scale`` times the scheduled rate.
-
-    The training loop sets one scheduled rate on every group; this optimizer
-    multiplies it by each group's ``lr_scale`` for the step only, so the
-    schedule and the per-part rates combine without the loop knowing.
-
-    Parameters
-    ----------
-    groups : list of dict
-        Parameter groups with ``params`` and ``lr_scale`` (see :func:`parameter_groups`).
-    **kwargs
-        ``torch.optim.Adam``'s (``lr``, ``weight_decay``...).
-
-    Returns
-    -------
-    torch.optim.Adam
-    """
-    import torch
-
-    class ScaledAdam(torch.optim.Adam):
-        def step(self, closure: Any = None) -> Any:
-            rates = [group["lr"] for group in self.param_groups]
-            for group in self.param_groups:
-                group["lr"] = group["lr"] * group.get("lr_scale", 1.0)
-            try:
-                return super().step(closure)
-            finally:
-                for group, rate in zip(self.param_groups, rates):
-                    group["lr"] = rate
-
-    return ScaledAdam(groups, **kwargs)
-
-
-def parameter_groups(module: Any, encoder_lr_factor: float) -> list[dict[str, Any]]:
-    """Trainable parameters split into encoder (scaled rate) and the rest.
-
-    Parameters
-    ----------
-    module : torch.nn.Module
-    encoder_lr_factor : float
-        The encoder's rate relative to the decoder's; 0 leaves it out.
-
-    Returns
-    -------
-    list of dict
-        Parameter groups with ``params`` and ``lr_scale`` (no empty group).
-    """
-    encoder_ids = {
-        id(p) for part in encoder_modules(module) for p in part.parameters() if p.requires_grad
-    }
-    encoder = [p for p in module.parameters() if p.requires_grad and id(p) in encoder_ids]
-    rest = [p for p in module.parameters() if p.requires_grad and id(p) not in encoder_ids]
-    groups = [{"params": rest, "lr_scale": 1.0, "part": "decoder"}]
-    if encoder and encoder_lr_factor > 0:
-        groups.append({"params": encoder, "lr_scale": encoder_lr_factor, "part": "encoder"})
-    elif encoder:
-        for p in encoder:
-            p.requires_grad_(False)
-    return [g for g in groups if g["params"]]
-
-
-class FewShotTrainer(Trainer):
-    """The training loop with the few-shot recipe's per-part learning rates.
-
-    Everything else (schedule, validation, early stop, best weights, Cancel) is
-    :class:`~.loop.Trainer`'s. The encoder learns at
-    ``settings.encoder_lr_factor`` times the scheduled rate.
-    """
-
-    def _setup(self) -> None:
-        super()._setup()
-        s = self.settings
-        factor = float(getattr(s, "encoder_lr_factor", 1.0))
-        if factor == 1.0:
-            return
-        groups = parameter_groups(self.model.module, factor)
-        self.optimizer = scaled_adam(groups, lr=s.learning_rate, weight_decay=s.weight_decay)
-
-
-# ----------------------------------------------------------------------------- intensities
-
-
-def intensity_quantiles(image: Any, *, max_samples: int = 2_000_000) -> np.ndarray:
-    """Quantiles 0, 1, ..., 100 % of an image's intensities: a reference to match others to.
-
-    Parameters
-    ----------
-    image : array-like
-        Any shape; colour images pooled over their channels.
-
-    Returns
-    -------
-    (101,) ndarray of float64
-    """
-    values = np.asarray(image).ravel()
-    step = max(1, values.size // max_samples)
-    sample = values[::step].astype(np.float64)
-    sample = sample[np.isfinite(sample)]
-    return np.percentile(sample, REFERENCE_QUANTILES)
-
-
-def match_intensities(image: Any, reference: np.ndarray) -> np.ndarray:
-    """Map an image's intensities so that its quantiles become ``reference`` (histogram matching).
-
-    Percentile normalisation already undoes a linear change of brightness and
-    contrast; matching the whole histogram also undoes a gamma or any other
-    monotonic change of the detector's response.
-
-    Parameters
-    ----------
-    image : (..., ) array-like
-        Grey image or stack.
-    reference : (101,) ndarray
-        :func:`intensity_quantiles` of the data the model was trained on.
-
-    Returns
-    -------
-    ndarray of float32
-        The image's shape.
-    """
-    data = np.asarray(image)
-    own = intensity_quantiles(data)
-    # Flat stretches of the quantile curve (many equal pixels) must still map monotonically.
-    own = own + np.arange(own.size) * 1e-9 * max(float(own[-1] - own[0]), 1.0)
-    return np.interp(data.astype(np.float64), own, np.asarray(reference, np.float64)).astype(
-        np.float32
-    )
-
-
-# ----------------------------------------------------------------------------- partial corrections
-
-#: Pixels around the edited objects that count as annotated too: the context a user looked at
-#: while correcting (the background next to a fixed object is known to be background).
-EDIT_MARGIN = 16
-
-
-def edited_region(before: Any, after: Any, *, margin: int = EDIT_MARGIN) -> np.ndarray:
-    """The annotated region of a partial correction: every touched object plus a margin.
-
-    A user who fixed a few objects of a segmentation knows those objects (and the
-    background right around them), not the rest of the slice, which may still
-    hold the model's mistakes. The region is every pixel whose label changed,
-    grown to the whole of every object it touched (its old and its new id), then
-    by ``margin`` pixels in the plane (each slice of a stack on its own).
-
-    Parameters
-    ----------
-    before : (Y, X) or (Z, Y, X) array-like of int
-        The labels as the model made them.
-    after : array-like of int, same shape
-        The corrected labels.
-    margin : int
-        Pixels added around the touched objects.
-
-    Returns
-    -------
-    ndarray of bool, the labels' shape
-        True where the corrected labels count for training (all False: nothing edited).
-
-    Raises
-    ------
-    TrainingDataError
-        When the two label images differ in shape.
-
-    Examples
-    --------
-    >>> before = np.zeros((1, 9), int); before[0, 2:4] = 1
-    >>> after = before.copy(); after[0, 6] = 2
-    >>> edited_region(before, after, margin=1).astype(int)
-    array([[0, 0, 0, 0, 0, 1, 1, 1, 0]])
-    """
-    from scipy import ndimage as ndi
-
-    old, new = np.asarray(before), np.asarray(after)
-    if old.shape != new.shape:
-        raise TrainingDataError(
-            f"The corrected labels are shaped {new.shape} but the labels they correct are "
-            f"{old.shape}; compare labels of the same image."
-        )
-    changed = old != new
-    region = np.zeros(old.shape, bool)
-    stack = old.ndim == 3
-    for z in range(old.shape[0]) if stack else [None]:
-        index = (z,) if stack else ()
-        touched = changed[index]
-        if not touched.any():
-            continue
-        plane = touched.copy()
-        for labels in (old[index], new[index]):
-            ids = np.unique(labels[touched])
-            ids = ids[ids != 0]
-            if ids.size:
-                plane |= np.isin(labels, ids)
-        if margin > 0:
-            # A square neighbourhood: the margin is the same along rows, columns and diagonals.
-            plane = ndi.binary_dilation(plane, np.ones((3, 3), bool), iterations=int(margin))
-        region[index] = plane
-    return region

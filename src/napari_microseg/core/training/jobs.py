@@ -56,17 +56,10 @@ from typing import TYPE_CHECKING, Any
 from ..models.base import ModelError, SegmentationModel
 from ..models.versions import SaveError, TrainingRun, lineage_record, trained_model
 from ..progress import Job, Progress
-from .adapt import (
-    FewShotTrainer,
-    adapt_batchnorm,
-    batchnorm_layers,
-    check_classes,
-    check_modality,
-    frozen_batchnorm,
-    input_batches,
-    resolve_model,
-)
+from .adapt import adapt_batchnorm, batchnorm_layers, frozen_batchnorm, input_batches, resolve_model
+from .annotations import check_classes, check_modality
 from .data import TrainingDataError, TrainingPair, annotated_slices, parse_slices, prepare
+from .fewshot import FewShotTrainer
 from .loop import Outcome, Trainer
 from .settings import TrainingError, TrainingWarning, TrainSettings
 from .split import split_validation

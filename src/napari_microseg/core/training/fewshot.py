@@ -1,0 +1,161 @@
+"""The few-shot recipe's training parts: per-part learning rates and intensity matching.
+
+:class:`FewShotTrainer` trains the encoder at ``encoder_lr_factor`` times the
+decoder's rate (:func:`parameter_groups`, :func:`scaled_adam`), so a few slices
+bend the decoder without wiping the encoder's general features.
+:func:`match_intensities` maps a new image's histogram onto reference quantiles
+(:func:`intensity_quantiles`) for the non-linear intensity changes (gamma) that
+percentile normalisation does not absorb.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .loop import Trainer, encoder_modules
+
+__all__ = [
+    "FewShotTrainer",
+    "intensity_quantiles",
+    "match_intensities",
+    "parameter_groups",
+    "scaled_adam",
+]
+
+#: Quantiles kept as an intensity reference (0, 1, ..., 100 %).
+REFERENCE_QUANTILES = np.linspace(0.0, 100.0, 101)
+
+
+# ----------------------------------------------------------------------------- few-shot training
+
+
+def scaled_adam(groups: list[dict[str, Any]], **kwargs: Any) -> Any:
+    """Adam whose parameter groups learn at ``lr_scale`` times the scheduled rate.
+
+    The training loop sets one scheduled rate on every group; this optimizer
+    multiplies it by each group's ``lr_scale`` for the step only, so the
+    schedule and the per-part rates combine without the loop knowing.
+
+    Parameters
+    ----------
+    groups : list of dict
+        Parameter groups with ``params`` and ``lr_scale`` (see :func:`parameter_groups`).
+    **kwargs
+        ``torch.optim.Adam``'s (``lr``, ``weight_decay``...).
+
+    Returns
+    -------
+    torch.optim.Adam
+    """
+    import torch
+
+    class ScaledAdam(torch.optim.Adam):
+        def step(self, closure: Any = None) -> Any:
+            rates = [group["lr"] for group in self.param_groups]
+            for group in self.param_groups:
+                group["lr"] = group["lr"] * group.get("lr_scale", 1.0)
+            try:
+                return super().step(closure)
+            finally:
+                for group, rate in zip(self.param_groups, rates):
+                    group["lr"] = rate
+
+    return ScaledAdam(groups, **kwargs)
+
+
+def parameter_groups(module: Any, encoder_lr_factor: float) -> list[dict[str, Any]]:
+    """Trainable parameters split into encoder (scaled rate) and the rest.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+    encoder_lr_factor : float
+        The encoder's rate relative to the decoder's; 0 leaves it out.
+
+    Returns
+    -------
+    list of dict
+        Parameter groups with ``params`` and ``lr_scale`` (no empty group).
+    """
+    encoder_ids = {
+        id(p) for part in encoder_modules(module) for p in part.parameters() if p.requires_grad
+    }
+    encoder = [p for p in module.parameters() if p.requires_grad and id(p) in encoder_ids]
+    rest = [p for p in module.parameters() if p.requires_grad and id(p) not in encoder_ids]
+    groups = [{"params": rest, "lr_scale": 1.0, "part": "decoder"}]
+    if encoder and encoder_lr_factor > 0:
+        groups.append({"params": encoder, "lr_scale": encoder_lr_factor, "part": "encoder"})
+    elif encoder:
+        for p in encoder:
+            p.requires_grad_(False)
+    return [g for g in groups if g["params"]]
+
+
+class FewShotTrainer(Trainer):
+    """The training loop with the few-shot recipe's per-part learning rates.
+
+    Everything else (schedule, validation, early stop, best weights, Cancel) is
+    :class:`~.loop.Trainer`'s. The encoder learns at
+    ``settings.encoder_lr_factor`` times the scheduled rate.
+    """
+
+    def _setup(self) -> None:
+        super()._setup()
+        s = self.settings
+        factor = float(getattr(s, "encoder_lr_factor", 1.0))
+        if factor == 1.0:
+            return
+        groups = parameter_groups(self.model.module, factor)
+        self.optimizer = scaled_adam(groups, lr=s.learning_rate, weight_decay=s.weight_decay)
+
+
+# ----------------------------------------------------------------------------- intensities
+
+
+def intensity_quantiles(image: Any, *, max_samples: int = 2_000_000) -> np.ndarray:
+    """Quantiles 0, 1, ..., 100 % of an image's intensities: a reference to match others to.
+
+    Parameters
+    ----------
+    image : array-like
+        Any shape; colour images pooled over their channels.
+
+    Returns
+    -------
+    (101,) ndarray of float64
+    """
+    values = np.asarray(image).ravel()
+    step = max(1, values.size // max_samples)
+    sample = values[::step].astype(np.float64)
+    sample = sample[np.isfinite(sample)]
+    return np.percentile(sample, REFERENCE_QUANTILES)
+
+
+def match_intensities(image: Any, reference: np.ndarray) -> np.ndarray:
+    """Map an image's intensities so that its quantiles become ``reference`` (histogram matching).
+
+    Percentile normalisation already undoes a linear change of brightness and
+    contrast; matching the whole histogram also undoes a gamma or any other
+    monotonic change of the detector's response.
+
+    Parameters
+    ----------
+    image : (..., ) array-like
+        Grey image or stack.
+    reference : (101,) ndarray
+        :func:`intensity_quantiles` of the data the model was trained on.
+
+    Returns
+    -------
+    ndarray of float32
+        The image's shape.
+    """
+    data = np.asarray(image)
+    own = intensity_quantiles(data)
+    # Flat stretches of the quantile curve (many equal pixels) must still map monotonically.
+    own = own + np.arange(own.size) * 1e-9 * max(float(own[-1] - own[0]), 1.0)
+    return np.interp(data.astype(np.float64), own, np.asarray(reference, np.float64)).astype(
+        np.float32
+    )
