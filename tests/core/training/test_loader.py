@@ -134,8 +134,9 @@ def test_little_shared_memory_means_fewer_workers_with_a_notice(regions, monkeyp
     assert 0 < fitting_workers(4, per_batch, 100 * per_batch * 2 * 5 // 75) < 4
 
 
-def test_auto_workers_leave_the_cpu_to_the_network_on_small_machines():
-    assert auto_workers("cpu", cores=2) == 0
+def test_auto_workers_make_patches_beside_the_network_even_on_two_cores():
+    assert auto_workers("cpu", cores=2) == 1
+    assert auto_workers("cpu", cores=1) == 1
     assert auto_workers("cpu", cores=16) == 4
     assert auto_workers("cuda", cores=2) == 1
     assert auto_workers("cuda", cores=16) == 8

@@ -101,14 +101,13 @@ class FewShotTrainer(Trainer):
     ``settings.encoder_lr_factor`` times the scheduled rate.
     """
 
-    def _setup(self) -> None:
-        super()._setup()
+    def make_optimizer(self) -> Any:
         s = self.settings
         factor = float(getattr(s, "encoder_lr_factor", 1.0))
         if factor == 1.0:
-            return
+            return super().make_optimizer()
         groups = parameter_groups(self.model.module, factor)
-        self.optimizer = scaled_adam(groups, lr=s.learning_rate, weight_decay=s.weight_decay)
+        return scaled_adam(groups, lr=s.learning_rate, weight_decay=s.weight_decay)
 
 
 # ----------------------------------------------------------------------------- intensities

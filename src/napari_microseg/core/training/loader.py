@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -57,14 +58,15 @@ def auto_workers(device_kind: str, cores: int | None = None) -> int:
     On a GPU the training process needs about one core to drive it, and every
     other core can make patches: ``cores - 1`` (at least 1, at most
     :data:`MAX_AUTO_WORKERS`). On the CPU the network's own threads use every
-    core, and ``benchmarks/bench_training.py`` measured in-process patches as
-    fast as or faster than one worker on a 2-core machine with the bundled
-    networks (docs/benchmarks.md, "Training data pipeline"); workers pay off
-    there only with 4 cores or more, where one core in four makes patches.
+    core, so one core in four makes patches, and at least one: a worker is what
+    lets the next batch be cut and augmented while the network trains.
+    ``benchmarks/bench_training.py`` measured one worker as fast as in-process
+    patches with the bundled U-Nets on a 2-core machine (docs/benchmarks.md,
+    "Training data pipeline"); ``data_workers: 0`` makes them in-process.
     """
     cores = available_cores() if cores is None else cores
     if device_kind == "cpu":
-        return 0 if cores < 4 else max(1, cores // 4)
+        return max(1, cores // 4)
     return max(1, min(cores - 1, MAX_AUTO_WORKERS))
 
 
@@ -185,7 +187,7 @@ class BatchLoader:
 
         dataset = _Batches(self.sampler, self.batch_size)
         context = None
-        if "fork" in _start_methods():
+        if sys.platform.startswith("linux") and "fork" in _start_methods():
             # Fork shares the prepared planes copy-on-write: no pickling of the data and no
             # second import of torch, so workers start in milliseconds.
             import multiprocessing

@@ -32,13 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from ..progress import Job, Progress
 from .budget import Budget, lr_factor
 from .scoring import capped_regions, metrics_text, prefixed
 from .settings import TrainingError, TrainingWarning
-from .state import cpu_state, load_run_state, save_run_state
+from .state import cpu_state, load_run_state, restore_trainer, save_run_state, trainer_state
 
 if TYPE_CHECKING:
     from ..models.base import SegmentationModel
@@ -185,9 +183,7 @@ class Trainer:
         import torch
 
         from .accelerate import gpu_batch_size, use_channels_last
-        from .augment import AugmentConfig, window_margin
-        from .sampling import PatchSampler
-        from .targets import unet_weight_map
+        from .sampling import training_sampler
 
         s = self.settings
         torch.manual_seed(s.seed)
@@ -204,34 +200,9 @@ class Trainer:
                 )
             for part in self.frozen:
                 part.requires_grad_(False)
-        params = [p for p in module.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(params, lr=s.learning_rate, weight_decay=s.weight_decay)
+        self.optimizer = self.make_optimizer()
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        weights = s.use_edge_weights(self.model) and not self.instance
-        k = max(self.model.n_classes, 2)
-
-        def weight_fn(plane: Any) -> np.ndarray:
-            return unet_weight_map(
-                plane.instances,
-                plane.target,
-                n_classes=k,
-                annotated=plane.annotated,
-                w0=s.w0,
-                sigma=s.sigma,
-                balance=s.class_balance,
-            )
-
-        config = AugmentConfig.from_value(s.augment)
-        self.sampler = PatchSampler(
-            self.train_regions,
-            patch_size=s.patch_size,
-            augment=config,
-            seed=s.seed,
-            object_bias=s.object_bias,
-            margin=window_margin(config, s.patch_size),
-            weight_fn=weight_fn if weights else None,
-            with_instances=self.instance,
-        )
+        self.sampler = training_sampler(self.model, s, self.train_regions, instance=self.instance)
         # Once per plane, before any worker starts: workers share them, never recompute them.
         self.sampler.prepare()
         device = self.device.device
@@ -249,6 +220,17 @@ class Trainer:
         )
         annotated = sum(r.pixels for r in self.train_regions)
         self.steps_per_epoch = max(1, math.ceil(annotated / (s.batch_size * s.patch_size**2)))
+
+    def make_optimizer(self) -> Any:
+        """The optimizer of the trainable parameters (a subclass may group them).
+
+        Called once while setting up, after frozen parts are frozen.
+        """
+        import torch
+
+        s = self.settings
+        params = [p for p in self.model.module.parameters() if p.requires_grad]
+        return torch.optim.Adam(params, lr=s.learning_rate, weight_decay=s.weight_decay)
 
     def _start_loader(self) -> None:
         from .loader import BatchLoader, auto_workers
@@ -552,56 +534,11 @@ class Trainer:
     def _save_checkpoint(self) -> None:
         assert self.checkpoint is not None
         try:
-            save_run_state(self.resumable_state(), self.checkpoint)
+            save_run_state(trainer_state(self), self.checkpoint)
         except OSError as error:
             # A missed checkpoint costs only the ability to resume; training goes on.
             self._note(f"Could not write the training checkpoint {self.checkpoint}: {error}.")
 
     def _load_checkpoint(self) -> None:
         assert self.checkpoint is not None
-        self.restore(load_run_state(self.checkpoint, self.data_hash))
-
-    def resumable_state(self) -> dict[str, Any]:
-        """Everything a resumed run needs: weights, optimizer, scaler, best so far, RNGs."""
-        import torch
-
-        return {
-            "data_hash": self.data_hash,
-            "settings": self.settings.to_dict(),
-            "step": self.step,
-            "trained_s": self.trained_s(),
-            "model": cpu_state(self.model.module),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "best_state": self.best_state,
-            "best_score": self.best_score,
-            "best_metrics": self.best_metrics,
-            "best_step": self.best_step,
-            "bad_validations": self.bad_validations,
-            "history": self.history,
-            "before": self.before,
-            "torch_rng": torch.get_rng_state(),
-            "batch_index": self.batches,
-        }
-
-    def restore(self, state: dict[str, Any]) -> None:
-        """Continue from a :meth:`resumable_state` (the trainer is already set up)."""
-        import torch
-
-        self.model.module.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.step = int(state["step"])
-        # Checkpoints written before the time was kept resume as if none had passed.
-        self.earlier_s = float(state.get("trained_s", 0.0))
-        self.best_state = state["best_state"]
-        self.best_score = float(state["best_score"])
-        self.best_metrics = dict(state["best_metrics"])
-        self.best_step = int(state["best_step"])
-        self.bad_validations = int(state["bad_validations"])
-        self.history = list(state["history"])
-        self.before = dict(state["before"])
-        torch.set_rng_state(state["torch_rng"])
-        # Checkpoints of versions before the data pipeline drew patches from one stream; their
-        # run continues with fresh batches (the weights and schedule are restored all the same).
-        self.batches = int(state.get("batch_index", self.step))
+        restore_trainer(self, load_run_state(self.checkpoint, self.data_hash))

@@ -196,3 +196,55 @@ class PatchSampler:
                 stacked = stacked.astype(np.int64)
             out[key] = torch.from_numpy(np.ascontiguousarray(stacked))
         return out
+
+
+def training_sampler(
+    model: Any, settings: Any, regions: Sequence[Region], *, instance: bool = False
+) -> PatchSampler:
+    """The patch sampler a training run of ``model`` with ``settings`` draws from.
+
+    Parameters
+    ----------
+    model : SegmentationModel
+        Its classes decide the weight map's classes.
+    settings : TrainSettings
+        Patch size, augmentation, object bias, seed and the weight map's settings.
+    regions : sequence of Region
+        The training regions.
+    instance : bool
+        Patches also carry the instance labels (detection models); no weight map.
+
+    Returns
+    -------
+    PatchSampler
+        Not yet prepared (see :meth:`PatchSampler.prepare`).
+    """
+    from .augment import window_margin
+    from .targets import unet_weight_map
+
+    s = settings
+    k = max(model.n_classes, 2)
+
+    def weight_fn(plane: Plane) -> np.ndarray:
+        return unet_weight_map(
+            plane.instances,
+            plane.target,
+            n_classes=k,
+            annotated=plane.annotated,
+            w0=s.w0,
+            sigma=s.sigma,
+            balance=s.class_balance,
+        )
+
+    config = AugmentConfig.from_value(s.augment)
+    weights = s.use_edge_weights(model) and not instance
+    return PatchSampler(
+        regions,
+        patch_size=s.patch_size,
+        augment=config,
+        seed=s.seed,
+        object_bias=s.object_bias,
+        margin=window_margin(config, s.patch_size),
+        weight_fn=weight_fn if weights else None,
+        with_instances=instance,
+    )

@@ -97,7 +97,7 @@ class TrainSettings:
     data_workers : int or "auto"
         Processes that make the augmented patches while the network trains
         (0: in the training process). ``"auto"``: the cores the training
-        process leaves free on a GPU, none on a CPU with fewer than 4 cores
+        process leaves free on a GPU, one core in four (at least one) on a CPU
         (see :func:`~.loader.auto_workers`). The batches are the same for any
         number of workers.
     checkpoint_every_s : float

@@ -77,3 +77,63 @@ def load_run_state(path: Path, data_hash: str) -> dict[str, Any]:
             "or train without resuming."
         )
     return state
+
+
+def trainer_state(trainer: Any) -> dict[str, Any]:
+    """What a resumed run of ``trainer`` needs: weights, optimizer, scaler, best so far, RNGs.
+
+    Parameters
+    ----------
+    trainer : Trainer
+        A set-up :class:`~.loop.Trainer` (typed loosely: the loop imports this module).
+    """
+    import torch
+
+    return {
+        "data_hash": trainer.data_hash,
+        "settings": trainer.settings.to_dict(),
+        "step": trainer.step,
+        "trained_s": trainer.trained_s(),
+        "model": cpu_state(trainer.model.module),
+        "optimizer": trainer.optimizer.state_dict(),
+        "scaler": trainer.scaler.state_dict(),
+        "best_state": trainer.best_state,
+        "best_score": trainer.best_score,
+        "best_metrics": trainer.best_metrics,
+        "best_step": trainer.best_step,
+        "bad_validations": trainer.bad_validations,
+        "history": trainer.history,
+        "before": trainer.before,
+        "torch_rng": torch.get_rng_state(),
+        "batch_index": trainer.batches,
+    }
+
+
+def restore_trainer(trainer: Any, state: dict[str, Any]) -> None:
+    """Continue ``trainer`` from a :func:`trainer_state` (the trainer is already set up).
+
+    Parameters
+    ----------
+    trainer : Trainer
+    state : dict
+        As :func:`trainer_state` made it, read back by :func:`load_run_state`.
+    """
+    import torch
+
+    trainer.model.module.load_state_dict(state["model"])
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    trainer.scaler.load_state_dict(state["scaler"])
+    trainer.step = int(state["step"])
+    # Checkpoints written before the time was kept resume as if none had passed.
+    trainer.earlier_s = float(state.get("trained_s", 0.0))
+    trainer.best_state = state["best_state"]
+    trainer.best_score = float(state["best_score"])
+    trainer.best_metrics = dict(state["best_metrics"])
+    trainer.best_step = int(state["best_step"])
+    trainer.bad_validations = int(state["bad_validations"])
+    trainer.history = list(state["history"])
+    trainer.before = dict(state["before"])
+    torch.set_rng_state(state["torch_rng"])
+    # Checkpoints of versions before the data pipeline drew patches from one stream; their
+    # run continues with fresh batches (the weights and schedule are restored all the same).
+    trainer.batches = int(state.get("batch_index", trainer.step))
