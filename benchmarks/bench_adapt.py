@@ -32,11 +32,14 @@ fine-tune validation scores it) of:
 
 * ``source``: the unshifted evaluation set;
 * ``shifted``: the shifted one;
-* ``adapted``: after label-free adaptation (:func:`~napari_microseg.core.training.adapt.adapt`,
-  batch-norm statistics of the shifted pool images, no labels);
-* ``matched``: the shifted images' histograms matched to the unshifted pool's
-  quantiles (:func:`~napari_microseg.core.training.fewshot.match_intensities`), standing
-  in for training-data statistics the cards do not carry yet;
+* ``adapted``: after label-free adaptation of the batch-norm statistics alone
+  (:func:`~napari_microseg.core.training.adapt.adapt` with ``match_intensities=False``,
+  statistics of the shifted pool images, no labels);
+* ``matched``: the model with ``normalization["match"]``: each shifted image's histogram
+  mapped onto the model's training reference (its card's ``reference``; for a card
+  without one, the unshifted pool's, a stand-in), no batch-norm change;
+* ``adapted_matched``: both, what "Adapt to this image" and ``microseg adapt`` do by
+  default when the card has a reference;
 * ``shots=n``: :func:`~napari_microseg.core.training.jobs.finetune` with the defaults
   of ``TrainSettings.for_finetune`` (the few-shot recipe) on n annotated pool
   slices/images,
@@ -49,7 +52,9 @@ an interrupted run keeps what it measured.
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
+import dataclasses
 import json
 import os
 import platform
@@ -247,6 +252,23 @@ def evaluate(model: Any, images: np.ndarray, labels: np.ndarray, axes: str) -> d
     }
 
 
+def with_pool_reference(model: Any, images: np.ndarray, axes: str) -> Any:
+    """A copy of ``model`` whose card takes ``images`` (normalized) as its intensity reference."""
+    from napari_microseg.core.training.data import TrainingPair, input_reference, prepare
+
+    pairs = [
+        TrainingPair(images[i], np.ones(images[i].shape[:2], np.int32), None, axes[1:], name=f"{i}")
+        for i in range(len(images))
+    ]
+    planes = prepare(pairs, model).planes
+    copied = copy.copy(model)
+    copied.card = dataclasses.replace(
+        model.card,
+        normalization={**model.card.normalization, "reference": input_reference(planes)},
+    )
+    return copied
+
+
 def timed(function: Any, *args: Any, **kwargs: Any) -> tuple[Any, float, float]:
     """``function(*args, **kwargs)`` with its wall and CPU seconds (a job runs inside it)."""
     wall, cpu = time.perf_counter(), cpu_seconds()
@@ -274,7 +296,6 @@ def main(argv: list[str] | None = None) -> int:
     from napari_microseg.core.models.registry import load_model
     from napari_microseg.core.progress import drain
     from napari_microseg.core.training.adapt import adapt
-    from napari_microseg.core.training.fewshot import intensity_quantiles, match_intensities
     from napari_microseg.core.training.jobs import finetune
     from napari_microseg.core.training.settings import TrainSettings
 
@@ -313,7 +334,16 @@ def main(argv: list[str] | None = None) -> int:
             overrides["minutes"] = args.minutes
         settings = TrainSettings.for_finetune(**overrides)
         source = evaluate(model, data["eval_images"], data["eval_labels"], axes)
-        reference = None if colour else intensity_quantiles(data["pool_images"])
+        reference_from = "the model's card"
+        if "reference" not in model.card.normalization:
+            # Models bundled before cards recorded one: the unshifted pool stands in for the
+            # training data (scripts/add_intensity_reference.py records the real one).
+            model = with_pool_reference(model, data["pool_images"], axes)
+            reference_from = "the unshifted annotation pool (stand-in)"
+        matching = copy.copy(model)
+        matching.card = dataclasses.replace(
+            model.card, normalization={**model.card.normalization, "match": True}
+        )
         print(f"{name}: source Dice {source['dice']:.4f} ({data['what']})", flush=True)
         for kind in wanted:
             pool, pool_labels = shift(kind, data["pool_images"], data["pool_labels"])
@@ -327,20 +357,28 @@ def main(argv: list[str] | None = None) -> int:
                 "loadavg_start": loadavg(),
             }
             # A job runs only when drained, so timing the drain times the whole job.
-            job = adapt(model, pool, axes=axes, save=False)
+            job = adapt(model, pool, axes=axes, save=False, match_intensities=False)
             adapted, wall, cpu = timed(drain, job, show=False)
             run["adapted"] = {
                 **evaluate(adapted, evaluation, eval_labels, axes),
                 "wall_s": wall,
                 "cpu_s": cpu,
             }
-            if reference is not None:
-                matched = match_intensities(evaluation, reference)
-                run["matched"] = evaluate(model, matched, eval_labels, axes)
+            run["matched"] = evaluate(matching, evaluation, eval_labels, axes)
+            run["matched"]["reference"] = reference_from
+            # What "Adapt to this image" does by default: match, then batch-norm statistics.
+            job = adapt(model, pool, axes=axes, save=False, match_intensities=True)
+            both, wall_both, cpu_both = timed(drain, job, show=False)
+            run["adapted_matched"] = {
+                **evaluate(both, evaluation, eval_labels, axes),
+                "wall_s": wall_both,
+                "cpu_s": cpu_both,
+            }
             print(
                 f"  {kind}: shifted {run['shifted']['dice']:.4f}, adapted "
-                f"{run['adapted']['dice']:.4f} ({wall:.1f} s)"
-                + (f", matched {run['matched']['dice']:.4f}" if "matched" in run else ""),
+                f"{run['adapted']['dice']:.4f} ({wall:.1f} s), matched "
+                f"{run['matched']['dice']:.4f}, both {run['adapted_matched']['dice']:.4f} "
+                f"({wall_both:.1f} s)",
                 flush=True,
             )
             for n in shots:
@@ -418,6 +456,7 @@ def target(run: dict[str, Any]) -> dict[str, Any]:
 
 def table(runs: list[dict[str, Any]], shots: list[int]) -> str:
     head = ["model", "shift", "source", "shifted", "adapted (no labels)", "matched"]
+    head += ["matched + adapted (default)"]
     head += [f"{n} shot(s)" for n in shots] + ["target (2 shots)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for run in runs:
@@ -426,6 +465,12 @@ def table(runs: list[dict[str, Any]], shots: list[int]) -> str:
         a = run["adapted"]
         cells.append(f"{a['dice']:.3f} ({a['wall_s']:.1f} s / {a['cpu_s']:.1f} s CPU)")
         cells.append(f"{run['matched']['dice']:.3f}" if "matched" in run else "–")
+        both = run.get("adapted_matched")
+        cells.append(
+            f"{both['dice']:.3f} ({both['wall_s']:.1f} s / {both['cpu_s']:.1f} s CPU)"
+            if both
+            else "–"
+        )
         for n in shots:
             r = run.get(f"shots={n}")
             cells.append(

@@ -501,9 +501,10 @@ class FinetuneWidget(DockedContainer):
     def _on_adapted(self, model: SegmentationModel) -> None:
         self.new_model = model
         layers = len(model.card.lineage.get("batchnorm_layers", []))
+        matched = "intensities matched, " if model.card.lineage.get("match_intensities") else ""
         self.result_label.value = (
-            f"saved as {model.name!r}: {layers} batch-norm layers adapted to this image (no "
-            "labels, so no score yet: segment again and look, or correct a few objects and "
+            f"saved as {model.name!r}: {matched}{layers} batch-norm layers adapted to this image "
+            "(no labels, so no score yet: segment again and look, or correct a few objects and "
             "fine-tune)."
         )
         self.segment_again.visible = True

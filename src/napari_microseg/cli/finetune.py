@@ -95,17 +95,26 @@ def register_adapt(subparsers: Any) -> None:
     """Add the ``adapt`` sub-command: label-free adaptation to a new session."""
     parser = subparsers.add_parser(
         "adapt",
-        help="adapt a model to new images without labels (batch-norm statistics)",
-        description="Re-estimate a model's batch-norm statistics on images of a new session "
-        "(another microscope, staining or acquisition), without any labels, and save the result "
-        "under a new name with its lineage. Takes about a second; the parent is never changed. "
-        "Correct a few objects and run `microseg finetune` for more.",
+        help="adapt a model to new images without labels (intensities, batch-norm statistics)",
+        description="Adapt a model to images of a new session (another microscope, staining or "
+        "acquisition) without any labels: their intensity histogram is matched to the model's "
+        "training data (when its card records a reference, as models trained by napari-microseg "
+        "do) and its batch-norm statistics are re-estimated on them. The result is saved under "
+        "a new name with its lineage; the parent is never changed. Takes about a second. Correct "
+        "a few objects and run `microseg finetune` for more.",
     )
     parser.add_argument("--model", required=True, help="parent model: registry name or file")
     parser.add_argument("--image", required=True, type=Path, help="an image of the new session")
     parser.add_argument("--name", help="registry name of the new model (default MODEL-adapted)")
     parser.add_argument("--slices", help="slices of a stack to measure on, e.g. 0-20")
     parser.add_argument("--device", default="cpu", help="cpu (default), auto, cuda...")
+    parser.add_argument(
+        "--no-match",
+        dest="match",
+        action="store_false",
+        default=None,
+        help="do not match the image's intensities to the model's training reference",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(func=run_adapt)
 
@@ -128,6 +137,7 @@ def run_adapt(args: argparse.Namespace) -> int:
                 slices=args.slices,
                 name=args.name,
                 device=args.device,
+                match_intensities=args.match,
             ),
             show=not args.json,
         )
@@ -139,6 +149,7 @@ def run_adapt(args: argparse.Namespace) -> int:
             "name": model.name,
             "parent": model.card.parent,
             "batchnorm_layers": len(lineage.get("batchnorm_layers", [])),
+            "matched_intensities": bool(lineage.get("match_intensities")),
             "pixels": lineage.get("data", {}).get("pixels"),
             "duration_s": lineage.get("duration_s"),
         }

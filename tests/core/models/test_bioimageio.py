@@ -6,6 +6,8 @@ so a test that passes proves nothing was downloaded.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import io
 import pickle
@@ -130,6 +132,20 @@ def test_export_refuses_what_it_cannot_describe_or_replace(tiny, tmp_path):
     with pytest.raises(FileExistsError, match="overwrite"):
         export_bioimageio(tiny, out)
     assert export_bioimageio(tiny, out, weight_formats=["torchscript"], overwrite=True) == out
+    # Matching to a training reference has no bioimage.io form: refused, nothing written.
+    model = registry.load_model(tiny, device="cpu")
+    matched = copy.copy(model)
+    matched.card = dataclasses.replace(
+        model.card,
+        normalization={
+            **model.card.normalization,
+            "reference": list(np.linspace(0, 1, 101)),
+            "match": True,
+        },
+    )
+    with pytest.raises(ModelError, match="matches its input intensities"):
+        export_bioimageio(matched, tmp_path / "matched.zip")
+    assert not (tmp_path / "matched.zip").exists()
 
 
 # ----------------------------------------------------------------------- round trip

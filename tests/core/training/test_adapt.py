@@ -330,3 +330,71 @@ def test_a_worse_result_keeps_the_parent_and_saves_nothing(user_folder):
     assert result.name == "threshold" and "kept" in " ".join(result.card.lineage["notes"])
     assert float(result.module.threshold) == 0.5 and float(parent.module.threshold) == 0.5
     assert not list(Path(user_folder).glob("threshold-worse*"))
+
+
+# ----------------------------------------------------------------------------- intensity matching
+
+
+def with_reference(model: SegmentationModel, image: np.ndarray) -> SegmentationModel:
+    """``model`` whose card records ``image`` as its training inputs' intensity reference."""
+    from napari_microseg.core.inference.normalize import normalize
+
+    scaled = normalize(image, model.card.normalization)
+    model.card.normalization = {
+        **model.card.normalization,
+        "reference": intensity_quantiles(scaled).tolist(),
+    }
+    return model
+
+
+def test_adapting_matches_a_new_sessions_intensities_to_the_training_reference(tiny):
+    image = synthetic.fibsem_mitochondria((3, 64, 64), seed=1).image.astype(np.float32)
+    parent = with_reference(tiny, image)
+    gamma = 255.0 * (image / 255.0) ** 2.2  # another detector response
+    adapted = drain(adapt(parent, gamma, axes="ZYX", save=False), show=False)
+    assert adapted.card.normalization["match"] is True
+    assert adapted.card.lineage["match_intensities"] is True
+    assert "match" not in parent.card.normalization  # the parent is untouched
+    # The adapted model sees the new session as the parent saw its own data.
+    seen_new = np.concatenate(input_batches(adapted, gamma, axes="ZYX"))
+    seen_old = np.concatenate(input_batches(parent, image, axes="ZYX"))
+    assert np.abs(seen_new - seen_old).mean() < 0.02
+    unmatched = drain(
+        adapt(parent, gamma, axes="ZYX", save=False, match_intensities=False), show=False
+    )
+    assert "match" not in unmatched.card.normalization
+    assert (
+        np.abs(np.concatenate(input_batches(unmatched, gamma, axes="ZYX")) - seen_old).mean() > 0.05
+    )
+
+
+def test_matching_without_a_reference_is_refused_and_matching_alone_needs_no_batch_norm(tiny):
+    image = synthetic.fibsem_mitochondria((2, 48, 48), seed=2).image
+    with pytest.raises(ModelError, match="no intensity reference"):
+        drain(adapt(tiny, image, axes="ZYX", save=False, match_intensities=True), show=False)
+    plain = create_model("unet", name="plain", depth=2, base_width=4)
+    plain = with_reference(plain, image.astype(np.float32))
+    adapted = drain(adapt(plain, image, axes="ZYX", save=False), show=False)
+    assert adapted.card.normalization["match"] is True
+    assert adapted.card.lineage["batchnorm_layers"] == []
+
+
+def test_a_trained_model_records_its_inputs_intensity_reference(tiny):
+    image, labels = sample()
+    result = drain(
+        finetune(
+            tiny, image, labels, axes="ZYX", save=False, settings=quick(keep_better_start=False)
+        ),
+        show=False,
+    )
+    reference = np.asarray(result.card.normalization["reference"])
+    assert reference.shape == (101,) and np.all(np.diff(reference) >= 0)
+    assert "match" not in result.card.normalization
+    # A model that already has a reference keeps it.
+    kept = drain(
+        finetune(
+            result, image, labels, axes="ZYX", save=False, settings=quick(keep_better_start=False)
+        ),
+        show=False,
+    )
+    np.testing.assert_array_equal(kept.card.normalization["reference"], reference)

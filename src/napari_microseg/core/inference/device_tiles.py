@@ -164,6 +164,11 @@ class DeviceNormalizer:
         self.offset = torch.tensor(offset.astype(np.float32), device=device).reshape(shape)
         self.inverse = torch.tensor(inverse, device=device).reshape(shape)
         self.clip = bool(normalizer.clip)
+        self.curve = (
+            None
+            if normalizer.curve is None
+            else torch.tensor(np.asarray(normalizer.curve, np.float32), device=device)
+        )
 
     def __call__(self, raw: torch.Tensor) -> torch.Tensor:
         """Normalize a band ``(P, C, rows, cols)`` to a new float32 tensor."""
@@ -173,11 +178,42 @@ class DeviceNormalizer:
             # Out of place first: on the CPU ``raw`` may share memory with the image.
             x = raw.to(torch.float32) - self.offset
             x.mul_(self.inverse)
+            if self.curve is not None:
+                x = apply_curve(x, self.curve)
             if self.clip:
                 x.clamp_(0.0, 1.0)
             if raw.is_floating_point():
                 torch.nan_to_num_(x, nan=0.0, posinf=1.0, neginf=0.0)
         return x
+
+
+def apply_curve(x: torch.Tensor, curve: torch.Tensor) -> torch.Tensor:
+    """``np.interp(x, curve[0], curve[1])`` on the device (ends held flat beyond the curve).
+
+    Parameters
+    ----------
+    x : tensor of float32
+        Any shape.
+    curve : (2, K) tensor of float32
+        Row 0 strictly increasing.
+
+    Returns
+    -------
+    tensor of float32
+        The shape of ``x``.
+    """
+    import torch
+
+    xs, ys = curve[0].contiguous(), curve[1].contiguous()
+    if xs.numel() == 1:
+        return torch.full_like(x, float(ys[0]))
+    right = torch.bucketize(x, xs).clamp_(1, xs.numel() - 1)
+    left = right - 1
+    x0, x1, y0, y1 = xs[left], xs[right], ys[left], ys[right]
+    t = ((x - x0) / (x1 - x0)).clamp_(0.0, 1.0)
+    out = torch.lerp(y0, y1, t)
+    # NaN stays NaN, as np.interp leaves it (the caller turns it into 0).
+    return torch.where(torch.isnan(x), x, out)
 
 
 def with_context(x: torch.Tensor, context: int) -> torch.Tensor:

@@ -18,6 +18,14 @@ Supported specifications (``kind`` and its keys):
 * ``{"kind": "zscore"}``: zero mean and unit standard deviation.
 * ``{"kind": "none"}``: the values as float32.
 
+Any kind but ``"none"`` may also carry ``"reference"``: the quantiles 0, 1,
+..., 100 % of the model's training inputs *after* scaling (the trainer records
+them, :func:`intensity_quantiles`). With ``"match": True`` the scaled image's
+own quantiles are mapped onto them by one monotonic piecewise-linear curve,
+fitted once per image like the rest (histogram matching): a gamma, a
+different detector response or a new contrast then looks to the model as its
+training data did. Scaling alone undoes only linear changes.
+
 NaN pixels are set to 0 after scaling. A constant image cannot be scaled; it
 becomes all zeros, with a :class:`NormalizationWarning` that says so.
 
@@ -48,6 +56,8 @@ MAX_SAMPLES = 4_000_000
 #: Planes read at most from a lazy volume for its statistics.
 MAX_SAMPLE_PLANES = 16
 _KINDS = ("percentile", "range", "zscore", "none")
+#: Quantiles (in %) of an intensity reference: 0, 1, ..., 100.
+REFERENCE_QUANTILES = np.linspace(0.0, 100.0, 101)
 
 
 class NormalizationWarning(UserWarning):
@@ -66,12 +76,16 @@ class Normalizer:
         Clip the result to [0, 1].
     spec : dict
         The specification it was fitted from.
+    curve : (2, K) ndarray of float64, optional
+        Histogram matching applied after scaling: the image's scaled quantiles
+        (row 0, increasing) map to the training reference's (row 1); None for none.
     """
 
     offset: np.ndarray
     scale: np.ndarray
     clip: bool = False
     spec: dict[str, Any] = field(default_factory=dict)
+    curve: np.ndarray | None = None
 
     def __call__(self, block: Any, channel_axis: int | None = None) -> np.ndarray:
         """Normalize a block of the image (any tile, plane or slab).
@@ -98,6 +112,8 @@ class Normalizer:
         out = data.astype(np.float32)
         out -= np.float32(offset) if np.isscalar(offset) else offset.astype(np.float32)
         out *= (1.0 / np.asarray(scale)).astype(np.float32)
+        if self.curve is not None:
+            out = np.interp(out, self.curve[0], self.curve[1]).astype(np.float32)
         if self.clip:
             np.clip(out, 0.0, 1.0, out=out)
         if np.issubdtype(data.dtype, np.floating):
@@ -130,7 +146,68 @@ def resolve_spec(spec: dict[str, Any] | str | None) -> dict[str, Any]:
             )
     if full["kind"] == "range" and ("min" not in full or "max" not in full):
         raise ValueError('A "range" normalization needs "min" and "max" values.')
+    if full.get("match"):
+        reference = np.asarray(full.get("reference", ()), dtype=np.float64)
+        if (
+            reference.shape != REFERENCE_QUANTILES.shape
+            or not np.all(np.isfinite(reference))
+            or np.any(np.diff(reference) < 0)
+        ):
+            raise ValueError(
+                "Matching intensities needs the model's training reference: 101 increasing "
+                '"reference" quantiles. This model has none; turn matching off (no "match").'
+            )
     return full
+
+
+def intensity_quantiles(values: Any, *, max_samples: int = 2_000_000) -> np.ndarray:
+    """Quantiles 0, 1, ..., 100 % of intensities: an intensity reference.
+
+    Parameters
+    ----------
+    values : array-like
+        Any shape; colour images are pooled over their channels. NaN and
+        infinite values are ignored.
+    max_samples : int
+        Above this many values, an evenly strided subsample is used.
+
+    Returns
+    -------
+    (101,) ndarray of float64
+        Increasing.
+    """
+    flat = np.asarray(values).ravel()
+    step = max(1, flat.size // max_samples)
+    sample = flat[::step].astype(np.float64)
+    sample = sample[np.isfinite(sample)]
+    if sample.size == 0:
+        raise ImageValidationError("There are no finite intensities to take quantiles of.")
+    return np.percentile(sample, REFERENCE_QUANTILES)
+
+
+def matching_curve(scaled: np.ndarray, reference: Any) -> np.ndarray | None:
+    """The monotonic curve that maps the quantiles of ``scaled`` onto ``reference``.
+
+    Parameters
+    ----------
+    scaled : ndarray
+        Sampled intensities of the image, already scaled.
+    reference : (101,) array-like
+        :func:`intensity_quantiles` of the training inputs (scaled the same way).
+
+    Returns
+    -------
+    (2, K) ndarray of float64 or None
+        Row 0 strictly increasing (the image's quantiles), row 1 the
+        reference's; None for a constant image (nothing to match).
+    """
+    own = intensity_quantiles(scaled)
+    if own[-1] <= own[0]:
+        return None
+    # Equal quantiles (many pixels of one value) would make the curve ill-defined: keep the
+    # first of each run, which maps that value to the lowest reference quantile it spans.
+    keep = np.concatenate([[True], np.diff(own) > 0])
+    return np.stack([own[keep], np.asarray(reference, np.float64)[keep]])
 
 
 def fit_normalizer(
@@ -177,7 +254,12 @@ def fit_normalizer(
         low, high = float(spec["min"]), float(spec["max"])
         if high <= low:
             raise ValueError(f"A range normalization needs max > min, got {low} and {high}.")
-        return Normalizer(np.array([low]), np.array([high - low]), bool(spec.get("clip")), spec)
+        clip = bool(spec.get("clip"))
+        normalizer = Normalizer(np.array([low]), np.array([high - low]), clip, spec)
+        if not spec.get("match"):
+            return normalizer
+        sample = sample_values(data, channel_axis=channel_axis, max_samples=max_samples)
+        return _with_matching(normalizer, spec, sample, channel_axis)
     sample = sample_values(data, channel_axis=channel_axis, max_samples=max_samples)
     per_channel = bool(spec.get("per_channel")) and n_channels > 1
     rows = sample if per_channel else sample.reshape(1, -1)
@@ -207,7 +289,21 @@ def fit_normalizer(
             stacklevel=2,
         )
         scales_arr = np.where(scales_arr > 0, scales_arr, 1.0)
-    return Normalizer(np.asarray(offsets), scales_arr, bool(spec.get("clip")), spec)
+    normalizer = Normalizer(np.asarray(offsets), scales_arr, bool(spec.get("clip")), spec)
+    return _with_matching(normalizer, spec, sample, channel_axis)
+
+
+def _with_matching(
+    normalizer: Normalizer, spec: dict[str, Any], sample: np.ndarray, channel_axis: int | None
+) -> Normalizer:
+    """``normalizer`` plus the histogram matching the spec asks for (if any)."""
+    if not spec.get("match"):
+        return normalizer
+    # ``sample`` is (C, n) with channel_axis, else flat; scale it as the image will be.
+    rows = sample if channel_axis is not None else sample.reshape(1, -1)
+    scaled = normalizer(rows, channel_axis=0 if channel_axis is not None else None)
+    curve = matching_curve(scaled, spec["reference"])
+    return Normalizer(normalizer.offset, normalizer.scale, normalizer.clip, spec, curve)
 
 
 def normalize(

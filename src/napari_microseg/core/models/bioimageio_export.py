@@ -115,6 +115,13 @@ def _preprocessing(v0_5: Any, card: ModelCard) -> list[Any]:
     """The card's normalization as bioimage.io preprocessing steps (inverse of the import)."""
     spec = dict(card.normalization)
     kind = spec.get("kind")
+    if spec.get("match"):
+        raise ModelError(
+            f"Model {card.name!r} matches its input intensities to a training reference "
+            "(adapted to a session), which bioimage.io preprocessing cannot express; other tools "
+            "would run it without, and get other results. Export its parent, or fine-tune it "
+            "with matching off."
+        )
     spatial = [v0_5.AxisId("y"), v0_5.AxisId("x")]
     # RGB is scaled jointly unless the card says per channel (see inference.normalize).
     joint = spatial if spec.get("per_channel") else [v0_5.AxisId("channel"), *spatial]
@@ -159,7 +166,8 @@ def _readme(card: ModelCard, halo: int) -> str:
         "",
         "## Input and output",
         "",
-        f"- input: {card.in_channels} channel(s), normalization {json.dumps(card.normalization)}",
+        f"- input: {card.in_channels} channel(s), normalization "
+        + json.dumps({k: v for k, v in card.normalization.items() if k != "reference"}),
         f"- output: probabilities of {', '.join(card.classes)} (channel axis)",
         f"- pixel size: {card.pixel_size_um} µm" if card.pixel_size_um else "- pixel size: unknown",
         f"- halo: {halo} pixels per side; recommended tile {card.recommended.get('tile_size')}",

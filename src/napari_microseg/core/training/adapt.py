@@ -327,8 +327,9 @@ def adapt(
     device: str = "cpu",
     folder: str | os.PathLike | None = None,
     save: bool = True,
+    match_intensities: bool | None = None,
 ) -> Job[SegmentationModel]:
-    """Adapt to this image: re-estimate batch-norm statistics on it, no labels needed.
+    """Adapt to this image: match its intensities and re-estimate batch-norm statistics, no labels.
 
     A progress generator, like every long job (it takes about a second). The
     parent is never modified: a copy is adapted and, with ``save``, saved in
@@ -357,6 +358,12 @@ def adapt(
         Where to save; the user's model folder by default.
     save : bool
         Save the result.
+    match_intensities : bool, optional
+        Map the image's intensity histogram onto the model's training reference
+        (``normalization["match"]`` in the new card, so every later prediction
+        does it too) before the statistics are measured. None (default): when
+        the card has a reference (models trained by napari-microseg record one).
+        ``benchmarks/bench_adapt.py`` measured it undo a gamma change entirely.
 
     Yields
     ------
@@ -372,8 +379,8 @@ def adapt(
     Raises
     ------
     ModelError
-        The model has no batch-norm layers (nothing to adapt), its channels do
-        not fit the image, or the name is taken.
+        Nothing to adapt (no batch-norm layers and no intensity reference), the
+        model's channels do not fit the image, or the name is taken.
     TrainingDataError
         A colour image for a grey model of another modality (or the reverse),
         axes that do not fit, slices outside the stack.
@@ -392,19 +399,29 @@ def adapt(
 
     started, started_iso = time.monotonic(), now_iso()
     parent = resolve_model(model)
-    if not batchnorm_layers(parent.module):
+    matching = _wants_matching(parent, match_intensities)
+    has_batchnorm = bool(batchnorm_layers(parent.module))
+    if not has_batchnorm and not matching:
         raise ModelError(
-            f"Model {parent.name!r} has no batch-norm layers, so there are no statistics to "
-            "adapt without labels. Correct a few objects and fine-tune it instead."
+            f"Model {parent.name!r} has no batch-norm layers and no intensity reference, so "
+            "there is nothing to adapt without labels. Correct a few objects and fine-tune it "
+            "instead."
         )
     if name is None:
         name = default_name(f"{parent.name}-adapted")
     elif save:
         check_new_name(name, folder)
     check_modality(parent, image, axes)
-    batches = input_batches(parent, image, axes=axes, slices=slices, max_pixels=max_pixels)
     choice = select_device(device)
     working = working_copy(parent, choice.device)
+    normalization = dict(parent.card.normalization)
+    if matching:
+        normalization["match"] = True
+    else:
+        normalization.pop("match", None)
+    # The statistics are measured on the inputs as the adapted model will see them.
+    working.card.normalization = normalization
+    batches = input_batches(working, image, axes=axes, slices=slices, max_pixels=max_pixels)
     layers = batchnorm_layers(working.module)
     total = len(batches)
     digest = hashlib.sha256()
@@ -414,12 +431,20 @@ def adapt(
     yield Progress(
         0, total, "Measuring the image's statistics", None, {"phase": "measure", "crops": total}
     )
-    with torch.no_grad():
-        count = adapt_batchnorm(working.module, batches, device=choice.device, strength=strength)
+    count = 0
+    if has_batchnorm:
+        with torch.no_grad():
+            count = adapt_batchnorm(
+                working.module, batches, device=choice.device, strength=strength
+            )
     pixels = int(sum(b.shape[0] * b.shape[-1] * b.shape[-2] for b in batches))
+    methods = (["intensities matched to the training reference"] if matching else []) + (
+        ["batch-norm statistics re-estimated on the new images (AdaBN)"] if count else []
+    )
     lineage = {
         "kind": "adapt",
-        "method": "batch-norm statistics re-estimated on the new images (AdaBN), no labels",
+        "method": "; ".join(methods) + ", no labels",
+        "match_intensities": matching,
         "parent": parent.name,
         "parent_sha256": _parent_sha(parent),
         "data_sha256": digest.hexdigest(),
@@ -437,19 +462,22 @@ def adapt(
         lineage=lineage,
         # The parent's scores were measured on its own data, not on this session.
         metrics={},
-        trained_on=f"{parent.name} with batch-norm statistics of {pixels} new pixels",
+        trained_on=f"{parent.name} adapted on {pixels} new pixels ({' and '.join(methods)})",
         description=(
-            f"{parent.name} adapted to a new session without labels (batch-norm statistics "
-            f"re-estimated on {pixels} pixels). {parent.card.description}"
+            f"{parent.name} adapted to a new session without labels ({' and '.join(methods)}, "
+            f"on {pixels} pixels). {parent.card.description}"
         ).strip(),
         parent_name=parent.name,
     )
+    card.normalization = normalization
     result = type(working)(working.module, card, working.activation)
     path = save_version(result, folder=folder) if save else None
     yield Progress(
         total,
         total,
-        f"{'Saved' if save else 'Adapted'} {name}: {count} batch-norm layers re-estimated",
+        f"{'Saved' if save else 'Adapted'} {name}: "
+        + ("intensities matched, " if matching else "")
+        + f"{count} batch-norm layers re-estimated",
         0.0,
         {
             "phase": "done",
@@ -457,9 +485,22 @@ def adapt(
             "path": str(path) if path else None,
             "layers": count,
             "pixels": pixels,
+            "matched": matching,
         },
     )
     return result.eval()
+
+
+def _wants_matching(model: SegmentationModel, asked: bool | None) -> bool:
+    """Whether adapting ``model`` matches intensities (``asked``: the caller's choice)."""
+    has_reference = "reference" in model.card.normalization
+    if asked and not has_reference:
+        raise ModelError(
+            f"Model {model.name!r} has no intensity reference (models trained by an older "
+            "napari-microseg, or outside it, have none), so intensities cannot be matched. "
+            "Adapt without matching."
+        )
+    return has_reference if asked is None else bool(asked)
 
 
 def resolve_model(model: Any) -> SegmentationModel:

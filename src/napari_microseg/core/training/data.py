@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..inference.job import match_channels
-from ..inference.normalize import fit_normalizer
+from ..inference.normalize import fit_normalizer, intensity_quantiles
 from ..models.base import SegmentationModel
 from .targets import class_targets, instance_ids
 
@@ -463,3 +463,40 @@ def _finish(
         "images": per_pair,
     }
     return PreparedData(planes, data_hash, summary, notes)
+
+
+def input_reference(planes: Sequence[Plane], max_samples: int = 2_000_000) -> list[float]:
+    """Quantiles 0-100 % of the normalized inputs of ``planes`` (a model's intensity reference).
+
+    Stored in a trained model's card (``normalization["reference"]``) so that
+    images of another session can later be matched to what the model saw
+    (:mod:`..inference.normalize`).
+
+    Parameters
+    ----------
+    planes : sequence of Plane
+        Their ``image`` (C, H, W) float32, already normalized.
+    max_samples : int
+        Values used at most, spread evenly over the planes.
+
+    Returns
+    -------
+    list of 101 float
+    """
+    total = sum(p.image.size for p in planes)
+    step = max(1, total // max_samples)
+    sample = np.concatenate([p.image.ravel()[::step] for p in planes])
+    return [float(v) for v in intensity_quantiles(sample)]
+
+
+def with_input_reference(data: PreparedData, model: SegmentationModel) -> SegmentationModel:
+    """``model``, its card now recording the intensity reference of ``data`` (if it had none).
+
+    The reference lets images of another session be matched to what the model
+    saw (``normalization["match"]``); a fine-tune of a model that has one keeps
+    it, since its inputs were matched to it.
+    """
+    spec = model.card.normalization
+    if "reference" not in spec and spec.get("kind") != "none":
+        model.card.normalization = {**spec, "reference": input_reference(data.planes)}
+    return model

@@ -3,9 +3,9 @@
 :class:`FewShotTrainer` trains the encoder at ``encoder_lr_factor`` times the
 decoder's rate (:func:`parameter_groups`, :func:`scaled_adam`), so a few slices
 bend the decoder without wiping the encoder's general features.
-:func:`match_intensities` maps a new image's histogram onto reference quantiles
-(:func:`intensity_quantiles`) for the non-linear intensity changes (gamma) that
-percentile normalisation does not absorb.
+:func:`match_intensities` maps a raw image's histogram onto reference quantiles
+(:func:`~..inference.normalize.intensity_quantiles`); models do it themselves
+when their normalization asks (``"match"``, see :mod:`..inference.normalize`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..inference.normalize import intensity_quantiles
 from .loop import Trainer, encoder_modules
 
 __all__ = [
@@ -23,9 +24,6 @@ __all__ = [
     "parameter_groups",
     "scaled_adam",
 ]
-
-#: Quantiles kept as an intensity reference (0, 1, ..., 100 %).
-REFERENCE_QUANTILES = np.linspace(0.0, 100.0, 101)
 
 
 # ----------------------------------------------------------------------------- few-shot training
@@ -111,25 +109,6 @@ class FewShotTrainer(Trainer):
 
 
 # ----------------------------------------------------------------------------- intensities
-
-
-def intensity_quantiles(image: Any, *, max_samples: int = 2_000_000) -> np.ndarray:
-    """Quantiles 0, 1, ..., 100 % of an image's intensities: a reference to match others to.
-
-    Parameters
-    ----------
-    image : array-like
-        Any shape; colour images pooled over their channels.
-
-    Returns
-    -------
-    (101,) ndarray of float64
-    """
-    values = np.asarray(image).ravel()
-    step = max(1, values.size // max_samples)
-    sample = values[::step].astype(np.float64)
-    sample = sample[np.isfinite(sample)]
-    return np.percentile(sample, REFERENCE_QUANTILES)
 
 
 def match_intensities(image: Any, reference: np.ndarray) -> np.ndarray:

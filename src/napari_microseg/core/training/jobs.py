@@ -58,7 +58,14 @@ from ..models.versions import SaveError, TrainingRun, lineage_record, trained_mo
 from ..progress import Job, Progress
 from .adapt import adapt_batchnorm, batchnorm_layers, frozen_batchnorm, input_batches, resolve_model
 from .annotations import check_classes, check_modality
-from .data import TrainingDataError, TrainingPair, annotated_slices, parse_slices, prepare
+from .data import (
+    TrainingDataError,
+    TrainingPair,
+    annotated_slices,
+    parse_slices,
+    prepare,
+    with_input_reference,
+)
 from .fewshot import FewShotTrainer
 from .loop import Outcome, Trainer
 from .settings import TrainingError, TrainingWarning, TrainSettings
@@ -351,7 +358,9 @@ def _run(
             trainer.notes,
         )
         lineage["draft"] = True
-        draft = trained_model(working, parent, draft_name, lineage, metrics, kind, data)
+        draft = with_input_reference(
+            data, trained_model(working, parent, draft_name, lineage, metrics, kind, data)
+        )
         draft.card.description = f"Draft (cancelled at step {step}) of {name}. " + (
             draft.card.description
         )
@@ -426,7 +435,9 @@ def _run(
         outcome.notes,
     )
     lineage["recipe"] = {"start": start, "kept": kept}
-    result = trained_model(working, parent, name, lineage, outcome.after, kind, data)
+    result = with_input_reference(
+        data, trained_model(working, parent, name, lineage, outcome.after, kind, data)
+    )
     path = None
     if save:
         from ..models.versions import save_version
