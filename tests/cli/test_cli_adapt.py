@@ -37,7 +37,7 @@ def test_adapt_refuses_a_model_without_batch_norm(user_folder, tmp_path, capsys)
     assert "batch-norm" in capsys.readouterr().err
 
 
-def test_adapt_matches_intensities_when_the_model_has_a_reference(user_folder, tmp_path, capsys):
+def test_adapt_matches_intensities_only_when_asked(user_folder, tmp_path, capsys):
     torch.manual_seed(0)
     model = create_model("unet", name="ref-bn", depth=2, base_width=4, batch_norm=True)
     model.card.normalization = {
@@ -48,9 +48,9 @@ def test_adapt_matches_intensities_when_the_model_has_a_reference(user_folder, t
     image = tmp_path / "session2.tif"
     tifffile.imwrite(image, synthetic.fibsem_mitochondria((5, 64, 64), seed=2).image)
     args = ["adapt", "--model", "ref-bn", "--image", str(image), "--json"]
-    assert main([*args, "--name", "matched"]) == 0
+    assert main([*args, "--name", "matched", "--match"]) == 0
     assert json.loads(capsys.readouterr().out)["matched_intensities"] is True
     assert registry.load_model("matched", device="cpu").card.normalization["match"] is True
-    assert main([*args, "--name", "plain-bn", "--no-match"]) == 0
+    assert main([*args, "--name", "plain-bn"]) == 0
     assert json.loads(capsys.readouterr().out)["matched_intensities"] is False
     assert "match" not in registry.load_model("plain-bn", device="cpu").card.normalization

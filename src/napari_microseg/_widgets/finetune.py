@@ -2,9 +2,8 @@
 
 It proposes the recipe benchmarks/bench_adapt.py found best (issue #21):
 
-1. "Adapt to this image": match the image's intensities to the model's training
-   reference (when its card has one) and re-estimate its batch-norm statistics
-   on the image, no labels needed, about a second (:func:`~..core.training.adapt.adapt`);
+1. "Adapt to this image": re-estimate the model's batch-norm statistics on the
+   image, no labels needed, about a second (:func:`~..core.training.adapt.adapt`);
 2. fine-tune on the corrected labels with the few-shot settings of
    :meth:`TrainSettings.for_finetune` (adaptation first, kept only if the
    held-out annotated pixels agree; per-part learning rates; early stop; the
@@ -132,8 +131,8 @@ class FinetuneWidget(DockedContainer):
         self.image_combo: ComboBox = create_widget(annotation=Image, label="image")
         self.adapt_button = PushButton(text="Adapt to this image (no labels)")
         self.adapt_button.tooltip = (
-            "Match this image's intensities to the model's training data and re-estimate its "
-            "batch-norm statistics on it; saves a new model, the base model is not changed."
+            "Re-estimate the model's batch-norm statistics on this image; saves a new model, "
+            "the base model is not changed."
         )
         self.labels_combo: ComboBox = create_widget(annotation=Labels, label="corrected labels")
         self.region_combo = ComboBox(choices=[WHOLE_SLICES, EDITED_REGION], label="train on")
@@ -483,7 +482,7 @@ class FinetuneWidget(DockedContainer):
         return SimpleNamespace(name=card.name, card=card, in_channels=card.in_channels)
 
     def adapt_to_image(self) -> None:
-        """Match intensities and re-estimate batch-norm statistics on the image; no labels."""
+        """Re-estimate the base model's batch-norm statistics on the image; no labels needed."""
         base, image = self.model_combo.value, self.image_combo.value
         if not base or base == NO_MODEL or image is None or image not in self.viewer.layers:
             show_warning("Choose the base model and the image to adapt it to.")

@@ -95,11 +95,11 @@ def register_adapt(subparsers: Any) -> None:
     """Add the ``adapt`` sub-command: label-free adaptation to a new session."""
     parser = subparsers.add_parser(
         "adapt",
-        help="adapt a model to new images without labels (intensities, batch-norm statistics)",
+        help="adapt a model to new images without labels (batch-norm statistics)",
         description="Adapt a model to images of a new session (another microscope, staining or "
-        "acquisition) without any labels: their intensity histogram is matched to the model's "
-        "training data (when its card records a reference, as models trained by napari-microseg "
-        "do) and its batch-norm statistics are re-estimated on them. The result is saved under "
+        "acquisition) without any labels: its batch-norm statistics are re-estimated on them "
+        "(and, with --match, their intensity histogram is matched to the model's training "
+        "data). The result is saved under "
         "a new name with its lineage; the parent is never changed. Takes about a second. Correct "
         "a few objects and run `microseg finetune` for more.",
     )
@@ -109,11 +109,10 @@ def register_adapt(subparsers: Any) -> None:
     parser.add_argument("--slices", help="slices of a stack to measure on, e.g. 0-20")
     parser.add_argument("--device", default="cpu", help="cpu (default), auto, cuda...")
     parser.add_argument(
-        "--no-match",
-        dest="match",
-        action="store_false",
-        default=None,
-        help="do not match the image's intensities to the model's training reference",
+        "--match",
+        action="store_true",
+        help="also match the image's intensities to the model's training reference (helps a "
+        "gamma or contrast change on EM; harms fluorescence, see docs/benchmarks.md)",
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(func=run_adapt)

@@ -361,9 +361,10 @@ def adapt(
     match_intensities : bool, optional
         Map the image's intensity histogram onto the model's training reference
         (``normalization["match"]`` in the new card, so every later prediction
-        does it too) before the statistics are measured. None (default): when
-        the card has a reference (models trained by napari-microseg record one).
-        ``benchmarks/bench_adapt.py`` measured it undo a gamma change entirely.
+        does it too) before the statistics are measured. Off by default:
+        ``benchmarks/bench_adapt.py`` measured it undo a gamma change on EM but
+        ruin fluorescence nuclei (docs/benchmarks.md). Needs a card with a
+        reference (models trained by napari-microseg record one).
 
     Yields
     ------
@@ -500,7 +501,9 @@ def _wants_matching(model: SegmentationModel, asked: bool | None) -> bool:
             "napari-microseg, or outside it, have none), so intensities cannot be matched. "
             "Adapt without matching."
         )
-    return has_reference if asked is None else bool(asked)
+    # Off unless asked: bench_adapt measured matching undo a gamma on EM (mito-em 0.844 -> 0.930)
+    # but wreck fluorescence nuclei, whose histograms are mostly background (0.71 -> 0.06).
+    return bool(asked)
 
 
 def resolve_model(model: Any) -> SegmentationModel:
