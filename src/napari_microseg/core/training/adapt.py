@@ -134,6 +134,7 @@ def input_batches(
     *,
     axes: str | None = None,
     slices: Sequence[int] | str | None = None,
+    exclude: Sequence[int] = (),
     max_pixels: int = ADAPT_MAX_PIXELS,
     crop: int = ADAPT_CROP,
     seed: int = 0,
@@ -150,6 +151,8 @@ def input_batches(
         Axes of ``image``; ``YX``/``ZYX`` (or ``YXC`` for 3 or 4 trailing channels) by default.
     slices : sequence of int or str, optional
         The slices of a stack to use; all (evenly spread, up to ``max_pixels``) by default.
+    exclude : sequence of int
+        Slices never used (e.g. the ones whose pixels will judge the statistics).
     max_pixels : int
         Pixels used at most, spread over evenly spaced crops.
     crop : int
@@ -160,7 +163,8 @@ def input_batches(
     Returns
     -------
     list of (1, C, h, w) ndarray of float32
-        C = the model's input channels (context slices of a 2.5D model included).
+        C = the model's input channels (context slices of a 2.5D model included);
+        empty when ``exclude`` leaves no slice.
 
     Raises
     ------
@@ -197,6 +201,9 @@ def input_batches(
     side_y, side_x = min(crop, height), min(crop, width)
     n_crops = max(1, max_pixels // (side_y * side_x))
     planes = chosen if chosen else list(range(depth))
+    planes = [z for z in planes if z not in set(exclude)]
+    if not planes:
+        return []
     # Crops spread evenly over the planes; several per plane when there are few planes.
     if n_crops <= len(planes):
         picks = np.unique(np.linspace(0, len(planes) - 1, n_crops).round().astype(int))

@@ -81,6 +81,10 @@ class Plane:
         Pixels whose labels count.
     name : str
         ``"<pair name> z=12"``.
+    source : int
+        Index of the training pair it comes from.
+    z : int or None
+        Its slice in that pair's stack; None for a 2D image.
     """
 
     image: np.ndarray
@@ -88,6 +92,8 @@ class Plane:
     target: np.ndarray
     annotated: np.ndarray
     name: str = ""
+    source: int = 0
+    z: int | None = None
     cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -360,6 +366,8 @@ def prepare(
                     target=target,
                     annotated=plane_mask,
                     name=f"{name} z={z}" if stack else name,
+                    source=number,
+                    z=int(z) if stack else None,
                 )
             )
             for part in (raw, plane_labels, np.packbits(plane_mask)):

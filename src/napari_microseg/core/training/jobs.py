@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any
 from ..models.base import ModelError, SegmentationModel
 from ..models.versions import SaveError, TrainingRun, lineage_record, trained_model
 from ..progress import Job, Progress
-from .adapt import adapt_batchnorm, batchnorm_layers, frozen_batchnorm, input_batches, resolve_model
+from .adapt import frozen_batchnorm, resolve_model
 from .annotations import check_classes, check_modality
 from .data import (
     TrainingDataError,
@@ -68,6 +68,7 @@ from .data import (
 )
 from .fewshot import FewShotTrainer
 from .loop import Outcome, Trainer
+from .recipe import KEPT_PARENT, adapted_start, better_of, kept_parent_event
 from .settings import TrainingError, TrainingWarning, TrainSettings
 from .split import split_validation
 from .state import cpu_state
@@ -314,8 +315,14 @@ def _run(
     start, parent_metrics = "parent", None
     if few_shot:
         check_classes(data.summary)
-        start, parent_metrics, event = yield from _adapt_start(
-            working, parent, pairs[0], val_regions, settings, choice
+        start, parent_metrics, event = yield from adapted_start(
+            working,
+            parent,
+            pairs,
+            val_regions,
+            settings,
+            choice.device,
+            separate_validation=bool(val_pairs),
         )
     run = TrainingRun(parent, kind, data, split, settings, choice, now_iso(), started)
 
@@ -396,7 +403,7 @@ def _run(
         )
     kept = "trained"
     if few_shot and settings.keep_better_start:
-        kept = _better_of(outcome, start, settings)
+        kept = better_of(outcome, start, settings)
         if kept == "parent":
             # Nothing is saved; the result is the parent's weights under the parent's name, with
             # a card that records the run and why nothing was kept.
@@ -413,7 +420,7 @@ def _run(
             )
             lineage["recipe"] = {"start": start, "kept": "parent"}
             kept_model = trained_model(working, parent, parent.name, lineage, metrics, kind, data)
-            yield _kept_parent_event(parent, metrics, outcome)
+            yield kept_parent_event(parent, metrics, outcome)
             return kept_model.eval()
         if kept == "adapted":
             working.module.load_state_dict(event["adapted_state"])
@@ -469,103 +476,3 @@ def _run(
         },
     )
     return result.eval()
-
-
-# ----------------------------------------------------------------------------- few-shot recipe
-
-#: The note of a fine-tune whose result was no better than the parent.
-KEPT_PARENT = (
-    "Neither the batch-norm adaptation nor the fine-tuning beat the parent on the held-out "
-    "annotated pixels, so the parent is kept and nothing was saved. Annotate more (or other) "
-    "objects, or give more time."
-)
-
-
-def _adapt_start(
-    working: SegmentationModel,
-    parent: SegmentationModel,
-    pair: TrainingPair,
-    val_regions: list[Any],
-    settings: TrainSettings,
-    choice: Any,
-) -> Job[tuple[str, dict[str, float] | None, dict[str, Any]]]:
-    """Label-free adaptation before any gradient step, kept when the held-out pixels agree.
-
-    ``working`` is changed in place to the better of the parent and its
-    batch-norm-adapted copy. Returns the start (``"parent"`` or ``"adapted"``),
-    the parent's held-out metrics (None when not measured) and the adapted state.
-    """
-    from .scoring import capped_regions, evaluate_regions, metrics_text
-
-    event: dict[str, Any] = {}
-    if not settings.adapt_batchnorm or not batchnorm_layers(working.module):
-        return "parent", None, event
-    yield Progress(0, settings.steps, "Adapting to the image (no labels)", None, {"phase": "adapt"})
-    # The held-out regions the trainer will validate on, so every comparison is like for like.
-    regions = capped_regions(val_regions, settings.val_max_pixels)
-    before = evaluate_regions(working, regions, device=choice.device, loss_kind=settings.loss)
-    original = cpu_state(working.module)
-    image = pair.image
-    batches = input_batches(parent, image, axes=pair.axes or getattr(image, "axes", None))
-    adapt_batchnorm(working.module, batches, device=choice.device)
-    adapted = evaluate_regions(working, regions, device=choice.device, loss_kind=settings.loss)
-    better = _score(adapted, settings.monitor) > _score(before, settings.monitor)
-    event["adapted_state"] = cpu_state(working.module)
-    if not better:
-        working.module.load_state_dict(original)
-    start = "adapted" if better else "parent"
-    text = (
-        f"{metrics_text('Parent', before)}; with the image's batch-norm statistics: Dice "
-        f"{adapted['dice']:.3f} ({'kept' if better else 'not kept'})"
-    )
-    yield Progress(
-        0,
-        settings.steps,
-        text,
-        None,
-        {
-            "phase": "adapt",
-            "metrics_parent": before,
-            "metrics_adapted": adapted,
-            "start": start,
-        },
-    )
-    return start, before, event
-
-
-def _score(metrics: dict[str, float], monitor: str) -> float:
-    value = metrics.get(monitor, metrics.get("dice", 0.0))
-    return -value if monitor == "val_loss" else value
-
-
-def _better_of(outcome: Outcome, start: str, settings: TrainSettings) -> str:
-    """``"trained"`` when it beats the starting model on the held-out pixels, else the start.
-
-    A tie keeps the start: training that changed nothing measurable is not worth a new model.
-    """
-    if _score(outcome.after, settings.monitor) > _score(outcome.before, settings.monitor):
-        return "trained"
-    return start
-
-
-def _kept_parent_event(
-    parent: SegmentationModel, metrics: dict[str, float], outcome: Outcome
-) -> Progress:
-    return Progress(
-        outcome.steps,
-        outcome.steps,
-        f"Kept the parent {parent.name}: neither adaptation nor fine-tuning beat it on the "
-        f"held-out annotated pixels (Dice {metrics.get('dice', float('nan')):.3f}); nothing saved",
-        0.0,
-        {
-            "phase": "done",
-            "name": parent.name,
-            "path": None,
-            "metrics_before": dict(metrics),
-            "metrics_after": dict(metrics),
-            "steps": outcome.steps,
-            "stopped": outcome.stopped,
-            "kept": "parent",
-            "start": "parent",
-        },
-    )

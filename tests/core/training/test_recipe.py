@@ -1,0 +1,103 @@
+"""Where a few-shot fine-tune starts: batch-norm statistics kept only when other pixels agree."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_microseg.core.models.base import ModelCard, SegmentationModel
+from napari_microseg.core.progress import drain
+from napari_microseg.core.training.adapt import input_batches
+from napari_microseg.core.training.data import Region, TrainingPair, prepare
+from napari_microseg.core.training.recipe import adapted_start, statistics_batches
+from napari_microseg.core.training.settings import TrainSettings
+from napari_microseg.core.training.state import cpu_state
+
+
+def threshold_model(mean: float) -> SegmentationModel:
+    """Foreground where x > the batch norm's running mean: the statistics are the threshold."""
+    norm = torch.nn.BatchNorm2d(1)
+    norm.running_mean.fill_(mean)
+    conv = torch.nn.Conv2d(1, 2, 1)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([-1.0, 1.0]).view(2, 1, 1, 1))
+        conv.bias.zero_()
+    card = ModelCard(name="bn-threshold", architecture="custom", normalization={"kind": "none"})
+    return SegmentationModel(torch.nn.Sequential(norm, conv).eval(), card)
+
+
+def ramp(size: int, low: float, high: float, cut: float) -> TrainingPair:
+    """A horizontal ramp from ``low`` to ``high``; the object is where it exceeds ``cut``."""
+    image = np.tile(np.linspace(low, high, size, dtype=np.float32), (size, 1))
+    return TrainingPair(image, (image > cut).astype(np.uint8), axes="YX")
+
+
+def start_of(parent: SegmentationModel, pairs: list[TrainingPair]):
+    working = SegmentationModel(
+        threshold_model(float(parent.module[0].running_mean)).module, parent.card
+    )
+    data = prepare(pairs, parent, boundary_width=0)
+    regions = [Region(plane, plane.annotated) for plane in data.planes]
+    settings = TrainSettings.for_finetune()
+    events = []
+    start, _, _ = drain(
+        adapted_start(working, parent, pairs, regions, settings, torch.device("cpu")),
+        show=False,
+        on_progress=events.append,
+    )
+    return start, working, events[-1]
+
+
+def test_planes_know_their_pair_and_slice():
+    stack = np.zeros((3, 16, 16), np.float32)
+    labels = np.zeros((3, 16, 16), np.uint8)
+    labels[1, 4:8, 4:8] = labels[2, 2:6, 2:6] = 1
+    flat = ramp(16, 0, 1, 0.5)
+    data = prepare([flat, TrainingPair(stack, labels, axes="ZYX")], threshold_model(0.5))
+    assert [(p.source, p.z) for p in data.planes] == [(0, None), (1, 1), (1, 2)]
+
+
+def test_statistics_leave_out_a_slice_or_a_whole_image():
+    parent = threshold_model(0.0)
+    stack = np.stack([np.full((8, 8), z, np.float32) for z in range(3)])
+    pairs = [TrainingPair(stack, np.zeros((3, 8, 8), np.uint8), axes="ZYX")]
+    values = sorted(float(b.mean()) for b in statistics_batches(parent, pairs, leave_out=(0, 1)))
+    assert values == [0.0, 2.0]
+    flat = ramp(8, 5, 5, 0)
+    assert statistics_batches(parent, [flat], leave_out=(0, None)) == []
+    others = statistics_batches(parent, [flat, *pairs], leave_out=(0, None))
+    assert sorted(float(b.mean()) for b in others) == [0.0, 1.0, 2.0]
+    assert input_batches(parent, stack, axes="ZYX", exclude=(0, 1, 2)) == []
+
+
+def test_statistics_of_the_same_session_are_kept():
+    # The new session is brighter: objects are above 6, the parent cuts at 3.
+    parent = threshold_model(3.0)
+    start, working, event = start_of(parent, [ramp(48, 2, 10, 6), ramp(48, 2, 10, 6)])
+    assert start == "adapted"
+    assert event.info["cross_fit"]["adapted"] > event.info["cross_fit"]["parent"]
+    assert float(working.module[0].running_mean) == pytest.approx(6.0, abs=0.01)
+
+
+def test_one_image_cannot_vouch_for_its_own_statistics():
+    parent = threshold_model(3.0)
+    original = cpu_state(parent.module)
+    start, working, event = start_of(parent, [ramp(48, 2, 10, 6)])
+    # Its own statistics fit its own held-out pixels better, but nothing else can confirm it.
+    assert event.info["metrics_adapted"]["dice"] > event.info["metrics_parent"]["dice"]
+    assert start == "parent" and "single image" in event.message
+    assert float(working.module[0].running_mean) == pytest.approx(3.0)
+    assert all(torch.equal(v, original[k]) for k, v in cpu_state(parent.module).items())
+
+
+def test_statistics_that_differ_between_images_are_not_kept():
+    # The pooled statistics fit the pooled pixels (mostly the large image), but each image's
+    # statistics mislead on the other: the cross-fit sees it and the parent stays.
+    parent = threshold_model(5.2)
+    start, working, event = start_of(parent, [ramp(96, 0, 8, 4), ramp(32, 2, 10, 6)])
+    assert event.info["metrics_adapted"]["dice"] > event.info["metrics_parent"]["dice"]
+    crossed = event.info["cross_fit"]
+    assert crossed["adapted"] < crossed["parent"]
+    assert start == "parent" and "not kept" in event.message
+    assert float(working.module[0].running_mean) == pytest.approx(5.2)
