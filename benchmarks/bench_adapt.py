@@ -456,7 +456,7 @@ def target(run: dict[str, Any]) -> dict[str, Any]:
 
 def table(runs: list[dict[str, Any]], shots: list[int]) -> str:
     head = ["model", "shift", "source", "shifted", "adapted (no labels)", "matched"]
-    head += ["matched + adapted (default)"]
+    head += ["matched + adapted (--match)"]
     head += [f"{n} shot(s)" for n in shots] + ["target (2 shots)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for run in runs:

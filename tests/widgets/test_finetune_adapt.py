@@ -125,3 +125,30 @@ def test_adapt_to_this_image_saves_an_adapted_model(viewer_and_image, model_regi
     assert "batch-norm layers adapted" in widget.result_label.value
     assert not widget.segment_again.native.isHidden()
     assert widget.new_model.name in widget.model_combo.choices
+
+
+def test_the_recipe_follows_the_models_benchmark(viewer_and_image, model_registry):
+    from napari_microseg._widgets.finetune import RECIPE, RECIPE_NO_LABEL_FREE
+    from napari_microseg.core.models.registry import load_model, save_user_model
+
+    harmful = load_model("tiny-grey", device="cpu")
+    harmful.card.name = "tiny-harmful"
+    harmful.card.recommended = {
+        **harmful.card.recommended,
+        "adaptation": {
+            "label_free": False,
+            "dice_shifted_vs_adapted": {"blur_noise": {"shifted": 0.71, "adapted": 0.43}},
+        },
+    }
+    save_user_model(harmful, folder=model_registry)
+    viewer = viewer_and_image[0]
+    widget = FinetuneWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.refresh_models()
+    widget.model_combo.value = "tiny-harmful"
+    assert widget.recipe_label.value == RECIPE_NO_LABEL_FREE
+    assert "0.71 -> 0.43" in widget.adapt_button.tooltip
+    assert not widget.adapt_first.value and not widget.adapt_first.enabled
+    widget.model_combo.value = "tiny-grey"
+    assert widget.recipe_label.value == RECIPE
+    assert widget.adapt_first.value and widget.adapt_first.enabled

@@ -60,6 +60,16 @@ RECIPE = (
     "slices and fine-tune (adapts first, encoder at 1/4 of the rate, early stop on held-out "
     "pixels, keeps the parent if nothing beats it)."
 )
+#: The recipe for a model whose card says label-free adaptation lowered its scores.
+RECIPE_NO_LABEL_FREE = (
+    "Recipe for this model: correct a few objects or images and fine-tune (skip 'Adapt to this "
+    "image': benchmarks/bench_adapt.py found that it lowers this model's scores; the fine-tune "
+    "tries the statistics itself and keeps them only when held-out pixels agree)."
+)
+ADAPT_TOOLTIP = (
+    "Re-estimate the model's batch-norm statistics on this image; saves a new model, "
+    "the base model is not changed."
+)
 
 
 class TrainingCurves:
@@ -130,10 +140,7 @@ class FinetuneWidget(DockedContainer):
         self.model_combo = ComboBox(label="base model", choices=[NO_MODEL])
         self.image_combo: ComboBox = create_widget(annotation=Image, label="image")
         self.adapt_button = PushButton(text="Adapt to this image (no labels)")
-        self.adapt_button.tooltip = (
-            "Re-estimate the model's batch-norm statistics on this image; saves a new model, "
-            "the base model is not changed."
-        )
+        self.adapt_button.tooltip = ADAPT_TOOLTIP
         self.labels_combo: ComboBox = create_widget(annotation=Labels, label="corrected labels")
         self.region_combo = ComboBox(choices=[WHOLE_SLICES, EDITED_REGION], label="train on")
         self.slices = LineEdit(value="", label="annotated slices")
@@ -147,6 +154,7 @@ class FinetuneWidget(DockedContainer):
         self.learning_rate = FloatSpinBox(
             value=defaults.learning_rate, min=1e-6, max=1.0, step=1e-4, label="learning rate"
         )
+        self._adapt_default = defaults.adapt_batchnorm
         self.adapt_first = CheckBox(
             value=defaults.adapt_batchnorm, text="adapt batch-norm statistics first"
         )
@@ -202,6 +210,7 @@ class FinetuneWidget(DockedContainer):
         self.image_combo.changed.connect(self.follow_image)
         self.model_combo.changed.connect(self._remember_pick)
         self.model_combo.changed.connect(self._suggest_name)
+        self.model_combo.changed.connect(self.show_recipe)
         self.region_combo.changed.connect(self.update_pixels)
         self.slices.changed.connect(self.update_pixels)
         self.margin.changed.connect(self.update_pixels)
@@ -210,6 +219,7 @@ class FinetuneWidget(DockedContainer):
             self._remember_made(layer)
         self.refresh_models()
         self.follow_image()
+        self.show_recipe()
         self._bind_labels(self.labels_combo.value)
         self.detect_slices()
         self.wrap_for_dock()
@@ -481,6 +491,29 @@ class FinetuneWidget(DockedContainer):
         card = read_card(self._entries[name].path)
         return SimpleNamespace(name=card.name, card=card, in_channels=card.in_channels)
 
+    def advice_for(self, name: str | None) -> str | None:
+        """The card's warning against label-free adaptation of ``name``, if any."""
+        from ..core.training.adapt import label_free_advice
+
+        if not name or name not in getattr(self, "_entries", {}):
+            return None
+        try:
+            return label_free_advice(self._entry_card(name).card)
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def show_recipe(self, event: Any = None) -> None:
+        """The chosen model's recipe: no label-free adaptation where it was measured to hurt."""
+        advice = self.advice_for(self.model_combo.value)
+        self.recipe_label.value = RECIPE if advice is None else RECIPE_NO_LABEL_FREE
+        self.adapt_button.tooltip = ADAPT_TOOLTIP + (f"\n\n{advice}" if advice else "")
+        # The fine-tune skips the statistics for such a model anyway (recipe.adapted_start).
+        if advice:
+            self.adapt_first.value = self.adapt_first.enabled = False
+        elif not self.adapt_first.enabled:
+            self.adapt_first.enabled = True
+            self.adapt_first.value = self._adapt_default
+
     def adapt_to_image(self) -> None:
         """Re-estimate the base model's batch-norm statistics on the image; no labels needed."""
         base, image = self.model_combo.value, self.image_combo.value
@@ -497,6 +530,7 @@ class FinetuneWidget(DockedContainer):
         except (ValueError, TrainingDataError) as error:
             show_warning(str(error))
             return
+        self._advice = self.advice_for(base)
         job = adapt(base, np.array(image.data, copy=True), axes=axes, device="cpu")
         self.result_label.value = "adapting to the image…"
         self.segment_again.visible = False
@@ -513,6 +547,11 @@ class FinetuneWidget(DockedContainer):
         )
         self.segment_again.visible = True
         self.refresh_models()
+        advice = getattr(self, "_advice", None)
+        if advice:
+            self.result_label.value += f" Warning: {advice}"
+            show_warning(advice)
+            return
         show_info(f"Adapted model {model.name!r} saved; it is in every model list now.")
 
     def _on_progress(self, event: Progress) -> None:
@@ -528,7 +567,10 @@ class FinetuneWidget(DockedContainer):
         lineage = model.card.lineage
         before = lineage.get("metrics_before", {})
         after = lineage.get("metrics_after", {})
-        adapted = getattr(self, "_adapt_info", {}).get("metrics_adapted", {})
+        adapt_info = getattr(self, "_adapt_info", {})
+        adapted = adapt_info.get("metrics_adapted", {})
+        # The statistics may fit the held-out pixels yet be refused by the cross-fit (recipe.py).
+        unused = "" if adapt_info.get("start") == "adapted" else " (not used)"
         kept = (lineage.get("recipe") or {}).get("kept", "trained")
         parts = []
         for key in ("dice", "object_f1"):
@@ -536,7 +578,7 @@ class FinetuneWidget(DockedContainer):
                 continue
             steps = [f"parent {before[key]:.3f}"]
             if isinstance(adapted.get(key), (int, float)):
-                steps.append(f"adapted {adapted[key]:.3f}")
+                steps.append(f"adapted {adapted[key]:.3f}{unused}")
             if isinstance(after.get(key), (int, float)):
                 steps.append(f"result {after[key]:.3f}")
             parts.append(f"{key.replace('_', ' ')}: " + " → ".join(steps))

@@ -8,7 +8,7 @@ import torch
 
 from napari_microseg.core.models.base import ModelCard, SegmentationModel
 from napari_microseg.core.progress import drain
-from napari_microseg.core.training.adapt import input_batches
+from napari_microseg.core.training.adapt import input_batches, label_free_advice
 from napari_microseg.core.training.data import Region, TrainingPair, prepare
 from napari_microseg.core.training.recipe import adapted_start, statistics_batches
 from napari_microseg.core.training.settings import TrainSettings
@@ -101,3 +101,44 @@ def test_statistics_that_differ_between_images_are_not_kept():
     assert crossed["adapted"] < crossed["parent"]
     assert start == "parent" and "not kept" in event.message
     assert float(working.module[0].running_mean) == pytest.approx(5.2)
+
+
+def harmful_card(model: SegmentationModel) -> SegmentationModel:
+    """``model`` with the card scripts/record_adaptation.py writes for a model like nuclei-fluo."""
+    model.card.recommended = {
+        "adaptation": {
+            "label_free": False,
+            "dice_shifted_vs_adapted": {"blur_noise": {"shifted": 0.71, "adapted": 0.43}},
+        }
+    }
+    return model
+
+
+def test_label_free_advice_comes_from_the_card():
+    assert label_free_advice(threshold_model(3.0).card) is None
+    advice = label_free_advice(harmful_card(threshold_model(3.0)).card)
+    assert "'bn-threshold'" in advice and "blur noise 0.71 -> 0.43" in advice
+    assert "fine-tune" in advice
+
+
+def test_a_model_whose_benchmark_found_the_statistics_harmful_starts_from_the_parent():
+    # Two images of a session whose statistics would be kept (see above), but the card says no.
+    parent = harmful_card(threshold_model(3.0))
+    start, working, event = start_of(parent, [ramp(48, 2, 10, 6), ramp(48, 2, 10, 6)])
+    assert start == "parent" and "Starting from the parent" in event.message
+    assert float(working.module[0].running_mean) == pytest.approx(3.0)
+
+
+def test_adapting_such_a_model_warns_and_says_why():
+    from napari_microseg.core.training.adapt import adapt
+    from napari_microseg.core.training.settings import TrainingWarning
+
+    parent = harmful_card(threshold_model(3.0))
+    with pytest.warns(TrainingWarning, match="lowered its Dice"):
+        events = []
+        drain(
+            adapt(parent, ramp(32, 2, 10, 6).image, axes="YX", save=False),
+            show=False,
+            on_progress=events.append,
+        )
+    assert "lowered its Dice" in events[-1].info["advice"]

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -36,10 +37,11 @@ import numpy as np
 
 from ..inference.job import match_channels
 from ..inference.normalize import fit_normalizer
-from ..models.base import ModelError, SegmentationModel
+from ..models.base import ModelCard, ModelError, SegmentationModel
 from ..progress import Job, Progress
 from .annotations import check_modality, guess_axes
 from .data import TrainingDataError, parse_slices
+from .settings import TrainingWarning
 
 if TYPE_CHECKING:
     import os
@@ -377,7 +379,8 @@ def adapt(
     ------
     Progress
         ``info["phase"]``: ``"measure"`` per crop, then ``"done"`` with ``name``,
-        ``path``, ``layers`` (batch-norm layers re-estimated) and ``pixels``.
+        ``path``, ``layers`` (batch-norm layers re-estimated), ``pixels`` and
+        ``advice`` (:func:`label_free_advice`, also given as a ``TrainingWarning``).
 
     Returns
     -------
@@ -408,6 +411,9 @@ def adapt(
     started, started_iso = time.monotonic(), now_iso()
     parent = resolve_model(model)
     matching = _wants_matching(parent, match_intensities)
+    advice = label_free_advice(parent.card)
+    if advice:
+        warnings.warn(advice, TrainingWarning, stacklevel=2)
     has_batchnorm = bool(batchnorm_layers(parent.module))
     if not has_batchnorm and not matching:
         raise ModelError(
@@ -494,9 +500,36 @@ def adapt(
             "layers": count,
             "pixels": pixels,
             "matched": matching,
+            "advice": advice,
         },
     )
     return result.eval()
+
+
+def label_free_advice(card: ModelCard) -> str | None:
+    """A warning for a model whose benchmark found label-free adaptation harmful, else None.
+
+    ``scripts/record_adaptation.py`` writes ``recommended["adaptation"]`` into the
+    bundled cards from ``benchmarks/bench_adapt.py``: whether re-estimating the
+    batch-norm statistics on a new session, without labels, lowered the model's
+    Dice under any simulated shift (fluorescence nuclei: yes, every one). No label
+    can check it at run time, so the user is told and pointed to fine-tuning,
+    which keeps an adapted start only when held-out annotated pixels agree.
+    """
+    found = (card.recommended or {}).get("adaptation") or {}
+    if found.get("label_free", True):
+        return None
+    figures = found.get("dice_shifted_vs_adapted") or {}
+    shown = ", ".join(
+        f"{kind.replace('_', ' ')} {f['shifted']:.2f} -> {f['adapted']:.2f}"
+        for kind, f in figures.items()
+    )
+    return (
+        f"Adapting {card.name!r} without labels lowered its Dice on simulated new sessions "
+        f"in benchmarks/bench_adapt.py ({shown}). Check the result on your image, or correct "
+        "a few objects and fine-tune instead: fine-tuning keeps the adapted statistics only "
+        "when held-out annotated pixels agree."
+    )
 
 
 def _wants_matching(model: SegmentationModel, asked: bool | None) -> bool:

@@ -15,6 +15,10 @@ only when the held-out annotated pixels agree twice:
   cross-fit is what catches it. With a single 2D image there is nothing to
   cross-fit on, so the parent is the start.
 
+A model whose card records that its benchmark found label-free adaptation harmful
+(``recommended["adaptation"]``, :func:`~.adapt.label_free_advice`) always starts
+from the parent: a benchmark's many images outweigh a few held-out pixels.
+
 After training, the result is kept only when it beats its start on the held-out
 pixels (:func:`better_of`); a fine-tune that beats neither saves nothing.
 """
@@ -28,7 +32,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..progress import Job, Progress
-from .adapt import ADAPT_MAX_PIXELS, adapt_batchnorm, batchnorm_layers, input_batches
+from .adapt import (
+    ADAPT_MAX_PIXELS,
+    adapt_batchnorm,
+    batchnorm_layers,
+    input_batches,
+    label_free_advice,
+)
 from .scoring import capped_regions, evaluate_regions, metrics_text
 from .state import cpu_state
 
@@ -226,6 +236,12 @@ def adapted_start(
     """
     event: dict[str, Any] = {}
     if not settings.adapt_batchnorm or not batchnorm_layers(working.module):
+        return "parent", None, event
+    advice = label_free_advice(parent.card)
+    if advice:
+        # Measured on many more images than a few-shot session can hold out (bench_adapt).
+        text = f"Starting from the parent, without new batch-norm statistics: {advice}"
+        yield Progress(0, settings.steps, text, None, {"phase": "adapt", "start": "parent"})
         return "parent", None, event
     yield Progress(0, settings.steps, "Adapting to the image (no labels)", None, {"phase": "adapt"})
     regions = capped_regions(val_regions, settings.val_max_pixels)
