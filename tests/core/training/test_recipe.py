@@ -142,3 +142,29 @@ def test_adapting_such_a_model_warns_and_says_why():
             on_progress=events.append,
         )
     assert "lowered its Dice" in events[-1].info["advice"]
+
+
+def test_annotations_in_one_image_are_said_to_check_only_that_image(user_folder):
+    import warnings
+
+    from napari_microseg.core.training.jobs import ONE_PLANE_NOTE, finetune
+    from napari_microseg.core.training.settings import TrainingWarning
+
+    stack = np.stack([ramp(32, 2, 10, 6).image] * 2)
+    one = np.zeros(stack.shape, np.uint8)
+    one[0] = stack[0] > 6
+    settings = TrainSettings.for_finetune(steps=2, minutes=None, patch_size=16, batch_size=2)
+    with pytest.warns(TrainingWarning, match="one slice or image"):
+        result = drain(
+            finetune(threshold_model(3.0), stack, one, axes="ZYX", settings=settings, save=False),
+            show=False,
+        )
+    assert ONE_PLANE_NOTE in result.card.lineage["notes"]
+    both = np.where(stack > 6, 1, 0).astype(np.uint8)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        drain(
+            finetune(threshold_model(3.0), stack, both, axes="ZYX", settings=settings, save=False),
+            show=False,
+        )
+    assert not [w for w in caught if ONE_PLANE_NOTE in str(w.message)]

@@ -92,6 +92,15 @@ __all__ = [
 # ----------------------------------------------------------------------------- public jobs
 
 
+#: Said when every annotated pixel lies in one slice or image (bench_adapt, nuclei-fluo: one
+#: image's held-out pixels approved results that were worse on the session's other images).
+ONE_PLANE_NOTE = (
+    "All annotations are in one slice or image, so the held-out pixels that decide what is "
+    "kept come from that image too: they cannot tell whether the result holds on your other "
+    "images. Correct a second slice or image for a check that can."
+)
+
+
 def finetune(
     model: SegmentationModel | str | os.PathLike,
     image: Any,
@@ -304,6 +313,13 @@ def _run(
         train_regions, val_regions, split = split_validation(
             data.planes, fraction=settings.val_fraction
         )
+    few_shot = kind == "fine-tune"
+    parts = {(r.plane.source, r.plane.z) for r in [*train_regions, *val_regions]}
+    if few_shot and not val_pairs and len(parts) == 1:
+        note = ONE_PLANE_NOTE
+        data.notes.append(note)
+        warnings.warn(note, TrainingWarning, stacklevel=3)
+        yield Progress(0, settings.steps, note, None, {"phase": "prepare", "note": note})
     deadline = started + settings.minutes * 60 if settings.minutes else None
     if deadline is not None and time.monotonic() >= deadline:
         raise TrainingError(
@@ -311,7 +327,6 @@ def _run(
             "give more time."
         )
     working = working_copy(parent, choice.device)
-    few_shot = kind == "fine-tune"
     start, parent_metrics = "parent", None
     if few_shot:
         check_classes(data.summary)
