@@ -113,6 +113,24 @@ def test_export_is_valid_and_bioimageio_core_reproduces_it(tiny, tmp_path):
     assert rdf["config"]["napari_microseg"]["card"]["name"] == "tiny"
 
 
+def test_the_test_output_is_float32_where_the_cpu_would_run_bfloat16(tiny, tmp_path, monkeypatch):
+    # CPUs with AVX512-BF16 run inference in bfloat16 by default; a package's reference output
+    # must still be float32, which other tools reproduce to a relative tolerance of 1e-3.
+    from napari_microseg.core.inference import job
+
+    monkeypatch.setattr(job, "cpu_has_fast_bfloat16", lambda: True)
+    out = export_bioimageio(tiny, tmp_path / "tiny.zip", weight_formats=["pytorch_state_dict"])
+    with zipfile.ZipFile(out) as archive:
+        test_input = np.load(io.BytesIO(archive.read("test_input.npy")))
+        stored = np.load(io.BytesIO(archive.read("test_output.npy")))
+    model = registry.load_model(tiny, device="cpu")
+    lo, hi = np.percentile(test_input[0], [1.0, 99.8])
+    scaled = torch.from_numpy(((test_input[0] - lo) / (hi - lo)).astype(np.float32))
+    with torch.no_grad():
+        expected = torch.softmax(model.module(scaled[None]), dim=1).numpy()
+    np.testing.assert_allclose(stored, expected, atol=1e-5)
+
+
 def test_export_writes_the_state_dict_without_pickled_objects(tiny, tmp_path):
     out = export_bioimageio(tiny, tmp_path / "tiny.zip", weight_formats=["pytorch_state_dict"])
     with zipfile.ZipFile(out) as archive:
