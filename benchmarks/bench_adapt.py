@@ -287,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shifts", default=None, help="default: all that fit the model")
     parser.add_argument("--shots", default="1,2,4", help="annotated slices/images")
     parser.add_argument("--minutes", type=float, default=None, help="override the budget")
+    parser.add_argument(
+        "--lr", type=float, default=None, help="override the card's fine-tune learning rate"
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args(argv)
 
@@ -332,7 +335,9 @@ def main(argv: list[str] | None = None) -> int:
         overrides: dict[str, Any] = {"boundary_width": boundary}
         if args.minutes is not None:
             overrides["minutes"] = args.minutes
-        settings = TrainSettings.for_finetune(**overrides)
+        if args.lr is not None:
+            overrides["learning_rate"] = args.lr
+        settings = TrainSettings.for_finetune(model.card, **overrides)
         source = evaluate(model, data["eval_images"], data["eval_labels"], axes)
         reference_from = "the model's card"
         if "reference" not in model.card.normalization:
@@ -350,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
             evaluation, eval_labels = shift(kind, data["eval_images"], data["eval_labels"])
             run: dict[str, Any] = {
                 "model": name,
+                "learning_rate": settings.learning_rate,
                 "shift": kind,
                 "data": data["what"],
                 "source": source,

@@ -49,3 +49,41 @@ def test_one_harmful_shift_makes_the_advice_and_noise_does_not(tmp_path, monkeyp
     assert card["recommended"]["tile_size"] == 64
     assert card["recommended"]["adaptation"]["label_free"] is False
     assert card["recommended"]["adaptation"]["measured_by"] == [result["command"]]
+
+
+def tuned(model: str, shift: str, rate: float | None, **dice: float) -> dict:
+    entry = run(model, shift, 0.70, 0.80)
+    if rate is not None:
+        entry["learning_rate"] = rate
+    entry.update({f"shots={key[1:]}": {"dice": value} for key, value in dice.items()})
+    return entry
+
+
+def test_the_learning_rate_with_the_best_mean_dice_is_recorded_and_kept(tmp_path, monkeypatch):
+    script = load_script()
+    # Runs without their own rate ran at the file's default (bench_adapt before --lr).
+    default = {
+        "command": "bench_adapt --models a",
+        "settings": {"learning_rate": 1e-3},
+        "runs": [tuned("a", "gamma", None, n1=0.60, n2=0.70), tuned("a", "blur", None, n2=0.80)],
+    }
+    gentler = {
+        "command": "bench_adapt --models a --lr 1e-4",
+        "runs": [tuned("a", "gamma", 1e-4, n2=0.81), tuned("a", "blur", 1e-4, n2=0.79)],
+    }
+    found = script.verdicts([default, gentler])
+    # Compared on the two 2-shot runs both rates have: 0.75 at 1e-3, 0.80 at 1e-4.
+    assert found["a"]["learning_rate"] == 1e-4
+    assert found["a"]["mean_dice_by_learning_rate"] == {"0.0001": 0.8, "0.001": 0.75}
+    assert found["a"]["learning_rate_runs"] == 2
+    assert "learning_rate" not in script.verdicts([default])["a"]
+
+    monkeypatch.setattr(script, "BUNDLED", tmp_path)
+    (tmp_path / "a.json").write_text(json.dumps({"name": "a"}))
+    script.write("a", found["a"])
+    # A later label-free-only verdict keeps the rate and its evidence.
+    script.write("a", script.verdicts([default])["a"])
+    adaptation = json.loads((tmp_path / "a.json").read_text())["recommended"]["adaptation"]
+    assert adaptation["learning_rate"] == 1e-4
+    assert adaptation["learning_rate_measured_by"] == [default["command"], gentler["command"]]
+    assert adaptation["measured_by"] == [default["command"]]

@@ -38,7 +38,9 @@ def usable_names() -> set[str]:
 
 def test_finetune_saves_a_new_version_usable_by_name(image_files, capsys):
     torch.manual_seed(0)
-    registry.save_user_model(create_model("unet", name="tiny", depth=2, base_width=8))
+    parent = create_model("unet", name="tiny", depth=2, base_width=8)
+    parent.card.recommended["adaptation"] = {"label_free": True, "learning_rate": 2e-4}
+    registry.save_user_model(parent)
     image, labels = image_files
     code = main(
         [
@@ -66,7 +68,9 @@ def test_finetune_saves_a_new_version_usable_by_name(image_files, capsys):
     assert summary["name"] == "tiny-cli" and summary["parent"] == "tiny"
     assert summary["steps"] == 3 and "dice" in summary["metrics_after"]
     assert {"tiny", "tiny-cli"} <= usable_names()
-    assert registry.load_model("tiny-cli", device="cpu").card.parent == "tiny"
+    child = registry.load_model("tiny-cli", device="cpu").card
+    assert child.parent == "tiny"
+    assert child.lineage["settings"]["learning_rate"] == 2e-4  # the parent card's recommendation
 
 
 def test_finetune_bad_input_is_one_clear_line(image_files, tmp_path, capsys):

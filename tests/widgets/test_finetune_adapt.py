@@ -138,6 +138,7 @@ def test_the_recipe_follows_the_models_benchmark(viewer_and_image, model_registr
         "adaptation": {
             "label_free": False,
             "dice_shifted_vs_adapted": {"blur_noise": {"shifted": 0.71, "adapted": 0.43}},
+            "learning_rate": 1e-4,
         },
     }
     save_user_model(harmful, folder=model_registry)
@@ -149,6 +150,8 @@ def test_the_recipe_follows_the_models_benchmark(viewer_and_image, model_registr
     assert widget.recipe_label.value == RECIPE_NO_LABEL_FREE
     assert "0.71 -> 0.43" in widget.adapt_button.tooltip
     assert not widget.adapt_first.value and not widget.adapt_first.enabled
+    assert widget.learning_rate.value == pytest.approx(1e-4)
     widget.model_combo.value = "tiny-grey"
     assert widget.recipe_label.value == RECIPE
     assert widget.adapt_first.value and widget.adapt_first.enabled
+    assert widget.learning_rate.value == pytest.approx(1e-3)  # no recommendation: the default

@@ -491,19 +491,28 @@ class FinetuneWidget(DockedContainer):
         card = read_card(self._entries[name].path)
         return SimpleNamespace(name=card.name, card=card, in_channels=card.in_channels)
 
+    def card_of(self, name: str | None) -> Any:
+        """The card of registry entry ``name``; None if there is none or it cannot be read."""
+        if not name or name not in getattr(self, "_entries", {}):
+            return None
+        try:
+            return self._entry_card(name).card
+        except (OSError, ValueError, KeyError):
+            return None
+
     def advice_for(self, name: str | None) -> str | None:
         """The card's warning against label-free adaptation of ``name``, if any."""
         from ..core.training.adapt import label_free_advice
 
-        if not name or name not in getattr(self, "_entries", {}):
-            return None
-        try:
-            return label_free_advice(self._entry_card(name).card)
-        except (OSError, ValueError, KeyError):
-            return None
+        card = self.card_of(name)
+        return None if card is None else label_free_advice(card)
 
     def show_recipe(self, event: Any = None) -> None:
-        """The chosen model's recipe: no label-free adaptation where it was measured to hurt."""
+        """The chosen model's recipe: its learning rate; no label-free adaptation where it hurt."""
+        from ..core.training.settings import finetune_learning_rate
+
+        card = self.card_of(self.model_combo.value)
+        self.learning_rate.value = finetune_learning_rate(card)
         advice = self.advice_for(self.model_combo.value)
         self.recipe_label.value = RECIPE if advice is None else RECIPE_NO_LABEL_FREE
         self.adapt_button.tooltip = ADAPT_TOOLTIP + (f"\n\n{advice}" if advice else "")

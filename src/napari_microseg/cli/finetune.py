@@ -45,7 +45,11 @@ def register(subparsers: Any) -> None:
     budget.add_argument("--steps", type=int, help="number of training steps (reproducible)")
     budget.add_argument("--minutes", type=float, help="time budget in minutes")
     parser.add_argument("--freeze-encoder", action="store_true", help="train the decoder only")
-    parser.add_argument("--lr", type=float, help="learning rate of the decoder (default 1e-3)")
+    parser.add_argument(
+        "--lr",
+        type=float,
+        help="learning rate of the decoder (default: the model's recommendation, else 1e-3)",
+    )
     parser.add_argument(
         "--no-adapt",
         action="store_true",
@@ -67,8 +71,11 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def settings_from_args(args: argparse.Namespace) -> Any:
-    """The fine-tune :class:`~napari_microseg.core.training.TrainSettings` the options ask for."""
+def settings_from_args(args: argparse.Namespace, card: Any = None) -> Any:
+    """The fine-tune :class:`~napari_microseg.core.training.TrainSettings` the options ask for.
+
+    ``card`` is the base model's; what the options leave open follows its recommendations.
+    """
     from ..core.training.settings import TrainSettings
 
     overrides: dict[str, Any] = {"seed": args.seed, "freeze_encoder": args.freeze_encoder}
@@ -88,7 +95,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         "augment": args.augment,
     }
     overrides.update({key: value for key, value in optional.items() if value is not None})
-    return TrainSettings.for_finetune(**overrides)
+    return TrainSettings.for_finetune(card, **overrides)
 
 
 def register_adapt(subparsers: Any) -> None:
@@ -165,14 +172,16 @@ def run_adapt(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from ..core.io.images import imread
+    from ..core.training.adapt import resolve_model
     from ..core.training.jobs import finetune
 
-    settings = settings_from_args(args)
+    parent = resolve_model(args.model)
+    settings = settings_from_args(args, parent.card)
     image = imread(args.image)
     labels = imread(args.labels)
     annotated = imread(args.annotated).data if args.annotated else None
     job = finetune(
-        args.model,
+        parent,
         image.data,
         labels.data,
         annotated=annotated,

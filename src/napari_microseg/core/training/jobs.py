@@ -137,7 +137,7 @@ def finetune(
         Registry name of the new model; ``<parent>-ft`` (made unique) by default.
         An existing name is refused before training starts.
     settings : TrainSettings, optional
-        :meth:`TrainSettings.for_finetune` by default.
+        ``TrainSettings.for_finetune(card)`` with the base model's card by default.
     device : str
         ``"auto"``, ``"cpu"``, ``"cuda"``...; see :func:`~.device.select_device`.
     folder : path-like, optional
@@ -167,9 +167,9 @@ def finetune(
     SaveError
         The model could not be saved (disk full...); nothing was half-written.
     """
-    settings = (settings or TrainSettings.for_finetune()).validate()
     started = time.monotonic()
     parent = resolve_model(model)
+    settings = (settings or TrainSettings.for_finetune(parent.card)).validate()
     check_modality(parent, image, axes)
     pair = TrainingPair(image, labels, annotated, axes, parse_slices(slices), name="image")
     return (

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..models.base import SegmentationModel
+    from ..models.base import ModelCard, SegmentationModel
 
 
 class TrainingWarning(UserWarning):
@@ -24,6 +24,9 @@ class TrainingWarning(UserWarning):
 class TrainingError(ValueError):
     """Training cannot go on as asked; the message says why and what to do."""
 
+
+#: The few-shot decoder learning rate of a model whose card recommends none.
+FINETUNE_LEARNING_RATE = 1e-3
 
 _SCHEDULES = ("cosine", "step", "constant")
 _MONITORS = ("dice", "iou", "object_f1", "val_loss")
@@ -160,14 +163,16 @@ class TrainSettings:
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def for_finetune(cls, **overrides: Any) -> TrainSettings:
+    def for_finetune(cls, card: ModelCard | None = None, **overrides: Any) -> TrainSettings:
         """Few-shot defaults (issue #21): 400 steps or 2.5 minutes, whichever comes first.
 
         The recipe: re-estimate the batch-norm statistics on the new image first
         (kept only if the held-out annotated pixels agree), then train with those
-        statistics frozen, the decoder at 1e-3 and the encoder at a quarter of
-        it, stop early on the held-out pixels, and keep the starting model when
-        training made it worse (see :mod:`.adapt` and benchmarks/bench_adapt.py).
+        statistics frozen, the decoder at the learning rate the base model's card
+        recommends (:func:`finetune_learning_rate`; 1e-3 if none) and the encoder
+        at a quarter of it, stop early on the held-out pixels, and keep the
+        starting model when training made it worse (see :mod:`.adapt` and
+        benchmarks/bench_adapt.py).
 
         The time budget counts everything (preparation, validations, saving), so
         a two-slice 768 x 1024 fine-tune of the default U-Net ends within about
@@ -181,7 +186,7 @@ class TrainSettings:
             minutes=2.5,
             batch_size=4,
             patch_size=128,
-            learning_rate=1e-3,
+            learning_rate=finetune_learning_rate(card),
             warmup_steps=10,
             patience=4,
             val_max_pixels=1_000_000,
@@ -307,3 +312,28 @@ class TrainSettings:
         if self.edge_weights is not None:
             return bool(self.edge_weights)
         return model.card.architecture in ("unet", "micronet")
+
+
+def finetune_learning_rate(card: ModelCard | None) -> float:
+    """The few-shot learning rate a model's card recommends, else :data:`FINETUNE_LEARNING_RATE`.
+
+    ``benchmarks/bench_adapt.py`` measures fine-tuning on a model's own simulated new
+    sessions; where a gentler rate recovered more on images the annotations never
+    touched, ``scripts/record_adaptation.py --learning-rate`` writes it into the
+    card as ``recommended["adaptation"]["learning_rate"]``.
+
+    Parameters
+    ----------
+    card : ModelCard, optional
+        The base model's card; None gives the default.
+
+    Returns
+    -------
+    float
+        The decoder's learning rate (the encoder runs at ``encoder_lr_factor`` of it).
+    """
+    adaptation = (card.recommended.get("adaptation") if card is not None else None) or {}
+    value = adaptation.get("learning_rate") if isinstance(adaptation, dict) else None
+    if isinstance(value, int | float) and math.isfinite(value) and value > 0:
+        return float(value)
+    return FINETUNE_LEARNING_RATE
