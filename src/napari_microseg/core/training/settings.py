@@ -318,9 +318,10 @@ def finetune_learning_rate(card: ModelCard | None) -> float:
     """The few-shot learning rate a model's card recommends, else :data:`FINETUNE_LEARNING_RATE`.
 
     ``benchmarks/bench_adapt.py`` measures fine-tuning on a model's own simulated new
-    sessions; where a gentler rate recovered more on images the annotations never
-    touched, ``scripts/record_adaptation.py --learning-rate`` writes it into the
-    card as ``recommended["adaptation"]["learning_rate"]``.
+    sessions (``--lr`` to try a rate); given its results at several rates,
+    ``scripts/record_adaptation.py`` writes the one with the best mean Dice on the
+    images the annotations never touched into the card as
+    ``recommended["adaptation"]["learning_rate"]``.
 
     Parameters
     ----------
