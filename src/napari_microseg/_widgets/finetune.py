@@ -509,11 +509,12 @@ class FinetuneWidget(DockedContainer):
 
     def show_recipe(self, event: Any = None) -> None:
         """The chosen model's recipe: its learning rate; no label-free adaptation where it hurt."""
+        from ..core.training.adapt import label_free_advice
         from ..core.training.settings import finetune_learning_rate
 
         card = self.card_of(self.model_combo.value)
         self.learning_rate.value = finetune_learning_rate(card)
-        advice = self.advice_for(self.model_combo.value)
+        advice = None if card is None else label_free_advice(card)
         self.recipe_label.value = RECIPE if advice is None else RECIPE_NO_LABEL_FREE
         self.adapt_button.tooltip = ADAPT_TOOLTIP + (f"\n\n{advice}" if advice else "")
         # The fine-tune skips the statistics for such a model anyway (recipe.adapted_start).
