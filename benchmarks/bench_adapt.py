@@ -290,12 +290,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--lr", type=float, default=None, help="override the card's fine-tune learning rate"
     )
+    parser.add_argument(
+        "--flat-field",
+        action="store_true",
+        help="start every adaptation from the model with flat-field correction on "
+        "(normalization['flat_field'], what `microseg adapt --flat-field` gives)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args(argv)
 
     import torch
 
     torch.set_num_threads(args.threads)
+    from napari_microseg.core.inference.illumination import FLAT_FIELD_FRACTION
     from napari_microseg.core.models.registry import load_model
     from napari_microseg.core.progress import drain
     from napari_microseg.core.training.adapt import adapt
@@ -345,6 +352,14 @@ def main(argv: list[str] | None = None) -> int:
             # training data (scripts/add_intensity_reference.py records the real one).
             model = with_pool_reference(model, data["pool_images"], axes)
             reference_from = "the unshifted annotation pool (stand-in)"
+        unflattened = model
+        if args.flat_field:
+            model = copy.copy(model)
+            model.card = dataclasses.replace(
+                model.card,
+                normalization={**model.card.normalization, "flat_field": FLAT_FIELD_FRACTION},
+            )
+            flat_source = evaluate(model, data["eval_images"], data["eval_labels"], axes)
         matching = copy.copy(model)
         matching.card = dataclasses.replace(
             model.card, normalization={**model.card.normalization, "match": True}
@@ -359,9 +374,16 @@ def main(argv: list[str] | None = None) -> int:
                 "shift": kind,
                 "data": data["what"],
                 "source": source,
-                "shifted": evaluate(model, evaluation, eval_labels, axes),
+                "shifted": evaluate(unflattened, evaluation, eval_labels, axes),
                 "loadavg_start": loadavg(),
             }
+            if args.flat_field:
+                # What the correction alone gives, and what it costs on the source images.
+                run["flat_field"] = {
+                    "fraction": FLAT_FIELD_FRACTION,
+                    "source": flat_source,
+                    "shifted": evaluate(model, evaluation, eval_labels, axes),
+                }
             # A job runs only when drained, so timing the drain times the whole job.
             job = adapt(model, pool, axes=axes, save=False, match_intensities=False)
             adapted, wall, cpu = timed(drain, job, show=False)
@@ -380,6 +402,12 @@ def main(argv: list[str] | None = None) -> int:
                 "wall_s": wall_both,
                 "cpu_s": cpu_both,
             }
+            if args.flat_field:
+                print(
+                    f"  {kind}: flat field alone {run['flat_field']['shifted']['dice']:.4f} "
+                    f"(source {flat_source['dice']:.4f})",
+                    flush=True,
+                )
             print(
                 f"  {kind}: shifted {run['shifted']['dice']:.4f}, adapted "
                 f"{run['adapted']['dice']:.4f} ({wall:.1f} s), matched "

@@ -54,3 +54,16 @@ def test_adapt_matches_intensities_only_when_asked(user_folder, tmp_path, capsys
     assert main([*args, "--name", "plain-bn"]) == 0
     assert json.loads(capsys.readouterr().out)["matched_intensities"] is False
     assert "match" not in registry.load_model("plain-bn", device="cpu").card.normalization
+
+
+def test_adapt_corrects_uneven_illumination_when_asked(user_folder, tmp_path, capsys):
+    registry.save_user_model(create_model("unet", name="plain", depth=2, base_width=4))
+    image = tmp_path / "session2.tif"
+    tifffile.imwrite(image, synthetic.fibsem_mitochondria((5, 64, 64), seed=2).image)
+    args = ["adapt", "--model", "plain", "--image", str(image), "--json"]
+    # No batch norm, but the illumination can still be adapted.
+    assert main([*args, "--name", "flat", "--flat-field"]) == 0
+    assert json.loads(capsys.readouterr().out)["flat_field"] is True
+    saved = registry.load_model("flat", device="cpu")
+    assert saved.card.normalization["flat_field"] > 0
+    assert "flat field" in saved.card.lineage["method"]

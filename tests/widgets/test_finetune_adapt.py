@@ -125,6 +125,13 @@ def test_adapt_to_this_image_saves_an_adapted_model(viewer_and_image, model_regi
     assert "batch-norm layers adapted" in widget.result_label.value
     assert not widget.segment_again.native.isHidden()
     assert widget.new_model.name in widget.model_combo.choices
+    assert "flat_field" not in widget.new_model.card.normalization  # off by default
+    widget.model_combo.value = "tiny-bn"
+    widget.flat_field.value = True
+    widget.adapt_to_image()
+    qtbot.waitUntil(lambda: widget.runner.worker is None, timeout=120000)
+    assert widget.new_model.card.normalization["flat_field"] > 0
+    assert "illumination corrected" in widget.result_label.value
 
 
 def test_the_recipe_follows_the_models_benchmark(viewer_and_image, model_registry):

@@ -121,6 +121,13 @@ def register_adapt(subparsers: Any) -> None:
         help="also match the image's intensities to the model's training reference (helps a "
         "gamma or contrast change on EM; harms fluorescence, see docs/benchmarks.md)",
     )
+    parser.add_argument(
+        "--flat-field",
+        action="store_true",
+        help="also correct uneven illumination: the new model divides each plane by its "
+        "smoothed brightness before segmenting (vignetting, a lamp off centre; costs up to 0.03 "
+        "Dice on evenly lit images, see docs/benchmarks.md)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(func=run_adapt)
 
@@ -144,6 +151,7 @@ def run_adapt(args: argparse.Namespace) -> int:
                 name=args.name,
                 device=args.device,
                 match_intensities=args.match,
+                flat_field=True if args.flat_field else None,
             ),
             show=not args.json,
         )
@@ -156,13 +164,16 @@ def run_adapt(args: argparse.Namespace) -> int:
             "parent": model.card.parent,
             "batchnorm_layers": len(lineage.get("batchnorm_layers", [])),
             "matched_intensities": bool(lineage.get("match_intensities")),
+            "flat_field": bool(lineage.get("flat_field")),
             "pixels": lineage.get("data", {}).get("pixels"),
             "duration_s": lineage.get("duration_s"),
         }
         print(json.dumps(summary, indent=2))
         return 0
     print(
-        f"Saved {model.name!r}: {len(lineage.get('batchnorm_layers', []))} batch-norm layers "
+        f"Saved {model.name!r}: "
+        + ("illumination corrected (flat field), " if lineage.get("flat_field") else "")
+        + f"{len(lineage.get('batchnorm_layers', []))} batch-norm layers "
         f"re-estimated on {lineage.get('data', {}).get('pixels')} pixels "
         f"({lineage.get('duration_s')} s)."
     )

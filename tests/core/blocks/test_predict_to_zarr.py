@@ -117,6 +117,11 @@ def test_bad_blocks_and_modes_get_clear_messages(tmp_path, model, volume):
     ortho = PredictOptions(tile_size=32, ortho=True)
     with pytest.raises(ChunkedError, match="ortho"):
         drain(predict_to_zarr(model, volume, tmp_path / "p.zarr", options=ortho), show=False)
+    # A flat-field correction needs whole planes; blocks hold parts of them.
+    flat = PredictOptions(tile_size=32, normalization={"kind": "none", "flat_field": 0.125})
+    with pytest.raises(ChunkedError, match=r"uneven illumination.*Predict in memory"):
+        drain(predict_to_zarr(model, volume, tmp_path / "f.zarr", options=flat), show=False)
+    assert not (tmp_path / "f.zarr").exists()
 
 
 def test_a_large_tiff_opens_as_a_memmap(tmp_path, volume):

@@ -164,6 +164,14 @@ def test_export_refuses_what_it_cannot_describe_or_replace(tiny, tmp_path):
     with pytest.raises(ModelError, match="matches its input intensities"):
         export_bioimageio(matched, tmp_path / "matched.zip")
     assert not (tmp_path / "matched.zip").exists()
+    # Nor has a flat-field correction.
+    flat = copy.copy(model)
+    flat.card = dataclasses.replace(
+        model.card, normalization={**model.card.normalization, "flat_field": 0.125}
+    )
+    with pytest.raises(ModelError, match=r"uneven illumination.*Export its parent"):
+        export_bioimageio(flat, tmp_path / "flat.zip")
+    assert not (tmp_path / "flat.zip").exists()
 
 
 # ----------------------------------------------------------------------- round trip

@@ -398,3 +398,64 @@ def test_a_trained_model_records_its_inputs_intensity_reference(tiny):
         show=False,
     )
     np.testing.assert_array_equal(kept.card.normalization["reference"], reference)
+
+
+def lit_from_the_left(image: np.ndarray) -> np.ndarray:
+    """``image`` under illumination rising from 0.5 on the left to 1.5 on the right."""
+    width = image.shape[-1]
+    return image * (0.5 + np.arange(width, dtype=np.float32) / width)
+
+
+def left_right_gap(batches: list[np.ndarray]) -> float:
+    """Mean normalised brightness of the right third minus the left third."""
+    stacked = np.concatenate(batches)
+    third = stacked.shape[-1] // 3
+    return float(stacked[..., -third:].mean() - stacked[..., :third].mean())
+
+
+def test_adapting_with_a_flat_field_corrects_the_sessions_illumination(tiny):
+    from napari_microseg.core.inference.illumination import FLAT_FIELD_FRACTION
+
+    image = synthetic.fibsem_mitochondria((2, 96, 96), seed=1).image.astype(np.float32)
+    lit = lit_from_the_left(image)
+    adapted = drain(adapt(tiny, lit, axes="ZYX", save=False, flat_field=True), show=False)
+    assert adapted.card.normalization["flat_field"] == FLAT_FIELD_FRACTION
+    assert adapted.card.lineage["flat_field"] is True
+    assert "flat field" in adapted.card.lineage["method"]
+    assert "flat_field" not in tiny.card.normalization  # the parent is untouched
+
+    # The adapted model sees the lit session as it would see it evenly lit; the parent sees
+    # the gradient.
+    def gap(model, pixels):
+        return left_right_gap(input_batches(model, pixels, axes="ZYX"))
+
+    parents = gap(tiny, lit) - gap(tiny, image)
+    assert parents > 0.15 and abs(gap(adapted, lit) - gap(adapted, image)) < parents / 3
+    # Adapting the adapted model again keeps its correction unless told otherwise.
+    again = drain(adapt(adapted, lit, axes="ZYX", save=False), show=False)
+    assert again.card.normalization["flat_field"] == FLAT_FIELD_FRACTION
+    off = drain(adapt(adapted, lit, axes="ZYX", save=False, flat_field=False), show=False)
+    assert "flat_field" not in off.card.normalization
+    # A model without batch norm can still be adapted by the correction alone.
+    plain = create_model("unet", name="plain", depth=2, base_width=4)
+    corrected = drain(adapt(plain, lit, axes="ZYX", save=False, flat_field=True), show=False)
+    assert corrected.card.lineage["batchnorm_layers"] == []
+
+
+def test_fine_tuning_a_flat_field_model_trains_on_corrected_planes(tiny):
+    from napari_microseg.core.training.data import TrainingPair, prepare
+
+    image, labels = sample()
+    lit = lit_from_the_left(image.astype(np.float32))
+    flat = drain(adapt(tiny, lit, axes="ZYX", save=False, flat_field=True), show=False)
+
+    def gap(model, pixels):
+        planes = prepare([TrainingPair(pixels, labels, axes="ZYX")], model).planes
+        return left_right_gap([plane.image[None] for plane in planes])
+
+    parents = gap(tiny, lit) - gap(tiny, image)
+    assert parents > 0.15 and abs(gap(flat, lit) - gap(flat, image)) < parents / 3
+    result = drain(
+        finetune(flat, lit, labels, axes="ZYX", save=False, settings=quick()), show=False
+    )
+    assert result.card.normalization["flat_field"] == flat.card.normalization["flat_field"]

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from ..inference.illumination import flat_field_fraction
 from ..inference.job import PredictionJob, as_model, prepare_job, resolve_image
 from ..inference.normalize import Normalizer, fit_normalizer
 from ..inference.options import PredictOptions
@@ -326,6 +327,13 @@ def predict_to_zarr(
     spatial = axes.replace("C", "")
     shape = tuple(int(data.shape[axes.index(a)]) for a in spatial)
     whole = prepare_job(model, data, axes, None, options)  # checks model, tiles; plans the halo
+    if flat_field_fraction(whole.spec) is not None:
+        raise ChunkedError(
+            f"Model {model.name!r} corrects uneven illumination plane by plane (its normalization "
+            "has flat_field), which needs each whole plane; block-by-block prediction reads "
+            "parts of planes. Predict in memory (microseg predict without --chunked, to a .tif), "
+            "or use its parent model, which does not correct illumination."
+        )
     halo = HaloPlan.from_job(whole, spatial, shape)
     if dtype == "uint8" and whole.runner.settings.activation == "none":
         raise ChunkedError(

@@ -26,6 +26,11 @@ fitted once per image like the rest (histogram matching): a gamma, a
 different detector response or a new contrast then looks to the model as its
 training data did. Scaling alone undoes only linear changes.
 
+Any kind may carry ``"flat_field"``: each plane is first divided by its own
+smoothed brightness (:mod:`.illumination`); the callers that read an image
+for a model (prediction, adaptation, training data) apply it before these
+statistics are measured, so it is not part of :class:`Normalizer`.
+
 NaN pixels are set to 0 after scaling. A constant image cannot be scaled; it
 becomes all zeros, with a :class:`NormalizationWarning` that says so.
 
@@ -48,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from ..io.checks import ImageValidationError
+from .illumination import flat_field_fraction
 
 #: Default specification: percentiles 1 and 99.8 over the whole image or volume.
 DEFAULT_SPEC: dict[str, Any] = {"kind": "percentile", "low": 1.0, "high": 99.8}
@@ -146,6 +152,7 @@ def resolve_spec(spec: dict[str, Any] | str | None) -> dict[str, Any]:
             )
     if full["kind"] == "range" and ("min" not in full or "max" not in full):
         raise ValueError('A "range" normalization needs "min" and "max" values.')
+    flat_field_fraction(full)  # checks its value
     if full.get("match"):
         reference = np.asarray(full.get("reference", ()), dtype=np.float64)
         if (

@@ -35,9 +35,11 @@ import numpy as np
 
 from ..models.base import SegmentationModel
 from ..progress import Job, Progress, drain
+from .illumination import correct_illumination, flat_field_fraction
 from .job import PredictionJob, as_model, prepare_job, resolve_image
 from .normalize import fit_normalizer
 from .options import DEFAULTS, PredictOptions
+from .planes import make_views
 from .stitching import Instances
 from .tile_loop import predict_instances, predict_semantic
 
@@ -196,10 +198,19 @@ def run_prediction(
     data, axes = resolve_image(image, axes, model)
     # Bad input fails here, at the call; the slow parts run in the generator.
     job = prepare_job(model, data, axes, out, options)
-    return _execute(job, data, axes)
+    return _execute(job, data, axes, options)
 
 
-def _execute(job: PredictionJob, data: Any, axes: str) -> Job[np.ndarray | Instances]:
+def _execute(
+    job: PredictionJob, data: Any, axes: str, options: PredictOptions
+) -> Job[np.ndarray | Instances]:
+    fraction = flat_field_fraction(job.spec)
+    if fraction is not None:
+        # The model was adapted to flat-field corrected images; the planes are the same
+        # shape, so only the views change (dask input stays lazy).
+        yield Progress(0, job.total, "Correcting uneven illumination")
+        data = correct_illumination(data, axes, fraction)
+        job.views = make_views(data, axes, slice_axis=options.slice_axis, ortho=options.ortho)
     yield Progress(0, job.total, "Computing the normalization")
     channel_axis = axes.index("C") if "C" in axes else None
     job.normalizer = fit_normalizer(data, job.spec, channel_axis=channel_axis)

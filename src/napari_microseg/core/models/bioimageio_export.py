@@ -122,6 +122,12 @@ def _preprocessing(v0_5: Any, card: ModelCard) -> list[Any]:
             "would run it without, and get other results. Export its parent, or fine-tune it "
             "with matching off."
         )
+    if spec.get("flat_field"):
+        raise ModelError(
+            f"Model {card.name!r} corrects uneven illumination plane by plane (flat field, "
+            "adapted to a session), which bioimage.io preprocessing cannot express; other tools "
+            "would run it without, and get other results. Export its parent instead."
+        )
     spatial = [v0_5.AxisId("y"), v0_5.AxisId("x")]
     # RGB is scaled jointly unless the card says per channel (see inference.normalize).
     joint = spatial if spec.get("per_channel") else [v0_5.AxisId("channel"), *spatial]

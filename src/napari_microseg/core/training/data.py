@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ..inference.illumination import apply_flat_field
 from ..inference.job import match_channels
 from ..inference.normalize import fit_normalizer, intensity_quantiles
 from ..models.base import SegmentationModel
@@ -326,6 +327,8 @@ def prepare(
                 )
         stack = "Z" in axes
         chosen = _chosen_slices(labels, annotated, pair.slices, stack, name)
+        # A model adapted with a flat field learns from corrected planes, as it will predict.
+        image = apply_flat_field(image, axes, card.normalization, lazy=True)
         normalizer = fit_normalizer(image, card.normalization, channel_axis=channel_axis)
         # (Z, C, Y, X) view of the image, without reading it.
         order = [axes.index(a) for a in "ZCYX" if a in axes]
