@@ -296,6 +296,13 @@ def main(argv: list[str] | None = None) -> int:
         help="start every adaptation from the model with flat-field correction on "
         "(normalization['flat_field'], what `microseg adapt --flat-field` gives)",
     )
+    parser.add_argument(
+        "--flat-field-fraction",
+        type=float,
+        default=None,
+        help="with --flat-field: the background's sigma as a fraction of the shorter side "
+        "(default: the product's FLAT_FIELD_FRACTION)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args(argv)
 
@@ -308,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     from napari_microseg.core.training.adapt import adapt
     from napari_microseg.core.training.jobs import finetune
     from napari_microseg.core.training.settings import TrainSettings
+
+    fraction = args.flat_field_fraction or FLAT_FIELD_FRACTION
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-adapt-", dir=args.out.parent))
     # Keep the user's model folder out of it.
@@ -357,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
             model = copy.copy(model)
             model.card = dataclasses.replace(
                 model.card,
-                normalization={**model.card.normalization, "flat_field": FLAT_FIELD_FRACTION},
+                normalization={**model.card.normalization, "flat_field": fraction},
             )
             flat_source = evaluate(model, data["eval_images"], data["eval_labels"], axes)
         matching = copy.copy(model)
@@ -380,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.flat_field:
                 # What the correction alone gives, and what it costs on the source images.
                 run["flat_field"] = {
-                    "fraction": FLAT_FIELD_FRACTION,
+                    "fraction": fraction,
                     "source": flat_source,
                     "shifted": evaluate(model, evaluation, eval_labels, axes),
                 }
@@ -489,13 +498,19 @@ def target(run: dict[str, Any]) -> dict[str, Any]:
 
 
 def table(runs: list[dict[str, Any]], shots: list[int]) -> str:
-    head = ["model", "shift", "source", "shifted", "adapted (no labels)", "matched"]
-    head += ["matched + adapted (--match)"]
+    flat = any("flat_field" in run for run in runs)
+    head = ["model", "shift", "source", "shifted"]
+    # With --flat-field every later column starts from the corrected model.
+    head += ["flat field: source / shifted"] if flat else []
+    head += ["adapted (no labels)", "matched", "matched + adapted (--match)"]
     head += [f"{n} shot(s)" for n in shots] + ["target (2 shots)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for run in runs:
         cells = [run["model"], run["shift"], f"{run['source']['dice']:.3f}"]
         cells.append(f"{run['shifted']['dice']:.3f}")
+        if flat:
+            f = run.get("flat_field")
+            cells.append(f"{f['source']['dice']:.3f} / {f['shifted']['dice']:.3f}" if f else "–")
         a = run["adapted"]
         cells.append(f"{a['dice']:.3f} ({a['wall_s']:.1f} s / {a['cpu_s']:.1f} s CPU)")
         cells.append(f"{run['matched']['dice']:.3f}" if "matched" in run else "–")

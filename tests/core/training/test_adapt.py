@@ -330,6 +330,45 @@ def test_a_worse_result_keeps_the_parent_and_saves_nothing(user_folder):
     assert result.name == "threshold" and "kept" in " ".join(result.card.lineage["notes"])
     assert float(result.module.threshold) == 0.5 and float(parent.module.threshold) == 0.5
     assert not list(Path(user_folder).glob("threshold-worse*"))
+    # Evenly lit: the flat-field correction was tried and left out.
+    (tried,) = [e.info for e in events if e.info.get("phase") == "illumination"]
+    assert tried["flat"] is False and tried["metrics_plain"]["dice"] == 1.0
+    assert "flat_field" not in result.card.normalization
+
+
+def test_uneven_illumination_is_corrected_when_held_out_pixels_say_so(user_folder):
+    """The fine-tune's flat-field check (recipe.illumination_start)."""
+    from scipy import ndimage as ndi
+    from skimage.measure import label
+
+    card = ModelCard(
+        name="threshold", architecture="custom", normalization={"kind": "range", "min": 0, "max": 1}
+    )
+    parent = SegmentationModel(Threshold(), card)
+    field = ndi.gaussian_filter(np.random.default_rng(0).random((2, 128, 128)), (0, 2, 2))
+    image = ((field - field.min()) / np.ptp(field)).astype(np.float32)
+    labels = label(image > 0.5).astype(np.uint16)
+    lit = lit_from_the_left(image)  # a threshold model fails on the dark side
+    settings = quick(steps=1, learning_rate=1e-9, warmup_steps=0)  # training cannot help
+    events = []
+    result = drain(
+        finetune(parent, lit, labels, axes="ZYX", name="threshold-flat", settings=settings),
+        show=False,
+        on_progress=events.append,
+    )
+    (tried,) = [e.info for e in events if e.info.get("phase") == "illumination"]
+    plain, flat = tried["metrics_plain"]["dice"], tried["metrics_flat"]["dice"]
+    assert tried["flat"] is True and flat > plain + 0.1
+    done = events[-1].info
+    # Training did not beat the corrected parent: the parent's weights with the correction.
+    assert done["kept"] == "flat-field parent" and result.name == "threshold-flat"
+    assert result.card.normalization["flat_field"] > 0
+    assert "flat_field" not in parent.card.normalization
+    assert result.card.lineage["recipe"]["flat_field"] is True
+    assert result.card.lineage["metrics_before"]["dice"] == pytest.approx(plain)
+    assert result.card.lineage["metrics_after"]["dice"] == pytest.approx(flat)
+    assert float(result.module.threshold) == 0.5
+    assert list(Path(user_folder).glob("threshold-flat*"))  # saved as a new model
 
 
 # ----------------------------------------------------------------------------- intensity matching

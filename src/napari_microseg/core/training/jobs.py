@@ -68,7 +68,16 @@ from .data import (
 )
 from .fewshot import FewShotTrainer
 from .loop import Outcome, Trainer
-from .recipe import KEPT_PARENT, adapted_start, better_of, kept_parent_event
+from .recipe import (
+    KEPT_PARENT,
+    adapted_start,
+    better_of,
+    illumination_start,
+    kept_parent_event,
+    tries_flat_field,
+    with_flat_field,
+    with_planes,
+)
 from .settings import TrainingError, TrainingWarning, TrainSettings
 from .split import split_validation
 from .state import cpu_state
@@ -320,6 +329,24 @@ def _run(
         data.notes.append(note)
         warnings.warn(note, TrainingWarning, stacklevel=3)
         yield Progress(0, settings.steps, note, None, {"phase": "prepare", "note": note})
+    plain_metrics = None
+    if few_shot and settings.try_flat_field and tries_flat_field(parent):
+        check_classes(data.summary)
+        corrected = with_flat_field(parent)
+        flat_data = prepare(pairs, corrected, boundary_width=settings.boundary_width)
+        old, new = list(data.planes), list(flat_data.planes)
+        if val_pairs:
+            old += val_data.planes
+            new += prepare(val_pairs, corrected, boundary_width=settings.boundary_width).planes
+        flat_val = with_planes(val_regions, old, new)
+        use, plain_metrics, _ = yield from illumination_start(
+            parent, val_regions, flat_val, settings
+        )
+        if use:
+            parent, data = corrected, flat_data
+            train_regions, val_regions = with_planes(train_regions, old, new), flat_val
+        else:
+            plain_metrics = None
     deadline = started + settings.minutes * 60 if settings.minutes else None
     if deadline is not None and time.monotonic() >= deadline:
         raise TrainingError(
@@ -419,6 +446,17 @@ def _run(
     kept = "trained"
     if few_shot and settings.keep_better_start:
         kept = better_of(outcome, start, settings)
+        if kept == "parent" and plain_metrics is not None:
+            # The corrected parent beat the parent; training did not beat it: keep the
+            # parent's weights with the correction in its card, a new model.
+            kept = "flat-field parent"
+            working.module.load_state_dict(cpu_state(parent.module))
+            outcome.after = dict(parent_metrics or outcome.before)
+            outcome.notes.append(
+                "Fine-tuning did not beat the flat-field corrected parent on the held-out "
+                "annotated pixels; the parent with the correction (no gradient steps kept) was "
+                "saved."
+            )
         if kept == "parent":
             # Nothing is saved; the result is the parent's weights under the parent's name, with
             # a card that records the run and why nothing was kept.
@@ -444,9 +482,9 @@ def _run(
                 "Fine-tuning did not beat the batch-norm adaptation on the held-out annotated "
                 "pixels; the adapted model (no gradient steps kept) was saved."
             )
-    if parent_metrics is not None:
-        # Before = the parent as the user had it, not the adapted starting point.
-        outcome.before = dict(parent_metrics)
+    if parent_metrics is not None or plain_metrics is not None:
+        # Before = the parent as the user had it, not the adapted or corrected starting point.
+        outcome.before = dict(plain_metrics or parent_metrics)
     lineage = record(
         outcome.before,
         outcome.after,
@@ -456,7 +494,7 @@ def _run(
         outcome.best_step,
         outcome.notes,
     )
-    lineage["recipe"] = {"start": start, "kept": kept}
+    lineage["recipe"] = {"start": start, "kept": kept, "flat_field": plain_metrics is not None}
     result = with_input_reference(
         data, trained_model(working, parent, name, lineage, outcome.after, kind, data)
     )

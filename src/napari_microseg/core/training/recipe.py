@@ -19,6 +19,13 @@ A model whose card records that its benchmark found label-free adaptation harmfu
 (``recommended["adaptation"]``, :func:`~.adapt.label_free_advice`) always starts
 from the parent: a benchmark's many images outweigh a few held-out pixels.
 
+Before either, the fine-tune tries a flat-field correction of uneven illumination
+(:mod:`~..inference.illumination`): the parent scores the held-out pixels of the
+corrected images and of the images as they are, and the corrected ones become the
+data (and the correction part of the new model's card) only when they gain at least
+:data:`FLAT_FIELD_MIN_GAIN` Dice (:func:`illumination_start`). The correction of
+an image depends on that image alone, so no cross-fit is needed.
+
 After training, the result is kept only when it beats its start on the held-out
 pixels (:func:`better_of`); a fine-tune that beats neither saves nothing.
 """
@@ -50,14 +57,19 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CROSS_FIT_FOLDS",
+    "FLAT_FIELD_MIN_GAIN",
     "KEPT_PARENT",
     "AdaptedStart",
     "adapted_start",
     "better_of",
     "cross_fit",
+    "illumination_start",
     "kept_parent_event",
     "score",
     "statistics_batches",
+    "tries_flat_field",
+    "with_flat_field",
+    "with_planes",
 ]
 
 #: The note of a fine-tune whose result was no better than the parent.
@@ -70,6 +82,12 @@ KEPT_PARENT = (
 #: Slices (or images) whose held-out pixels judge statistics measured without them; more
 #: would cost one forward pass over the statistics crops each and say little more.
 CROSS_FIT_FOLDS = 4
+
+#: Held-out Dice the parent must gain on flat-field corrected images for the fine-tune to
+#: use them: the correction costs 0.006-0.03 Dice on evenly lit images
+#: (benchmarks/bench_flatfield.py), so a gain within the noise of a few held-out pixels is
+#: not worth that risk on the user's other images.
+FLAT_FIELD_MIN_GAIN = 0.01
 
 #: Where a fine-tune starts: ``"parent"`` or ``"adapted"``, the parent's held-out metrics
 #: (None when not measured) and facts for the caller (``"adapted_state"``).
@@ -320,3 +338,79 @@ def kept_parent_event(
             "start": "parent",
         },
     )
+
+
+def with_flat_field(model: SegmentationModel) -> SegmentationModel:
+    """A shallow copy of ``model`` whose card asks for flat-field correction (same weights)."""
+    import copy
+    import dataclasses
+
+    from ..inference.illumination import FLAT_FIELD_FRACTION
+
+    corrected = copy.copy(model)
+    normalization = {**model.card.normalization, "flat_field": FLAT_FIELD_FRACTION}
+    corrected.card = dataclasses.replace(model.card, normalization=normalization)
+    return corrected
+
+
+def with_planes(regions: Sequence[Region], old: Sequence[Any], new: Sequence[Any]) -> list[Region]:
+    """``regions`` of the planes ``old``, moved to the same-shaped planes ``new``."""
+    from .data import Region
+
+    index = {id(plane): number for number, plane in enumerate(old)}
+    return [Region(new[index[id(region.plane)]], region.mask) for region in regions]
+
+
+def tries_flat_field(model: SegmentationModel) -> bool:
+    """Whether a fine-tune of ``model`` checks a flat-field correction (semantic, none yet)."""
+    from ..inference.illumination import flat_field_fraction
+
+    return model.task != "instance" and flat_field_fraction(model.card.normalization) is None
+
+
+def illumination_start(
+    parent: SegmentationModel,
+    plain: Sequence[Region],
+    corrected: Sequence[Region],
+    settings: TrainSettings,
+) -> Job[tuple[bool, dict[str, float], dict[str, float]]]:
+    """Whether the fine-tune learns from flat-field corrected images.
+
+    Parameters
+    ----------
+    parent : SegmentationModel
+        Scores both; its module is only evaluated.
+    plain, corrected : sequence of Region
+        The same held-out regions, of the images as they are and corrected.
+    settings : TrainSettings
+        ``monitor``, ``loss`` and ``val_max_pixels`` as in training.
+
+    Returns
+    -------
+    (bool, dict, dict)
+        Use the corrected images; the parent's held-out metrics on the plain and
+        on the corrected images.
+
+    Yields
+    ------
+    Progress
+        ``phase="illumination"`` with both metrics and the choice.
+    """
+    import torch
+
+    # Scored where the user's model already is; the working copy does not exist yet.
+    device = next(parent.module.parameters(), torch.zeros(0)).device
+    picks = capped_regions(plain, settings.val_max_pixels)
+    chosen = {id(region) for region in picks}
+    twins = [c for p, c in zip(plain, corrected) if id(p) in chosen]
+    as_is = evaluate_regions(parent, picks, device=device, loss_kind=settings.loss)
+    flat = evaluate_regions(parent, twins, device=device, loss_kind=settings.loss)
+    use = flat.get("dice", float("nan")) >= as_is.get("dice", float("nan")) + FLAT_FIELD_MIN_GAIN
+    text = (
+        f"Uneven illumination: held-out Dice {as_is.get('dice', float('nan')):.3f} as the images "
+        f"are, {flat.get('dice', float('nan')):.3f} flat-field corrected "
+        f"({'corrected, as the new model will be' if use else 'left as they are'})"
+    )
+    info = {"phase": "illumination", "metrics_plain": as_is, "metrics_flat": flat, "flat": use}
+    yield Progress(0, settings.steps, text, None, info)
+    return use, as_is, flat

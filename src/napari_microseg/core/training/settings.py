@@ -123,6 +123,11 @@ class TrainSettings:
         Fine-tuning: when the trained weights score worse on the held-out
         annotated pixels than the starting model, keep the starting model (the
         parent, or its batch-norm-adapted copy) and say so.
+    try_flat_field : bool
+        Fine-tuning: learn from flat-field corrected images (uneven illumination
+        removed, :mod:`~..inference.illumination`) when the parent scores the
+        held-out annotated pixels better on them (:func:`~.recipe.illumination_start`);
+        the new model then corrects every image it segments.
     """
 
     steps: int | None = 2000
@@ -160,13 +165,15 @@ class TrainSettings:
     freeze_batchnorm: bool = False
     encoder_lr_factor: float = 1.0
     keep_better_start: bool = False
+    try_flat_field: bool = False
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def for_finetune(cls, card: ModelCard | None = None, **overrides: Any) -> TrainSettings:
         """Few-shot defaults (issue #21): 400 steps or 2.5 minutes, whichever comes first.
 
-        The recipe: re-estimate the batch-norm statistics on the new image first
+        The recipe: correct uneven illumination when the held-out pixels say it
+        helps, re-estimate the batch-norm statistics on the new image first
         (kept only if the held-out annotated pixels agree), then train with those
         statistics frozen, the decoder at the learning rate the base model's card
         recommends (:func:`finetune_learning_rate`; 1e-3 if none) and the encoder
@@ -194,6 +201,7 @@ class TrainSettings:
             freeze_batchnorm=True,
             encoder_lr_factor=0.25,
             keep_better_start=True,
+            try_flat_field=True,
         )
         return replace(base, **overrides)
 
