@@ -162,3 +162,35 @@ def test_the_recipe_follows_the_models_benchmark(viewer_and_image, model_registr
     assert widget.recipe_label.value == RECIPE
     assert widget.adapt_first.value and widget.adapt_first.enabled
     assert widget.learning_rate.value == pytest.approx(1e-3)  # no recommendation: the default
+
+
+def test_the_result_says_when_the_fine_tune_corrected_the_illumination(viewer_and_image):
+    from napari_microseg.core.models.registry import load_model
+    from napari_microseg.core.progress import Progress
+
+    viewer = viewer_and_image[0]
+    widget = FinetuneWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget._adapt_info, widget._illumination_info = {}, {}
+    # What recipe.illumination_start reports, then a fine-tune that kept the corrected parent.
+    widget._on_progress(
+        Progress(
+            0,
+            10,
+            "Uneven illumination: ...",
+            None,
+            {"phase": "illumination", "flat": True, "metrics_flat": {"dice": 0.81}},
+        )
+    )
+    model = load_model("tiny-grey", device="cpu")
+    model.card.name = "tiny-grey-ft"
+    model.card.lineage = {
+        "metrics_before": {"dice": 0.62},
+        "metrics_after": {"dice": 0.81},
+        "recipe": {"start": "parent", "kept": "flat-field parent", "flat_field": True},
+    }
+    widget._on_done(model)
+    text = widget.result_label.value
+    assert "illumination corrected (training did not help)" in text
+    assert "parent 0.620 → illumination corrected 0.810 → result 0.810" in text
+    assert widget.new_model is model and not widget.segment_again.native.isHidden()

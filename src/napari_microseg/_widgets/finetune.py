@@ -485,6 +485,7 @@ class FinetuneWidget(DockedContainer):
             device=self.device_combo.value,
         )
         self._adapt_info: dict[str, Any] = {}
+        self._illumination_info: dict[str, Any] = {}
         self.curves.clear()
         self.result_label.value = "training…"
         self.segment_again.visible = False
@@ -586,6 +587,8 @@ class FinetuneWidget(DockedContainer):
     def _on_progress(self, event: Progress) -> None:
         if event.info.get("phase") == "adapt" and "metrics_adapted" in event.info:
             self._adapt_info = dict(event.info)
+        if event.info.get("phase") == "illumination":
+            self._illumination_info = dict(event.info)
         self.curves.add(event)
         phase = event.info.get("phase", "")
         if phase != "train" or event.step % 10 == 0:
@@ -601,11 +604,15 @@ class FinetuneWidget(DockedContainer):
         # The statistics may fit the held-out pixels yet be refused by the cross-fit (recipe.py).
         unused = "" if adapt_info.get("start") == "adapted" else " (not used)"
         kept = (lineage.get("recipe") or {}).get("kept", "trained")
+        illumination = getattr(self, "_illumination_info", {})
+        flat = illumination.get("metrics_flat", {}) if illumination.get("flat") else {}
         parts = []
         for key in ("dice", "object_f1"):
             if not isinstance(before.get(key), (int, float)):
                 continue
             steps = [f"parent {before[key]:.3f}"]
+            if isinstance(flat.get(key), (int, float)):
+                steps.append(f"illumination corrected {flat[key]:.3f}")
             if isinstance(adapted.get(key), (int, float)):
                 steps.append(f"adapted {adapted[key]:.3f}{unused}")
             if isinstance(after.get(key), (int, float)):
@@ -623,7 +630,13 @@ class FinetuneWidget(DockedContainer):
             show_info("The parent model stays best; no new model was saved.")
             return
         self.new_model = model
-        how = "fine-tuned" if kept == "trained" else "batch-norm adapted (training did not help)"
+        how = {
+            "trained": "fine-tuned",
+            "adapted": "batch-norm adapted (training did not help)",
+            "flat-field parent": "illumination corrected (training did not help)",
+        }.get(kept, kept)
+        if flat and kept != "flat-field parent":
+            how += "; it corrects uneven illumination, as the held-out pixels asked"
         self.result_label.value = f"saved as {model.name!r} ({how}). {where}: {metrics}"
         self.segment_again.visible = True
         self.new_name.value = ""
