@@ -443,6 +443,7 @@ def main(argv: list[str] | None = None) -> int:
                 tuned, wall, cpu = timed(drain, job, show=False, on_progress=events.append)
                 done = [e.info for e in events if e.info.get("phase") == "done"][-1]
                 adapt_info = next((e.info for e in events if "metrics_adapted" in e.info), {})
+                lit = next((e.info for e in events if e.info.get("phase") == "illumination"), {})
                 run[f"shots={n}"] = {
                     **evaluate(tuned, evaluation, eval_labels, axes),
                     "slices": chosen,
@@ -452,6 +453,9 @@ def main(argv: list[str] | None = None) -> int:
                     "stopped": done["stopped"],
                     "start": done.get("start"),
                     "kept": done.get("kept"),
+                    "flat_field": lit.get("flat"),
+                    "heldout_plain": lit.get("metrics_plain", {}).get("dice"),
+                    "heldout_flat": lit.get("metrics_flat", {}).get("dice"),
                     "heldout_parent": adapt_info.get("metrics_parent", {}).get("dice"),
                     "heldout_adapted": adapt_info.get("metrics_adapted", {}).get("dice"),
                     "heldout_after": done["metrics_after"].get("dice"),
@@ -460,7 +464,8 @@ def main(argv: list[str] | None = None) -> int:
                 r = run[f"shots={n}"]
                 print(
                     f"    {n} shot(s): Dice {r['dice']:.4f} in {wall:.0f} s wall / {cpu:.0f} s "
-                    f"CPU, {r['steps']} steps ({r['stopped']}), start {r['start']}, kept "
+                    f"CPU, {r['steps']} steps ({r['stopped']}), flat field {r['flat_field']}, "
+                    f"start {r['start']}, kept "
                     f"{r['kept']}, load {r['loadavg_end']}",
                     flush=True,
                 )
