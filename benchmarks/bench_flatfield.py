@@ -1,13 +1,14 @@
 """What a label-free flat-field correction would recover under bench_adapt's shifts.
 
-A candidate lever for issue #21, **not in the product yet**: uneven illumination is
-the one simulated new session that neither "Adapt to this image" (batch-norm
-statistics) nor two images of fine-tuning undo (docs/benchmarks.md). Here each
-evaluation image is divided by its own heavily smoothed brightness (the
-background, a Gaussian of ``fraction`` x the shorter side, measured at a quarter
-of the resolution) and scaled back to its mean brightness, before the bundled
-model segments it as usual. The unshifted images are corrected too, to show what
-the correction costs where nothing needed correcting.
+The lever of issue #21 for uneven illumination, the one simulated new session
+that neither "Adapt to this image" (batch-norm statistics) nor two images of
+fine-tuning undo (docs/benchmarks.md). Each evaluation image is corrected as a
+model with ``normalization["flat_field"]`` corrects it
+(:mod:`napari_microseg.core.inference.illumination`: divided by its smoothed
+bright level, a Gaussian of ``fraction`` x the shorter side, and scaled back to
+its mean brightness) before the bundled model segments it as usual. The
+unshifted images are corrected too, to show what the correction costs where
+nothing needed correcting.
 
 Same data, splits, shifts and score as ``bench_adapt.py`` (foreground Dice over
 every evaluation pixel).
@@ -40,13 +41,12 @@ FRACTIONS = (0.125, 0.25)
 
 
 def flat_field(images: np.ndarray, fraction: float) -> np.ndarray:
-    """Each image divided by its smoothed brightness, rescaled to its mean brightness.
+    """Each image corrected as the product does (:func:`~.illumination.correct_illumination`).
 
     Parameters
     ----------
     images : ndarray, shape (N, Y, X) or (N, Y, X, C)
-        Images with values in 0-255; colour images share one background
-        (their mean over channels), so hues are kept.
+        8-bit images; colour images share one background, so hues are kept.
     fraction : float
         Gaussian sigma of the background as a fraction of the shorter side.
 
@@ -55,19 +55,10 @@ def flat_field(images: np.ndarray, fraction: float) -> np.ndarray:
     ndarray of float32, same shape
         The corrected images, clipped to 0-255.
     """
-    from scipy import ndimage as ndi
+    from napari_microseg.core.inference.illumination import correct_illumination
 
-    corrected = []
-    for image in images.astype(np.float32):
-        brightness = image.mean(axis=-1) if image.ndim == 3 else image
-        height, width = brightness.shape
-        small = ndi.zoom(brightness, 0.25, order=1)
-        background = ndi.gaussian_filter(small, fraction * min(small.shape), mode="reflect")
-        zoom = (height / background.shape[0], width / background.shape[1])
-        background = ndi.zoom(background, zoom, order=1)[:height, :width]
-        gain = background.mean() / np.maximum(background, 1e-3)
-        corrected.append(np.clip(image * (gain[..., None] if image.ndim == 3 else gain), 0, 255))
-    return np.stack(corrected)
+    axes = "ZYXC" if images.ndim == 4 else "ZYX"
+    return correct_illumination(images, axes, fraction)
 
 
 def main(argv: list[str] | None = None) -> int:

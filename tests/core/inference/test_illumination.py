@@ -37,7 +37,7 @@ def test_a_gradient_is_removed_and_the_mean_brightness_kept():
     out = correct_illumination(lit, "YX", FLAT_FIELD_FRACTION)
     left, right = thirds(out)
     assert out.dtype == np.float32 and out.shape == lit.shape
-    assert abs(left / right - 1) < 0.06  # was 0.52
+    assert abs(left / right - 1) < 0.1  # was 0.52
     assert abs(out.mean() / lit.mean() - 1) < 0.02
     # The pattern survives: neighbouring squares still differ as 100 and 150 do.
     one, other = out[64, 60:64].mean(), out[64, 68:72].mean()
@@ -56,7 +56,7 @@ def test_colour_channels_share_one_gain_so_hues_are_kept():
     out = correct_illumination(lit, "YXC", FLAT_FIELD_FRACTION)
     np.testing.assert_allclose(out[..., 1] / out[..., 0], 0.5, rtol=1e-5)
     left, right = thirds(out[..., 2])
-    assert abs(left / right - 1) < 0.06
+    assert abs(left / right - 1) < 0.1
 
 
 def test_each_plane_of_a_stack_is_corrected_alone_whatever_the_axis_order():

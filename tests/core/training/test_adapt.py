@@ -484,7 +484,8 @@ def test_adapting_with_a_flat_field_corrects_the_sessions_illumination(tiny):
 def test_fine_tuning_a_flat_field_model_trains_on_corrected_planes(tiny):
     from napari_microseg.core.training.data import TrainingPair, prepare
 
-    image, labels = sample()
+    s = synthetic.fibsem_mitochondria((3, 128, 128), n_objects=20, seed=3)
+    image, labels = s.image, np.where(np.arange(3)[:, None, None] == 1, s.labels, 0)
     lit = lit_from_the_left(image.astype(np.float32))
     flat = drain(adapt(tiny, lit, axes="ZYX", save=False, flat_field=True), show=False)
 

@@ -5,8 +5,8 @@ objective, a tilted lamp, a detector whose gain drifts across the frame).
 Neither re-estimated batch-norm statistics nor a few shots of fine-tuning
 undo that: the same structure is bright in one corner and dark in the other
 (``benchmarks/bench_adapt.py``). Dividing each plane by its own heavily
-smoothed brightness (its *background*) and scaling back to the plane's mean
-brightness does: ``benchmarks/bench_flatfield.py`` measured mito-em under a
+smoothed bright level (its *background*, :func:`background`) and scaling back
+to the plane's mean brightness does: ``benchmarks/bench_flatfield.py`` measured mito-em under a
 simulated illumination gradient go from Dice 0.265 to 0.893 with this alone.
 
 A model that wants its input corrected says so in its normalization
@@ -37,10 +37,10 @@ import numpy as np
 #: Gaussian sigma of the background, as a fraction of a plane's shorter side. Of the
 #: two tried in bench_flatfield.py (0.125, 0.25), the smaller one recovered more.
 FLAT_FIELD_FRACTION = 0.125
-#: The background is measured at this fraction of the plane's resolution (it is smooth).
-_BACKGROUND_ZOOM = 0.25
-#: Planes with a shorter side below this are measured at full resolution.
-_SMALL_PLANE = 64
+#: The background is this percentile of the brightness (its bright level)...
+_BACKGROUND_PERCENTILE = 90.0
+#: ... measured first in blocks of this fraction of the shorter side (1/64).
+_BACKGROUND_BLOCKS = 64
 
 
 def flat_field_fraction(spec: dict[str, Any] | None) -> float | None:
@@ -65,12 +65,19 @@ def flat_field_fraction(spec: dict[str, Any] | None) -> float | None:
 
 
 def background(brightness: np.ndarray, fraction: float) -> np.ndarray:
-    """The smooth background of one plane: a Gaussian of ``fraction`` x its shorter side.
+    """The smooth background of one plane: its bright level, smoothed over ``fraction`` of it.
+
+    The 90th percentile of the brightness in blocks of 1/64 of the shorter side,
+    then over windows as wide as the smoothing, then a Gaussian of ``fraction``
+    x the shorter side. Objects that fill part of a window do not pull a high
+    percentile down as they pull down a mean, so the background follows the
+    light, not the objects (bench: gland-he on evenly lit images, Dice 0.857
+    uncorrected, 0.826 with a smoothed mean, 0.863 with this).
 
     Parameters
     ----------
     brightness : ndarray, shape (Y, X)
-        The plane's brightness (the mean over channels for colour).
+        The plane's brightness (the mean over channels for colour), finite.
     fraction : float
         Gaussian sigma as a fraction of the shorter side.
 
@@ -81,14 +88,18 @@ def background(brightness: np.ndarray, fraction: float) -> np.ndarray:
     from scipy import ndimage as ndi
 
     height, width = brightness.shape
-    zoom = _BACKGROUND_ZOOM if min(height, width) >= _SMALL_PLANE else 1.0
-    small = ndi.zoom(brightness.astype(np.float32), zoom, order=1) if zoom < 1 else brightness
-    smooth = ndi.gaussian_filter(
-        small.astype(np.float32), fraction * min(small.shape), mode="reflect"
-    )
-    if zoom < 1:
-        smooth = ndi.zoom(smooth, (height / smooth.shape[0], width / smooth.shape[1]), order=1)
-    return smooth[:height, :width]
+    block = max(1, round(min(height, width) / _BACKGROUND_BLOCKS))
+    rows, cols = height // block, width // block
+    tiles = brightness[: rows * block, : cols * block].astype(np.float32)
+    tiles = tiles.reshape(rows, block, cols, block)
+    small = np.percentile(tiles, _BACKGROUND_PERCENTILE, axis=(1, 3)).astype(np.float32)
+    sigma = fraction * min(rows, cols)
+    window = int(2 * sigma) | 1
+    if window > 1:
+        small = ndi.percentile_filter(small, _BACKGROUND_PERCENTILE, size=window, mode="reflect")
+    smooth = ndi.gaussian_filter(small, sigma, mode="reflect")
+    # The block grid may leave a strip of < 1 block; stretching it over the plane is smooth.
+    return ndi.zoom(smooth, (height / rows, width / cols), order=1)[:height, :width]
 
 
 def _correct_plane(plane: np.ndarray, fraction: float, colour: bool, limits: Any) -> np.ndarray:
@@ -98,10 +109,12 @@ def _correct_plane(plane: np.ndarray, fraction: float, colour: bool, limits: Any
     finite = np.isfinite(brightness)
     if not finite.all():
         brightness = np.where(finite, brightness, np.nanmean(brightness) if finite.any() else 0)
+    if brightness.size == 0 or float(brightness.min()) < 0:
+        # Zero-centred or background-subtracted data are not light that a gain multiplied.
+        return values
     smooth = background(brightness, fraction)
     level = float(smooth.mean())
-    if not level > 0:
-        # Zero-centred or negative data have no brightness to divide by: leave them as they are.
+    if not level > 0:  # a black plane
         return values
     gain = level / np.maximum(smooth, 0.01 * level)
     values *= gain[..., None] if colour else gain
@@ -124,7 +137,9 @@ def correct_illumination(data: Any, axes: str, fraction: float, *, lazy: bool = 
 
     Colour channels share one background (their mean), so hues are kept.
     Integer images are clipped to their dtype's range, as the bench did for
-    8-bit images; float images are not clipped. NaN pixels stay NaN.
+    8-bit images; float images are not clipped. NaN pixels stay NaN. A plane
+    with negative values (zero-centred or background-subtracted data) or an
+    all-black one is left as it is: no gain made it.
 
     Parameters
     ----------
