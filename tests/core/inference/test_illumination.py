@@ -126,3 +126,21 @@ def test_prediction_corrects_the_image_when_the_model_asks(lazy):
     # Without it the gradient is still there.
     plain = predict(identity_model({"kind": "none"}), stack, axes="ZYX", tile_size=64, amp=False)
     np.testing.assert_allclose(plain[0], stack, rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("axes", ["ZYXC", "YXZ", "YX"])
+def test_a_region_is_corrected_as_the_whole_volume_is(axes):
+    """What block-by-block prediction uses: every plane's background, applied to a part."""
+    from napari_microseg.core.inference.illumination import measure_planes
+
+    shape = {"Z": 3, "Y": 40, "X": 50, "C": 3}
+    rng = np.random.default_rng(1)
+    volume = rng.integers(20, 200, [shape[a] for a in axes]).astype(np.float32)
+    ramp = np.linspace(0.4, 1.6, shape["X"]).reshape([-1 if a == "X" else 1 for a in axes])
+    volume = np.clip(volume * ramp, 0, 255).astype(np.uint8)
+    whole = correct_illumination(volume, axes, FLAT_FIELD_FRACTION)
+    gains = measure_planes(volume, axes, FLAT_FIELD_FRACTION)
+    spans = {"Z": slice(1, 3), "Y": slice(5, 30), "X": slice(10, 45)}
+    region = tuple(spans[a] for a in axes if a != "C")
+    index = tuple(spans.get(a, slice(None)) for a in axes)
+    np.testing.assert_array_equal(gains.apply(volume[index], region), whole[index])

@@ -37,7 +37,12 @@ from typing import Any
 
 import numpy as np
 
-from ..inference.illumination import flat_field_fraction
+from ..inference.illumination import (
+    PlaneGains,
+    correct_illumination,
+    flat_field_fraction,
+    measure_planes,
+)
 from ..inference.job import PredictionJob, as_model, prepare_job, resolve_image
 from ..inference.normalize import Normalizer, fit_normalizer
 from ..inference.options import PredictOptions
@@ -162,6 +167,8 @@ class BlockTask:
     out : zarr array
         ``(K, *spatial)`` probabilities, stored as its dtype says
         (:func:`~.store.encode_probabilities`).
+    gains : PlaneGains, optional
+        Every plane's background, for a model that corrects uneven illumination.
     """
 
     source: Any
@@ -171,6 +178,7 @@ class BlockTask:
     halo: HaloPlan
     grid: BlockGrid
     out: Any
+    gains: PlaneGains | None = None
 
 
 def predict_block(model: SegmentationModel, task: BlockTask, index: int) -> Job[np.ndarray]:
@@ -195,6 +203,8 @@ def predict_block(model: SegmentationModel, task: BlockTask, index: int) -> Job[
     interior = task.grid.interior(index)
     region = task.halo.region(interior)
     data = read_region(task.source, task.axes, region)
+    if task.gains is not None:
+        data = task.gains.apply(data, region)
     job = prepare_job(model, data, task.axes, None, task.options)
     job.normalizer = task.normalizer
     with job.runner:
@@ -327,13 +337,6 @@ def predict_to_zarr(
     spatial = axes.replace("C", "")
     shape = tuple(int(data.shape[axes.index(a)]) for a in spatial)
     whole = prepare_job(model, data, axes, None, options)  # checks model, tiles; plans the halo
-    if flat_field_fraction(whole.spec) is not None:
-        raise ChunkedError(
-            f"Model {model.name!r} corrects uneven illumination plane by plane (its normalization "
-            "has flat_field), which needs each whole plane; block-by-block prediction reads "
-            "parts of planes. Predict in memory (microseg predict without --chunked, to a .tif), "
-            "or use its parent model, which does not correct illumination."
-        )
     halo = HaloPlan.from_job(whole, spatial, shape)
     if dtype == "uint8" and whole.runner.settings.activation == "none":
         raise ChunkedError(
@@ -347,9 +350,17 @@ def predict_to_zarr(
         )
     block = choose_block(spatial, shape, chunks, block)
     grid = BlockGrid(shape, block)
+    fraction = flat_field_fraction(whole.spec)
+    gains = None
+    measured = data
+    if fraction is not None:
+        # A plane's background needs the whole plane; blocks hold parts of planes.
+        yield Progress(0, len(grid), "Measuring the illumination of every plane")
+        gains = measure_planes(source, axes, fraction)
+        measured = correct_illumination(data, axes, fraction, lazy=True)
     yield Progress(0, len(grid), "Computing the normalization")
     channel_axis = axes.index("C") if "C" in axes else None
-    normalizer = fit_normalizer(data, whole.spec, channel_axis=channel_axis)
+    normalizer = fit_normalizer(measured, whole.spec, channel_axis=channel_axis)
     n_classes = _probe_classes(whole)
     parts = {
         "model": model_token(model),
@@ -360,6 +371,8 @@ def predict_to_zarr(
     }
     if dtype != "float32":  # float32 keys stay as before, so older outputs still resume
         parts["probability_dtype"] = dtype
+    if fraction is not None:
+        parts["flat_field"] = fraction
     key = fingerprint(parts)
     array = open_output(
         out,
@@ -376,7 +389,7 @@ def predict_to_zarr(
     skipped = len(grid) - len(todo)
     if skipped:
         yield Progress(skipped, len(grid), f"Resuming: {skipped} of {len(grid)} blocks done")
-    task = BlockTask(source, axes, options, normalizer, halo, grid, array)
+    task = BlockTask(source, axes, options, normalizer, halo, grid, array, gains)
     executor = executor or LocalExecutor()
     try:
         with torch_threads(threads):
