@@ -125,7 +125,7 @@ def register_adapt(subparsers: Any) -> None:
         "--flat-field",
         action="store_true",
         help="also correct uneven illumination: the new model divides each plane by its "
-        "smoothed brightness before segmenting (vignetting, a lamp off centre; costs up to 0.03 "
+        "smoothed brightness before segmenting (vignetting, a lamp off centre; costs up to 0.01 "
         "Dice on evenly lit images, see docs/benchmarks.md)",
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")

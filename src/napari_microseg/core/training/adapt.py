@@ -383,8 +383,8 @@ def adapt(
         in the new card, so every later prediction does it too) before the
         statistics are measured. None keeps the parent's choice (off for the
         bundled models); ``benchmarks/bench_flatfield.py`` measured it rescue an
-        illumination gradient (mito-em Dice 0.27 -> 0.89) at a cost of
-        0.006-0.03 on evenly lit images.
+        illumination gradient (mito-em Dice 0.27 -> 0.90) at a cost of at most
+        0.009 on evenly lit images.
 
     Yields
     ------

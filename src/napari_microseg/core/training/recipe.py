@@ -84,7 +84,7 @@ KEPT_PARENT = (
 CROSS_FIT_FOLDS = 4
 
 #: Held-out Dice the parent must gain on flat-field corrected images for the fine-tune to
-#: use them: the correction costs 0.006-0.03 Dice on evenly lit images
+#: use them: the correction can cost up to 0.009 Dice on evenly lit images
 #: (benchmarks/bench_flatfield.py), so a gain within the noise of a few held-out pixels is
 #: not worth that risk on the user's other images.
 FLAT_FIELD_MIN_GAIN = 0.01
