@@ -291,6 +291,12 @@ def main(argv: list[str] | None = None) -> int:
         "--lr", type=float, default=None, help="override the card's fine-tune learning rate"
     )
     parser.add_argument(
+        "--anchor-decay",
+        type=float,
+        default=None,
+        help="pull of every fine-tune step back towards the start (TrainSettings.anchor_decay)",
+    )
+    parser.add_argument(
         "--flat-field",
         action="store_true",
         help="start every adaptation from the model with flat-field correction on "
@@ -353,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
             overrides["minutes"] = args.minutes
         if args.lr is not None:
             overrides["learning_rate"] = args.lr
+        if args.anchor_decay is not None:
+            overrides["anchor_decay"] = args.anchor_decay
         settings = TrainSettings.for_finetune(model.card, **overrides)
         source = evaluate(model, data["eval_images"], data["eval_labels"], axes)
         reference_from = "the model's card"
@@ -380,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
             run: dict[str, Any] = {
                 "model": name,
                 "learning_rate": settings.learning_rate,
+                "anchor_decay": settings.anchor_decay,
                 "shift": kind,
                 "data": data["what"],
                 "source": source,

@@ -196,6 +196,24 @@ def test_the_encoder_learns_at_its_share_of_the_rate():
     assert optimizer.param_groups[1]["lr"] == 0.1  # the schedule's rate is left as set
 
 
+def test_anchor_decay_pulls_each_step_back_towards_the_start():
+    weight = torch.nn.Parameter(torch.tensor([1.0]))
+    optimizer = scaled_adam([{"params": [weight], "lr_scale": 1.0}], lr=0.1, anchor_decay=2.0)
+    (weight - 3.0).pow(2).sum().backward()
+    optimizer.step()
+    # Adam moves it by the rate (1.0 -> 1.1); the pull takes back lr x decay = 20 % of that.
+    assert float(weight) == pytest.approx(1.0 + 0.1 * 0.8, abs=1e-6)
+    free = torch.nn.Parameter(torch.tensor([1.0]))
+    plain = scaled_adam([{"params": [free], "lr_scale": 1.0}], lr=0.1)
+    for _ in range(30):
+        for parameter, optim in ((weight, optimizer), (free, plain)):
+            optim.zero_grad()
+            (parameter - 3.0).pow(2).sum().backward()
+            optim.step()
+    # Without the pull it reaches the data's optimum; with it, it stays between.
+    assert float(free) > 2.5 and 1.0 < float(weight) < 1.6
+
+
 def test_match_intensities_restores_a_gamma_change():
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (64, 64)).astype(np.float32)

@@ -29,17 +29,26 @@ __all__ = [
 # ----------------------------------------------------------------------------- few-shot training
 
 
-def scaled_adam(groups: list[dict[str, Any]], **kwargs: Any) -> Any:
+def scaled_adam(groups: list[dict[str, Any]], *, anchor_decay: float = 0.0, **kwargs: Any) -> Any:
     """Adam whose parameter groups learn at ``lr_scale`` times the scheduled rate.
 
     The training loop sets one scheduled rate on every group; this optimizer
     multiplies it by each group's ``lr_scale`` for the step only, so the
     schedule and the per-part rates combine without the loop knowing.
 
+    With ``anchor_decay`` > 0 every step also pulls each weight back towards its
+    value when the optimizer was made (the starting model), by ``lr x
+    anchor_decay`` of the distance: an L2 penalty towards the start (L2-SP, Li
+    et al. 2018), decoupled from Adam's scaling as AdamW decouples weight decay.
+    A few annotated images then bend the model without carrying it far from
+    what it knew.
+
     Parameters
     ----------
     groups : list of dict
         Parameter groups with ``params`` and ``lr_scale`` (see :func:`parameter_groups`).
+    anchor_decay : float
+        Strength of the pull towards the starting weights (0: none).
     **kwargs
         ``torch.optim.Adam``'s (``lr``, ``weight_decay``...).
 
@@ -55,11 +64,21 @@ def scaled_adam(groups: list[dict[str, Any]], **kwargs: Any) -> Any:
             for group in self.param_groups:
                 group["lr"] = group["lr"] * group.get("lr_scale", 1.0)
             try:
-                return super().step(closure)
+                result = super().step(closure)
+                if anchor_decay > 0:
+                    with torch.no_grad():
+                        for group in self.param_groups:
+                            pull = min(group["lr"] * anchor_decay, 1.0)
+                            for weight, anchor in zip(group["params"], group["anchors"]):
+                                weight.sub_(weight - anchor, alpha=pull)
+                return result
             finally:
                 for group, rate in zip(self.param_groups, rates):
                     group["lr"] = rate
 
+    if anchor_decay > 0:
+        for group in groups:
+            group["anchors"] = [p.detach().clone() for p in group["params"]]
     return ScaledAdam(groups, **kwargs)
 
 
@@ -96,16 +115,20 @@ class FewShotTrainer(Trainer):
 
     Everything else (schedule, validation, early stop, best weights, Cancel) is
     :class:`~.loop.Trainer`'s. The encoder learns at
-    ``settings.encoder_lr_factor`` times the scheduled rate.
+    ``settings.encoder_lr_factor`` times the scheduled rate, and
+    ``settings.anchor_decay`` pulls every weight back towards its start.
     """
 
     def make_optimizer(self) -> Any:
         s = self.settings
         factor = float(getattr(s, "encoder_lr_factor", 1.0))
-        if factor == 1.0:
+        anchor_decay = float(getattr(s, "anchor_decay", 0.0))
+        if factor == 1.0 and anchor_decay == 0:
             return super().make_optimizer()
         groups = parameter_groups(self.model.module, factor)
-        return scaled_adam(groups, lr=s.learning_rate, weight_decay=s.weight_decay)
+        return scaled_adam(
+            groups, anchor_decay=anchor_decay, lr=s.learning_rate, weight_decay=s.weight_decay
+        )
 
 
 # ----------------------------------------------------------------------------- intensities

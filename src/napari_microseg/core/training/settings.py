@@ -123,6 +123,10 @@ class TrainSettings:
         Fine-tuning: when the trained weights score worse on the held-out
         annotated pixels than the starting model, keep the starting model (the
         parent, or its batch-norm-adapted copy) and say so.
+    anchor_decay : float
+        Fine-tuning: each step pulls every weight back towards the starting
+        model by ``learning rate x anchor_decay`` of the distance (L2-SP,
+        decoupled; :func:`~.fewshot.scaled_adam`). 0: no pull.
     try_flat_field : bool
         Fine-tuning: learn from flat-field corrected images (uneven illumination
         removed, :mod:`~..inference.illumination`) when the parent scores the
@@ -166,6 +170,7 @@ class TrainSettings:
     encoder_lr_factor: float = 1.0
     keep_better_start: bool = False
     try_flat_field: bool = False
+    anchor_decay: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -265,6 +270,11 @@ class TrainSettings:
             )
         if not 0 < self.val_fraction <= 0.5:
             raise TrainingError(f"val_fraction must be in (0, 0.5], got {self.val_fraction!r}.")
+        if not self.anchor_decay >= 0 or not math.isfinite(self.anchor_decay):
+            raise TrainingError(
+                f"anchor_decay must be 0 or more (0: no pull towards the start), got "
+                f"{self.anchor_decay!r}."
+            )
         if not 0 <= self.encoder_lr_factor <= 1 or not math.isfinite(self.encoder_lr_factor):
             raise TrainingError(
                 f"encoder_lr_factor must be in [0, 1], got {self.encoder_lr_factor!r}."
