@@ -297,6 +297,11 @@ def main(argv: list[str] | None = None) -> int:
         help="pull of every fine-tune step back towards the start (TrainSettings.anchor_decay)",
     )
     parser.add_argument(
+        "--no-flat-field-check",
+        action="store_true",
+        help="fine-tune without trying the flat-field correction (TrainSettings.try_flat_field)",
+    )
+    parser.add_argument(
         "--flat-field",
         action="store_true",
         help="start every adaptation from the model with flat-field correction on "
@@ -361,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
             overrides["learning_rate"] = args.lr
         if args.anchor_decay is not None:
             overrides["anchor_decay"] = args.anchor_decay
+        if args.no_flat_field_check:
+            overrides["try_flat_field"] = False
         settings = TrainSettings.for_finetune(model.card, **overrides)
         source = evaluate(model, data["eval_images"], data["eval_labels"], axes)
         reference_from = "the model's card"
