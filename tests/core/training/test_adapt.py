@@ -323,17 +323,22 @@ class Threshold(torch.nn.Module):
         return torch.cat([(self.threshold - x) * 20, (x - self.threshold) * 20], dim=1)
 
 
-def test_a_worse_result_keeps_the_parent_and_saves_nothing(user_folder):
+def threshold_and_blobs(size: int, blur: float) -> tuple[SegmentationModel, np.ndarray, np.ndarray]:
+    """A :class:`Threshold` parent, two smooth random images in [0, 1] and its perfect labels."""
     from scipy import ndimage as ndi
     from skimage.measure import label
 
     card = ModelCard(
         name="threshold", architecture="custom", normalization={"kind": "range", "min": 0, "max": 1}
     )
-    parent = SegmentationModel(Threshold(), card)
-    field = ndi.gaussian_filter(np.random.default_rng(0).random((2, 64, 64)), (0, 4, 4))
+    field = np.random.default_rng(0).random((2, size, size))
+    field = ndi.gaussian_filter(field, (0, blur, blur))
     image = ((field - field.min()) / np.ptp(field)).astype(np.float32)
-    labels = label(image > 0.5).astype(np.uint16)
+    return SegmentationModel(Threshold(), card), image, label(image > 0.5).astype(np.uint16)
+
+
+def test_a_worse_result_keeps_the_parent_and_saves_nothing(user_folder):
+    parent, image, labels = threshold_and_blobs(64, 4)
     # A huge rate wrecks the threshold in one step; the parent was perfect.
     settings = quick(steps=1, learning_rate=50.0, warmup_steps=0)
     events = []
@@ -356,16 +361,7 @@ def test_a_worse_result_keeps_the_parent_and_saves_nothing(user_folder):
 
 def test_uneven_illumination_is_corrected_when_held_out_pixels_say_so(user_folder):
     """The fine-tune's flat-field check (recipe.illumination_start)."""
-    from scipy import ndimage as ndi
-    from skimage.measure import label
-
-    card = ModelCard(
-        name="threshold", architecture="custom", normalization={"kind": "range", "min": 0, "max": 1}
-    )
-    parent = SegmentationModel(Threshold(), card)
-    field = ndi.gaussian_filter(np.random.default_rng(0).random((2, 128, 128)), (0, 2, 2))
-    image = ((field - field.min()) / np.ptp(field)).astype(np.float32)
-    labels = label(image > 0.5).astype(np.uint16)
+    parent, image, labels = threshold_and_blobs(128, 2)
     lit = lit_from_the_left(image)  # a threshold model fails on the dark side
     settings = quick(steps=1, learning_rate=1e-9, warmup_steps=0)  # training cannot help
     events = []
