@@ -5,9 +5,13 @@ It proposes the recipe benchmarks/bench_adapt.py found best (issue #21):
 1. "Adapt to this image": re-estimate the model's batch-norm statistics on the
    image, no labels needed, about a second (:func:`~..core.training.adapt.adapt`);
 2. fine-tune on the corrected labels with the few-shot settings of
-   :meth:`TrainSettings.for_finetune` (adaptation first, kept only if the
-   held-out annotated pixels agree; per-part learning rates; early stop; the
-   parent kept when nothing beats it).
+   :meth:`TrainSettings.for_finetune` (flat-field correction of uneven
+   illumination and adaptation first, each kept only if the held-out annotated
+   pixels agree; per-part learning rates; early stop; the parent kept when
+   nothing beats it).
+
+"Adapt to this image" can also correct uneven illumination (a checkbox), which
+no label can check, so it is off unless ticked.
 
 The base model follows the image in view: the model that segmented it (the
 Segment widget records it in its result layers' metadata), else the bundled
@@ -57,8 +61,9 @@ EDITED_REGION = "edited region + margin"
 #: The recipe the widget proposes (benchmarks/bench_adapt.py, docs/benchmarks.md).
 RECIPE = (
     "Recipe: 1) Adapt to this image (no labels, about a second); 2) correct a few objects or "
-    "slices and fine-tune (adapts first, encoder at 1/4 of the rate, early stop on held-out "
-    "pixels, keeps the parent if nothing beats it)."
+    "slices and fine-tune (corrects uneven illumination if the held-out pixels gain, adapts "
+    "first, encoder at 1/4 of the rate, early stop on held-out pixels, keeps the parent if "
+    "nothing beats it)."
 )
 #: The recipe for a model whose card says label-free adaptation lowered its scores.
 RECIPE_NO_LABEL_FREE = (
