@@ -294,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
         "--anchor-decay",
         type=float,
         default=None,
-        help="pull of every fine-tune step back towards the start (TrainSettings.anchor_decay)",
+        help="share of the way back to the start taken per fine-tune step "
+        "(TrainSettings.anchor_decay, 0-1)",
     )
     parser.add_argument(
         "--no-flat-field-check",

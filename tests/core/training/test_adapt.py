@@ -198,11 +198,18 @@ def test_the_encoder_learns_at_its_share_of_the_rate():
 
 def test_anchor_decay_pulls_each_step_back_towards_the_start():
     weight = torch.nn.Parameter(torch.tensor([1.0]))
-    optimizer = scaled_adam([{"params": [weight], "lr_scale": 1.0}], lr=0.1, anchor_decay=2.0)
+    optimizer = scaled_adam([{"params": [weight], "lr_scale": 1.0}], lr=0.1, anchor_decay=0.2)
     (weight - 3.0).pow(2).sum().backward()
     optimizer.step()
-    # Adam moves it by the rate (1.0 -> 1.1); the pull takes back lr x decay = 20 % of that.
+    # Adam moves it by the rate (1.0 -> 1.1); the pull takes back 20 % of that.
     assert float(weight) == pytest.approx(1.0 + 0.1 * 0.8, abs=1e-6)
+    # At half the rate (a schedule's later step) the pull is half as strong.
+    slow = torch.nn.Parameter(torch.tensor([1.0]))
+    halved = scaled_adam([{"params": [slow], "lr_scale": 1.0}], lr=0.1, anchor_decay=0.2)
+    halved.param_groups[0]["lr"] = 0.05
+    (slow - 3.0).pow(2).sum().backward()
+    halved.step()
+    assert float(slow) == pytest.approx(1.0 + 0.05 * 0.9, abs=1e-6)
     free = torch.nn.Parameter(torch.tensor([1.0]))
     plain = scaled_adam([{"params": [free], "lr_scale": 1.0}], lr=0.1)
     for _ in range(30):

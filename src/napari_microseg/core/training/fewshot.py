@@ -37,18 +37,21 @@ def scaled_adam(groups: list[dict[str, Any]], *, anchor_decay: float = 0.0, **kw
     schedule and the per-part rates combine without the loop knowing.
 
     With ``anchor_decay`` > 0 every step also pulls each weight back towards its
-    value when the optimizer was made (the starting model), by ``lr x
-    anchor_decay`` of the distance: an L2 penalty towards the start (L2-SP, Li
-    et al. 2018), decoupled from Adam's scaling as AdamW decouples weight decay.
-    A few annotated images then bend the model without carrying it far from
-    what it knew.
+    value when the optimizer was made (the starting model): by ``anchor_decay``
+    of the distance at the full rate, less as the schedule lowers the rate (and
+    as ``lr_scale`` lowers it for a part). An L2 penalty towards the start
+    (L2-SP, Li et al. 2018), decoupled from Adam's scaling as AdamW decouples
+    weight decay; since Adam moves a weight by about its rate per step, a weight
+    settles at most about ``rate x (1 - pull) / pull`` from its start, so a few
+    annotated images bend the model without carrying it far from what it knew.
 
     Parameters
     ----------
     groups : list of dict
         Parameter groups with ``params`` and ``lr_scale`` (see :func:`parameter_groups`).
     anchor_decay : float
-        Strength of the pull towards the starting weights (0: none).
+        Share of the distance to the starting weights taken back per step at
+        the full rate, in [0, 1] (0: none).
     **kwargs
         ``torch.optim.Adam``'s (``lr``, ``weight_decay``...).
 
@@ -68,7 +71,7 @@ def scaled_adam(groups: list[dict[str, Any]], *, anchor_decay: float = 0.0, **kw
                 if anchor_decay > 0:
                     with torch.no_grad():
                         for group in self.param_groups:
-                            pull = min(group["lr"] * anchor_decay, 1.0)
+                            pull = min(anchor_decay * group["lr"] / full_rate, 1.0)
                             for weight, anchor in zip(group["params"], group["anchors"]):
                                 weight.sub_(weight - anchor, alpha=pull)
                 return result
@@ -76,6 +79,7 @@ def scaled_adam(groups: list[dict[str, Any]], *, anchor_decay: float = 0.0, **kw
                 for group, rate in zip(self.param_groups, rates):
                     group["lr"] = rate
 
+    full_rate = float(kwargs.get("lr", 1e-3))
     if anchor_decay > 0:
         for group in groups:
             group["anchors"] = [p.detach().clone() for p in group["params"]]

@@ -124,9 +124,10 @@ class TrainSettings:
         annotated pixels than the starting model, keep the starting model (the
         parent, or its batch-norm-adapted copy) and say so.
     anchor_decay : float
-        Fine-tuning: each step pulls every weight back towards the starting
-        model by ``learning rate x anchor_decay`` of the distance (L2-SP,
-        decoupled; :func:`~.fewshot.scaled_adam`). 0: no pull.
+        Fine-tuning: each step takes back this share of every weight's distance
+        to the starting model, at the full learning rate (less as the schedule
+        lowers it): L2-SP, decoupled (:func:`~.fewshot.scaled_adam`). In [0, 1];
+        0: no pull.
     try_flat_field : bool
         Fine-tuning: learn from flat-field corrected images (uneven illumination
         removed, :mod:`~..inference.illumination`) when the parent scores the
@@ -270,10 +271,10 @@ class TrainSettings:
             )
         if not 0 < self.val_fraction <= 0.5:
             raise TrainingError(f"val_fraction must be in (0, 0.5], got {self.val_fraction!r}.")
-        if not self.anchor_decay >= 0 or not math.isfinite(self.anchor_decay):
+        if not 0 <= self.anchor_decay <= 1:
             raise TrainingError(
-                f"anchor_decay must be 0 or more (0: no pull towards the start), got "
-                f"{self.anchor_decay!r}."
+                f"anchor_decay must be in [0, 1] (the share of the way back to the starting "
+                f"weights taken per step; 0: none), got {self.anchor_decay!r}."
             )
         if not 0 <= self.encoder_lr_factor <= 1 or not math.isfinite(self.encoder_lr_factor):
             raise TrainingError(
