@@ -9,7 +9,9 @@ import pytest
 from napari_microseg.core.models.base import ModelCard
 from napari_microseg.core.training.settings import (
     FINETUNE_LEARNING_RATE,
+    TrainingError,
     TrainSettings,
+    finetune_anchor_decay,
     finetune_learning_rate,
 )
 
@@ -42,3 +44,15 @@ def test_the_cards_learning_rate_is_the_fine_tune_default():
 def test_no_usable_recommendation_gives_the_default(adaptation):
     assert finetune_learning_rate(card(adaptation)) == FINETUNE_LEARNING_RATE
     assert finetune_learning_rate(None) == FINETUNE_LEARNING_RATE
+
+
+def test_the_pull_towards_the_start_comes_from_the_card():
+    assert finetune_anchor_decay(None) == 0.0 and finetune_anchor_decay(card()) == 0.0
+    assert finetune_anchor_decay(card({"anchor_decay": 0.1})) == 0.1
+    assert TrainSettings.for_finetune(card({"anchor_decay": 0.1})).anchor_decay == 0.1
+    overridden = TrainSettings.for_finetune(card({"anchor_decay": 0.1}), anchor_decay=0.0)
+    assert overridden.anchor_decay == 0.0
+    for bad in (-1, 2, True, "x"):
+        assert finetune_anchor_decay(card({"anchor_decay": bad})) == 0.0
+    with pytest.raises(TrainingError, match="anchor_decay must be in"):
+        TrainSettings.for_finetune(anchor_decay=1.5).validate()

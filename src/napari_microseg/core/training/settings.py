@@ -185,7 +185,9 @@ class TrainSettings:
         recommends (:func:`finetune_learning_rate`; 1e-3 if none) and the encoder
         at a quarter of it, stop early on the held-out pixels, and keep the
         starting model when training made it worse (see :mod:`.adapt` and
-        benchmarks/bench_adapt.py).
+        benchmarks/bench_adapt.py). Where the card says so
+        (:func:`finetune_anchor_decay`), every step also pulls the weights back
+        towards the start.
 
         The time budget counts everything (preparation, validations, saving), so
         a two-slice 768 x 1024 fine-tune of the default U-Net ends within about
@@ -208,6 +210,7 @@ class TrainSettings:
             encoder_lr_factor=0.25,
             keep_better_start=True,
             try_flat_field=True,
+            anchor_decay=finetune_anchor_decay(card),
         )
         return replace(base, **overrides)
 
@@ -331,6 +334,31 @@ class TrainSettings:
         if self.edge_weights is not None:
             return bool(self.edge_weights)
         return model.card.architecture in ("unet", "micronet")
+
+
+def finetune_anchor_decay(card: ModelCard | None) -> float:
+    """The pull towards the start a model's card recommends for fine-tuning, else 0 (none).
+
+    ``recommended["adaptation"]["anchor_decay"]``, written from
+    ``benchmarks/bench_adapt.py --anchor-decay`` runs: it helped gland-he under
+    every shift it was tried on and cost mito-em and nuclei-fluo their blur +
+    noise gains (docs/benchmarks.md), so it is per model, like the learning rate.
+
+    Parameters
+    ----------
+    card : ModelCard, optional
+        The base model's card; None gives 0.
+
+    Returns
+    -------
+    float
+        :attr:`TrainSettings.anchor_decay`, in [0, 1].
+    """
+    adaptation = (card.recommended.get("adaptation") if card is not None else None) or {}
+    value = adaptation.get("anchor_decay") if isinstance(adaptation, dict) else None
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1:
+        return float(value)
+    return 0.0
 
 
 def finetune_learning_rate(card: ModelCard | None) -> float:
