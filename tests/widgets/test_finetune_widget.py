@@ -52,7 +52,9 @@ def test_finetune_saves_a_listed_model_with_lineage(setup, qtbot, monkeypatch):
     monkeypatch.setattr(
         TrainSettings,
         "for_finetune",
-        classmethod(lambda cls, **kw: recipe(cls, **{**kw, "keep_better_start": False})),
+        classmethod(
+            lambda cls, card=None, **kw: recipe(cls, card, **{**kw, "keep_better_start": False})
+        ),
     )
     widget.steps.value = 6
     widget.minutes.value = 2.0

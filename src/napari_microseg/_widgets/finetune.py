@@ -473,7 +473,7 @@ class FinetuneWidget(DockedContainer):
             show_warning(str(error))
             return
         settings = TrainSettings.for_finetune(
-            self._entry_card(base),  # its recommended pull towards the start, if any
+            self.card_of(base),  # its recommended pull towards the start, if any
             minutes=float(self.minutes.value),
             steps=int(self.steps.value),
             learning_rate=float(self.learning_rate.value),
