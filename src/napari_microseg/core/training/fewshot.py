@@ -72,17 +72,21 @@ def scaled_adam(groups: list[dict[str, Any]], *, anchor_decay: float = 0.0, **kw
                     with torch.no_grad():
                         for group in self.param_groups:
                             pull = min(anchor_decay * group["lr"] / full_rate, 1.0)
-                            for weight, anchor in zip(group["params"], group["anchors"]):
-                                weight.sub_(weight - anchor, alpha=pull)
+                            for weight in group["params"]:
+                                weight.sub_(weight - anchors[id(weight)], alpha=pull)
                 return result
             finally:
                 for group, rate in zip(self.param_groups, rates):
                     group["lr"] = rate
 
     full_rate = float(kwargs.get("lr", 1e-3))
-    if anchor_decay > 0:
-        for group in groups:
-            group["anchors"] = [p.detach().clone() for p in group["params"]]
+    # Kept outside the parameter groups so that checkpoints do not carry them: a resumed run
+    # makes its optimizer from the same starting model before loading the checkpoint.
+    anchors = (
+        {id(p): p.detach().clone() for group in groups for p in group["params"]}
+        if anchor_decay > 0
+        else {}
+    )
     return ScaledAdam(groups, **kwargs)
 
 
