@@ -160,3 +160,21 @@ def test_a_large_tiff_opens_as_a_memmap(tmp_path, volume):
     tifffile.imwrite(tmp_path / "c.tif", volume, compression="zlib")
     lazy = open_volume(tmp_path / "c.tif")
     assert lazy.axes == "ZYX" and np.array_equal(np.asarray(lazy.data), volume)
+
+
+def test_measuring_the_illumination_reports_each_plane_and_can_be_cancelled(tmp_path, model):
+    lit = np.random.default_rng(2).integers(20, 200, (6, 40, 40)).astype(np.uint8)
+    options = PredictOptions(
+        tile_size=32, device="cpu", normalization={"kind": "percentile", "flat_field": 0.125}
+    )
+    job = predict_to_zarr(model, lit, tmp_path / "p.zarr", options=options)
+    messages = []
+    for event in job:
+        messages.append(event.message)
+        if "plane 3 of 6" in event.message:
+            job.close()  # Cancel during the pass over the planes
+            break
+    assert [m for m in messages if m.startswith("Measuring")][:3] == [
+        f"Measuring the illumination: plane {n} of 6" for n in (1, 2, 3)
+    ]
+    assert not (tmp_path / "p.zarr").exists()  # nothing written before the blocks

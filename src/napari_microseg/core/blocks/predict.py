@@ -41,7 +41,7 @@ from ..inference.illumination import (
     PlaneGains,
     correct_illumination,
     flat_field_fraction,
-    measure_planes,
+    iter_measure_planes,
 )
 from ..inference.job import PredictionJob, as_model, prepare_job, resolve_image
 from ..inference.normalize import Normalizer, fit_normalizer
@@ -355,8 +355,7 @@ def predict_to_zarr(
     measured = data
     if fraction is not None:
         # A plane's background needs the whole plane; blocks hold parts of planes.
-        yield Progress(0, len(grid), "Measuring the illumination of every plane")
-        gains = measure_planes(source, axes, fraction)
+        gains = yield from iter_measure_planes(source, axes, fraction, total=len(grid))
         measured = correct_illumination(data, axes, fraction, lazy=True)
     yield Progress(0, len(grid), "Computing the normalization")
     channel_axis = axes.index("C") if "C" in axes else None

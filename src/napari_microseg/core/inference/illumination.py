@@ -41,6 +41,8 @@ from typing import Any
 
 import numpy as np
 
+from ..progress import Job, Progress, drain
+
 #: Gaussian sigma of the background, as a fraction of a plane's shorter side. Of the
 #: two tried in bench_flatfield.py (0.125, 0.25), the smaller one recovered more.
 FLAT_FIELD_FRACTION = 0.125
@@ -306,6 +308,16 @@ class PlaneGains:
 def measure_planes(data: Any, axes: str, fraction: float) -> PlaneGains:
     """Read each plane of ``data`` once and keep its coarse background (see :class:`PlaneGains`).
 
+    :func:`iter_measure_planes` without its progress events.
+    """
+    return drain(iter_measure_planes(data, axes, fraction), show=False)
+
+
+def iter_measure_planes(
+    data: Any, axes: str, fraction: float, *, total: int = 0
+) -> Job[PlaneGains]:
+    """Read each plane of ``data`` once and keep its coarse background (see :class:`PlaneGains`).
+
     Parameters
     ----------
     data : ndarray, zarr array or dask array
@@ -314,6 +326,13 @@ def measure_planes(data: Any, axes: str, fraction: float) -> PlaneGains:
         Its axis letters (Y and X; C for colour).
     fraction : float
         Gaussian sigma of the background as a fraction of a plane's shorter side.
+    total : int
+        The ``total`` of the caller's progress events (its blocks); this pass is step 0.
+
+    Yields
+    ------
+    Progress
+        One per plane read, so a volume of many planes shows it and can be cancelled.
     """
     colour = "C" in axes
     lead = [a for a in axes if a not in "YXC"]
@@ -321,7 +340,10 @@ def measure_planes(data: Any, axes: str, fraction: float) -> PlaneGains:
     to_tail = [rest.index(a) for a in ("YXC" if colour else "YX")]
     coarse: list[np.ndarray | None] = []
     levels: list[float] = []
-    for index in np.ndindex(*[int(data.shape[axes.index(a)]) for a in lead]):
+    lead_shape = [int(data.shape[axes.index(a)]) for a in lead]
+    count = int(np.prod(lead_shape))
+    for number, index in enumerate(np.ndindex(*lead_shape)):
+        yield Progress(0, total, f"Measuring the illumination: plane {number + 1} of {count}")
         selection: list[Any] = [slice(None)] * len(axes)
         for letter, i in zip(lead, index):
             selection[axes.index(letter)] = i
