@@ -14,6 +14,11 @@ fine-tuning on 1, 2 and 4 annotated slices or images.
   (``bench_adapt.py --lr``), the rate with the best mean Dice on the images the
   annotations never touched becomes the card's ``learning_rate``, the default of
   ``TrainSettings.for_finetune(card)``; the means are recorded beside it.
+* Likewise for the pull towards the start (``bench_adapt.py --anchor-decay``):
+  compared on fine-tunes at the same learning rate, the best becomes the card's
+  ``anchor_decay`` (runs that do not record one had none).
+
+A value recorded before stays unless the new results compare several.
 
 This script writes ``recommended["adaptation"]`` into the shipped cards
 (``src/napari_microseg/models/NAME.json``), atomically; the weights are not
@@ -46,7 +51,9 @@ def verdicts(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     (``learning_rate``, only where several were measured) and the figures behind them."""
     found: dict[str, dict[str, Any]] = {}
     # model -> learning rate -> (shift, shots) -> Dice on the never-annotated images
-    tuned: dict[str, dict[float, dict[tuple[str, str], float]]] = {}
+    tuned: dict[str, dict[float, dict[tuple[Any, ...], float]]] = {}
+    # model -> anchor decay -> (learning rate, shift, shots) -> Dice
+    anchored: dict[str, dict[float, dict[tuple[Any, ...], float]]] = {}
     for result in results:
         default_rate = result.get("settings", {}).get("learning_rate")
         for run in result.get("runs", []):
@@ -57,33 +64,47 @@ def verdicts(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                 model["commands"].append(result["command"])
             rate = run.get("learning_rate", default_rate)
             shots = {key: value["dice"] for key, value in run.items() if key.startswith("shots=")}
-            if rate is not None and shots:
+            anchor = float(run.get("anchor_decay") or 0.0)
+            if rate is not None and shots and anchor == 0:
                 scores = tuned.setdefault(run["model"], {}).setdefault(float(rate), {})
                 scores.update({(run["shift"], key): dice for key, dice in shots.items()})
+            if rate is not None and shots:
+                scores = anchored.setdefault(run["model"], {}).setdefault(anchor, {})
+                scores.update({(rate, run["shift"], key): dice for key, dice in shots.items()})
     for name, model in found.items():
         figures = model["shifts"].values()
         model["label_free"] = all(f["adapted"] >= f["shifted"] - TOLERANCE for f in figures)
-        rates = tuned.get(name, {})
-        if len(rates) > 1:
-            # Compare the rates on the fine-tunes every one of them ran.
-            common = set.intersection(*(set(scores) for scores in rates.values()))
-            if common:
-                means = {
-                    rate: sum(scores[key] for key in common) / len(common)
-                    for rate, scores in rates.items()
-                }
-                model["learning_rate"] = max(means, key=lambda rate: means[rate])
-                model["mean_dice_by_learning_rate"] = {
-                    f"{rate:g}": round(mean, 4) for rate, mean in sorted(means.items())
-                }
-                model["learning_rate_runs"] = len(common)
+        for setting, scores in (("learning_rate", tuned), ("anchor_decay", anchored)):
+            best = best_of(scores.get(name, {}))
+            if best is not None:
+                model[setting], model[f"mean_dice_by_{setting}"], model[f"{setting}_runs"] = best
     return found
+
+
+def best_of(
+    scores: dict[float, dict[tuple[Any, ...], float]],
+) -> tuple[float, dict[str, float], int] | None:
+    """The value with the best mean Dice over the fine-tunes every value ran, or None.
+
+    Returns the value, the mean per value and how many fine-tunes each mean covers;
+    None with fewer than two values or no fine-tune that all of them ran.
+    """
+    if len(scores) < 2:
+        return None
+    common = set.intersection(*(set(found) for found in scores.values()))
+    if not common:
+        return None
+    means = {
+        value: sum(found[key] for key in common) / len(common) for value, found in scores.items()
+    }
+    table = {f"{value:g}": round(mean, 4) for value, mean in sorted(means.items())}
+    return max(means, key=lambda value: means[value]), table, len(common)
 
 
 def write(name: str, verdict: dict[str, Any]) -> Path:
     """Put the verdict into the shipped card of ``name`` (atomically); return its path.
 
-    A learning rate recorded before stays unless this verdict measured one.
+    A learning rate or anchor decay recorded before stays unless this verdict compared several.
     """
     from napari_microseg.core.io.atomic import atomic_path
 
@@ -96,13 +117,13 @@ def write(name: str, verdict: dict[str, Any]) -> Path:
         "dice_shifted_vs_adapted": verdict["shifts"],
         "measured_by": verdict["commands"],
     }
-    keys = ("learning_rate", "mean_dice_by_learning_rate", "learning_rate_runs")
-    if "learning_rate" in verdict:
-        adaptation.update({key: verdict[key] for key in keys})
-        adaptation["learning_rate_measured_by"] = verdict["commands"]
-    else:  # what an earlier comparison of rates found stays
-        kept = (*keys, "learning_rate_measured_by")
-        adaptation.update({key: previous[key] for key in kept if key in previous})
+    for setting in ("learning_rate", "anchor_decay"):
+        keys = (setting, f"mean_dice_by_{setting}", f"{setting}_runs")
+        if setting in verdict:
+            adaptation.update({key: verdict[key] for key in keys})
+            adaptation[f"{setting}_measured_by"] = verdict["commands"]
+        else:  # what an earlier comparison found stays, with every key about it
+            adaptation.update({key: value for key, value in previous.items() if setting in key})
     recommended["adaptation"] = adaptation
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
@@ -124,12 +145,13 @@ def main(argv: list[str] | None = None) -> int:
             for kind, f in verdict["shifts"].items()
         )
         print(f"{name}: label-free {'helps' if verdict['label_free'] else 'HURTS'} ({shifts})")
-        if "learning_rate" in verdict:
-            print(
-                f"  fine-tune learning rate {verdict['learning_rate']:g} (mean Dice by rate over "
-                f"{verdict['learning_rate_runs']} fine-tunes: "
-                f"{verdict['mean_dice_by_learning_rate']})"
-            )
+        for setting in ("learning_rate", "anchor_decay"):
+            if setting in verdict:
+                print(
+                    f"  fine-tune {setting.replace('_', ' ')} {verdict[setting]:g} (mean Dice "
+                    f"over {verdict[f'{setting}_runs']} fine-tunes: "
+                    f"{verdict[f'mean_dice_by_{setting}']})"
+                )
         print(f"  -> {path.relative_to(ROOT)}")
     return 0
 

@@ -87,3 +87,28 @@ def test_the_learning_rate_with_the_best_mean_dice_is_recorded_and_kept(tmp_path
     assert adaptation["learning_rate"] == 1e-4
     assert adaptation["learning_rate_measured_by"] == [default["command"], gentler["command"]]
     assert adaptation["measured_by"] == [default["command"]]
+
+
+def test_the_pull_towards_the_start_is_compared_at_one_rate_and_kept(tmp_path, monkeypatch):
+    script = load_script()
+    plain = {
+        "command": "bench_adapt --models a",
+        "runs": [tuned("a", "gamma", 1e-4, n2=0.80), tuned("a", "blur", 1e-4, n2=0.82)],
+    }
+    pulled_runs = [tuned("a", "gamma", 1e-4, n2=0.81), tuned("a", "blur", 1e-4, n2=0.85)]
+    for entry in pulled_runs:
+        entry["anchor_decay"] = 0.1
+    pulled = {"command": "bench_adapt --models a --anchor-decay 0.1", "runs": pulled_runs}
+    found = script.verdicts([plain, pulled])["a"]
+    assert found["anchor_decay"] == 0.1 and found["anchor_decay_runs"] == 2
+    assert found["mean_dice_by_anchor_decay"] == {"0": 0.81, "0.1": 0.83}
+    # Runs with a pull do not enter the comparison of learning rates.
+    assert "learning_rate" not in found
+
+    monkeypatch.setattr(script, "BUNDLED", tmp_path)
+    (tmp_path / "a.json").write_text(json.dumps({"name": "a"}))
+    script.write("a", found)
+    script.write("a", script.verdicts([plain])["a"])  # a later verdict that measured no pull
+    adaptation = json.loads((tmp_path / "a.json").read_text())["recommended"]["adaptation"]
+    assert adaptation["anchor_decay"] == 0.1
+    assert adaptation["anchor_decay_measured_by"] == [plain["command"], pulled["command"]]
