@@ -68,7 +68,7 @@ def measure_speed(
     -------
     dict
         ``mpx_per_s_cpu``, ``mpx_per_s_cpu_segment``, ``seconds_predict``,
-        ``seconds_postprocess``, ``image``, ``tile_size``, ``overlap``,
+        ``seconds_postprocess``, ``image``, ``tile_size``, ``overlap``, ``tta``,
         ``threads``, ``cpu``, ``cores``, ``load_average``, ``torch``, ``measured``.
     """
     import torch
@@ -111,6 +111,7 @@ def measure_speed(
         "image": f"{size}x{size} synthetic {'RGB' if model.in_channels == 3 else 'grey'}",
         "tile_size": options.tile_size,
         "overlap": options.overlap,
+        "tta": options.tta,
         "threads": threads,
         "cpu": cpu_name(),
         "cores": os.cpu_count(),

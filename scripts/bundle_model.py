@@ -177,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tile", type=int, help="recommended tile size (default: the card's)")
     parser.add_argument("--overlap", type=float, help="recommended overlap (default: the card's)")
     parser.add_argument("--postprocess", help="recommended post-processing: JSON or a JSON file")
+    parser.add_argument(
+        "--tta",
+        choices=["on", "off"],
+        help="test-time augmentation by default (as tune_postprocess.py --try tta=false,true "
+        "advises; default: the card's, else off)",
+    )
     parser.add_argument("--hardware", help="what training ran on (default: lineage device + CPU)")
     parser.add_argument("--device", default="auto", help="device for the evaluation predictions")
     parser.add_argument("--keep", type=Path, help="keep predictions and truths in this folder")
@@ -223,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         trained.card.recommended["tile_size"] = args.tile
     if args.overlap is not None:
         trained.card.recommended["overlap"] = args.overlap
+    if args.tta is not None:
+        trained.card.recommended["tta"] = args.tta == "on"
     post = parse_postprocess(args.postprocess)
     if post is not None:
         trained.card.recommended["postprocess"] = post
@@ -244,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         pred, truth, table = work / "pred", work / "truth", work / "evaluate.csv"
         options = PredictOptions.for_card(model.card)
         print(f"Predicting the validation split (tile {options.tile_size}, overlap "
-              f"{options.overlap}, the recommended post-processing)...")  # fmt: skip
+              f"{options.overlap}, TTA {'on' if options.tta else 'off'}, the recommended "
+              "post-processing)...")  # fmt: skip
         predict_split(model, split, pred, truth, device=args.device, show=True)
         by_hand = shlex.join(["microseg", "evaluate", str(pred), str(truth), "--csv", str(table)])
         print(f"$ {by_hand}")

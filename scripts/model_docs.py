@@ -92,8 +92,9 @@ def section_text(
                      f"stopped by {lineage.get('stopped')}), {minutes:.1f} min on "
                      f"{lineage.get('hardware')}"),
         ("Settings", _settings_text(lineage.get("settings", {}))),
-        ("Recommended", f"tile {rec['tile_size']}, overlap {rec['overlap']}; post-processing: "
-                        f"{_postprocess_text(rec['postprocess'])}"),
+        ("Recommended", f"tile {rec['tile_size']}, overlap {rec['overlap']}"
+                        f"{', test-time augmentation' if rec.get('tta') else ''}; "
+                        f"post-processing: {_postprocess_text(rec['postprocess'])}"),
         ("Target (issue #8)", f"{target['label']} >= {target['minimum']}: "
                               f"{_fmt(target['value'])}, {met}"),
         ("Validation metrics", "; ".join(shown) + (f" ({counts})" if counts else "")),

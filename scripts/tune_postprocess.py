@@ -12,6 +12,7 @@ Examples
 
     python scripts/tune_postprocess.py nuclei-maskrcnn --data ../shared/data/dsb2018 \\
         --try score_threshold=0.3,0.5,0.7,0.8 --try pixel_threshold=0.3,0.5 --images 60
+    python scripts/tune_postprocess.py mito-em --data ../shared/data/lucchi --try tta=false,true
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=V1,V2",
-        help="values to try for one post-processing option (repeatable)",
+        help="values to try for one post-processing option, or tta=false,true (repeatable)",
     )
     parser.add_argument("--images", type=int, default=60, help="training images to score on")
     parser.add_argument("--seed", type=int, default=0, help="which training images are drawn")
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     from bundle_model import find_config, find_source
 
     from napari_microseg.bundling.split import BundleError, training_items, validation_split
-    from napari_microseg.bundling.tuning import tune_postprocess
+    from napari_microseg.bundling.tuning import TTA_MIN_GAIN, tta_worth_it, tune_postprocess
     from napari_microseg.core.models.bundled import TARGETS
     from napari_microseg.core.models.checkpoint import load_checkpoint
     from napari_microseg.core.progress import drain
@@ -100,9 +101,24 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"tune_postprocess: {error}") from error
     for row in rows:
         shown = ", ".join(f"{k} {row[k]}" for k in grid)
-        print(f"{metric} {row[metric]:.4f}  {shown}")
+        print(f"{metric} {row[metric]:.4f}  {row['seconds']:7.1f} s  {shown}")
+    best = rows[0]
+    if "tta" in grid:
+        # TTA is weighed at the best post-processing found without it.
+        plain = max((r for r in rows if not r["tta"]), key=lambda r: r[metric])
+        twin = [r for r in rows if r["tta"] and r["postprocess"] == plain["postprocess"]]
+        if twin:
+            gain = twin[0][metric] - plain[metric]
+            cost = twin[0]["seconds"] / max(plain["seconds"], 1e-9)
+            worth = tta_worth_it(plain[metric], twin[0][metric])
+            print(
+                f"\nTest-time augmentation: {metric} {gain:+.4f} at {cost:.1f}x the time; "
+                f"{'worth it' if worth else 'not worth it'} (needs +{TTA_MIN_GAIN}): "
+                f"bundle_model.py --tta {'on' if worth else 'off'}"
+            )
+            best = twin[0] if worth else plain
     print("\nBest, for bundle_model.py --postprocess:")
-    print(json.dumps(rows[0]["postprocess"]))
+    print(json.dumps(best["postprocess"]))
     return 0
 
 

@@ -53,3 +53,34 @@ def test_the_best_point_comes_first_and_the_card_is_restored():
 def test_an_unknown_option_is_named_with_the_known_ones():
     with pytest.raises(ValueError, match=r"no post-processing option .treshold.*threshold"):
         drain(tune_postprocess(_model(), [_item(0)], {"treshold": [0.5]}, metric="accuracy"))
+
+
+def test_tta_is_tried_as_a_prediction_option_and_timed():
+    model = _model()
+    rows = drain(
+        tune_postprocess(model, [_item(0)], {"tta": [False, True]}, metric="accuracy"),
+        show=False,
+    )
+    assert sorted(row["tta"] for row in rows) == [False, True]
+    for row in rows:
+        assert "tta" not in row["postprocess"]  # not a post-processing option
+        assert row["seconds"] >= 0.0
+    assert "tta" not in model.card.recommended
+
+
+def test_tta_is_refused_for_an_instance_model():
+    from dataclasses import replace
+
+    model = _model()
+    model.card = replace(model.card, task="instance")
+    with pytest.raises(ValueError, match="semantic models only"):
+        drain(tune_postprocess(model, [_item(0)], {"tta": [True]}, metric="accuracy"))
+
+
+def test_tta_is_worth_it_from_one_point_of_the_metric():
+    from napari_microseg.bundling.tuning import TTA_MIN_GAIN, tta_worth_it
+
+    assert TTA_MIN_GAIN == 0.01
+    assert tta_worth_it(0.90, 0.91)
+    assert not tta_worth_it(0.90, 0.905)
+    assert not tta_worth_it(0.90, 0.85)

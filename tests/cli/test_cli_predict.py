@@ -120,3 +120,19 @@ def test_an_image_at_twice_the_model_pixel_size_is_resampled_unless_told_not_to(
     np.testing.assert_array_equal(labels.data > 0, blobs(3) > 100)
     assert imread(prob).data.shape == (2, 48, 64)
     assert ("resampled 2x" in capsys.readouterr().out) is resample
+
+
+@pytest.mark.parametrize(
+    ("card_tta", "flags", "expected"),
+    [(True, [], True), (True, ["--no-tta"], False), (False, [], False), (False, ["--tta"], True)],
+)
+def test_tta_follows_the_card_unless_told(card_tta, flags, expected):
+    from napari_microseg.cli import build_parser
+    from napari_microseg.cli.predict_common import prediction_options
+    from napari_microseg.core.models.base import ModelCard
+
+    args = build_parser().parse_args(
+        ["predict", "in.tif", "--model", "m", "--out", "o.tif", *flags]
+    )
+    card = ModelCard(name="m", architecture="unet", recommended={"tta": card_tta})
+    assert prediction_options(args, card).tta is expected

@@ -37,6 +37,26 @@ def test_picker_shows_models_card_and_device(setup):
     assert widget.card_label.native.wordWrap()  # a long card does not widen the dock
 
 
+def test_test_time_augmentation_follows_the_card_of_the_picked_model(setup, model_registry):
+    import json
+
+    _, _, widget, _ = setup
+    assert widget.tta.value is False and "default" not in widget.tta.text
+    card_file = model_registry / "tiny-rgb.json"
+    card = json.loads(card_file.read_text())
+    card["recommended"]["tta"] = True
+    card_file.write_text(json.dumps(card))
+    widget.refresh_models()
+    widget.model_combo.value = "tiny-rgb"
+    assert widget.tta.value is True
+    assert widget.tta.text.endswith("this model's default")
+    widget.model_combo.value = "tiny-grey"
+    assert widget.tta.value is False and "default" not in widget.tta.text
+    widget.tta.value = True  # the user's choice stays while the same model is kept
+    widget.refresh_models()
+    assert widget.tta.value is True
+
+
 def test_run_adds_probabilities_and_labels_with_scale_then_replaces(setup, qtbot):
     viewer, _, widget, sample = setup
     run_and_wait(widget, qtbot)

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 LOG = logging.getLogger(__name__)
 REGIONS = ("whole image", "current slice", "field of view")
 NO_MODEL = "(no model: open a file or fine-tune one)"
+TTA_TEXT = "test-time augmentation (8x slower)"
 
 
 def image_axes(layer: Image) -> str:
@@ -117,7 +118,7 @@ class SegmentWidget(DockedContainer):
             value=DEFAULTS.overlap, min=0.0, max=0.9, step=0.05, label="overlap"
         )
         self.blend = ComboBox(choices=BLEND_MODES, value=DEFAULTS.blend, label="blend")
-        self.tta = CheckBox(value=DEFAULTS.tta, text="test-time augmentation (8x slower)")
+        self.tta = CheckBox(value=DEFAULTS.tta, text=TTA_TEXT)
         self.match_scale = CheckBox(value=True, text="resample to the model's pixel size")
         self.mode_3d = ComboBox(choices=["slice-wise", "ortho-plane"], label="3D mode")
         self.region = ComboBox(choices=list(REGIONS), value="whole image", label="run on")
@@ -280,6 +281,9 @@ class SegmentWidget(DockedContainer):
             self.tile.value = int(recommended["tile_size"])
         if "overlap" in recommended:
             self.overlap.value = float(recommended["overlap"])
+        suggested = PredictOptions.for_card(card).tta if card else DEFAULTS.tta
+        self.tta.value = suggested
+        self.tta.text = TTA_TEXT + (" · this model's default" if suggested else "")
 
     def _show_device(self, event: Any = None) -> None:
         from ..core.models.device import select_device

@@ -3,7 +3,10 @@
 A grid of post-processing settings (for example a Mask R-CNN's score and pixel
 thresholds, or a U-Net's watershed threshold) is tried on training images, each
 segmented as the Segment widget would segment it, and scored with the metric
-its model card reports. The validation labels are never read, so the card's
+its model card reports. The grid may also try test-time augmentation
+(``tta``), the one prediction option a card recommends beside tile size and
+overlap: each point is timed, so its gain can be weighed against its cost
+(:func:`tta_worth_it`). The validation labels are never read, so the card's
 validation score stays an honest estimate of new data. Used by
 ``scripts/tune_postprocess.py``.
 """
@@ -21,6 +24,31 @@ from ..core.progress import Job, Progress, drain
 if TYPE_CHECKING:
     from ..core.models.base import SegmentationModel
     from .split import ValidationItem
+
+#: Grid keys that are prediction options, not post-processing options.
+PREDICTION_KEYS = ("tta",)
+
+#: The least gain in a card's target metric for which test-time augmentation, at
+#: about 8 times the prediction time, becomes a model's default: one point.
+TTA_MIN_GAIN = 0.01
+
+
+def tta_worth_it(without: float, with_tta: float, *, min_gain: float = TTA_MIN_GAIN) -> bool:
+    """Whether test-time augmentation gains enough to be a model's default.
+
+    Parameters
+    ----------
+    without, with_tta : float
+        The target metric (higher is better) without and with TTA, on training images.
+    min_gain : float
+        The least gain that pays for about 8 times the prediction time.
+
+    Examples
+    --------
+    >>> tta_worth_it(0.930, 0.945), tta_worth_it(0.930, 0.935)
+    (True, False)
+    """
+    return with_tta - without >= min_gain
 
 
 def grid_points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
@@ -69,7 +97,8 @@ def tune_postprocess(
         Training images with their labels (see
         :func:`~.split.training_items`).
     grid : mapping of str to sequence
-        Post-processing option -> values to try.
+        Post-processing option -> values to try; ``"tta"`` (booleans) tries
+        test-time augmentation on and off.
     metric : str
         A column of :func:`~.evaluate.evaluate_images` (``"ap_50_95"``,
         ``"accuracy"``, ``"object_f1"``...), averaged over the items as
@@ -83,7 +112,8 @@ def tune_postprocess(
     -------
     list of dict
         One row per grid point, best first: the point's options, ``"postprocess"``
-        (the whole post-processing dict to recommend) and ``metric``'s mean.
+        (the whole post-processing dict to recommend), ``"tta"``, ``metric``'s
+        mean and ``"seconds"`` (the wall time of segmenting every item).
     """
     from ..core.evaluation.evaluate import evaluate_images, mean_row
     from ..core.inference.options import PredictOptions
@@ -93,11 +123,15 @@ def tune_postprocess(
     if not items:
         raise ValueError("No images to tune on.")
     base = postprocess_recommendation(model)
-    unknown = sorted(set(grid) - set(base))
+    unknown = sorted(set(grid) - set(base) - set(PREDICTION_KEYS))
     if unknown:
         raise ValueError(
             f"{model.name!r} has no post-processing option {', '.join(map(repr, unknown))}; "
-            f"its options are {', '.join(sorted(base))}."
+            f"its options are {', '.join(sorted(base))} (and 'tta' for prediction)."
+        )
+    if "tta" in grid and model.task == "instance":
+        raise ValueError(
+            f"{model.name!r} gives objects; test-time augmentation is for semantic models only."
         )
     points = grid_points(grid)
     total = len(points) * len(items)
@@ -106,13 +140,16 @@ def tune_postprocess(
     own_card = model.card
     try:
         for number, point in enumerate(points):
-            post = {**base, **point}
+            post = {**base, **{k: v for k, v in point.items() if k not in PREDICTION_KEYS}}
             # Mask R-CNN adapters read their thresholds from the card, so the card is swapped.
             model.card = replace(
                 own_card, recommended={**own_card.recommended, "postprocess": post}
             )
             options = PredictOptions.for_card(model.card, device=device)
+            if "tta" in point:
+                options.tta = bool(point["tta"])
             scores = []
+            seconds = 0.0
             for index, item in enumerate(items):
                 done = number * len(items) + index
                 elapsed = time.monotonic() - started
@@ -127,9 +164,19 @@ def tune_postprocess(
                 job = segment_job(
                     model, item.image, axes=item.axes, options=options, spacing=spacing
                 )
+                begun = time.perf_counter()
                 result = drain(job, show=False)
+                seconds += time.perf_counter() - begun
                 scores.append(evaluate_images(item.truth, result.labels, metrics=[metric]))
-            rows.append({**point, "postprocess": post, metric: mean_row(scores)[metric]})
+            rows.append(
+                {
+                    **point,
+                    "postprocess": post,
+                    "tta": options.tta,
+                    metric: mean_row(scores)[metric],
+                    "seconds": round(seconds, 2),
+                }
+            )
     finally:
         model.card = own_card
     yield Progress(total, total, "Scored every grid point")

@@ -73,7 +73,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--blend", choices=BLEND_MODES, default=DEFAULTS.blend, help="tile blending"
     )
-    parser.add_argument("--tta", action="store_true", help="average the 8 flips and rotations")
+    parser.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="average the 8 flips and rotations, about 8x slower (default: as the model card "
+        "recommends; --no-tta turns it off)",
+    )
     parser.add_argument(
         "--device", default=DEFAULTS.device, help="auto (default), cpu, cuda, cuda:N, mps"
     )

@@ -234,3 +234,31 @@ def test_resampling_note_says_when_and_how_much():
     assert resampling_note(card, (0.0055, 0.0055), "YX", (64, 64)) is None  # within 1.25x
     assert resampling_note(card, (1.0, 1.0), "YX", (64, 64)) is None
     assert resampling_note(card, None, "YX", (64, 64)) is None
+
+
+class Ramp2(torch.nn.Module):
+    """Two-class logits that grow from left to right: flips and turns change them."""
+
+    def forward(self, x):
+        ramp = torch.linspace(-2.0, 2.0, x.shape[-1]).expand_as(x)
+        return torch.cat([-ramp, ramp], dim=1)
+
+
+def test_without_options_the_card_s_test_time_augmentation_is_used():
+    from napari_microseg.core.inference.options import PredictOptions
+
+    model = wrap_module(Ramp2(), in_channels=1, classes=2, normalization={"kind": "none"})
+    card = model.card
+    image = np.zeros((32, 32), np.float32)
+
+    def probabilities(options=None):
+        job = segment_job(model, image, axes="YX", options=options)
+        return drain(job, show=False).probabilities
+
+    plain = probabilities()
+    card.recommended["tta"] = True
+    averaged = probabilities()
+    np.testing.assert_allclose(averaged, probabilities(PredictOptions(tta=True)))
+    np.testing.assert_allclose(plain, probabilities(PredictOptions(tta=False)))
+    assert np.abs(averaged - plain).max() > 0.3  # the ramp averages out over the 8 transforms
+    np.testing.assert_allclose(averaged, 0.5, atol=1e-5)

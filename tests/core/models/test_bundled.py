@@ -228,6 +228,23 @@ def test_card_problems_name_every_missing_item():
         assert item in problems, item
 
 
+def test_card_problems_check_the_recommended_tta():
+    from napari_microseg.core.models.base import ModelCard
+
+    def tta_problems(value, task="semantic"):
+        card = ModelCard(name="x", architecture="unet", task=task, recommended={"tta": value})
+        return [p for p in card_problems(card) if "tta" in p]
+
+    assert tta_problems(True) == [] and tta_problems(False) == []
+    assert tta_problems("yes") == [
+        "recommended.tta (test-time augmentation by default) is not true or false"
+    ]
+    assert tta_problems(True, task="instance") == [
+        "recommended.tta is on, but an instance model cannot use it"
+    ]
+    assert tta_problems(False, task="instance") == []
+
+
 # ----------------------------------------------------------------------------- suggestions
 
 

@@ -283,7 +283,8 @@ def predict_to_zarr(
     axes : str, optional
         Axis letters, guessed for 2D and 3D images as in :func:`~.inference.predict`.
     options : PredictOptions, optional
-        Tiling, device and normalization settings (ortho is not supported).
+        Tiling, device and normalization settings (ortho is not supported); by
+        default those the model card recommends (tile size, overlap, TTA).
     chunks : sequence of int, optional
         Output chunk shape over the spatial axes (default :func:`default_chunks`).
     block : sequence of int, optional
@@ -319,14 +320,14 @@ def predict_to_zarr(
         holding something else.
     """
     started = time.perf_counter()
-    options = options or PredictOptions()
+    model = as_model(model)
+    options = options or PredictOptions.for_card(model.card)
     if options.ortho:
         raise ChunkedError(
             "The ortho-plane mode is not available block by block; predict without ortho, "
             "or in memory."
         )
     dtype = check_probability_dtype(probability_dtype)
-    model = as_model(model)
     if model.task == "instance":
         raise ChunkedError(
             f"Model {model.name!r} is an instance model; block-by-block prediction needs a "

@@ -74,12 +74,15 @@ class PredictOptions:
 
     @classmethod
     def for_card(cls, card: ModelCard, **overrides: Any) -> PredictOptions:
-        """The options a model card recommends (its tile size and overlap), then ``overrides``.
+        """The options a model card recommends (tile size, overlap, TTA), then ``overrides``.
 
         Parameters
         ----------
         card : ModelCard
-            ``card.recommended`` may hold ``tile_size`` and ``overlap``.
+            ``card.recommended`` may hold ``tile_size``, ``overlap`` and ``tta``
+            (a semantic model whose test-time augmentation was found worth its
+            cost on training images: ``scripts/tune_postprocess.py``; ignored
+            for instance models).
         **overrides
             Fields to set; a value of None keeps the recommended (or default) one.
 
@@ -88,13 +91,18 @@ class PredictOptions:
         >>> from napari_microseg.core.models.base import ModelCard
         >>> card = ModelCard(name="m", architecture="unet", recommended={"tile_size": 512})
         >>> options = PredictOptions.for_card(card, overlap=None, device="cpu")
-        >>> options.tile_size, options.overlap, options.device
-        (512, 0.25, 'cpu')
+        >>> options.tile_size, options.overlap, options.device, options.tta
+        (512, 0.25, 'cpu', False)
+        >>> card.recommended["tta"] = True
+        >>> PredictOptions.for_card(card).tta, PredictOptions.for_card(card, tta=False).tta
+        (True, False)
         """
         recommended = card.recommended or {}
         settings = {
             "tile_size": int(recommended.get("tile_size", DEFAULT_TILE)),
             "overlap": float(recommended.get("overlap", DEFAULTS.overlap)),
+            # Instance models cannot average flipped detections: their cards never turn it on.
+            "tta": recommended.get("tta") is True and card.task != "instance",
         }
         settings.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**settings)

@@ -237,7 +237,8 @@ def segment_job(
     axes : str, optional
         Axis letters (``"YX"``, ``"YXC"``, ``"ZYX"``...).
     options : PredictOptions, optional
-        Tiling and device settings.
+        Tiling and device settings; by default those the model card recommends
+        (:meth:`~.options.PredictOptions.for_card`: tile size, overlap, TTA).
     pipeline : PostprocessPipeline, optional
         Overrides the model's recommended post-processing; its sizes in
         pixels are pixels of the image.
@@ -306,6 +307,7 @@ def predict_on_image_grid(
         The Y and X zoom factors used (image / model pixel size), or None
         when the image was predicted as it is.
     """
+    options = options or PredictOptions.for_card(model.card)
     plan: ResamplePlan | None = None
     if match_pixel_size and model.card.pixel_size_um is not None:
         # The image as the model takes it (colour fitted), so it is converted and told once.

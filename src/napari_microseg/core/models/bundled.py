@@ -184,6 +184,10 @@ def card_problems(card: ModelCard) -> list[str]:
     post = recommended.get("postprocess")
     if not (isinstance(post, dict) and (card.task == "instance" or "method" in post)):
         problems.append("recommended.postprocess (the post-processing pipeline) is missing")
+    if "tta" in recommended and not isinstance(recommended["tta"], bool):
+        problems.append("recommended.tta (test-time augmentation by default) is not true or false")
+    elif recommended.get("tta") and card.task == "instance":
+        problems.append("recommended.tta is on, but an instance model cannot use it")
     if not (_number(recommended.get("mpx_per_s_cpu")) and recommended["mpx_per_s_cpu"] > 0):
         problems.append("recommended.mpx_per_s_cpu (CPU speed) is missing")
     speed = recommended.get("speed")
