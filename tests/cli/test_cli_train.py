@@ -11,7 +11,7 @@ import tifffile
 import torch
 
 from napari_microseg.cli import main
-from napari_microseg.cli.train import read_config
+from napari_microseg.cli.train import initialise_from, read_config
 from napari_microseg.core.io import synthetic
 from napari_microseg.core.models import registry
 from napari_microseg.core.models.build import ARCHITECTURES, create_model
@@ -183,6 +183,40 @@ def test_train_from_a_config_with_a_data_override(tmp_path, capsys):
     # An explicit --name that is taken is refused, not changed.
     assert main([*again, "--name", "mini-mito", "--device", "cpu"]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_train_can_start_from_a_saved_model_of_the_same_network(tmp_path, capsys):
+
+    data = fake_lucchi(tmp_path / "lucchi")
+    config = tmp_path / "cfg.yaml"
+    config.write_text(
+        "name: warm\nfamily: unet\nclasses: [background, mitochondrion]\n"
+        "hyperparameters: {depth: 2, base_width: 4}\n"
+        "data: {kind: lucchi}\ntraining: {steps: 50, patch_size: 32, batch_size: 2}\n"
+    )
+    base = ["train", "--config", str(config), "--data", str(data), "--device", "cpu"]
+    assert main([*base, "--steps", "1", "--name", "first"]) == 0, capsys.readouterr().err
+    first = registry.load_model("first", device="cpu")
+    assert "initial_weights" not in first.card.lineage
+    fresh = create_model(
+        "unet", name="x", classes=["background", "mitochondrion"], depth=2, base_width=4
+    )
+    initialise_from(fresh, "first")
+    for key, value in first.module.state_dict().items():
+        assert torch.equal(value, fresh.module.state_dict()[key]), key
+    capsys.readouterr()
+    assert main([*base, "--steps", "1", "--name", "second", "--init", "first"]) == 0
+    assert "Starting from the weights of 'first'" in capsys.readouterr().out
+    start = registry.load_model("second", device="cpu").card.lineage["initial_weights"]
+    assert start["model"] == "first" and len(start["sha256"]) == 64
+
+    # Another network is refused before training, with what differs.
+    config.write_text(config.read_text().replace("base_width: 4", "base_width: 8"))
+    assert main([*base, "--steps", "1", "--name", "third", "--init", "first"]) == 2
+    assert "layers differ from the config's network" in capsys.readouterr().err
+    assert main([*base, "--steps", "1", "--name", "third", "--init", "nope"]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert "third" not in usable_names()
 
 
 def test_train_config_errors(tmp_path, capsys):

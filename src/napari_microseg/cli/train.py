@@ -69,6 +69,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--checkpoint", type=Path, help="resumable checkpoint file")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint")
     parser.add_argument("--seed", type=int, help="random seed (overrides the config)")
+    parser.add_argument(
+        "--init",
+        metavar="MODEL",
+        help="start from this model's weights instead of random ones (a name or a file of the "
+        "config's architecture, e.g. the bundled model to train longer); its lineage is recorded",
+    )
     parser.set_defaults(func=run)
 
 
@@ -151,7 +157,56 @@ def build(config: dict[str, Any], args: argparse.Namespace, base: Path) -> tuple
     )
     if config.get("recommended"):
         model.card.recommended = dict(config["recommended"])
+    if args.init:
+        initialise_from(model, args.init)
     return model, dataset, settings
+
+
+def initialise_from(model: Any, source: str) -> None:
+    """Copy the weights of the model ``source`` into the fresh ``model`` (``--init``).
+
+    Raises
+    ------
+    CommandError
+        When ``source`` cannot be loaded, or its network is not the config's
+        (architecture, channels, classes or layer shapes differ).
+    """
+    from ..core.models.checkpoint import inspect_checkpoint
+    from ..core.models.registry import find_model, load_model
+    from . import CommandError
+
+    start = load_model(source, device="cpu")  # an unknown name or a broken file: one line
+    path = Path(source).expanduser()
+    weights = path if path.exists() else find_model(source).path
+    fresh, given = model.card, start.card
+    for what, mine, theirs in (
+        ("architecture", fresh.architecture, given.architecture),
+        ("input channels", fresh.in_channels, given.in_channels),
+        ("classes", list(fresh.classes), list(given.classes)),
+    ):
+        if mine != theirs:
+            raise CommandError(
+                f"--init {source}: its {what} ({theirs}) differ from the config's ({mine}); "
+                "start from a model trained with this config."
+            )
+    state = start.module.state_dict()
+    own = model.module.state_dict()
+    mismatched = sorted(
+        key for key in own if key not in state or tuple(state[key].shape) != tuple(own[key].shape)
+    )
+    if mismatched or set(state) - set(own):
+        raise CommandError(
+            f"--init {source}: its layers differ from the config's network "
+            f"({len(mismatched)} missing or reshaped, e.g. {(mismatched or sorted(state))[0]!r}); "
+            "check the config's hyperparameters."
+        )
+    model.module.load_state_dict({key: value.float() if value.is_floating_point() else value
+                                  for key, value in state.items()})  # fmt: skip
+    model.card.lineage = {
+        **model.card.lineage,
+        "initial_weights": {"model": given.name, "sha256": inspect_checkpoint(weights).sha256},
+    }
+    print(f"Starting from the weights of {given.name!r}.")
 
 
 def _free_name(name: str) -> str:

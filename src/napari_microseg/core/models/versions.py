@@ -253,6 +253,12 @@ def lineage_record(
         "finished": now_iso(),
         "duration_s": round(time.monotonic() - run.started + earlier_s, 1),
         **({"resumed_after_s": round(earlier_s, 1)} if earlier_s else {}),
+        # A training run warm-started from another model's weights (``microseg train --init``).
+        **(
+            {"initial_weights": run.parent.card.lineage["initial_weights"]}
+            if not is_finetune and "initial_weights" in run.parent.card.lineage
+            else {}
+        ),
         "napari_microseg": __version__,
         "history": history,
         "notes": list(notes),
