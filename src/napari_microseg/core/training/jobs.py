@@ -72,11 +72,9 @@ from .recipe import (
     KEPT_PARENT,
     adapted_start,
     better_of,
-    illumination_start,
+    flat_field_start,
     kept_parent_event,
     tries_flat_field,
-    with_flat_field,
-    with_planes,
 )
 from .settings import TrainingError, TrainingWarning, TrainSettings
 from .split import split_validation
@@ -330,23 +328,14 @@ def _run(
         warnings.warn(note, TrainingWarning, stacklevel=3)
         yield Progress(0, settings.steps, note, None, {"phase": "prepare", "note": note})
     plain_metrics = None
-    if few_shot and settings.try_flat_field and tries_flat_field(parent):
+    # Fine-tunes split their held-out pixels from the annotated planes (no val_pairs).
+    if few_shot and not val_pairs and settings.try_flat_field and tries_flat_field(parent):
         check_classes(data.summary)
-        corrected = with_flat_field(parent)
-        flat_data = prepare(pairs, corrected, boundary_width=settings.boundary_width)
-        old, new = list(data.planes), list(flat_data.planes)
-        if val_pairs:
-            old += val_data.planes
-            new += prepare(val_pairs, corrected, boundary_width=settings.boundary_width).planes
-        flat_val = with_planes(val_regions, old, new)
-        use, plain_metrics, _ = yield from illumination_start(
-            parent, val_regions, flat_val, settings
+        chosen = yield from flat_field_start(
+            parent, pairs, data, train_regions, val_regions, settings
         )
-        if use:
-            parent, data = corrected, flat_data
-            train_regions, val_regions = with_planes(train_regions, old, new), flat_val
-        else:
-            plain_metrics = None
+        if chosen is not None:
+            parent, data, train_regions, val_regions, plain_metrics = chosen
     deadline = started + settings.minutes * 60 if settings.minutes else None
     if deadline is not None and time.monotonic() >= deadline:
         raise TrainingError(

@@ -51,7 +51,7 @@ from .state import cpu_state
 
 if TYPE_CHECKING:
     from ..models.base import SegmentationModel
-    from .data import Region, TrainingPair
+    from .data import PreparedData, Region, TrainingPair
     from .loop import Outcome
     from .settings import TrainSettings
 
@@ -417,3 +417,50 @@ def illumination_start(
     info = {"phase": "illumination", "metrics_plain": as_is, "metrics_flat": flat, "flat": use}
     yield Progress(0, settings.steps, text, None, info)
     return use, as_is, flat
+
+
+def flat_field_start(
+    parent: SegmentationModel,
+    pairs: Sequence[TrainingPair],
+    data: PreparedData,
+    train: Sequence[Region],
+    val: Sequence[Region],
+    settings: TrainSettings,
+) -> Job[tuple[SegmentationModel, PreparedData, list[Region], list[Region], dict] | None]:
+    """The fine-tune's start on flat-field corrected images, when they score better.
+
+    The annotations are prepared again for the parent with the correction in its
+    card (:func:`with_flat_field`), the held-out regions are scored both ways
+    (:func:`illumination_start`), and the corrected twins are taken when they
+    gain at least :data:`FLAT_FIELD_MIN_GAIN` Dice.
+
+    Parameters
+    ----------
+    parent : SegmentationModel
+        The model fine-tuned; never changed.
+    pairs : sequence of TrainingPair
+        The annotated images.
+    data : PreparedData
+        ``pairs`` prepared for ``parent``.
+    train, val : sequence of Region
+        The training and held-out regions, both on ``data``'s planes.
+    settings : TrainSettings
+        As for :func:`illumination_start`.
+
+    Returns
+    -------
+    tuple or None
+        The corrected parent, data, training and held-out regions, and the
+        parent's held-out metrics on the images as they are; None to train on
+        the images as they are.
+    """
+    from .data import prepare
+
+    corrected = with_flat_field(parent)
+    flat_data = prepare(pairs, corrected, boundary_width=settings.boundary_width)
+    old, new = data.planes, flat_data.planes
+    flat_val = with_planes(val, old, new)
+    use, plain_metrics, _ = yield from illumination_start(parent, val, flat_val, settings)
+    if not use:
+        return None
+    return corrected, flat_data, with_planes(train, old, new), flat_val, plain_metrics
