@@ -43,6 +43,7 @@ from napari.layers import Image, Labels
 from napari.utils.notifications import show_info, show_warning
 
 from ._dock import DockedContainer
+from ._finetune_results import FinetuneSummary, TrainingCurves
 from ._layer_edits import edited_since_made
 from ._runner import JobRunner
 from .segment import NO_MODEL, image_axes, layer_hints
@@ -83,55 +84,6 @@ ADAPT_TOOLTIP = (
     "Re-estimate the model's batch-norm statistics on this image; saves a new model, "
     "the base model is not changed."
 )
-
-
-class TrainingCurves:
-    """A small matplotlib canvas with loss and validation-metric curves."""
-
-    def __init__(self) -> None:
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-
-        self.figure = Figure(figsize=(4, 2.6), tight_layout=True)
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(220)
-        self.loss_axes = self.figure.add_subplot(1, 2, 1)
-        self.metric_axes = self.figure.add_subplot(1, 2, 2)
-        self.clear()
-
-    def clear(self) -> None:
-        self.train: list[tuple[int, float]] = []
-        self.val: list[tuple[int, float]] = []
-        self.dice: list[tuple[int, float]] = []
-        self.f1: list[tuple[int, float]] = []
-        self.draw()
-
-    def add(self, event: Progress) -> None:
-        info = event.info
-        if "loss" in info:
-            self.train.append((event.step, float(info["loss"])))
-        if "val_loss" in info:
-            self.val.append((event.step, float(info["val_loss"])))
-        if "val_dice" in info:
-            self.dice.append((event.step, float(info["val_dice"])))
-        if "val_object_f1" in info:
-            self.f1.append((event.step, float(info["val_object_f1"])))
-
-    def draw(self) -> None:
-        for axes, series, title in (
-            (self.loss_axes, (("train", self.train), ("validation", self.val)), "loss"),
-            (self.metric_axes, (("Dice", self.dice), ("object F1", self.f1)), "validation"),
-        ):
-            axes.clear()
-            axes.set_title(title, fontsize=8)
-            axes.tick_params(labelsize=7)
-            for label, points in series:
-                if points:
-                    steps, values = zip(*points)
-                    axes.plot(steps, values, label=label, marker="." if len(points) < 30 else "")
-            if any(points for _, points in series):
-                axes.legend(fontsize=7)
-        self.canvas.draw_idle()
 
 
 class FinetuneWidget(DockedContainer):
@@ -603,48 +555,19 @@ class FinetuneWidget(DockedContainer):
 
     def _on_done(self, model: SegmentationModel) -> None:
         self.curves.draw()
-        lineage = model.card.lineage
-        before = lineage.get("metrics_before", {})
-        after = lineage.get("metrics_after", {})
-        adapt_info = getattr(self, "_adapt_info", {})
-        adapted = adapt_info.get("metrics_adapted", {})
-        # The statistics may fit the held-out pixels yet be refused by the cross-fit (recipe.py).
-        unused = "" if adapt_info.get("start") == "adapted" else " (not used)"
-        kept = (lineage.get("recipe") or {}).get("kept", "trained")
-        illumination = getattr(self, "_illumination_info", {})
-        flat = illumination.get("metrics_flat", {}) if illumination.get("flat") else {}
-        parts = []
-        for key in ("dice", "object_f1"):
-            if not isinstance(before.get(key), (int, float)):
-                continue
-            steps = [f"parent {before[key]:.3f}"]
-            if isinstance(flat.get(key), (int, float)):
-                steps.append(f"illumination corrected {flat[key]:.3f}")
-            if isinstance(adapted.get(key), (int, float)):
-                steps.append(f"adapted {adapted[key]:.3f}{unused}")
-            if isinstance(after.get(key), (int, float)):
-                steps.append(f"result {after[key]:.3f}")
-            parts.append(f"{key.replace('_', ' ')}: " + " → ".join(steps))
-        metrics = "; ".join(parts)
-        where = "on held-out annotated pixels"
-        if kept == "parent":
+        summary = FinetuneSummary.of(
+            model.card.lineage,
+            getattr(self, "_adapt_info", {}),
+            getattr(self, "_illumination_info", {}),
+        )
+        if summary.kept == "parent":
             self.new_model = None
             self.segment_again.visible = False
-            self.result_label.value = (
-                f"kept the parent {model.name!r}: neither adaptation nor fine-tuning beat it "
-                f"{where} ({metrics}). Nothing was saved."
-            )
+            self.result_label.value = summary.text(model.name)
             show_info("The parent model stays best; no new model was saved.")
             return
         self.new_model = model
-        how = {
-            "trained": "fine-tuned",
-            "adapted": "batch-norm adapted (training did not help)",
-            "flat-field parent": "illumination corrected (training did not help)",
-        }.get(kept, kept)
-        if flat and kept != "flat-field parent":
-            how += "; it corrects uneven illumination, as the held-out pixels asked"
-        self.result_label.value = f"saved as {model.name!r} ({how}). {where}: {metrics}"
+        self.result_label.value = summary.text(model.name)
         self.segment_again.visible = True
         self.new_name.value = ""
         self.refresh_models()

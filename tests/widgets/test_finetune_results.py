@@ -1,0 +1,49 @@
+"""The Fine-tune widget's summary of a run, from its lineage and progress (no Qt needed)."""
+
+from __future__ import annotations
+
+from napari_microseg._widgets._finetune_results import FinetuneSummary
+
+
+def test_a_trained_model_lists_every_step_it_went_through():
+    lineage = {
+        "metrics_before": {"dice": 0.5, "object_f1": 0.25},
+        "metrics_after": {"dice": 0.9, "object_f1": 0.75},
+        "recipe": {"kept": "trained"},
+    }
+    adapt = {"metrics_adapted": {"dice": 0.6}, "start": "parent"}
+    light = {"flat": True, "metrics_flat": {"dice": 0.7, "object_f1": 0.5}}
+    summary = FinetuneSummary.of(lineage, adapt, light)
+    assert summary.kept == "trained" and summary.corrected
+    assert summary.metrics == (
+        "dice: parent 0.500 → illumination corrected 0.700 → adapted 0.600 (not used) → "
+        "result 0.900; object f1: parent 0.250 → illumination corrected 0.500 → result 0.750"
+    )
+    assert summary.text("m-ft").startswith(
+        "saved as 'm-ft' (fine-tuned; it corrects uneven illumination, as the held-out pixels "
+        "asked). on held-out annotated pixels: dice: parent 0.500"
+    )
+
+
+def test_a_kept_parent_says_nothing_was_saved_and_a_refused_correction_is_not_shown():
+    lineage = {
+        "metrics_before": {"dice": 0.8},
+        "metrics_after": {"dice": 0.8},
+        "recipe": {"kept": "parent"},
+    }
+    light = {"flat": False, "metrics_flat": {"dice": 0.81}}
+    summary = FinetuneSummary.of(lineage, {}, light)
+    assert not summary.corrected
+    assert summary.text("mito-em") == (
+        "kept the parent 'mito-em': neither adaptation nor fine-tuning beat it on held-out "
+        "annotated pixels (dice: parent 0.800 → result 0.800). Nothing was saved."
+    )
+
+
+def test_a_flat_field_parent_is_named_once():
+    lineage = {"metrics_before": {"dice": 0.3}, "recipe": {"kept": "flat-field parent"}}
+    summary = FinetuneSummary.of(lineage, {}, {"flat": True, "metrics_flat": {"dice": 0.7}})
+    assert summary.text("x") == (
+        "saved as 'x' (illumination corrected (training did not help)). on held-out annotated "
+        "pixels: dice: parent 0.300 → illumination corrected 0.700"
+    )
