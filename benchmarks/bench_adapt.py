@@ -55,6 +55,7 @@ import argparse
 import copy
 import csv
 import dataclasses
+import itertools
 import json
 import os
 import platform
@@ -92,9 +93,25 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def spread(n: int, size: int) -> list[int]:
-    """``n`` indices evenly spread over ``size`` (centres of equal bins)."""
-    return [int((2 * i + 1) * size / (2 * n)) for i in range(n)]
+def spread(n: int, size: int, seed: int | None = None) -> list[int]:
+    """``n`` indices evenly spread over ``size`` (centres of equal bins).
+
+    With ``seed``, one index drawn at random in each of the ``n`` equal bins
+    instead: another choice of annotated slices, still spread over the pool.
+
+    Examples
+    --------
+    >>> spread(2, 10)
+    [2, 7]
+    >>> picks = spread(2, 10, seed=1)
+    >>> 0 <= picks[0] < 5 <= picks[1] < 10
+    True
+    """
+    if seed is None:
+        return [int((2 * i + 1) * size / (2 * n)) for i in range(n)]
+    rng = np.random.default_rng(seed)
+    edges = [int(i * size / n) for i in range(n + 1)]
+    return [int(rng.integers(low, max(low + 1, high))) for low, high in itertools.pairwise(edges)]
 
 
 # ----------------------------------------------------------------------------- data
@@ -315,6 +332,13 @@ def main(argv: list[str] | None = None) -> int:
         help="with --flat-field: the background's sigma as a fraction of the shorter side "
         "(default: the product's FLAT_FIELD_FRACTION)",
     )
+    parser.add_argument(
+        "--pick-seed",
+        type=int,
+        default=None,
+        help="another replicate: annotated slices drawn at random, one per equal part of the "
+        "pool, and the fine-tune seeded with this (default: the parts' centres, seed 0)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args(argv)
 
@@ -369,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
             overrides["anchor_decay"] = args.anchor_decay
         if args.no_flat_field_check:
             overrides["try_flat_field"] = False
+        if args.pick_seed is not None:
+            overrides["seed"] = args.pick_seed
         settings = TrainSettings.for_finetune(model.card, **overrides)
         source = evaluate(model, data["eval_images"], data["eval_labels"], axes)
         reference_from = "the model's card"
@@ -442,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             for n in shots:
-                chosen = spread(n, len(pool))
+                chosen = spread(n, len(pool), args.pick_seed)
                 labels = np.zeros(pool_labels.shape, np.int32)
                 labels[chosen] = pool_labels[chosen]
                 events: list[Any] = []
