@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     from bundle_model import find_config, find_source
 
     from napari_microseg.bundling.split import BundleError, training_items, validation_split
-    from napari_microseg.bundling.tuning import TTA_MIN_GAIN, tta_worth_it, tune_postprocess
+    from napari_microseg.bundling.tuning import TTA_MIN_GAIN, tta_verdict, tune_postprocess
     from napari_microseg.core.models.bundled import TARGETS
     from napari_microseg.core.models.checkpoint import load_checkpoint
     from napari_microseg.core.progress import drain
@@ -103,20 +103,14 @@ def main(argv: list[str] | None = None) -> int:
         shown = ", ".join(f"{k} {row[k]}" for k in grid)
         print(f"{metric} {row[metric]:.4f}  {row['seconds']:7.1f} s  {shown}")
     best = rows[0]
-    if "tta" in grid:
-        # TTA is weighed at the best post-processing found without it.
-        plain = max((r for r in rows if not r["tta"]), key=lambda r: r[metric])
-        twin = [r for r in rows if r["tta"] and r["postprocess"] == plain["postprocess"]]
-        if twin:
-            gain = twin[0][metric] - plain[metric]
-            cost = twin[0]["seconds"] / max(plain["seconds"], 1e-9)
-            worth = tta_worth_it(plain[metric], twin[0][metric])
-            print(
-                f"\nTest-time augmentation: {metric} {gain:+.4f} at {cost:.1f}x the time; "
-                f"{'worth it' if worth else 'not worth it'} (needs +{TTA_MIN_GAIN}): "
-                f"bundle_model.py --tta {'on' if worth else 'off'}"
-            )
-            best = twin[0] if worth else plain
+    verdict = tta_verdict(rows, metric) if "tta" in grid else None
+    if verdict is not None:
+        print(
+            f"\nTest-time augmentation: {metric} {verdict['gain']:+.4f} at {verdict['cost']:.1f}x "
+            f"the time; {'worth it' if verdict['worth'] else 'not worth it'} (needs "
+            f"+{TTA_MIN_GAIN}): bundle_model.py --tta {'on' if verdict['worth'] else 'off'}"
+        )
+        best = verdict["best"]
     print("\nBest, for bundle_model.py --postprocess:")
     print(json.dumps(best["postprocess"]))
     return 0

@@ -84,3 +84,22 @@ def test_tta_is_worth_it_from_one_point_of_the_metric():
     assert tta_worth_it(0.90, 0.91)
     assert not tta_worth_it(0.90, 0.905)
     assert not tta_worth_it(0.90, 0.85)
+
+
+def test_tta_is_weighed_at_the_best_postprocessing_without_it():
+    from napari_microseg.bundling.tuning import tta_verdict
+
+    def row(tta, threshold, score, seconds):
+        return {"tta": tta, "postprocess": {"threshold": threshold}, "ap": score, "seconds": seconds}
+
+    rows = [
+        row(True, 0.5, 0.60, 8.0),  # the best row overall, but at a worse threshold
+        row(False, 0.5, 0.50, 1.0),
+        row(False, 0.7, 0.55, 1.0),
+        row(True, 0.7, 0.555, 8.0),
+    ]
+    verdict = tta_verdict(rows, "ap")
+    assert verdict["gain"] == pytest.approx(0.005) and verdict["cost"] == 8.0
+    assert not verdict["worth"]
+    assert verdict["best"] is rows[2]  # the plain best, not the TTA row
+    assert tta_verdict(rows[1:3], "ap") is None  # TTA not tried

@@ -77,6 +77,53 @@ def grid_points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(keys, values, strict=True)) for values in itertools.product(*grid.values())]
 
 
+def tta_verdict(rows: Sequence[dict[str, Any]], metric: str) -> dict[str, Any] | None:
+    """Weigh test-time augmentation in the rows of a grid that tried it on and off.
+
+    TTA is compared at the best post-processing found without it.
+
+    Parameters
+    ----------
+    rows : sequence of dict
+        :func:`tune_postprocess`'s rows (``"tta"``, ``"postprocess"``,
+        ``metric`` and ``"seconds"`` each).
+    metric : str
+        The column compared.
+
+    Returns
+    -------
+    dict or None
+        ``gain`` (metric with TTA minus without), ``cost`` (time ratio),
+        ``worth`` (:func:`tta_worth_it`) and ``best`` (the row to recommend);
+        None when the grid did not try both.
+
+    Examples
+    --------
+    >>> rows = [
+    ...     {"tta": False, "postprocess": {}, "dice": 0.90, "seconds": 1.0},
+    ...     {"tta": True, "postprocess": {}, "dice": 0.92, "seconds": 8.0},
+    ... ]
+    >>> verdict = tta_verdict(rows, "dice")
+    >>> round(verdict["gain"], 3), verdict["cost"], verdict["worth"], verdict["best"]["tta"]
+    (0.02, 8.0, True, True)
+    """
+    plain_rows = [row for row in rows if not row["tta"]]
+    if not plain_rows:
+        return None
+    plain = max(plain_rows, key=lambda row: row[metric])
+    twins = [r for r in rows if r["tta"] and r["postprocess"] == plain["postprocess"]]
+    if not twins:
+        return None
+    twin = twins[0]
+    worth = tta_worth_it(plain[metric], twin[metric])
+    return {
+        "gain": twin[metric] - plain[metric],
+        "cost": twin["seconds"] / max(plain["seconds"], 1e-9),
+        "worth": worth,
+        "best": twin if worth else plain,
+    }
+
+
 def tune_postprocess(
     model: SegmentationModel,
     items: Sequence[ValidationItem],
