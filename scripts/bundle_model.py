@@ -130,6 +130,10 @@ def retrain_command(
     for key in ("steps", "minutes", "seed"):
         if key in settings and settings[key] != configured.get(key, settings[key]):
             parts += [f"--{key}", str(settings[key])]
+    start = lineage.get("initial_weights")
+    if isinstance(start, dict) and start.get("model"):
+        # Warm-started: the weights it began from are named (their SHA-256 is in the lineage).
+        parts += ["--init", str(start["model"])]
     return shlex.join(parts)
 
 

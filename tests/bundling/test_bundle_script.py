@@ -140,3 +140,15 @@ def test_an_unknown_model_says_where_it_looked(trained, tmp_path, monkeypatch):
     monkeypatch.setenv("NAPARI_MICROSEG_MODELS", str(trained["models"]))
     with pytest.raises(SystemExit, match="tiny-fib"):
         _script().main(["nope", "--data", str(trained["data"]), "--kind", "lucchi"])
+
+
+def test_the_retrain_command_names_the_weights_a_warm_start_began_from(tmp_path):
+    script = _script()
+    config = {"training": {"steps": 100, "minutes": 10}}
+    lineage = {
+        "settings": {"steps": 100, "minutes": 95, "seed": 0},
+        "initial_weights": {"model": "gland-he", "sha256": "0" * 64},
+    }
+    command = script.retrain_command(tmp_path / "c.yaml", tmp_path / "glas", lineage, config)
+    assert command.endswith("--minutes 95 --init gland-he")
+    assert "--init" not in script.retrain_command(None, tmp_path, {"settings": {}}, config)

@@ -90,7 +90,12 @@ def test_tta_is_weighed_at_the_best_postprocessing_without_it():
     from napari_microseg.bundling.tuning import tta_verdict
 
     def row(tta, threshold, score, seconds):
-        return {"tta": tta, "postprocess": {"threshold": threshold}, "ap": score, "seconds": seconds}
+        return {
+            "tta": tta,
+            "postprocess": {"threshold": threshold},
+            "ap": score,
+            "seconds": seconds,
+        }
 
     rows = [
         row(True, 0.5, 0.60, 8.0),  # the best row overall, but at a worse threshold

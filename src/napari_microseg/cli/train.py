@@ -186,19 +186,17 @@ def initialise_from(model: Any, source: str) -> None:
     ):
         if mine != theirs:
             raise CommandError(
-                f"--init {source}: its {what} ({theirs}) differ from the config's ({mine}); "
-                "start from a model trained with this config."
+                f"--init {source}: {what} {theirs}, the config's {mine}; start from a model "
+                "trained with this config."
             )
     state = start.module.state_dict()
     own = model.module.state_dict()
-    mismatched = sorted(
-        key for key in own if key not in state or tuple(state[key].shape) != tuple(own[key].shape)
-    )
-    if mismatched or set(state) - set(own):
+    differ = [k for k in own if k not in state or tuple(state[k].shape) != tuple(own[k].shape)]
+    differ += sorted(set(state) - set(own))
+    if differ:
         raise CommandError(
-            f"--init {source}: its layers differ from the config's network "
-            f"({len(mismatched)} missing or reshaped, e.g. {(mismatched or sorted(state))[0]!r}); "
-            "check the config's hyperparameters."
+            f"--init {source}: its layers differ from the config's network ({len(differ)} "
+            f"missing, extra or reshaped, e.g. {differ[0]!r}); check the config's hyperparameters."
         )
     model.module.load_state_dict({key: value.float() if value.is_floating_point() else value
                                   for key, value in state.items()})  # fmt: skip
