@@ -499,6 +499,7 @@ def main(argv: list[str] | None = None) -> int:
                     "flat_field": lit.get("flat"),
                     "heldout_plain": lit.get("metrics_plain", {}).get("dice"),
                     "heldout_flat": lit.get("metrics_flat", {}).get("dice"),
+                    "light_range": lit.get("light_range"),
                     "heldout_parent": adapt_info.get("metrics_parent", {}).get("dice"),
                     "heldout_adapted": adapt_info.get("metrics_adapted", {}).get("dice"),
                     "heldout_after": done["metrics_after"].get("dice"),

@@ -168,3 +168,28 @@ def test_annotations_in_one_image_are_said_to_check_only_that_image(user_folder)
             show=False,
         )
     assert not [w for w in caught if ONE_PLANE_NOTE in str(w.message)]
+
+
+def test_unevenness_reads_the_light_of_the_annotated_planes_once_each():
+    from napari_microseg.core.inference.illumination import UNEVEN_LIGHT
+    from napari_microseg.core.training.data import Plane, Region
+    from napari_microseg.core.training.recipe import unevenness
+
+    rows, cols = np.mgrid[0:128, 0:128]
+    texture = (0.8 + 0.2 * ((rows // 8 + cols // 8) % 2)).astype(np.float32)
+
+    def plane(image):
+        shape = image.shape
+        return Plane(
+            image=image[None],
+            instances=np.zeros(shape, np.int32),
+            target=np.zeros(shape, np.uint8),
+            annotated=np.ones(shape, bool),
+        )
+
+    even, lit = plane(texture), plane(texture * np.linspace(0.45, 1.35, 128, dtype=np.float32))
+    dark = plane(np.where(rows % 16 == 0, 1.0, 0.01).astype(np.float32))
+    top, bottom = np.zeros((128, 128), bool), np.ones((128, 128), bool)
+    assert unevenness([Region(even, top), Region(even, bottom)]) == pytest.approx(1.0, abs=0.02)
+    assert unevenness([Region(lit, top), Region(lit, bottom), Region(dark, top)]) > UNEVEN_LIGHT
+    assert unevenness([Region(dark, top)]) is None  # fluorescence: the light cannot be read
