@@ -153,8 +153,14 @@ def parse_postprocess(text: str | None) -> dict[str, Any] | None:
     """A pipeline dict from JSON text or a JSON file (a saved pipeline or a model card)."""
     if not text:
         return None
-    path = Path(text)
-    data = json.loads(path.read_text(encoding="utf-8") if path.is_file() else text)
+    # JSON text is never a file name (and may be longer than a file name may be).
+    inline = text.lstrip().startswith("{")
+    try:
+        data = json.loads(text if inline else Path(text).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise SystemExit(
+            f"--postprocess: not a JSON object or a readable JSON file ({error})."
+        ) from None
     if isinstance(data, dict) and "recommended" in data:
         data = data["recommended"].get("postprocess")
     if not isinstance(data, dict):

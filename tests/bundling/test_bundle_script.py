@@ -152,3 +152,15 @@ def test_the_retrain_command_names_the_weights_a_warm_start_began_from(tmp_path)
     command = script.retrain_command(tmp_path / "c.yaml", tmp_path / "glas", lineage, config)
     assert command.endswith("--minutes 95 --init gland-he")
     assert "--init" not in script.retrain_command(None, tmp_path, {"settings": {}}, config)
+
+
+def test_postprocess_takes_the_long_json_tune_postprocess_prints_or_a_file(tmp_path):
+    script = _script()
+    tuned = {"schema": 1, "method": "watershed", "threshold": 0.95, "boundary_class": 2}
+    tuned.update({f"option_{i}": None for i in range(40)})  # longer than a file name may be
+    assert script.parse_postprocess(json.dumps(tuned)) == tuned
+    card = tmp_path / "card.json"
+    card.write_text(json.dumps({"recommended": {"postprocess": {"method": "otsu"}}}))
+    assert script.parse_postprocess(str(card)) == {"method": "otsu"}
+    with pytest.raises(SystemExit, match="not a JSON object or a readable JSON file"):
+        script.parse_postprocess(str(tmp_path / "missing.json"))
