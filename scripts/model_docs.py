@@ -207,7 +207,11 @@ def update_docs(
 
     text = path.read_text(encoding="utf-8") if path.exists() else HEAD
     sections = {m.group("name"): m.group(0) for m in _SECTION.finditer(text)}
-    head = _SECTION.sub("", text)
+    # Hand-written text after the last model section (bioimage.io, notes on levers...)
+    # stays after it; only the text before the summary and the sections is the head.
+    ends = [m.end() for m in _SECTION.finditer(text)]
+    tail = text[max(ends) :].strip() if ends else ""
+    head = _SECTION.sub("", text[: max(ends)] if ends else text)
     head = re.sub(r"<!-- summary -->.*?<!-- /summary -->\n?", "", head, flags=re.S).rstrip()
     old = sections.get(card.name, "").splitlines()
     log = [line for line in old if _LOG_LINE.match(line)]
@@ -221,7 +225,7 @@ def update_docs(
     )
     order = [n for n in BUNDLED if n in sections] + sorted(set(sections) - set(BUNDLED))
     body = "\n\n".join(sections[n] for n in order)
-    new = f"{head}\n\n{summary_table(cards)}\n\n{body}\n"
+    new = f"{head}\n\n{summary_table(cards)}\n\n{body}\n" + (f"\n{tail}\n" if tail else "")
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         tmp.write_text(new, encoding="utf-8")
