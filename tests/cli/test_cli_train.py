@@ -207,8 +207,10 @@ def test_train_can_start_from_a_saved_model_of_the_same_network(tmp_path, capsys
     capsys.readouterr()
     assert main([*base, "--steps", "1", "--name", "second", "--init", "first"]) == 0
     assert "Starting from the weights of 'first'" in capsys.readouterr().out
-    start = registry.load_model("second", device="cpu").card.lineage["initial_weights"]
+    second = registry.load_model("second", device="cpu").card
+    start = second.lineage["initial_weights"]
     assert start["model"] == "first" and len(start["sha256"]) == 64
+    assert "trained from the weights of first on" in second.trained_on
 
     # Another network is refused before training, with what differs.
     config.write_text(config.read_text().replace("base_width: 4", "base_width: 8"))

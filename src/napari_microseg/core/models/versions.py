@@ -286,7 +286,9 @@ def trained_model(
         trained_on = f"fine-tuned from {parent.name} on {what}"
         description = f"{parent.name} fine-tuned on {what}. {parent.card.description}".strip()
     else:
-        trained_on = f"trained from scratch on {what}"
+        start = lineage.get("initial_weights")
+        origin = f"from the weights of {start['model']}" if start else "from scratch"
+        trained_on = f"trained {origin} on {what}"
         description = parent.card.description or f"Trained on {what}."
     # The model picker shows the first metrics: the segmentation scores, not the loss.
     card_metrics = {k: metrics[k] for k in ("dice", "iou", "object_f1") if k in metrics}
