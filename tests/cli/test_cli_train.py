@@ -186,7 +186,6 @@ def test_train_from_a_config_with_a_data_override(tmp_path, capsys):
 
 
 def test_train_can_start_from_a_saved_model_of_the_same_network(tmp_path, capsys):
-
     data = fake_lucchi(tmp_path / "lucchi")
     config = tmp_path / "cfg.yaml"
     config.write_text(

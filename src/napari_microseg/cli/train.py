@@ -198,8 +198,7 @@ def initialise_from(model: Any, source: str) -> None:
             f"--init {source}: its layers differ from the config's network ({len(differ)} "
             f"missing, extra or reshaped, e.g. {differ[0]!r}); check the config's hyperparameters."
         )
-    model.module.load_state_dict({key: value.float() if value.is_floating_point() else value
-                                  for key, value in state.items()})  # fmt: skip
+    model.module.load_state_dict(state)  # copies cast the float16 of bundled weights
     model.card.lineage = {
         **model.card.lineage,
         "initial_weights": {"model": given.name, "sha256": inspect_checkpoint(weights).sha256},

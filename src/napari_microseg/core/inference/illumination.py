@@ -83,6 +83,23 @@ UNEVEN_LIGHT = 1.35
 DARK_BACKGROUND_MEDIAN = 0.25
 
 
+def scaled_median(values: np.ndarray) -> float | None:
+    """The median of ``values`` on the scale of their 1st-99.8th percentiles (None: flat).
+
+    Below :data:`DARK_BACKGROUND_MEDIAN`: a dark background with bright objects
+    (fluorescence); near 1: a bright background (brightfield).
+
+    Examples
+    --------
+    >>> scaled_median(np.r_[np.zeros(90), np.ones(10)]), scaled_median(np.ones(5))
+    (0.0, None)
+    """
+    low, high = np.percentile(values, (1.0, 99.8))
+    if not high > low:
+        return None
+    return (float(np.median(values)) - float(low)) / float(high - low)
+
+
 def light_range(brightness: np.ndarray, fraction: float = FLAT_FIELD_FRACTION) -> float | None:
     """How unevenly a plane is lit: its smooth background's 95th over its 5th percentile.
 
@@ -112,10 +129,12 @@ def light_range(brightness: np.ndarray, fraction: float = FLAT_FIELD_FRACTION) -
     True
     """
     values = np.asarray(brightness, np.float32)
-    low, high = np.percentile(values, (1.0, 99.8))
-    if low < 0 or high <= low:
+    # Normalized planes dip a little below 0 under their 1st percentile; zero-centred data
+    # (a negative 1st percentile) are not light that a gain multiplied.
+    if np.percentile(values, 1.0) < 0:
         return None
-    if (float(np.median(values)) - low) / (high - low) < DARK_BACKGROUND_MEDIAN:
+    median = scaled_median(values)
+    if median is None or median < DARK_BACKGROUND_MEDIAN:
         return None
     background = coarse_background(values, fraction)
     bottom, top = np.percentile(background, (5.0, 95.0))

@@ -312,15 +312,15 @@ def guess_modality(
     if sample is not None:
         import numpy as np
 
+        from ..inference.illumination import DARK_BACKGROUND_MEDIAN, scaled_median
+
         values = np.asarray(sample, dtype=np.float32).ravel()
         values = values[np.isfinite(values)]
         if values.size:
             step = max(1, values.size // 65536)
-            values = values[::step]
-            low, high = np.percentile(values, (1.0, 99.8))
-            if high > low:
-                median = (float(np.median(values)) - low) / (high - low)
-                if median < 0.25:
+            median = scaled_median(values[::step])
+            if median is not None:
+                if median < DARK_BACKGROUND_MEDIAN:
                     return "fluorescence"
                 return "brightfield" if median > 0.8 else "EM"
     return "EM" if spatial_ndim == 3 else "fluorescence"
