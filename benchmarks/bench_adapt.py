@@ -333,6 +333,11 @@ def main(argv: list[str] | None = None) -> int:
         "(default: the product's FLAT_FIELD_FRACTION)",
     )
     parser.add_argument(
+        "--no-smoothing",
+        action="store_true",
+        help="never smooth a noisy session (TrainSettings.try_smoothing off, adapt smooth=False)",
+    )
+    parser.add_argument(
         "--pick-seed",
         type=int,
         default=None,
@@ -393,6 +398,9 @@ def main(argv: list[str] | None = None) -> int:
             overrides["anchor_decay"] = args.anchor_decay
         if args.no_flat_field_check:
             overrides["try_flat_field"] = False
+        if args.no_smoothing:
+            overrides["try_smoothing"] = False
+        smooth = False if args.no_smoothing else None
         if args.pick_seed is not None:
             overrides["seed"] = args.pick_seed
         settings = TrainSettings.for_finetune(model.card, **overrides)
@@ -437,17 +445,18 @@ def main(argv: list[str] | None = None) -> int:
                     "shifted": evaluate(model, evaluation, eval_labels, axes),
                 }
             # A job runs only when drained, so timing the drain times the whole job.
-            job = adapt(model, pool, axes=axes, save=False, match_intensities=False)
+            job = adapt(model, pool, axes=axes, save=False, match_intensities=False, smooth=smooth)
             adapted, wall, cpu = timed(drain, job, show=False)
             run["adapted"] = {
                 **evaluate(adapted, evaluation, eval_labels, axes),
                 "wall_s": wall,
                 "cpu_s": cpu,
+                "smooth": adapted.card.normalization.get("smooth"),
             }
             run["matched"] = evaluate(matching, evaluation, eval_labels, axes)
             run["matched"]["reference"] = reference_from
             # What "Adapt to this image" does by default: match, then batch-norm statistics.
-            job = adapt(model, pool, axes=axes, save=False, match_intensities=True)
+            job = adapt(model, pool, axes=axes, save=False, match_intensities=True, smooth=smooth)
             both, wall_both, cpu_both = timed(drain, job, show=False)
             run["adapted_matched"] = {
                 **evaluate(both, evaluation, eval_labels, axes),
@@ -462,7 +471,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
             print(
                 f"  {kind}: shifted {run['shifted']['dice']:.4f}, adapted "
-                f"{run['adapted']['dice']:.4f} ({wall:.1f} s), matched "
+                f"{run['adapted']['dice']:.4f} ({wall:.1f} s, smooth "
+                f"{run['adapted']['smooth']}), matched "
                 f"{run['matched']['dice']:.4f}, both {run['adapted_matched']['dice']:.4f} "
                 f"({wall_both:.1f} s)",
                 flush=True,
@@ -487,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
                 done = [e.info for e in events if e.info.get("phase") == "done"][-1]
                 adapt_info = next((e.info for e in events if "metrics_adapted" in e.info), {})
                 lit = next((e.info for e in events if e.info.get("phase") == "illumination"), {})
+                noise = next((e.info for e in events if e.info.get("phase") == "noise"), {})
                 run[f"shots={n}"] = {
                     **evaluate(tuned, evaluation, eval_labels, axes),
                     "slices": chosen,
@@ -500,6 +511,10 @@ def main(argv: list[str] | None = None) -> int:
                     "heldout_plain": lit.get("metrics_plain", {}).get("dice"),
                     "heldout_flat": lit.get("metrics_flat", {}).get("dice"),
                     "light_range": lit.get("light_range"),
+                    "smooth": noise.get("smooth"),
+                    "noise": noise.get("noise"),
+                    "training_noise": noise.get("training_noise"),
+                    "heldout_unsmoothed": noise.get("metrics_plain", {}).get("dice"),
                     "heldout_parent": adapt_info.get("metrics_parent", {}).get("dice"),
                     "heldout_adapted": adapt_info.get("metrics_adapted", {}).get("dice"),
                     "heldout_after": done["metrics_after"].get("dice"),
@@ -509,6 +524,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"    {n} shot(s): Dice {r['dice']:.4f} in {wall:.0f} s wall / {cpu:.0f} s "
                     f"CPU, {r['steps']} steps ({r['stopped']}), flat field {r['flat_field']}, "
+                    f"smooth {r['smooth']}, "
                     f"start {r['start']}, kept "
                     f"{r['kept']}, load {r['loadavg_end']}",
                     flush=True,

@@ -67,3 +67,19 @@ def test_adapt_corrects_uneven_illumination_when_asked(user_folder, tmp_path, ca
     saved = registry.load_model("flat", device="cpu")
     assert saved.card.normalization["flat_field"] > 0
     assert "flat field" in saved.card.lineage["method"]
+
+
+def test_adapt_smooths_as_asked_and_refuses_a_bad_sigma(user_folder, tmp_path, capsys):
+    registry.save_user_model(create_model("unet", name="plain", depth=2, base_width=4))
+    image = tmp_path / "session2.tif"
+    tifffile.imwrite(image, synthetic.fibsem_mitochondria((5, 64, 64), seed=2).image)
+    args = ["adapt", "--model", "plain", "--image", str(image), "--json"]
+    # No batch norm and no recorded noise level: smoothing by hand is still an adaptation.
+    assert main([*args, "--name", "smoothed", "--smooth", "0.7"]) == 0
+    assert json.loads(capsys.readouterr().out)["smooth"] == 0.7
+    assert registry.load_model("smoothed", device="cpu").card.normalization["smooth"] == 0.7
+    assert main([*args, "--name", "bad", "--smooth", "lots"]) == 2
+    assert "--smooth 'lots': use auto, on, off or a Gaussian sigma" in capsys.readouterr().err
+    assert main([*args, "--name", "bad", "--smooth", "-2"]) == 2
+    assert "Gaussian sigma in pixels" in capsys.readouterr().err
+    assert not (user_folder / "bad.json").exists()

@@ -47,3 +47,22 @@ def test_a_flat_field_parent_is_named_once():
         "saved as 'x' (illumination corrected (training did not help)). on held-out annotated "
         "pixels: dice: parent 0.300 → illumination corrected 0.700"
     )
+
+
+def test_a_run_on_a_noisy_session_says_its_input_is_smoothed():
+    lineage = {
+        "metrics_before": {"dice": 0.5},
+        "metrics_after": {"dice": 0.8},
+        "recipe": {"kept": "trained", "smooth": 1.0},
+    }
+    summary = FinetuneSummary.of(lineage, {}, {})
+    assert summary.text("x") == (
+        "saved as 'x' (fine-tuned; it smooths its input (sigma 1 px): the session is noisy). "
+        "on held-out annotated pixels: dice: parent 0.500 → result 0.800"
+    )
+    parent = FinetuneSummary.of(
+        {**lineage, "recipe": {"kept": "smoothed parent", "smooth": 1.0}}, {}, {}
+    )
+    assert parent.text("x").startswith(
+        "saved as 'x' (noisy images smoothed (training did not help))"
+    )

@@ -15,6 +15,7 @@ HOW = {
     "trained": "fine-tuned",
     "adapted": "batch-norm adapted (training did not help)",
     "flat-field parent": "illumination corrected (training did not help)",
+    "smoothed parent": "noisy images smoothed (training did not help)",
 }
 
 
@@ -74,18 +75,21 @@ class FinetuneSummary:
     Attributes
     ----------
     kept : str
-        ``"trained"``, ``"adapted"``, ``"flat-field parent"`` or ``"parent"``
-        (nothing beat the parent; nothing was saved).
+        ``"trained"``, ``"adapted"``, ``"flat-field parent"``, ``"smoothed
+        parent"`` or ``"parent"`` (nothing beat the parent; nothing was saved).
     metrics : str
         Per metric: the parent, the illumination-corrected parent, the adapted
         model and the result, as far as the run measured them.
     corrected : bool
         The run learnt from flat-field corrected images.
+    smoothed : float, optional
+        The Gaussian sigma (px) of a run that learnt from smoothed (noisy) images.
     """
 
     kept: str
     metrics: str
     corrected: bool = False
+    smoothed: float | None = None
 
     @classmethod
     def of(
@@ -123,8 +127,13 @@ class FinetuneSummary:
             if isinstance(after.get(key), (int, float)):
                 steps.append(f"result {after[key]:.3f}")
             parts.append(f"{key.replace('_', ' ')}: " + " → ".join(steps))
-        kept = (lineage.get("recipe") or {}).get("kept", "trained")
-        return cls(kept=kept, metrics="; ".join(parts), corrected=bool(flat))
+        recipe = lineage.get("recipe") or {}
+        return cls(
+            kept=recipe.get("kept", "trained"),
+            metrics="; ".join(parts),
+            corrected=bool(flat),
+            smoothed=recipe.get("smooth"),
+        )
 
     def text(self, name: str) -> str:
         """The result line of the dock, for the model ``name`` (the parent's when kept)."""
@@ -136,4 +145,6 @@ class FinetuneSummary:
         how = HOW.get(self.kept, self.kept)
         if self.corrected and self.kept != "flat-field parent":
             how += "; it corrects uneven illumination, as the held-out pixels asked"
+        if self.smoothed and self.kept != "smoothed parent":
+            how += f"; it smooths its input (sigma {self.smoothed:g} px): the session is noisy"
         return f"saved as {name!r} ({how}). {WHERE}: {self.metrics}"

@@ -528,9 +528,11 @@ class FinetuneWidget(DockedContainer):
         lineage = model.card.lineage
         matched = "intensities matched, " if lineage.get("match_intensities") else ""
         flattened = "illumination corrected, " if lineage.get("flat_field") else ""
+        sigma = lineage.get("smooth")
+        smoothed = f"noisy input smoothed (sigma {sigma:g} px), " if sigma else ""
         self.result_label.value = (
-            f"saved as {model.name!r}: {flattened}{matched}{layers} batch-norm layers adapted to "
-            "this image "
+            f"saved as {model.name!r}: {flattened}{smoothed}{matched}{layers} batch-norm layers "
+            "adapted to this image "
             "(no labels, so no score yet: segment again and look, or correct a few objects and "
             "fine-tune)."
         )

@@ -97,6 +97,39 @@ def test_a_flat_field_model_block_by_block_equals_the_in_memory_prediction(
         drain(predict_to_zarr(model, source, tmp_path / "p.zarr", axes=axes, options=other))
 
 
+@pytest.mark.parametrize("colour", [False, True])
+def test_a_smoothing_model_block_by_block_equals_the_in_memory_prediction(
+    tmp_path, model, volume, colour
+):
+    """Each block is smoothed with a margin of its neighbours, as the whole image is."""
+    noisy = volume.astype(np.float32) + np.random.default_rng(5).normal(0, 25, volume.shape)
+    noisy = np.clip(noisy, 0, 255).astype(np.uint8)
+    chunks = (2, 32, 32)
+    if colour:
+        noisy = np.stack([noisy, noisy // 2, noisy], axis=-1)
+        chunks = (*chunks, 3)
+    source = as_zarr(tmp_path / "in.zarr", noisy, chunks)
+    spec = {"kind": "percentile", "low": 1.0, "high": 99.8, "smooth": 1.0}
+    axes = "ZYXC" if colour else "ZYX"
+    expected = predict(
+        model, source, axes=axes, tile_size=32, overlap=0.25, device="cpu", normalization=spec
+    )
+    plain = predict(model, source, axes=axes, tile_size=32, overlap=0.25, device="cpu")
+    assert not np.array_equal(expected, plain)  # the smoothing changes the result
+    options = PredictOptions(tile_size=32, overlap=0.25, device="cpu", normalization=spec)
+    job = predict_to_zarr(
+        model, source, tmp_path / "p.zarr", axes=axes, options=options, chunks=(2, 16, 32)
+    )
+    result = drain(job, show=False).probabilities[:]
+    np.testing.assert_allclose(result, expected, rtol=0, atol=1e-6)
+    # Another sigma is another job: not resumed, refused.
+    other = PredictOptions(
+        tile_size=32, overlap=0.25, device="cpu", normalization={**spec, "smooth": 0.7}
+    )
+    with pytest.raises(ChunkedError, match="another model, input or settings"):
+        drain(predict_to_zarr(model, source, tmp_path / "p.zarr", axes=axes, options=other))
+
+
 def test_a_2d_image_and_a_numpy_input_work_too(tmp_path, model, volume):
     image = volume[2]
     expected = predict(model, image, tile_size=32, overlap=0.5, device="cpu")

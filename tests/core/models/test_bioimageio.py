@@ -172,6 +172,14 @@ def test_export_refuses_what_it_cannot_describe_or_replace(tiny, tmp_path):
     with pytest.raises(ModelError, match=r"uneven illumination.*Export its parent"):
         export_bioimageio(flat, tmp_path / "flat.zip")
     assert not (tmp_path / "flat.zip").exists()
+    # Nor has smoothing for a noisy session.
+    smooth = copy.copy(model)
+    smooth.card = dataclasses.replace(
+        model.card, normalization={**model.card.normalization, "smooth": 0.7}
+    )
+    with pytest.raises(ModelError, match=r"smooths its input.*Export its parent"):
+        export_bioimageio(smooth, tmp_path / "smooth.zip")
+    assert not (tmp_path / "smooth.zip").exists()
 
 
 # ----------------------------------------------------------------------- round trip

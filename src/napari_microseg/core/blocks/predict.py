@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from ..inference.denoise import radius, smooth_planes, smooth_sigma
 from ..inference.illumination import (
     PlaneGains,
     correct_illumination,
@@ -169,6 +170,8 @@ class BlockTask:
         (:func:`~.store.encode_probabilities`).
     gains : PlaneGains, optional
         Every plane's background, for a model that corrects uneven illumination.
+    smooth : float, optional
+        The Gaussian sigma (px) of a model that smooths its input (:mod:`~..inference.denoise`).
     """
 
     source: Any
@@ -179,6 +182,34 @@ class BlockTask:
     grid: BlockGrid
     out: Any
     gains: PlaneGains | None = None
+    smooth: float | None = None
+
+
+def read_region_as_whole(task: BlockTask, region: Region) -> np.ndarray:
+    """The pixels of ``region``, flat-field corrected when the model asks for it."""
+    data = read_region(task.source, task.axes, region)
+    return data if task.gains is None else task.gains.apply(data, region)
+
+
+def read_smoothed_region(task: BlockTask, region: Region) -> np.ndarray:
+    """The pixels of ``region`` smoothed exactly as the whole image would be.
+
+    The region is read grown by the filter's reach along Y and X (clipped to
+    the image, where both mirror alike), smoothed, and cropped back.
+    """
+    reach = radius(task.smooth)
+    spatial = task.axes.replace("C", "")
+    shape = [int(task.source.shape[task.axes.index(a)]) for a in spatial]
+    grown = tuple(
+        slice(max(0, span.start - reach), min(size, span.stop + reach)) if a in "YX" else span
+        for a, span, size in zip(spatial, region, shape)
+    )
+    smoothed = smooth_planes(read_region_as_whole(task, grown), task.axes, task.smooth)
+    spans = iter(
+        slice(span.start - outer.start, span.stop - outer.start)
+        for span, outer in zip(region, grown)
+    )
+    return smoothed[tuple(slice(None) if a == "C" else next(spans) for a in task.axes)]
 
 
 def predict_block(model: SegmentationModel, task: BlockTask, index: int) -> Job[np.ndarray]:
@@ -202,9 +233,7 @@ def predict_block(model: SegmentationModel, task: BlockTask, index: int) -> Job[
 
     interior = task.grid.interior(index)
     region = task.halo.region(interior)
-    data = read_region(task.source, task.axes, region)
-    if task.gains is not None:
-        data = task.gains.apply(data, region)
+    data = read_smoothed_region(task, region) if task.smooth else read_region_as_whole(task, region)
     job = prepare_job(model, data, task.axes, None, task.options)
     job.normalizer = task.normalizer
     with job.runner:
@@ -358,6 +387,9 @@ def predict_to_zarr(
         # A plane's background needs the whole plane; blocks hold parts of planes.
         gains = yield from iter_measure_planes(source, axes, fraction, total=len(grid))
         measured = correct_illumination(data, axes, fraction, lazy=True)
+    sigma = smooth_sigma(whole.spec)
+    if sigma is not None:
+        measured = smooth_planes(measured, axes, sigma, lazy=True)
     yield Progress(0, len(grid), "Computing the normalization")
     channel_axis = axes.index("C") if "C" in axes else None
     normalizer = fit_normalizer(measured, whole.spec, channel_axis=channel_axis)
@@ -373,6 +405,8 @@ def predict_to_zarr(
         parts["probability_dtype"] = dtype
     if fraction is not None:
         parts["flat_field"] = fraction
+    if sigma is not None:
+        parts["smooth"] = sigma
     key = fingerprint(parts)
     array = open_output(
         out,
@@ -389,7 +423,7 @@ def predict_to_zarr(
     skipped = len(grid) - len(todo)
     if skipped:
         yield Progress(skipped, len(grid), f"Resuming: {skipped} of {len(grid)} blocks done")
-    task = BlockTask(source, axes, options, normalizer, halo, grid, array, gains)
+    task = BlockTask(source, axes, options, normalizer, halo, grid, array, gains, sigma)
     executor = executor or LocalExecutor()
     try:
         with torch_threads(threads):

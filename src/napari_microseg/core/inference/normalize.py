@@ -29,7 +29,10 @@ training data did. Scaling alone undoes only linear changes.
 Any kind may carry ``"flat_field"``: each plane is first divided by its own
 smoothed brightness (:mod:`.illumination`); the callers that read an image
 for a model (prediction, adaptation, training data) apply it before these
-statistics are measured, so it is not part of :class:`Normalizer`.
+statistics are measured, so it is not part of :class:`Normalizer`. So may
+``"smooth"``: a Gaussian of that many pixels along Y and X for a noisy session
+(:mod:`.denoise`), applied after the flat field. ``"noise"`` records the noise
+level of the model's training inputs, which decides when a session is noisy.
 
 NaN pixels are set to 0 after scaling. A constant image cannot be scaled; it
 becomes all zeros, with a :class:`NormalizationWarning` that says so.
@@ -53,6 +56,7 @@ from typing import Any
 import numpy as np
 
 from ..io.checks import ImageValidationError
+from .denoise import smooth_sigma
 from .illumination import flat_field_fraction
 
 #: Default specification: percentiles 1 and 99.8 over the whole image or volume.
@@ -153,6 +157,7 @@ def resolve_spec(spec: dict[str, Any] | str | None) -> dict[str, Any]:
     if full["kind"] == "range" and ("min" not in full or "max" not in full):
         raise ValueError('A "range" normalization needs "min" and "max" values.')
     flat_field_fraction(full)  # checks its value
+    smooth_sigma(full)  # likewise
     if full.get("match"):
         reference = np.asarray(full.get("reference", ()), dtype=np.float64)
         if (

@@ -35,6 +35,7 @@ import numpy as np
 
 from ..models.base import SegmentationModel
 from ..progress import Job, Progress, drain
+from .denoise import smooth_planes, smooth_sigma
 from .illumination import correct_illumination, flat_field_fraction
 from .job import PredictionJob, as_model, prepare_job, resolve_image
 from .normalize import fit_normalizer
@@ -210,6 +211,12 @@ def _execute(
         # shape, so only the views change (dask input stays lazy).
         yield Progress(0, job.total, "Correcting uneven illumination")
         data = correct_illumination(data, axes, fraction)
+    sigma = smooth_sigma(job.spec)
+    if sigma is not None:
+        # The model was adapted to a noisy session through smoothed inputs (dask stays lazy).
+        yield Progress(0, job.total, "Smoothing the noisy image")
+        data = smooth_planes(data, axes, sigma)
+    if fraction is not None or sigma is not None:
         job.views = make_views(data, axes, slice_axis=options.slice_axis, ortho=options.ortho)
     yield Progress(0, job.total, "Computing the normalization")
     channel_axis = axes.index("C") if "C" in axes else None

@@ -128,6 +128,12 @@ def _preprocessing(v0_5: Any, card: ModelCard) -> list[Any]:
             "adapted to a session), which bioimage.io preprocessing cannot express; other tools "
             "would run it without, and get other results. Export its parent instead."
         )
+    if spec.get("smooth"):
+        raise ModelError(
+            f"Model {card.name!r} smooths its input (Gaussian sigma {spec['smooth']} px, adapted "
+            "to a noisy session), which bioimage.io preprocessing cannot express; other tools "
+            "would run it without, and get other results. Export its parent instead."
+        )
     spatial = [v0_5.AxisId("y"), v0_5.AxisId("x")]
     # RGB is scaled jointly unless the card says per channel (see inference.normalize).
     joint = spatial if spec.get("per_channel") else [v0_5.AxisId("channel"), *spatial]

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ..inference.denoise import apply_smoothing, session_noise
 from ..inference.illumination import apply_flat_field
 from ..inference.job import match_channels
 from ..inference.normalize import fit_normalizer, intensity_quantiles
@@ -329,6 +330,8 @@ def prepare(
         chosen = _chosen_slices(labels, annotated, pair.slices, stack, name)
         # A model adapted with a flat field learns from corrected planes, as it will predict.
         image = apply_flat_field(image, axes, card.normalization, lazy=True)
+        # ... and a model adapted to a noisy session learns from smoothed planes, likewise.
+        image = apply_smoothing(image, axes, card.normalization, lazy=True)
         normalizer = fit_normalizer(image, card.normalization, channel_axis=channel_axis)
         # (Z, C, Y, X) view of the image, without reading it.
         order = [axes.index(a) for a in "ZCYX" if a in axes]
@@ -500,14 +503,50 @@ def input_reference(planes: Sequence[Plane], max_samples: int = 2_000_000) -> li
     return [float(v) for v in intensity_quantiles(sample)]
 
 
-def with_input_reference(data: PreparedData, model: SegmentationModel) -> SegmentationModel:
-    """``model``, its card now recording the intensity reference of ``data`` (if it had none).
+def input_noise(planes: Sequence[Plane], context: int = 0) -> float | None:
+    """The median noise level of ``planes`` (:func:`~..inference.denoise.noise_level`).
 
-    The reference lets images of another session be matched to what the model
-    saw (``normalization["match"]``); a fine-tune of a model that has one keeps
-    it, since its inputs were matched to it.
+    Stored in a trained model's card (``normalization["noise"]``): a session at
+    least :data:`~..inference.denoise.NOISY_RATIO` times as noisy is smoothed.
+
+    Parameters
+    ----------
+    planes : sequence of Plane
+        Their ``image`` (C, H, W), normalized.
+    context : int
+        Neighbouring slices on each side stacked in the channels (2.5D models);
+        only the centre slice's channels are measured, as averaging slices
+        would hide their noise.
+
+    Returns
+    -------
+    float or None
+        None when no plane can tell (all constant).
     """
-    spec = model.card.normalization
+
+    def centre(image: np.ndarray) -> np.ndarray:
+        channels = image.shape[0] // (2 * context + 1)
+        return image[context * channels : (context + 1) * channels]
+
+    level = session_noise(centre(plane.image) for plane in planes)
+    return None if level is None else round(level, 6)
+
+
+def with_input_reference(data: PreparedData, model: SegmentationModel) -> SegmentationModel:
+    """``model``, its card now recording the intensity and noise references of ``data``.
+
+    The intensity reference lets images of another session be matched to what
+    the model saw (``normalization["match"]``), the noise level tells a noisy
+    session (:mod:`..inference.denoise`). Each is recorded only where the card
+    has none: a fine-tune of a model that has them keeps them, since its inputs
+    were matched (or smoothed) towards them.
+    """
+    spec = dict(model.card.normalization)
     if "reference" not in spec and spec.get("kind") != "none":
-        model.card.normalization = {**spec, "reference": input_reference(data.planes)}
+        spec["reference"] = input_reference(data.planes)
+    if "noise" not in spec and spec.get("kind") != "none":
+        level = input_noise(data.planes, int(model.card.context_slices or 0))
+        if level is not None:
+            spec["noise"] = level
+    model.card.normalization = spec
     return model

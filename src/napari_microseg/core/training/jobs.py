@@ -53,6 +53,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..inference.denoise import smooth_sigma
 from ..models.base import ModelError, SegmentationModel
 from ..models.versions import SaveError, TrainingRun, lineage_record, trained_model
 from ..progress import Job, Progress
@@ -77,6 +78,7 @@ from .recipe import (
     tries_flat_field,
 )
 from .settings import TrainingError, TrainingWarning, TrainSettings
+from .smoothing import smoothing_outcome, smoothing_start, tries_smoothing
 from .split import split_validation
 from .state import cpu_state
 
@@ -336,6 +338,22 @@ def _run(
         )
         if chosen is not None:
             parent, data, train_regions, val_regions, plain_metrics = chosen
+    # A noisy session learns from smoothed images (decided without labels); not on top of a
+    # flat field, whose own plain-versus-corrected choice the smoothing would confuse.
+    as_it_was, unsmoothed_metrics = parent, None
+    if (
+        few_shot
+        and not val_pairs
+        and plain_metrics is None
+        and settings.try_smoothing
+        and tries_smoothing(parent)
+    ):
+        check_classes(data.summary)
+        chosen = yield from smoothing_start(
+            parent, pairs, data, train_regions, val_regions, settings
+        )
+        if chosen is not None:
+            parent, data, train_regions, val_regions, unsmoothed_metrics = chosen
     deadline = started + settings.minutes * 60 if settings.minutes else None
     if deadline is not None and time.monotonic() >= deadline:
         raise TrainingError(
@@ -446,6 +464,23 @@ def _run(
                 "annotated pixels; the parent with the correction (no gradient steps kept) was "
                 "saved."
             )
+        if unsmoothed_metrics is not None:
+            # The held-out metrics of what was kept, all on the smoothed images.
+            kept_metrics = {"trained": outcome.after, "adapted": outcome.before}.get(
+                kept, dict(parent_metrics or outcome.before)
+            )
+            kept = smoothing_outcome(kept, kept_metrics, unsmoothed_metrics, settings)
+            if kept == "smoothed parent":
+                working.module.load_state_dict(cpu_state(parent.module))
+                outcome.after = dict(parent_metrics or outcome.before)
+                outcome.notes.append(
+                    "Fine-tuning did not beat the parent on the smoothed images; the parent "
+                    "with the smoothing (no gradient steps kept) was saved."
+                )
+            elif kept == "parent":
+                # The parent on the images as they are beat everything smoothed: it stays as
+                # it was, smoothing and all forgotten.
+                parent, parent_metrics = as_it_was, unsmoothed_metrics
         if kept == "parent":
             # Nothing is saved; the result is the parent's weights under the parent's name, with
             # a card that records the run and why nothing was kept.
@@ -471,9 +506,9 @@ def _run(
                 "Fine-tuning did not beat the batch-norm adaptation on the held-out annotated "
                 "pixels; the adapted model (no gradient steps kept) was saved."
             )
-    if parent_metrics is not None or plain_metrics is not None:
+    if parent_metrics is not None or plain_metrics is not None or unsmoothed_metrics is not None:
         # Before = the parent as the user had it, not the adapted or corrected starting point.
-        outcome.before = dict(plain_metrics or parent_metrics)
+        outcome.before = dict(plain_metrics or unsmoothed_metrics or parent_metrics)
     lineage = record(
         outcome.before,
         outcome.after,
@@ -483,7 +518,12 @@ def _run(
         outcome.best_step,
         outcome.notes,
     )
-    lineage["recipe"] = {"start": start, "kept": kept, "flat_field": plain_metrics is not None}
+    lineage["recipe"] = {
+        "start": start,
+        "kept": kept,
+        "flat_field": plain_metrics is not None,
+        "smooth": smooth_sigma(parent.card.normalization),
+    }
     result = with_input_reference(
         data, trained_model(working, parent, name, lineage, outcome.after, kind, data)
     )

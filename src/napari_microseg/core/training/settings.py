@@ -133,6 +133,12 @@ class TrainSettings:
         removed, :mod:`~..inference.illumination`) when the parent scores the
         held-out annotated pixels better on them (:func:`~.recipe.illumination_start`);
         the new model then corrects every image it segments.
+    try_smoothing : bool
+        Fine-tuning: learn from smoothed images when the annotated images are
+        noisier than the parent's training data (its card's ``noise`` level; no
+        labels needed, :mod:`~.smoothing`); the new model then smooths every image
+        it segments, and is kept only if it beats the parent on the held-out
+        pixels of the images as they are.
     """
 
     steps: int | None = 2000
@@ -171,6 +177,7 @@ class TrainSettings:
     encoder_lr_factor: float = 1.0
     keep_better_start: bool = False
     try_flat_field: bool = False
+    try_smoothing: bool = False
     anchor_decay: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -179,7 +186,8 @@ class TrainSettings:
         """Few-shot defaults (issue #21): 400 steps or 2.5 minutes, whichever comes first.
 
         The recipe: correct uneven illumination when the held-out pixels say it
-        helps, re-estimate the batch-norm statistics on the new image first
+        helps, smooth a session noisier than the training data, re-estimate the
+        batch-norm statistics on the new image first
         (kept only if the held-out annotated pixels agree), then train with those
         statistics frozen, the decoder at the learning rate the base model's card
         recommends (:func:`finetune_learning_rate`; 1e-3 if none) and the encoder
@@ -210,6 +218,7 @@ class TrainSettings:
             encoder_lr_factor=0.25,
             keep_better_start=True,
             try_flat_field=True,
+            try_smoothing=True,
             anchor_decay=finetune_anchor_decay(card),
         )
         return replace(base, **overrides)
