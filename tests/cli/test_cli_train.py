@@ -67,6 +67,7 @@ def test_finetune_saves_a_new_version_usable_by_name(image_files, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["name"] == "tiny-cli" and summary["parent"] == "tiny"
     assert summary["steps"] == 3 and "dice" in summary["metrics_after"]
+    assert summary["recipe"]["smooth"] is None  # the card records no training noise level
     assert {"tiny", "tiny-cli"} <= usable_names()
     child = registry.load_model("tiny-cli", device="cpu").card
     assert child.parent == "tiny"

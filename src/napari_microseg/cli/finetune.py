@@ -132,7 +132,7 @@ def register_adapt(subparsers: Any) -> None:
         "--smooth",
         default="auto",
         metavar="{auto,on,off,SIGMA}",
-        help="smooth a noisy session: auto (default) when the image is 1.3 times as noisy as the "
+        help="smooth a noisy session: auto (default) when the image is 1.5 times as noisy as the "
         "model's training data or more; on, off, or a Gaussian sigma in pixels",
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -328,6 +328,7 @@ def report(model: Any, *, as_json: bool = False) -> None:
             "metrics_before": before,
             "metrics_after": after,
             "data_sha256": lineage.get("data_sha256"),
+            "recipe": lineage.get("recipe"),
         }
         print(json.dumps(summary, indent=2))
         return
@@ -347,4 +348,10 @@ def report(model: Any, *, as_json: bool = False) -> None:
             old = f"{before[key]:.3f} -> " if key in before else ""
             print(f"  validation {key}: {old}{after[key]:.3f}")
     print(f"  validation data: {lineage.get('validation')}")
+    sigma = (lineage.get("recipe") or {}).get("smooth")
+    if sigma:
+        print(
+            f"  the images were noisier than the training data: the new model smooths its "
+            f"input (Gaussian sigma {sigma:g} px)"
+        )
     print(f"Use it by name: microseg predict --model {model.name} ...")

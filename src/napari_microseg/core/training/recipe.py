@@ -28,6 +28,9 @@ by :data:`~..inference.illumination.UNEVEN_LIGHT` or more (:func:`flat_field_wor
 :func:`illumination_start`). The correction of
 an image depends on that image alone, so no cross-fit is needed.
 
+A session much noisier than the training data learns from smoothed images, decided
+without labels (:mod:`.smoothing`).
+
 After training, the result is kept only when it beats its start on the held-out
 pixels (:func:`better_of`); a fine-tune that beats neither saves nothing.
 """
