@@ -2,13 +2,12 @@
 
 A session much noisier than the model's training data loses more than a few
 annotated images can teach back; a slight Gaussian smoothing of the input
-recovers most of it (:mod:`~..inference.denoise`). Whether a session is noisy is
-decided **without labels**, from the annotated images' noise against the
-noise level the card records for the training inputs
-(:func:`~..inference.denoise.choose_sigma`): the held-out pixels of the
-annotated images cannot decide it, because the parent already knows their
-noise pattern from training steps on the same images, and in
-``benchmarks/bench_adapt.py`` they preferred the images as they are even where
+helps (:mod:`~..inference.denoise`). Whether a session is noisy is decided
+**without labels**, from the annotated images' noise against the noise level
+the card records for the training inputs (:func:`~..inference.denoise.choose_sigma`):
+the held-out pixels of a few small annotated images are too few to decide it.
+In ``benchmarks/bench_adapt.py`` (nuclei-fluo under blur and noise) they
+preferred the images as they are, before and after fine-tuning, where
 smoothing gained 0.1 Dice on the session's other images.
 
 The held-out pixels still guard the result: the new model (smoothed inputs)
