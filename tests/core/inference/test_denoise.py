@@ -44,6 +44,7 @@ def test_the_noise_level_is_the_noise_standard_deviation_on_the_percentile_scale
     rgb = np.stack([clean, clean, clean]) + rng.normal(0.0, 0.05, (3, *clean.shape))
     assert noise_level(rgb) == pytest.approx(noise_level(rgb.mean(axis=0)), rel=1e-5)
     assert noise_level(np.full((8, 8), 3.0)) is None
+    assert noise_level(np.arange(5.0)[None]) is None  # one row has no 2 x 2 neighbourhood
     with pytest.raises(ValueError, match="plane"):
         noise_level(np.zeros((2, 3, 4, 5)))
 

@@ -157,13 +157,13 @@ def noise_level(plane: Any) -> float | None:
     Parameters
     ----------
     plane : array-like, shape (Y, X) or (C, Y, X)
-        One plane; channels are averaged. At least 2 x 2.
+        One plane; channels are averaged.
 
     Returns
     -------
     float or None
         About 0.01 for a clean fluorescence image and 0.1 for a noisy one;
-        None for a constant plane.
+        None for a constant plane or one narrower than 2 pixels.
 
     Examples
     --------
@@ -176,8 +176,10 @@ def noise_level(plane: Any) -> float | None:
     values = np.asarray(plane, dtype=np.float32)
     if values.ndim == 3:
         values = values.mean(axis=0)
-    if values.ndim != 2 or min(values.shape) < 2:
+    if values.ndim != 2:
         raise ValueError(f"noise_level needs a (Y, X) or (C, Y, X) plane, not {values.shape}.")
+    if min(values.shape) < 2:
+        return None
     step = max(1, int(np.sqrt(values.size / _MAX_NOISE_PIXELS)))
     # Strides of 2 * step keep every 2 x 2 neighbourhood whole.
     height, width = (values.shape[0] // 2) * 2, (values.shape[1] // 2) * 2
