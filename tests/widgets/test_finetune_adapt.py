@@ -134,6 +134,32 @@ def test_adapt_to_this_image_saves_an_adapted_model(viewer_and_image, model_regi
     assert "illumination corrected" in widget.result_label.value
 
 
+def test_adapting_to_a_noisy_image_says_it_smooths(viewer_and_image, model_registry, qtbot):
+    import torch
+
+    from napari_microseg.core.inference.denoise import STRONG_SIGMA, noise_level
+    from napari_microseg.core.models.build import create_model
+    from napari_microseg.core.models.registry import save_user_model
+
+    torch.manual_seed(0)
+    model = create_model("unet", name="clean-bn", depth=2, base_width=4, batch_norm=True)
+    viewer, image, _ = viewer_and_image
+    # Trained on images 5x cleaner than this one (as its card says): the session is noisy.
+    model.card.normalization = {
+        **model.card.normalization,
+        "noise": noise_level(np.asarray(image.data)) / 5,
+    }
+    save_user_model(model, folder=model_registry)
+    widget = FinetuneWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.image_combo.value = image
+    widget.model_combo.value = "clean-bn"
+    widget.adapt_to_image()
+    qtbot.waitUntil(lambda: widget.runner.worker is None, timeout=120000)
+    assert widget.new_model.card.normalization["smooth"] == STRONG_SIGMA
+    assert "noisy input smoothed (sigma 1 px)" in widget.result_label.value
+
+
 def test_the_recipe_follows_the_models_benchmark(viewer_and_image, model_registry):
     from napari_microseg._widgets.finetune import RECIPE, RECIPE_NO_LABEL_FREE
     from napari_microseg.core.models.registry import load_model, save_user_model
