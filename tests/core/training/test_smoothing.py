@@ -164,3 +164,18 @@ def test_adapting_to_a_noisy_session_smooths_it_without_labels(tiny):
     assert again.card.normalization["smooth"] == GENTLE_SIGMA
     with pytest.raises(ValueError, match="Gaussian sigma"):
         drain(adapt(tiny, image, axes="ZYX", save=False, smooth=-1.0), show=False)
+
+
+def test_smoothing_must_gain_a_margin_on_the_images_as_they_are():
+    from napari_microseg.core.training.smoothing import SMOOTHING_MIN_GAIN, smoothing_outcome
+
+    settings = TrainSettings.for_finetune()
+    plain = {"dice": 0.80}
+    just_above = {"dice": 0.80 + SMOOTHING_MIN_GAIN + 1e-6}
+    assert smoothing_outcome("trained", just_above, plain, settings) == "trained"
+    assert smoothing_outcome("parent", just_above, plain, settings) == "smoothed parent"
+    assert smoothing_outcome("adapted", {"dice": 0.81}, plain, settings) == "parent"
+    # Metrics without a Dice fall back to the monitored metric, by any margin.
+    loss = TrainSettings.for_finetune(monitor="val_loss")
+    assert smoothing_outcome("trained", {"val_loss": 0.4}, {"val_loss": 0.5}, loss) == "trained"
+    assert smoothing_outcome("trained", {"val_loss": 0.5}, {"val_loss": 0.5}, loss) == "parent"
