@@ -5,7 +5,6 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 import pytest
-import torch
 from scipy import ndimage as ndi
 
 from napari_microseg.core.inference.denoise import (
@@ -22,7 +21,6 @@ from napari_microseg.core.inference.denoise import (
 )
 from napari_microseg.core.inference.normalize import resolve_spec
 from napari_microseg.core.inference.predict import predict
-from napari_microseg.core.models.base import ModelCard, SegmentationModel
 
 
 def structure(size: int = 128) -> np.ndarray:
@@ -101,18 +99,8 @@ def test_the_spec_says_whether_and_how_much():
             resolve_spec({"kind": "none", "smooth": bad})
 
 
-def identity_model(normalization: dict) -> SegmentationModel:
-    """One 1x1 convolution with weight 1: the output is the normalized input."""
-    conv = torch.nn.Conv2d(1, 1, 1, bias=False)
-    torch.nn.init.ones_(conv.weight)
-    card = ModelCard(
-        name="identity", architecture="custom", in_channels=1, normalization=normalization
-    )
-    return SegmentationModel(conv, card, activation="none")
-
-
 @pytest.mark.parametrize("lazy", [False, True])
-def test_prediction_smooths_the_image_when_the_model_asks(lazy):
+def test_prediction_smooths_the_image_when_the_model_asks(lazy, identity_model):
     rng = np.random.default_rng(4)
     stack = (structure(96)[None] * 200 + rng.normal(0, 20, (2, 96, 96))).astype(np.float32)
     image = da.from_array(stack, chunks=(1, 48, 48)) if lazy else stack

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 import pytest
-import torch
 
 from napari_microseg.core.inference.illumination import (
     FLAT_FIELD_FRACTION,
@@ -15,7 +14,6 @@ from napari_microseg.core.inference.illumination import (
 )
 from napari_microseg.core.inference.normalize import resolve_spec
 from napari_microseg.core.inference.predict import predict
-from napari_microseg.core.models.base import ModelCard, SegmentationModel
 
 
 def checkerboard(size: int = 128, square: int = 8) -> np.ndarray:
@@ -104,18 +102,8 @@ def test_the_spec_says_whether_and_how_much():
             resolve_spec({"kind": "none", "flat_field": bad})
 
 
-def identity_model(normalization: dict) -> SegmentationModel:
-    """One 1x1 convolution with weight 1: the output is the normalized input."""
-    conv = torch.nn.Conv2d(1, 1, 1, bias=False)
-    torch.nn.init.ones_(conv.weight)
-    card = ModelCard(
-        name="identity", architecture="custom", in_channels=1, normalization=normalization
-    )
-    return SegmentationModel(conv, card, activation="none")
-
-
 @pytest.mark.parametrize("lazy", [False, True])
-def test_prediction_corrects_the_image_when_the_model_asks(lazy):
+def test_prediction_corrects_the_image_when_the_model_asks(lazy, identity_model):
     lit = (checkerboard() * gradient()).astype(np.float32)
     stack = np.stack([lit, lit[:, ::-1]])
     image = da.from_array(stack, chunks=(1, 64, 64)) if lazy else stack

@@ -42,7 +42,7 @@ from ..inference.normalize import fit_normalizer
 from ..models.base import ModelCard, ModelError, SegmentationModel
 from ..progress import Job, Progress
 from .annotations import check_modality, guess_axes
-from .data import TrainingDataError, parse_slices
+from .data import TrainingDataError, centre_slice, parse_slices
 from .settings import TrainingWarning
 
 if TYPE_CHECKING:
@@ -592,10 +592,7 @@ def session_smoothing(
             model, image, axes=axes, slices=slices, crop=1 << 16, max_pixels=NOISE_MAX_PIXELS
         )
         context = int(model.card.context_slices or 0)
-        channels = planes[0].shape[1] // (2 * context + 1) if planes else 0
-        # Only the centre slice of a 2.5D input: averaging slices would hide their noise.
-        centre = [p[0, context * channels : (context + 1) * channels] for p in planes]
-        sigma = choose_sigma(centre, spec["noise"])
+        sigma = choose_sigma([centre_slice(p[0], context) for p in planes], spec["noise"])
     return GENTLE_SIGMA if sigma is None and smooth is True else sigma
 
 

@@ -503,6 +503,17 @@ def input_reference(planes: Sequence[Plane], max_samples: int = 2_000_000) -> li
     return [float(v) for v in intensity_quantiles(sample)]
 
 
+def centre_slice(image: np.ndarray, context: int) -> np.ndarray:
+    """The channels of the centre slice of a (C, H, W) model input.
+
+    A 2.5D model (``context`` neighbouring slices on each side) stacks ``2 *
+    context + 1`` slices in its channels; measuring their noise together would
+    hide it, since averaging slices averages their noise away.
+    """
+    channels = image.shape[0] // (2 * context + 1)
+    return image[context * channels : (context + 1) * channels]
+
+
 def input_noise(planes: Sequence[Plane], context: int = 0) -> float | None:
     """The median noise level of ``planes`` (:func:`~..inference.denoise.noise_level`).
 
@@ -515,20 +526,14 @@ def input_noise(planes: Sequence[Plane], context: int = 0) -> float | None:
         Their ``image`` (C, H, W), normalized.
     context : int
         Neighbouring slices on each side stacked in the channels (2.5D models);
-        only the centre slice's channels are measured, as averaging slices
-        would hide their noise.
+        only the centre slice's channels are measured (:func:`centre_slice`).
 
     Returns
     -------
     float or None
         None when no plane can tell (all constant).
     """
-
-    def centre(image: np.ndarray) -> np.ndarray:
-        channels = image.shape[0] // (2 * context + 1)
-        return image[context * channels : (context + 1) * channels]
-
-    level = session_noise(centre(plane.image) for plane in planes)
+    level = session_noise(centre_slice(plane.image, context) for plane in planes)
     return None if level is None else round(level, 6)
 
 

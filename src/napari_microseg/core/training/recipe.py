@@ -75,6 +75,7 @@ __all__ = [
     "statistics_batches",
     "tries_flat_field",
     "with_flat_field",
+    "with_normalization",
     "with_planes",
 ]
 
@@ -352,17 +353,26 @@ def kept_parent_event(
     )
 
 
-def with_flat_field(model: SegmentationModel) -> SegmentationModel:
-    """A shallow copy of ``model`` whose card asks for flat-field correction (same weights)."""
+def with_normalization(model: SegmentationModel, **entries: Any) -> SegmentationModel:
+    """A shallow copy of ``model`` whose card's normalization has ``entries`` too (same weights).
+
+    How a fine-tune tries an input correction (flat field, smoothing) on the parent
+    without changing it.
+    """
     import copy
     import dataclasses
 
+    changed = copy.copy(model)
+    normalization = {**model.card.normalization, **entries}
+    changed.card = dataclasses.replace(model.card, normalization=normalization)
+    return changed
+
+
+def with_flat_field(model: SegmentationModel) -> SegmentationModel:
+    """A shallow copy of ``model`` whose card asks for flat-field correction (same weights)."""
     from ..inference.illumination import FLAT_FIELD_FRACTION
 
-    corrected = copy.copy(model)
-    normalization = {**model.card.normalization, "flat_field": FLAT_FIELD_FRACTION}
-    corrected.card = dataclasses.replace(model.card, normalization=normalization)
-    return corrected
+    return with_normalization(model, flat_field=FLAT_FIELD_FRACTION)
 
 
 def with_planes(regions: Sequence[Region], old: Sequence[Any], new: Sequence[Any]) -> list[Region]:

@@ -18,14 +18,12 @@ parent is kept and nothing is saved.
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..inference.denoise import choose_sigma, session_noise, smooth_sigma
 from ..progress import Job, Progress
-from .recipe import score, with_planes
+from .recipe import score, with_normalization, with_planes
 from .scoring import capped_regions, evaluate_regions
 
 if TYPE_CHECKING:
@@ -38,7 +36,6 @@ __all__ = [
     "smoothing_outcome",
     "smoothing_start",
     "tries_smoothing",
-    "with_smoothing",
 ]
 
 #: Held-out Dice a model on smoothed images must gain over the parent on the images as they
@@ -47,14 +44,6 @@ __all__ = [
 #: membrane-em under another pixel size gained 0.001 on the held-out pixels and lost 0.015 on
 #: the session's other images; the smoothed fine-tunes that helped gained 0.027-0.30.
 SMOOTHING_MIN_GAIN = 0.02
-
-
-def with_smoothing(model: SegmentationModel, sigma: float) -> SegmentationModel:
-    """A shallow copy of ``model`` whose card smooths its input by ``sigma`` px (same weights)."""
-    smoothed = copy.copy(model)
-    normalization = {**model.card.normalization, "smooth": float(sigma)}
-    smoothed.card = dataclasses.replace(model.card, normalization=normalization)
-    return smoothed
 
 
 def tries_smoothing(model: SegmentationModel) -> bool:
@@ -105,16 +94,11 @@ def smoothing_start(
     """
     import torch
 
-    from .data import prepare
+    from .data import centre_slice, prepare
 
     context = int(parent.card.context_slices or 0)
     reference = parent.card.normalization.get("noise")
-
-    def centre(plane_image):  # the centre slice of a 2.5D plane (see data.input_noise)
-        channels = plane_image.shape[0] // (2 * context + 1)
-        return plane_image[context * channels : (context + 1) * channels]
-
-    images = [centre(plane.image) for plane in data.planes]
+    images = [centre_slice(plane.image, context) for plane in data.planes]
     level = session_noise(images)
     sigma = choose_sigma(images, reference)
     ratio = "" if level is None or not reference else f" ({level / reference:.1f}x)"
@@ -132,7 +116,7 @@ def smoothing_start(
     plain_metrics = evaluate_regions(
         parent, capped_regions(val, settings.val_max_pixels), device=device, loss_kind=settings.loss
     )
-    smoothed = with_smoothing(parent, sigma)
+    smoothed = with_normalization(parent, smooth=float(sigma))
     smooth_data = prepare(pairs, smoothed, boundary_width=settings.boundary_width)
     old, new = data.planes, smooth_data.planes
     yield Progress(
