@@ -18,7 +18,11 @@ fine-tuning on 1, 2 and 4 annotated slices or images.
   compared on fine-tunes at the same learning rate, the best becomes the card's
   ``anchor_decay`` (runs that do not record one had none).
 
-A value recorded before stays unless the new results compare several.
+A value recorded before stays unless the new results compare several. The
+label-free figures are replaced as a whole (new weights make old figures
+stale), unless ``--merge`` says the weights are the ones measured before: then
+a re-measured shift replaces its figure, the others stay, and the verdict is
+taken over all of them.
 
 This script writes ``recommended["adaptation"]`` into the shipped cards
 (``src/napari_microseg/models/NAME.json``), atomically; the weights are not
@@ -30,6 +34,7 @@ Examples
 
     python scripts/record_adaptation.py /tmp/adapt/nuclei-fluo.json /tmp/adapt/mito-em.json
     python scripts/record_adaptation.py /tmp/adapt/gland-he.json /tmp/adapt/gland-he-lr1e-4.json
+    python scripts/record_adaptation.py --merge /tmp/adapt/nuclei-fluo-blur-noise.json
 """
 
 from __future__ import annotations
@@ -72,13 +77,17 @@ def verdicts(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                 scores = anchored.setdefault(run["model"], {}).setdefault(anchor, {})
                 scores.update({(rate, run["shift"], key): dice for key, dice in shots.items()})
     for name, model in found.items():
-        figures = model["shifts"].values()
-        model["label_free"] = all(f["adapted"] >= f["shifted"] - TOLERANCE for f in figures)
+        model["label_free"] = label_free(model["shifts"].values())
         for setting, scores in (("learning_rate", tuned), ("anchor_decay", anchored)):
             best = best_of(scores.get(name, {}))
             if best is not None:
                 model[setting], model[f"mean_dice_by_{setting}"], model[f"{setting}_runs"] = best
     return found
+
+
+def label_free(figures: Any) -> bool:
+    """Whether label-free adaptation never lowered the Dice by more than :data:`TOLERANCE`."""
+    return all(f["adapted"] >= f["shifted"] - TOLERANCE for f in figures)
 
 
 def best_of(
@@ -101,10 +110,12 @@ def best_of(
     return max(means, key=lambda value: means[value]), table, len(common)
 
 
-def write(name: str, verdict: dict[str, Any]) -> Path:
+def write(name: str, verdict: dict[str, Any], *, merge: bool = False) -> Path:
     """Put the verdict into the shipped card of ``name`` (atomically); return its path.
 
     A learning rate or anchor decay recorded before stays unless this verdict compared several.
+    With ``merge``, the label-free figures of shifts this verdict did not measure stay (same
+    weights), and ``label_free`` is decided over all of them.
     """
     from napari_microseg.core.io.atomic import atomic_path
 
@@ -112,10 +123,15 @@ def write(name: str, verdict: dict[str, Any]) -> Path:
     card = json.loads(path.read_text(encoding="utf-8"))
     recommended = card.setdefault("recommended", {})
     previous = recommended.get("adaptation") or {}
+    shifts, commands = dict(verdict["shifts"]), list(verdict["commands"])
+    if merge:
+        shifts = {**(previous.get("dice_shifted_vs_adapted") or {}), **shifts}
+        earlier = [c for c in previous.get("measured_by") or [] if c not in commands]
+        commands = earlier + commands
     adaptation = {
-        "label_free": verdict["label_free"],
-        "dice_shifted_vs_adapted": verdict["shifts"],
-        "measured_by": verdict["commands"],
+        "label_free": label_free(shifts.values()),
+        "dice_shifted_vs_adapted": shifts,
+        "measured_by": commands,
     }
     for setting in ("learning_rate", "anchor_decay"):
         keys = (setting, f"mean_dice_by_{setting}", f"{setting}_runs")
@@ -133,18 +149,25 @@ def write(name: str, verdict: dict[str, Any]) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results", type=Path, nargs="+", help="bench_adapt.py JSON outputs")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="the weights are those measured before: keep the label-free figures of the "
+        "shifts these results did not measure",
+    )
     args = parser.parse_args(argv)
     results = [json.loads(path.read_text(encoding="utf-8")) for path in args.results]
     for name, verdict in verdicts(results).items():
         if not (BUNDLED / f"{name}.json").is_file():
             print(f"{name}: not a bundled model; skipped", file=sys.stderr)
             continue
-        path = write(name, verdict)
+        path = write(name, verdict, merge=args.merge)
+        recorded = json.loads(path.read_text(encoding="utf-8"))["recommended"]["adaptation"]
         shifts = ", ".join(
             f"{kind} {f['shifted']:.3f} -> {f['adapted']:.3f}"
-            for kind, f in verdict["shifts"].items()
+            for kind, f in recorded["dice_shifted_vs_adapted"].items()
         )
-        print(f"{name}: label-free {'helps' if verdict['label_free'] else 'HURTS'} ({shifts})")
+        print(f"{name}: label-free {'helps' if recorded['label_free'] else 'HURTS'} ({shifts})")
         for setting in ("learning_rate", "anchor_decay"):
             if setting in verdict:
                 print(

@@ -112,3 +112,32 @@ def test_the_pull_towards_the_start_is_compared_at_one_rate_and_kept(tmp_path, m
     adaptation = json.loads((tmp_path / "a.json").read_text())["recommended"]["adaptation"]
     assert adaptation["anchor_decay"] == 0.1
     assert adaptation["anchor_decay_measured_by"] == [plain["command"], pulled["command"]]
+
+
+def test_merge_keeps_the_shifts_not_measured_again_and_decides_over_all(tmp_path, monkeypatch):
+    script = load_script()
+    monkeypatch.setattr(script, "BUNDLED", tmp_path)
+    (tmp_path / "a.json").write_text(json.dumps({"name": "a"}))
+    first = {
+        "command": "bench_adapt --models a",
+        "runs": [run("a", "gamma", 0.80, 0.85), run("a", "blur_noise", 0.71, 0.43)],
+    }
+    script.write("a", script.verdicts([first])["a"])
+    again = {
+        "command": "bench_adapt --models a --shifts blur_noise",
+        "runs": [run("a", "blur_noise", 0.71, 0.80)],
+    }
+    script.write("a", script.verdicts([again])["a"], merge=True)
+    adaptation = json.loads((tmp_path / "a.json").read_text())["recommended"]["adaptation"]
+    assert adaptation["dice_shifted_vs_adapted"] == {
+        "gamma": {"shifted": 0.80, "adapted": 0.85},
+        "blur_noise": {"shifted": 0.71, "adapted": 0.80},
+    }
+    assert adaptation["label_free"] is True
+    assert adaptation["measured_by"] == [first["command"], again["command"]]
+
+    # Without merge (new weights), the old figures go.
+    script.write("a", script.verdicts([again])["a"])
+    adaptation = json.loads((tmp_path / "a.json").read_text())["recommended"]["adaptation"]
+    assert list(adaptation["dice_shifted_vs_adapted"]) == ["blur_noise"]
+    assert adaptation["measured_by"] == [again["command"]]
