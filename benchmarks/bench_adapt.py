@@ -315,6 +315,13 @@ def main(argv: list[str] | None = None) -> int:
         "(TrainSettings.anchor_decay, 0-1)",
     )
     parser.add_argument(
+        "--patience",
+        type=int,
+        default=None,
+        help="validations without improvement before the fine-tune stops early "
+        "(TrainSettings.patience)",
+    )
+    parser.add_argument(
         "--no-flat-field-check",
         action="store_true",
         help="fine-tune without trying the flat-field correction (TrainSettings.try_flat_field)",
@@ -396,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
             overrides["learning_rate"] = args.lr
         if args.anchor_decay is not None:
             overrides["anchor_decay"] = args.anchor_decay
+        if args.patience is not None:
+            overrides["patience"] = args.patience
         if args.no_flat_field_check:
             overrides["try_flat_field"] = False
         if args.no_smoothing:

@@ -207,6 +207,24 @@ def test_a_seed_makes_a_step_budgeted_run_reproducible(parent, nuclei):
     assert all(torch.equal(first[k], second[k]) for k in first)
 
 
+@pytest.mark.parametrize("patience", [2, 3])
+def test_training_stops_after_patience_validations_without_improvement(nuclei, patience):
+    torch.manual_seed(0)
+    fresh = create_model("unet", name="tiny-stop", depth=2, base_width=8)
+    # No validation after the first can gain 0.9 Dice, so each one counts against patience.
+    settings = TrainSettings(
+        steps=40, patch_size=48, batch_size=2, val_every=2, patience=patience, min_delta=0.9
+    )
+    data = [(nuclei.image, nuclei.labels)]
+    model = drain(train(fresh, data, settings=settings, device="cpu", save=False), show=False)
+    lineage = model.card.lineage
+    assert lineage["stopped"] == "early stop"
+    # Step 2 sets the best; the next `patience` validations (2 steps apart) do not beat it.
+    assert lineage["steps"] == 2 + 2 * patience
+    assert lineage["best_step"] == 2
+    assert [h["step"] for h in lineage["history"]] == list(range(2, 3 + 2 * patience, 2))
+
+
 def test_freezing_the_encoder_trains_only_the_decoder(parent, nuclei):
     model = drain(
         finetune(

@@ -9,6 +9,7 @@ import pytest
 from napari_microseg.core.models.base import ModelCard
 from napari_microseg.core.training.settings import (
     FINETUNE_LEARNING_RATE,
+    FINETUNE_PATIENCE,
     TrainingError,
     TrainSettings,
     finetune_anchor_decay,
@@ -56,3 +57,11 @@ def test_the_pull_towards_the_start_comes_from_the_card():
         assert finetune_anchor_decay(card({"anchor_decay": bad})) == 0.0
     with pytest.raises(TrainingError, match="anchor_decay must be in"):
         TrainSettings.for_finetune(anchor_decay=1.5).validate()
+
+
+def test_a_finetune_waits_about_a_budget_of_validations_before_stopping_early():
+    settings = TrainSettings.for_finetune()
+    assert settings.patience == FINETUNE_PATIENCE == 8
+    # About eight validations fit a fine-tune's budget (every planned // 8 steps).
+    assert settings.patience >= 8
+    assert TrainSettings.for_finetune(patience=2).patience == 2

@@ -27,6 +27,9 @@ class TrainingError(ValueError):
 
 #: The few-shot decoder learning rate of a model whose card recommends none.
 FINETUNE_LEARNING_RATE = 1e-3
+#: Validations without improvement before a few-shot fine-tune stops early: about the
+#: eight a fine-tune's budget holds, so it trains to its budget (issue #21).
+FINETUNE_PATIENCE = 8
 
 _SCHEDULES = ("cosine", "step", "constant")
 _MONITORS = ("dice", "iou", "object_f1", "val_loss")
@@ -197,6 +200,14 @@ class TrainSettings:
         (:func:`finetune_anchor_decay`), every step also pulls the weights back
         towards the start.
 
+        Early stopping waits for :data:`FINETUNE_PATIENCE` validations without
+        improvement, about as many as the budget holds, so a fine-tune uses its
+        budget and keeps its best held-out weights: the held-out pixels of two
+        images move in small steps, and the nuclei-fluo blur + noise session of
+        bench_adapt stopped after 92 s at patience 4 with Dice 0.794 on unseen
+        images, 0.816 when it trained on to 148 s (every other cell where a shift
+        costs 0.10 ended on its 400 steps first and was unchanged).
+
         The time budget counts everything (preparation, validations, saving), so
         a two-slice 768 x 1024 fine-tune of the default U-Net ends within about
         2.5 minutes on a 2-core CPU; how many steps fit depends on the machine's
@@ -211,7 +222,7 @@ class TrainSettings:
             patch_size=128,
             learning_rate=finetune_learning_rate(card),
             warmup_steps=10,
-            patience=4,
+            patience=FINETUNE_PATIENCE,
             val_max_pixels=1_000_000,
             adapt_batchnorm=True,
             freeze_batchnorm=True,
