@@ -108,6 +108,38 @@ def test_two_planes_are_split_into_strips(parent):
         assert va.objects > 0 and tr.objects > 0
 
 
+def grid_plane(name: str, spots: list[tuple[int, int]]) -> Plane:
+    """A 64 x 64 plane with a 6 x 6 object at each (row, column) of ``spots``."""
+    ids = np.zeros((64, 64), np.uint16)
+    for i, (r, c) in enumerate(spots, start=1):
+        ids[r : r + 6, c : c + 6] = i
+    return Plane(
+        np.zeros((1, 64, 64), np.float32),
+        ids,
+        (ids > 0).astype(np.uint8),
+        np.ones((64, 64), bool),
+        name,
+    )
+
+
+def test_neighbouring_slices_hold_out_different_sides():
+    # Two identical slices (a stack's neighbours): every side holds the same share of objects.
+    spots = [(r, c) for r in (3, 29, 55) for c in (3, 29, 55)]
+    planes = [grid_plane("z4", spots), grid_plane("z6", spots)]
+    _, val_regions, text = split_validation(planes, fraction=0.2)
+    first, second = (region.mask for region in val_regions)
+    assert not (first & second).any(), text  # not the same region twice
+    assert all(region.objects > 0 for region in val_regions)
+
+
+def test_a_used_side_is_still_taken_when_only_it_holds_objects():
+    top_only = [(3, 20), (3, 38), (29, 29)]  # only the top strip holds objects
+    planes = [grid_plane("a", top_only), grid_plane("b", top_only)]
+    _, val_regions, text = split_validation(planes, fraction=0.2)
+    assert all(region.objects > 0 for region in val_regions), text
+    assert np.array_equal(val_regions[0].mask, val_regions[1].mask)
+
+
 def test_many_planes_hold_out_whole_planes():
     planes = []
     for i in range(6):
