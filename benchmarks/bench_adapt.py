@@ -305,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shots", default="1,2,4", help="annotated slices/images")
     parser.add_argument("--minutes", type=float, default=None, help="override the budget")
     parser.add_argument(
+        "--steps", type=int, default=None, help="override the fine-tune's step limit"
+    )
+    parser.add_argument(
         "--lr", type=float, default=None, help="override the card's fine-tune learning rate"
     )
     parser.add_argument(
@@ -399,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides: dict[str, Any] = {"boundary_width": boundary}
         if args.minutes is not None:
             overrides["minutes"] = args.minutes
+        if args.steps is not None:
+            overrides["steps"] = args.steps
         if args.lr is not None:
             overrides["learning_rate"] = args.lr
         if args.anchor_decay is not None:
@@ -440,6 +445,7 @@ def main(argv: list[str] | None = None) -> int:
                 "model": name,
                 "learning_rate": settings.learning_rate,
                 "anchor_decay": settings.anchor_decay,
+                "steps": settings.steps,
                 "shift": kind,
                 "data": data["what"],
                 "source": source,

@@ -16,7 +16,10 @@ fine-tuning on 1, 2 and 4 annotated slices or images.
   ``TrainSettings.for_finetune(card)``; the means are recorded beside it.
 * Likewise for the pull towards the start (``bench_adapt.py --anchor-decay``):
   compared on fine-tunes at the same learning rate, the best becomes the card's
-  ``anchor_decay`` (runs that do not record one had none).
+  ``anchor_decay`` (runs that do not record one had none); and for the step limit
+  (``bench_adapt.py --steps``), compared at the same rate and pull: the card's
+  ``steps``. Fine-tunes are compared only with the same shift, number of
+  annotated images and the same images.
 
 A value recorded before stays unless the new results compare several. The
 label-free figures are replaced as a whole (new weights make old figures
@@ -41,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -51,14 +55,30 @@ BUNDLED = ROOT / "src" / "napari_microseg" / "models"
 TOLERANCE = 0.005
 
 
+def run_steps(run: dict[str, Any], result: dict[str, Any]) -> int | None:
+    """The step limit of a run's fine-tunes: recorded, else its command's ``--steps``, else
+    the file's default."""
+    if run.get("steps") is not None:
+        return int(run["steps"])
+    found = re.search(r"--steps[ =](\d+)", result.get("command", ""))
+    if found:
+        return int(found.group(1))
+    default = result.get("settings", {}).get("steps")
+    return None if default is None else int(default)
+
+
 def verdicts(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per model: ``label_free`` (never lowered the Dice), the best fine-tune learning rate
-    (``learning_rate``, only where several were measured) and the figures behind them."""
+    """Per model: ``label_free`` (never lowered the Dice), the best fine-tune learning rate,
+    pull towards the start and step limit (each only where several were measured on the same
+    fine-tunes otherwise) and the figures behind them."""
     found: dict[str, dict[str, Any]] = {}
-    # model -> learning rate -> (shift, shots) -> Dice on the never-annotated images
+    # model -> learning rate -> (steps, shift, shots, slices) -> Dice on the never-annotated
+    # images; a fine-tune is compared only with the same one at another value
     tuned: dict[str, dict[float, dict[tuple[Any, ...], float]]] = {}
-    # model -> anchor decay -> (learning rate, shift, shots) -> Dice
+    # model -> anchor decay -> (learning rate, steps, shift, shots, slices) -> Dice
     anchored: dict[str, dict[float, dict[tuple[Any, ...], float]]] = {}
+    # model -> step limit -> (learning rate, anchor decay, shift, shots, slices) -> Dice
+    stepped: dict[str, dict[float, dict[tuple[Any, ...], float]]] = {}
     for result in results:
         default_rate = result.get("settings", {}).get("learning_rate")
         for run in result.get("runs", []):
@@ -68,17 +88,31 @@ def verdicts(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             if result["command"] not in model["commands"]:
                 model["commands"].append(result["command"])
             rate = run.get("learning_rate", default_rate)
-            shots = {key: value["dice"] for key, value in run.items() if key.startswith("shots=")}
+            shots = {
+                (key, tuple(value.get("slices") or ())): value["dice"]
+                for key, value in run.items()
+                if key.startswith("shots=")
+            }
             anchor = float(run.get("anchor_decay") or 0.0)
-            if rate is not None and shots and anchor == 0:
+            steps = run_steps(run, result)
+            if rate is None or not shots:
+                continue
+            shift = run["shift"]
+            if anchor == 0:
                 scores = tuned.setdefault(run["model"], {}).setdefault(float(rate), {})
-                scores.update({(run["shift"], key): dice for key, dice in shots.items()})
-            if rate is not None and shots:
-                scores = anchored.setdefault(run["model"], {}).setdefault(anchor, {})
-                scores.update({(rate, run["shift"], key): dice for key, dice in shots.items()})
+                scores.update({(steps, shift, *key): dice for key, dice in shots.items()})
+            scores = anchored.setdefault(run["model"], {}).setdefault(anchor, {})
+            scores.update({(rate, steps, shift, *key): dice for key, dice in shots.items()})
+            if steps is not None:
+                scores = stepped.setdefault(run["model"], {}).setdefault(steps, {})
+                scores.update({(rate, anchor, shift, *key): dice for key, dice in shots.items()})
     for name, model in found.items():
         model["label_free"] = label_free(model["shifts"].values())
-        for setting, scores in (("learning_rate", tuned), ("anchor_decay", anchored)):
+        for setting, scores in (
+            ("learning_rate", tuned),
+            ("anchor_decay", anchored),
+            ("steps", stepped),
+        ):
             best = best_of(scores.get(name, {}))
             if best is not None:
                 model[setting], model[f"mean_dice_by_{setting}"], model[f"{setting}_runs"] = best
@@ -133,7 +167,7 @@ def write(name: str, verdict: dict[str, Any], *, merge: bool = False) -> Path:
         "dice_shifted_vs_adapted": shifts,
         "measured_by": commands,
     }
-    for setting in ("learning_rate", "anchor_decay"):
+    for setting in ("learning_rate", "anchor_decay", "steps"):
         keys = (setting, f"mean_dice_by_{setting}", f"{setting}_runs")
         if setting in verdict:
             adaptation.update({key: verdict[key] for key in keys})
@@ -168,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             for kind, f in recorded["dice_shifted_vs_adapted"].items()
         )
         print(f"{name}: label-free {'helps' if recorded['label_free'] else 'HURTS'} ({shifts})")
-        for setting in ("learning_rate", "anchor_decay"):
+        for setting in ("learning_rate", "anchor_decay", "steps"):
             if setting in verdict:
                 print(
                     f"  fine-tune {setting.replace('_', ' ')} {verdict[setting]:g} (mean Dice "

@@ -141,3 +141,41 @@ def test_merge_keeps_the_shifts_not_measured_again_and_decides_over_all(tmp_path
     adaptation = json.loads((tmp_path / "a.json").read_text())["recommended"]["adaptation"]
     assert list(adaptation["dice_shifted_vs_adapted"]) == ["blur_noise"]
     assert adaptation["measured_by"] == [again["command"]]
+
+
+def test_the_step_limit_is_compared_on_the_same_annotated_images(tmp_path, monkeypatch):
+    script = load_script()
+
+    def runs(steps: int | None, **dice: float) -> list[dict]:
+        made = []
+        for shift, value in dice.items():
+            entry = tuned("a", shift, 1e-3, n2=value)
+            entry["shots=2"]["slices"] = [2, 7]
+            if steps is not None:
+                entry["steps"] = steps
+            made.append(entry)
+        return made
+
+    short = {
+        "command": "bench_adapt --models a",
+        "settings": {"learning_rate": 1e-3, "steps": 400},
+        "runs": runs(None, blur=0.86, gamma=0.90),  # older files record the limit only here
+    }
+    long = {"command": "bench_adapt --models a --steps 1000", "runs": runs(None, blur=0.89)}
+    other_images = {"command": "bench_adapt --models a --steps 1000 --pick-seed 2", "runs": []}
+    other_images["runs"] = runs(1000, gamma=0.10)
+    other_images["runs"][0]["shots=2"]["slices"] = [4, 6]  # not the images the 400 ran on
+    found = script.verdicts([short, long, other_images])["a"]
+    # Only blur on slices 2 and 7 ran at both limits.
+    assert found["steps"] == 1000 and found["steps_runs"] == 1
+    assert found["mean_dice_by_steps"] == {"400": 0.86, "1000": 0.89}
+    # The learning rate is not compared across step limits (one rate here: none recorded).
+    assert "learning_rate" not in found
+
+    monkeypatch.setattr(script, "BUNDLED", tmp_path)
+    (tmp_path / "a.json").write_text(json.dumps({"name": "a"}))
+    script.write("a", found)
+    script.write("a", script.verdicts([short])["a"], merge=True)  # no comparison: it stays
+    adaptation = json.loads((tmp_path / "a.json").read_text())["recommended"]["adaptation"]
+    assert adaptation["steps"] == 1000
+    assert adaptation["steps_measured_by"] == [c["command"] for c in (short, long, other_images)]

@@ -172,6 +172,7 @@ def test_the_recipe_follows_the_models_benchmark(viewer_and_image, model_registr
             "label_free": False,
             "dice_shifted_vs_adapted": {"blur_noise": {"shifted": 0.71, "adapted": 0.43}},
             "learning_rate": 1e-4,
+            "steps": 1000,
         },
     }
     save_user_model(harmful, folder=model_registry)
@@ -184,10 +185,12 @@ def test_the_recipe_follows_the_models_benchmark(viewer_and_image, model_registr
     assert "0.71 -> 0.43" in widget.adapt_button.tooltip
     assert not widget.adapt_first.value and not widget.adapt_first.enabled
     assert widget.learning_rate.value == pytest.approx(1e-4)
+    assert widget.steps.value == 1000
     widget.model_combo.value = "tiny-grey"
     assert widget.recipe_label.value == RECIPE
     assert widget.adapt_first.value and widget.adapt_first.enabled
     assert widget.learning_rate.value == pytest.approx(1e-3)  # no recommendation: the default
+    assert widget.steps.value == 400
 
 
 def test_the_result_says_when_the_fine_tune_corrected_the_illumination(viewer_and_image):

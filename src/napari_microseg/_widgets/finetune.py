@@ -478,12 +478,14 @@ class FinetuneWidget(DockedContainer):
         return None if card is None else label_free_advice(card)
 
     def show_recipe(self, event: Any = None) -> None:
-        """The chosen model's recipe: its learning rate; no label-free adaptation where it hurt."""
+        """The chosen model's recipe: its learning rate and step limit; no label-free
+        adaptation where it hurt."""
         from ..core.training.adapt import label_free_advice
-        from ..core.training.settings import finetune_learning_rate
+        from ..core.training.settings import finetune_learning_rate, finetune_steps
 
         card = self.card_of(self.model_combo.value)
         self.learning_rate.value = finetune_learning_rate(card)
+        self.steps.value = finetune_steps(card)
         advice = None if card is None else label_free_advice(card)
         self.recipe_label.value = RECIPE if advice is None else RECIPE_NO_LABEL_FREE
         self.adapt_button.tooltip = ADAPT_TOOLTIP + (f"\n\n{advice}" if advice else "")

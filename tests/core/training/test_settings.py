@@ -10,10 +10,12 @@ from napari_microseg.core.models.base import ModelCard
 from napari_microseg.core.training.settings import (
     FINETUNE_LEARNING_RATE,
     FINETUNE_PATIENCE,
+    FINETUNE_STEPS,
     TrainingError,
     TrainSettings,
     finetune_anchor_decay,
     finetune_learning_rate,
+    finetune_steps,
 )
 
 
@@ -65,3 +67,11 @@ def test_a_finetune_waits_about_a_budget_of_validations_before_stopping_early():
     # About eight validations fit a fine-tune's budget (every planned // 8 steps).
     assert settings.patience >= 8
     assert TrainSettings.for_finetune(patience=2).patience == 2
+
+
+def test_the_step_limit_comes_from_the_card():
+    assert finetune_steps(None) == finetune_steps(card()) == FINETUNE_STEPS == 400
+    assert TrainSettings.for_finetune(card({"steps": 1000})).steps == 1000
+    assert TrainSettings.for_finetune(card({"steps": 1000}), steps=50).steps == 50
+    for bad in (0, -5, 2.5, True, "many", None):
+        assert finetune_steps(card({"steps": bad})) == FINETUNE_STEPS

@@ -27,6 +27,8 @@ class TrainingError(ValueError):
 
 #: The few-shot decoder learning rate of a model whose card recommends none.
 FINETUNE_LEARNING_RATE = 1e-3
+#: The few-shot step limit of a model whose card recommends none (the time budget may end it first).
+FINETUNE_STEPS = 400
 #: Validations without improvement before a few-shot fine-tune stops early: about the
 #: eight a fine-tune's budget holds, so it trains to its budget (issue #21).
 FINETUNE_PATIENCE = 8
@@ -186,7 +188,8 @@ class TrainSettings:
 
     @classmethod
     def for_finetune(cls, card: ModelCard | None = None, **overrides: Any) -> TrainSettings:
-        """Few-shot defaults (issue #21): 400 steps or 2.5 minutes, whichever comes first.
+        """Few-shot defaults (issue #21): 400 steps (or as many as the card recommends,
+        :func:`finetune_steps`) or 2.5 minutes, whichever comes first.
 
         The recipe: correct uneven illumination when the held-out pixels say it
         helps, smooth a session noisier than the training data, re-estimate the
@@ -216,7 +219,7 @@ class TrainSettings:
         400 steps come first.
         """
         base = cls(
-            steps=400,
+            steps=finetune_steps(card),
             minutes=2.5,
             batch_size=4,
             patch_size=128,
@@ -379,6 +382,33 @@ def finetune_anchor_decay(card: ModelCard | None) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1:
         return float(value)
     return 0.0
+
+
+def finetune_steps(card: ModelCard | None) -> int:
+    """The few-shot step limit a model's card recommends, else :data:`FINETUNE_STEPS`.
+
+    ``recommended["adaptation"]["steps"]``, written by ``scripts/record_adaptation.py``
+    from ``benchmarks/bench_adapt.py --steps`` runs compared on the same annotated
+    images: mito-em's 2-slice fine-tunes end their 400 steps in about 60 s of the 2.5
+    minutes and gain 0.01-0.02 more Dice on unseen slices with 1,000 (the budget then
+    ends them near 950), while gland-he's two images were not helped by more
+    (docs/benchmarks.md), so it is per model, like the learning rate.
+
+    Parameters
+    ----------
+    card : ModelCard, optional
+        The base model's card; None gives the default.
+
+    Returns
+    -------
+    int
+        :attr:`TrainSettings.steps` of a fine-tune.
+    """
+    adaptation = (card.recommended.get("adaptation") if card is not None else None) or {}
+    value = adaptation.get("steps") if isinstance(adaptation, dict) else None
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return FINETUNE_STEPS
 
 
 def finetune_learning_rate(card: ModelCard | None) -> float:
