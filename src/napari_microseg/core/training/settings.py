@@ -359,6 +359,13 @@ class TrainSettings:
         return model.card.architecture in ("unet", "micronet")
 
 
+def recommended_for_finetune(card: ModelCard | None, key: str) -> Any:
+    """``card.recommended["adaptation"][key]`` as written, or None (no card, no entry, or a
+    malformed one); each caller checks the value it needs."""
+    adaptation = (card.recommended.get("adaptation") if card is not None else None) or {}
+    return adaptation.get(key) if isinstance(adaptation, dict) else None
+
+
 def finetune_anchor_decay(card: ModelCard | None) -> float:
     """The pull towards the start a model's card recommends for fine-tuning, else 0 (none).
 
@@ -377,8 +384,7 @@ def finetune_anchor_decay(card: ModelCard | None) -> float:
     float
         :attr:`TrainSettings.anchor_decay`, in [0, 1].
     """
-    adaptation = (card.recommended.get("adaptation") if card is not None else None) or {}
-    value = adaptation.get("anchor_decay") if isinstance(adaptation, dict) else None
+    value = recommended_for_finetune(card, "anchor_decay")
     if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1:
         return float(value)
     return 0.0
@@ -404,8 +410,7 @@ def finetune_steps(card: ModelCard | None) -> int:
     int
         :attr:`TrainSettings.steps` of a fine-tune.
     """
-    adaptation = (card.recommended.get("adaptation") if card is not None else None) or {}
-    value = adaptation.get("steps") if isinstance(adaptation, dict) else None
+    value = recommended_for_finetune(card, "steps")
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value
     return FINETUNE_STEPS
@@ -430,8 +435,7 @@ def finetune_learning_rate(card: ModelCard | None) -> float:
     float
         The decoder's learning rate (the encoder runs at ``encoder_lr_factor`` of it).
     """
-    adaptation = (card.recommended.get("adaptation") if card is not None else None) or {}
-    value = adaptation.get("learning_rate") if isinstance(adaptation, dict) else None
+    value = recommended_for_finetune(card, "learning_rate")
     if isinstance(value, int | float) and math.isfinite(value) and value > 0:
         return float(value)
     return FINETUNE_LEARNING_RATE
