@@ -147,7 +147,8 @@ def best_of(
 def write(name: str, verdict: dict[str, Any], *, merge: bool = False) -> Path:
     """Put the verdict into the shipped card of ``name`` (atomically); return its path.
 
-    A learning rate or anchor decay recorded before stays unless this verdict compared several.
+    A learning rate, anchor decay or step limit recorded before stays unless this verdict
+    compared several.
     With ``merge``, the label-free figures of shifts this verdict did not measure stay (same
     weights), and ``label_free`` is decided over all of them.
     """
