@@ -18,6 +18,7 @@ parent is kept and nothing is saved.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -167,7 +168,7 @@ def smoothing_outcome(
         monitored metric); ``"parent"`` otherwise.
     """
     gain = result_metrics.get("dice", float("nan")) - plain_metrics.get("dice", float("nan"))
-    if gain == gain:  # both have a Dice
+    if not math.isnan(gain):  # both have a Dice
         better = gain >= SMOOTHING_MIN_GAIN
     else:
         better = score(result_metrics, settings.monitor) > score(plain_metrics, settings.monitor)
