@@ -46,7 +46,7 @@ def write_demo(out: Path, *, overwrite: bool = False) -> int:
     with its recommended settings when it is installed, through
     :func:`~napari_microseg.core.inference.segment.segment_job` as the Segment widget does:
     the sample (10 nm per pixel) is resampled to the model's pixel size (5 nm)
-    and back. ``mito-em`` reaches foreground Dice 0.97 on the sample, the
+    and back. ``mito-em`` reaches foreground Dice 0.98 on the sample, the
     classical pipeline 0.85. Without a usable bundled model the classical
     pipeline segments it and the output says why.
     """
