@@ -1,8 +1,9 @@
-"""benchmarks/bench_adapt.py: the product's score beside the network's, and the target on each."""
+"""benchmarks/bench_adapt.py and adapt_report.py: the product's score beside the network's, and
+the target on each."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import sys
 from pathlib import Path
 
@@ -14,14 +15,20 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location(
-        "bench_adapt", ROOT / "benchmarks" / "bench_adapt.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_adapt"] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("bench_adapt", None)
+    """``benchmarks/bench_adapt.py`` and its sibling modules, imported as the script does."""
+    names = ("bench_adapt", "adapt_data", "adapt_report")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        yield importlib.import_module("bench_adapt")
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+        for name in names:
+            sys.modules.pop(name, None)
+
+
+@pytest.fixture(scope="module")
+def report(bench):
+    return importlib.import_module("adapt_report")
 
 
 def threshold_model():
@@ -77,25 +84,25 @@ def run(source: tuple[float, float], shifted: tuple[float, float], two: tuple[fl
     }
 
 
-def test_the_target_is_judged_on_either_score(bench):
+def test_the_target_is_judged_on_either_score(report):
     # Worse by the argmax Dice, a large gain once segmented (as nuclei-fluo under blur + noise).
     r = run(source=(0.87, 0.55), shifted=(0.71, 0.23), two=(0.69, 0.42))
 
-    by_dice = bench.target(r)
-    by_product = bench.target(r, bench.segmented_score)
+    by_dice = report.target(r)
+    by_product = report.target(r, report.segmented_score)
 
     assert by_dice["applies"] and not by_dice["holds"] and not by_dice["not_worse"]
     assert by_product["applies"] and by_product["holds"] and by_product["not_worse"]
     assert by_product["gain_2"] == pytest.approx(0.19)
 
 
-def test_the_segmented_table_says_the_verdict_and_skips_old_runs(bench):
+def test_the_segmented_table_says_the_verdict_and_skips_old_runs(report):
     old = run(source=(0.87, 0.55), shifted=(0.71, 0.23), two=(0.69, 0.42))
     for key in ("source", "shifted", "adapted", "shots=2"):
         del old[key]["segmented"]
     new = run(source=(0.87, 0.55), shifted=(0.71, 0.23), two=(0.69, 0.30))
 
-    lines = bench.segmented_table([old, new], [2]).splitlines()
+    lines = report.segmented_table([old, new], [2]).splitlines()
 
     assert len(lines) == 3  # header, rule, the one run that was segmented
     assert "ap_50_95" in lines[2] and "0.300 (trained)" in lines[2]
