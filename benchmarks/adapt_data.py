@@ -28,6 +28,18 @@ def card_names(model: str, pattern: str) -> list[str]:
     return [name.strip() for name in inside.split(",") if re.fullmatch(pattern, name.strip())]
 
 
+def first_four_pooled(images: np.ndarray, ids: np.ndarray, axes: str, what: str) -> dict[str, Any]:
+    """The first four images are the annotation pool, the rest the evaluation set."""
+    return {
+        "pool_images": images[:4],
+        "pool_labels": ids[:4].astype(np.int32),
+        "eval_images": images[4:],
+        "eval_labels": ids[4:].astype(np.int32),
+        "axes": axes,
+        "what": what,
+    }
+
+
 def load_data(model: str, root: Path) -> dict[str, Any]:
     """Pool and evaluation stacks: ``(Z, Y, X[, C])`` images and ``(Z, Y, X)`` instance ids."""
     import tifffile
@@ -77,14 +89,8 @@ def load_data(model: str, root: Path) -> dict[str, Any]:
             [np.asarray(Image.open(root / "dsb2018" / "images" / f"{r}.png"))[..., 0] for r in rows]
         )
         ids = np.stack([tifffile.imread(root / "dsb2018" / "labels" / f"{r}.tif") for r in rows])
-        return {
-            "pool_images": images[:4],
-            "pool_labels": ids[:4].astype(np.int32),
-            "eval_images": images[4:],
-            "eval_labels": ids[4:].astype(np.int32),
-            "axes": "ZYX",
-            "what": f"DSB 2018 held-out grey 256x256: {len(rows)} images (4 pool, rest eval)",
-        }
+        what = f"DSB 2018 held-out grey 256x256: {len(rows)} images (4 pool, rest eval)"
+        return first_four_pooled(images, ids, "ZYX", what)
     if model == "gland-he":
         held = card_names(model, r"train_\d+")
         chosen = []
@@ -95,14 +101,8 @@ def load_data(model: str, root: Path) -> dict[str, Any]:
         chosen = chosen[:12]
         images = np.stack([image for _, image in chosen])
         ids = np.stack([tifffile.imread(root / "glas" / "labels" / f"{n}.tif") for n, _ in chosen])
-        return {
-            "pool_images": images[:4],
-            "pool_labels": ids[:4].astype(np.int32),
-            "eval_images": images[4:],
-            "eval_labels": ids[4:].astype(np.int32),
-            "axes": "ZYXC",
-            "what": f"GlaS held-out 522x775: {', '.join(n for n, _ in chosen)} (4 pool, rest eval)",
-        }
+        what = f"GlaS held-out 522x775: {', '.join(n for n, _ in chosen)} (4 pool, rest eval)"
+        return first_four_pooled(images, ids, "ZYXC", what)
     raise SystemExit(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
 
 

@@ -88,6 +88,12 @@ def bright_model():
 
 
 @pytest.fixture
+def thresholding_model():
+    """:func:`bright_model`: foreground exactly where the input is above half its 0-255 range."""
+    return bright_model()
+
+
+@pytest.fixture
 def loads(monkeypatch):
     """``microseg predict`` loads a tiny thresholding model; the list of names asked for."""
     from napari_microseg.cli import predict as cli_predict

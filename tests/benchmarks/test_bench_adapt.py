@@ -31,27 +31,7 @@ def report(bench):
     return importlib.import_module("adapt_report")
 
 
-def threshold_model():
-    """Logits for (background, foreground): foreground where the input is above half range."""
-    import torch
-
-    from napari_microseg.core.models.base import ModelCard, SegmentationModel
-
-    class Bright(torch.nn.Module):
-        def forward(self, x):
-            return torch.cat([(0.5 - x) * 20, (x - 0.5) * 20], dim=1)
-
-    card = ModelCard(
-        name="bright",
-        architecture="custom",
-        classes=["background", "foreground"],
-        normalization={"kind": "range", "min": 0, "max": 255},
-        recommended={"tile_size": 32, "postprocess": {"method": "threshold", "threshold": 0.5}},
-    )
-    return SegmentationModel(Bright(), card)
-
-
-def test_segmented_scores_each_image_as_segmented_then_averages(bench):
+def test_segmented_scores_each_image_as_segmented_then_averages(bench, thresholding_model):
     images = np.zeros((2, 32, 32), np.uint8)
     truth = np.zeros((2, 32, 32), np.int32)
     images[:, 4:12, 4:12] = 255
@@ -59,7 +39,7 @@ def test_segmented_scores_each_image_as_segmented_then_averages(bench):
     # The second image's truth has a second object the image does not show.
     truth[1, 20:28, 20:28] = 2
 
-    scores = bench.segmented(threshold_model(), images, truth, "ZYX", "pixel_f1")
+    scores = bench.segmented(thresholding_model, images, truth, "ZYX", "pixel_f1")
 
     assert scores["metric"] == "pixel_f1"
     # Image 0 is exact; image 1 finds one object of two, half the truth's pixels.
