@@ -76,6 +76,7 @@ def verdict(t: dict[str, Any]) -> str:
 
 
 def table(runs: list[dict[str, Any]], shots: list[int]) -> str:
+    """The network's scores (argmax Dice) of every lever, and issue #21's target on them."""
     flat = any("flat_field" in run for run in runs)
     head = ["model", "shift", "source", "shifted"]
     # With --flat-field every later column starts from the corrected model.

@@ -142,9 +142,9 @@ def segmented(
 
     The card's recommended prediction options and post-processing (Otsu, watershed...),
     then ``microseg evaluate``'s metrics per image, averaged over the images: ``metric``
-    (the bundled card's target metric, e.g. mean AP for nuclei-fluo; a fine-tuned
-    model's card names its own), pixel F1, object F1 and mean AP. The argmax Dice of
-    :func:`evaluate` scores the network alone; this scores the product, whose
+    (the bundled card's target metric, e.g. mean AP for nuclei-fluo, passed in because a
+    fine-tuned model's card may name another), pixel F1, object F1 and mean AP. The argmax
+    Dice of :func:`evaluate` scores the network alone; this scores the product, whose
     post-processing was tuned for the parent.
     """
     from napari_microseg.core.evaluation.evaluate import evaluate_images
