@@ -199,7 +199,10 @@ def test_mito_em_round_trip_gives_identical_labels(real_bundled, tmp_path):
     card = registry.load_model("mito-em-zoo", device="cpu").card
     assert card.lineage["bioimageio"]["package"] == "mito-em.zip"
     assert card.lineage["data_sha256"]  # the bundled model's training record survives
-    assert card.recommended["postprocess"]["method"] == "otsu"
+    # The whole recommended post-processing survives (mito-em's: threshold 0.75, opening 2).
+    bundled = registry.load_model("mito-em", device="cpu").card
+    assert card.recommended["postprocess"] == bundled.recommended["postprocess"]
+    assert card.recommended["postprocess"]["opening_radius"] == 2
 
 
 def tiny_finetune(parent: str, name: str) -> None:
