@@ -164,3 +164,18 @@ def test_postprocess_takes_the_long_json_tune_postprocess_prints_or_a_file(tmp_p
     assert script.parse_postprocess(str(card)) == {"method": "otsu"}
     with pytest.raises(SystemExit, match="not a JSON object or a readable JSON file"):
         script.parse_postprocess(str(tmp_path / "missing.json"))
+
+
+def test_a_met_target_clears_an_earlier_miss_from_the_description():
+    script = _script()
+    before = (
+        "Mask R-CNN for nuclei. Below its issue #8 target on the validation split: mean AP "
+        "0.324 < 0.4. What should close the gap: hours on a GPU."
+    )
+    assert script.target_description(before, "mean AP", 0.43, 0.4, met=True) == (
+        "Mask R-CNN for nuclei."
+    )
+    assert script.target_description(before, "mean AP", 0.35, 0.4, met=False) == (
+        "Mask R-CNN for nuclei. Below its issue #8 target on the validation split: mean AP "
+        "0.350 < 0.4."
+    )
