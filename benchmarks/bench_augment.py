@@ -11,6 +11,8 @@ For every augmentation alone (probability 1, the others off), for the
 class target, annotated mask and weight map, cut from a 512x512 plane
 (synthetic nuclei, 60 objects), in one torch thread (as a data worker runs).
 The weight map itself is computed once per plane and timed separately.
+The H&E stain augmentation needs colour, so it is timed on a synthetic
+512x512 RGB H&E plane, beside no augmentation on that plane.
 
 ``--baseline-src DIR`` measures another copy of the source tree (e.g. a
 checkout of an earlier commit) in a fresh process, alternating with this one,
@@ -26,6 +28,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,6 +119,23 @@ def measure(patches: int, patch: int) -> dict[str, float]:
         for _ in range(patches):
             one()
         results[name] = (time.perf_counter() - t0) / patches * 1e3
+    if "stain_p" in {f.name for f in fields(AugmentConfig)}:
+        he = synthetic.he_glands((512, 512), seed=0)
+        rgb = create_model("unet", name="bench-rgb", in_channels=3, depth=2, base_width=4)
+        colour = prepare([TrainingPair(he.image, he.labels, axes="YXC")], rgb).planes[0]
+        for name, config in {
+            "none, RGB plane": AugmentConfig.preset("none"),
+            "H&E stain (RGB plane)": AugmentConfig.from_value({"preset": "none", "stain_p": 1.0}),
+        }.items():
+            sampler = sampling.PatchSampler(
+                [Region(colour, colour.annotated)], patch_size=patch, augment=config, seed=0
+            )
+            rng = np.random.default_rng(0)
+            sampler.sample(rng)
+            t0 = time.perf_counter()
+            for _ in range(patches):
+                sampler.sample(rng)
+            results[name] = (time.perf_counter() - t0) / patches * 1e3
     return results
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from napari_microseg.core.training.augment import AugmentConfig, Augmenter, window_margin
-from napari_microseg.core.training.augment_ops import median_blur
+from napari_microseg.core.training.augment_ops import STAIN_FLOOR, median_blur, perturb_stains
 
 SQUARE = 8
 GEOMETRIC = {
@@ -137,3 +137,79 @@ def test_presets_and_config_checks():
         AugmentConfig(hflip_p=2)
     with pytest.raises(ValueError, match="preset"):
         AugmentConfig.preset("heavy")
+
+
+# ----------------------------------------------------------------------------- H&E stains
+
+
+def stained(densities: np.ndarray) -> torch.Tensor:
+    """An RGB image (3, H, W) of stain densities (3, H, W) (haematoxylin, eosin, DAB)."""
+    from skimage.color import rgb_from_hed
+
+    density = np.einsum("shw,sc->chw", densities, rgb_from_hed)
+    return torch.from_numpy(np.exp(-density).astype(np.float32))
+
+
+def test_unchanged_stains_give_the_image_back():
+    rgb = torch.from_numpy(
+        np.random.default_rng(0).uniform(0.05, 1.0, (3, 16, 16)).astype(np.float32)
+    )
+    same = perturb_stains(rgb, np.ones(3), np.zeros(3))
+    assert torch.allclose(same, rgb, atol=1e-5)
+
+
+def test_twice_the_haematoxylin_is_twice_its_optical_density():
+    densities = np.zeros((3, 4, 4))
+    densities[0] = 0.4  # haematoxylin only
+    densities[1, :, 2:] = 0.3  # and eosin on the right half
+    out = perturb_stains(stained(densities), np.array([2.0, 1.0, 1.0]), np.zeros(3))
+    expected = densities.copy()
+    expected[0] = 0.8
+    assert torch.allclose(out, stained(expected), atol=1e-5)
+
+
+def test_a_shift_tints_white_background_with_that_stain():
+    white = torch.ones(3, 2, 2)
+    out = perturb_stains(white, np.ones(3), np.array([0.0, 0.2, 0.0]))
+    densities = np.zeros((3, 2, 2))
+    densities[1] = 0.2
+    assert torch.allclose(out, stained(densities), atol=1e-5)
+    assert (out[1] < out[0]).all() and (out[1] < out[2]).all()  # eosin is pink
+
+
+def test_black_pixels_are_floored_and_results_stay_in_range():
+    rgb = torch.zeros(3, 2, 2)
+    out = perturb_stains(rgb, np.full(3, 0.5), np.zeros(3))
+    assert torch.allclose(out, torch.full((3, 2, 2), STAIN_FLOOR**0.5), rtol=1e-4)
+    assert perturb_stains(torch.ones(3, 2, 2), np.ones(3), np.full(3, -0.5)).max() <= 1
+
+
+def test_stain_augmentation_needs_rgb():
+    with pytest.raises(ValueError, match="RGB"):
+        perturb_stains(torch.ones(1, 4, 4), np.ones(3), np.zeros(3))
+
+
+def test_stain_augmentation_is_off_by_default_and_keeps_other_runs_streams():
+    assert AugmentConfig().stain_p == 0 and AugmentConfig.preset("light").stain_p == 0
+    rgb = np.random.default_rng(1).uniform(0.1, 1, (3, 32, 32)).astype(np.float32)
+    default = Augmenter("default", seed=3)(rgb)[0]
+    # A stain strength that is never used changes nothing, not even the random stream.
+    unused = Augmenter({"stain_sigma": 0.3}, seed=3)(rgb)[0]
+    assert np.array_equal(default, unused)
+    recoloured = Augmenter(only(stain_p=1.0, stain_sigma=0.2), seed=3)(rgb)[0]
+    assert recoloured.shape == rgb.shape and not np.allclose(recoloured, rgb, atol=1e-3)
+    assert 0 <= recoloured.min() and recoloured.max() <= 1
+    with pytest.raises(ValueError, match="stain_sigma"):
+        AugmentConfig(stain_sigma=1.5)
+
+
+def test_a_grey_model_with_stain_augmentation_is_refused_before_training():
+    from types import SimpleNamespace
+
+    from napari_microseg.core.training.sampling import training_sampler
+    from napari_microseg.core.training.settings import TrainingError, TrainSettings
+
+    grey = SimpleNamespace(name="grey", in_channels=1, n_classes=2)
+    settings = TrainSettings(augment={"stain_p": 0.5})
+    with pytest.raises(TrainingError, match="RGB model"):
+        training_sampler(grey, settings, [])

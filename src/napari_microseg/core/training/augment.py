@@ -10,7 +10,9 @@ The augmentations are those of the source reports:
   moustache) distortion (Micro-Net reproduction);
 * zoom, shear and shift (the Keras ``ImageDataGenerator`` of the ISBI report);
 * piecewise-affine distortion (the DSB 2018 report, imgaug's
-  ``PiecewiseAffine`` with point scale 0.01-0.04).
+  ``PiecewiseAffine`` with point scale 0.01-0.04);
+* for H&E, a change of the amount of each stain (Tellez et al. 2018; off
+  unless a config asks for it with ``stain_p``).
 
 Every geometric augmentation that fires becomes part of one map from output
 pixels to input coordinates (:class:`Geometry`): flips, quarter turns, the
@@ -62,6 +64,7 @@ from .augment_ops import (
     linear_weights,
     median_blur,
     nearest_index,
+    perturb_stains,
     resample_bilinear,
     sharpen,
     smooth_field,
@@ -124,6 +127,14 @@ class AugmentConfig:
     sharpen_p, sharpen_alpha : float, (float, float)
         Sharpen with a Laplacian kernel and alpha-blend the result with the
         original, alpha in ``sharpen_alpha``.
+    stain_p, stain_sigma : float
+        H&E stain augmentation of RGB images normalized to [0, 1]
+        (:func:`~.augment_ops.perturb_stains`): the density of haematoxylin,
+        eosin and DAB each scaled by a factor in ``[1 - stain_sigma, 1 +
+        stain_sigma]`` and shifted by ``[-stain_sigma, stain_sigma]`` (Tellez
+        et al. 2018: 0.05 "light", 0.2 "strong"). Off (0) in every preset: it
+        needs a 3-channel model; a config turns it on, e.g.
+        ``augment: {preset: default, stain_p: 0.5}``.
     """
 
     crop_p: float = 0.5
@@ -151,6 +162,8 @@ class AugmentConfig:
     median_size: int = 3
     sharpen_p: float = 0.2
     sharpen_alpha: tuple[float, float] = (0.2, 0.5)
+    stain_p: float = 0.0
+    stain_sigma: float = 0.05
 
     def __post_init__(self) -> None:
         for item in fields(self):
@@ -166,6 +179,8 @@ class AugmentConfig:
             raise ValueError(f"median_size must be odd and positive, got {self.median_size!r}.")
         if self.piecewise_grid < 2:
             raise ValueError(f"piecewise_grid must be at least 2, got {self.piecewise_grid!r}.")
+        if not 0.0 <= self.stain_sigma < 1.0:
+            raise ValueError(f"stain_sigma must be in [0, 1), got {self.stain_sigma!r}.")
 
     @property
     def geometric(self) -> bool:
@@ -250,11 +265,15 @@ class Geometry:
 
 @dataclass
 class Intensity:
-    """One draw of the intensity augmentations: noise fraction, median blur, sharpening."""
+    """One draw of the intensity augmentations: noise fraction, median blur, sharpening, stains.
+
+    ``stains`` is ``(scale, shift)``, each (3,) for haematoxylin, eosin and DAB.
+    """
 
     noise: float | None = None
     blur: bool = False
     sharpen: float | None = None
+    stains: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def _chance(rng: np.random.Generator, p: float) -> bool:
@@ -429,18 +448,26 @@ def draw_intensity(config: AugmentConfig, rng: np.random.Generator) -> Intensity
     noise = _uniform(rng, *cfg.noise_sigma) if _chance(rng, cfg.noise_p) else None
     blur = _chance(rng, cfg.blur_p) and cfg.median_size > 1
     sharp = _uniform(rng, *cfg.sharpen_alpha) if _chance(rng, cfg.sharpen_p) else None
-    return Intensity(noise, blur, sharp)
+    stains = None
+    # Drawn only when on, so that runs of configs without it keep their random stream.
+    if cfg.stain_p > 0 and _chance(rng, cfg.stain_p):
+        sigma = cfg.stain_sigma
+        stains = (rng.uniform(1 - sigma, 1 + sigma, 3), rng.uniform(-sigma, sigma, 3))
+    return Intensity(noise, blur, sharp, stains)
 
 
 def apply_intensity(
     image: torch.Tensor, draw: Intensity, config: AugmentConfig, rng: np.random.Generator
 ) -> torch.Tensor:
-    """Noise scaled to the patch's range, median blur and sharpening, as drawn.
+    """Stains, noise scaled to the patch's range, median blur and sharpening, as drawn.
 
     Parameters
     ----------
     image : (C, H, W) tensor of float32
     """
+    # The stain is the specimen's; noise, blur and sharpness come after, from the scanner.
+    if draw.stains is not None:
+        image = perturb_stains(image, *draw.stains)
     if draw.noise is not None:
         low, high = image.amin(), image.amax()
         sigma = draw.noise * float(high - low)

@@ -10,6 +10,8 @@
   image (bilinear) and of masks (nearest neighbour, exact for any dtype) at
   given input coordinates.
 * :func:`median_blur` and :func:`sharpen`: the blur and alpha-blended sharpening.
+* :func:`perturb_stains`: H&E stain augmentation in the haematoxylin-eosin-DAB
+  colour space (Tellez et al. 2018).
 
 :func:`radial_field` and :func:`piecewise_field` return displacements
 ``(1, H, W, 2)`` in the normalized ``(x, y)`` coordinates of
@@ -267,3 +269,52 @@ def sharpen(image: torch.Tensor, alpha: float) -> torch.Tensor:
     )
     # (1 - alpha) x + alpha (5 x - around) = x + alpha (4 x - around)
     return image + alpha * (4 * image - around)
+
+
+#: Smallest intensity of an RGB pixel in [0, 1] before its optical density is taken
+#: (1/255 of an 8-bit image's scale would make pure black an optical density of 5.5).
+STAIN_FLOOR = 1e-3
+
+
+def perturb_stains(image: torch.Tensor, scale: np.ndarray, shift: np.ndarray) -> torch.Tensor:
+    """Change the amount of haematoxylin, eosin and DAB of an RGB image in [0, 1].
+
+    Colour deconvolution (Ruifrok and Johnston, 2001; ``skimage.color.rgb2hed``)
+    turns the optical density ``-ln(rgb)`` of each pixel into the density of
+    each stain; stain ``i`` becomes ``scale[i] * density + shift[i]``, and the
+    densities are mixed back to RGB. This is the "HED" augmentation of Tellez
+    et al. (2018), which simulates slides stained or scanned in another lab.
+    ``scale = (1, 1, 1)`` and ``shift = (0, 0, 0)`` give the image back.
+
+    Parameters
+    ----------
+    image : (3, H, W) tensor of float32
+        RGB, 0 = black, 1 = white (8-bit images normalized by their range);
+        values are clipped to ``[STAIN_FLOOR, 1]`` first.
+    scale, shift : (3,) ndarray
+        Per stain, in the order haematoxylin, eosin, DAB; ``shift`` in units of
+        optical density (natural logarithm).
+
+    Returns
+    -------
+    (3, H, W) tensor of float32
+        In ``[0, 1]``.
+    """
+    from skimage.color import hed_from_rgb, rgb_from_hed
+
+    if image.shape[0] != 3:
+        raise ValueError(
+            f"Stain augmentation needs an RGB image (3 channels), got {image.shape[0]}; "
+            "set stain_p to 0 for this model."
+        )
+    # Per pixel: rgb and stains are row vectors, stains = od @ hed_from_rgb.
+    to_stains = torch.as_tensor(hed_from_rgb, dtype=torch.float32)
+    to_rgb = torch.as_tensor(rgb_from_hed, dtype=torch.float32)
+    scale_t = torch.as_tensor(np.asarray(scale, np.float32))
+    shift_t = torch.as_tensor(np.asarray(shift, np.float32))
+    # Folding the scale into the mixing matrix does the three steps in one product.
+    mix = to_stains @ (scale_t[:, None] * to_rgb)
+    offset = shift_t @ to_rgb
+    density = -torch.log(image.clamp(STAIN_FLOOR, 1.0))
+    changed = torch.einsum("chw,cd->dhw", density, mix) + offset[:, None, None]
+    return torch.exp(-changed).clamp(0.0, 1.0)

@@ -23,6 +23,7 @@ import numpy as np
 
 from .augment import AugmentConfig, apply_intensity, draw_geometry, draw_intensity, sample_patch
 from .data import Plane, Region
+from .settings import TrainingError
 
 if TYPE_CHECKING:
     import torch
@@ -237,6 +238,11 @@ def training_sampler(
         )
 
     config = AugmentConfig.from_value(s.augment)
+    if config.stain_p > 0 and model.in_channels != 3:
+        raise TrainingError(
+            f"augment: stain_p {config.stain_p} changes H&E stains, which needs an RGB model "
+            f"(3 input channels); {model.name!r} has {model.in_channels}. Set stain_p to 0."
+        )
     weights = s.use_edge_weights(model) and not instance
     return PatchSampler(
         regions,
