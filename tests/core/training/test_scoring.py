@@ -31,3 +31,58 @@ def test_batched_validation_scores_like_one_region_at_a_time(monkeypatch):
     for key, value in single.items():
         assert batched[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
     assert batched["pixels"] == sum(r.pixels for r in regions)
+
+
+class FixedLogits(torch.nn.Module):
+    """A network that answers every input with the same logits (1, K, H, W)."""
+
+    def __init__(self, logits: torch.Tensor):
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits.expand(x.shape[0], -1, -1, -1)
+
+
+def test_a_watershed_card_is_scored_on_the_objects_its_watershed_finds():
+    classes = ["background", "gland", "boundary"]
+    model = create_model("unet", name="glands", classes=classes, depth=2, base_width=4)
+    yy, xx = np.mgrid[:64, :64]
+    gland = ((yy - 24) ** 2 + (xx - 24) ** 2 <= 12**2).astype(np.uint16)
+    plane = prepare([TrainingPair(gland.astype(np.float32), gland)], model).planes[0]
+    # The network finds the gland and also a 3 x 3 speck of gland elsewhere.
+    predicted = np.zeros((64, 64), np.int64)
+    predicted[gland == 1] = 1
+    predicted[50:53, 50:53] = 1
+    logits = torch.nn.functional.one_hot(torch.from_numpy(predicted), 3).permute(2, 0, 1)
+    model.module = FixedLogits(10.0 * logits[None].float())
+    regions = [Region(plane, plane.annotated)]
+    device = torch.device("cpu")
+
+    assert scoring.object_pipeline(model) is None  # no recommendation: components
+    components = scoring.evaluate_regions(model, regions, device=device)
+    assert components["object_f1"] == pytest.approx(2 / 3)  # one gland, one false speck
+
+    model.card.recommended["postprocess"] = {
+        "method": "watershed",
+        "threshold": 0.5,
+        "foreground_class": 1,
+        "boundary_class": 2,
+        "h": 2,
+        "min_size": 50,
+    }
+    assert scoring.object_pipeline(model) is not None
+    watershed = scoring.evaluate_regions(model, regions, device=device)
+    assert watershed["object_f1"] == pytest.approx(1.0)  # the speck is below min_size
+    assert watershed["dice"] == components["dice"]  # pixels are scored on the class map
+
+
+def test_objects_come_from_components_for_other_post_processing():
+    model = create_model(
+        "unet", name="three", classes=["background", "nucleus", "boundary"], depth=2, base_width=4
+    )
+    model.card.recommended["postprocess"] = {"method": "otsu", "fill_holes": True}
+    assert scoring.object_pipeline(model) is None
+    two = create_model("unet", name="two", depth=2, base_width=4)
+    two.card.recommended["postprocess"] = {"method": "watershed", "boundary_class": 2}
+    assert scoring.object_pipeline(two) is None  # no boundary class to split along
