@@ -86,7 +86,9 @@ class TrainSettings:
     min_delta : float
         Smallest change of the monitored metric that counts as improvement.
     monitor : {"dice", "iou", "object_f1", "val_loss"}
-        The validation metric that picks the best weights.
+        The validation metric that picks the best weights. Object F1 is that of
+        the card's watershed when it recommends one along a boundary class
+        (:func:`~.scoring.object_pipeline`), else of connected components.
     freeze_encoder : bool
         Train only the decoder (fine-tuning with very few labels).
     seed : int
