@@ -113,6 +113,7 @@ BUNDLED: dict[str, BundledSpec] = {
         BundledSpec("nuclei-fluo", "dsb2018", "unet", "U-Net 3-class, nuclei (DSB 2018)"),
         BundledSpec("nuclei-maskrcnn", "dsb2018", "maskrcnn", "Mask R-CNN, nuclei (DSB 2018)"),
         BundledSpec("gland-he", "glas", "unet", "U-Net 3-class, glands in H&E (GlaS)"),
+        BundledSpec("gland-he-micronet", "glas", "micronet", "Micro-Net, glands in H&E (GlaS)"),
     )
 }
 
@@ -128,7 +129,7 @@ PREFERENCES: dict[str, tuple[str, ...]] = {
     "EM": ("mito-em", "membrane-em", "membrane-em-segnet"),
     "fluorescence": ("nuclei-fluo", "nuclei-maskrcnn"),
     "brightfield": ("nuclei-fluo", "nuclei-maskrcnn"),
-    "H&E": ("gland-he",),
+    "H&E": ("gland-he", "gland-he-micronet"),
 }
 
 
