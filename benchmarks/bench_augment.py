@@ -48,6 +48,15 @@ SINGLE = {
 }
 
 
+def per_patch_ms(one, patches: int) -> float:
+    """Milliseconds per call of ``one`` over ``patches`` calls, after one to warm up."""
+    one()
+    t0 = time.perf_counter()
+    for _ in range(patches):
+        one()
+    return (time.perf_counter() - t0) / patches * 1e3
+
+
 def measure(patches: int, patch: int) -> dict[str, float]:
     """Milliseconds per patch for every case (in this process, whichever code it imports)."""
     import numpy as np
@@ -114,11 +123,7 @@ def measure(patches: int, patch: int) -> dict[str, float]:
             def one(sampler=sampler, rng=rng):
                 return sampler.sample(rng)
 
-        one()
-        t0 = time.perf_counter()
-        for _ in range(patches):
-            one()
-        results[name] = (time.perf_counter() - t0) / patches * 1e3
+        results[name] = per_patch_ms(one, patches)
     if "stain_p" in {f.name for f in fields(AugmentConfig)}:
         he = synthetic.he_glands((512, 512), seed=0)
         rgb = create_model("unet", name="bench-rgb", in_channels=3, depth=2, base_width=4)
@@ -131,11 +136,7 @@ def measure(patches: int, patch: int) -> dict[str, float]:
                 [Region(colour, colour.annotated)], patch_size=patch, augment=config, seed=0
             )
             rng = np.random.default_rng(0)
-            sampler.sample(rng)
-            t0 = time.perf_counter()
-            for _ in range(patches):
-                sampler.sample(rng)
-            results[name] = (time.perf_counter() - t0) / patches * 1e3
+            results[name] = per_patch_ms(lambda s=sampler, r=rng: s.sample(r), patches)
     return results
 
 
