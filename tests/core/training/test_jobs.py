@@ -355,6 +355,27 @@ def test_a_single_annotated_object_trains_with_a_warning(parent):
     assert "Only one object" in " ".join(model.card.lineage["notes"])
 
 
+def test_a_validation_cap_that_drops_held_out_regions_says_so(parent):
+    sample = synthetic.fibsem_mitochondria((10, 48, 48), n_objects=10, seed=4)
+    run = finetune(
+        parent, sample.image, sample.labels, settings=quick(steps=2, val_max_pixels=1), save=False
+    )
+    with pytest.warns(TrainingWarning, match=r"Validation scores 1 of the 2 held-out regions"):
+        model = drain(run, show=False)
+    assert "val_max_pixels is 1" in " ".join(model.card.lineage["notes"])
+
+
+def test_validation_on_every_held_out_region_says_nothing(parent):
+    sample = synthetic.fibsem_mitochondria((10, 48, 48), n_objects=10, seed=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TrainingWarning)
+        model = drain(
+            finetune(parent, sample.image, sample.labels, settings=quick(steps=2), save=False),
+            show=False,
+        )
+    assert "val_max_pixels" not in " ".join(model.card.lineage["notes"])
+
+
 def test_a_taken_name_is_refused_before_training(parent, nuclei):
     job = finetune(parent, nuclei.image, nuclei.labels, name="tiny", settings=quick())
     with pytest.raises(ModelError, match="already exists"):

@@ -142,13 +142,21 @@ class Trainer:
         self.settings = settings
         self.device = device
         self.train_regions = list(train_regions)
-        self.val_regions = capped_regions(val_regions, settings.val_max_pixels)
+        held_out = list(val_regions)
+        self.val_regions = capped_regions(held_out, settings.val_max_pixels)
         self.data_hash = data_hash
         self.checkpoint = checkpoint
         self.resume = resume
         self.on_cancel = on_cancel
         self.amp = device.kind == "cuda" and settings.amp is not False
         self.notes: list[str] = []
+        if len(self.val_regions) < len(held_out):
+            self._note(
+                f"Validation scores {len(self.val_regions)} of the {len(held_out)} held-out "
+                f"regions ({sum(r.pixels for r in self.val_regions):,} of "
+                f"{sum(r.pixels for r in held_out):,} pixels): val_max_pixels is "
+                f"{settings.val_max_pixels:,}. Raise it in the config to score them all."
+            )
         self.step = 0
         self.best_state: dict[str, Any] | None = None
         self.best_score = -math.inf
