@@ -10,8 +10,10 @@ as many threads as the machine has cores. The best of ``--repeats`` timed runs
 * ``mpx_per_s_cpu_segment``: prediction plus the recommended post-processing,
   what the Segment widget does.
 
-The load average is recorded with the result: other work on the machine
-(a training run) slows the measurement down.
+Other work on the machine (a training run) slows the measurement down, so the
+result records ``other_load``: the cores that other processes kept busy while
+the timed runs ran (this process's own CPU time taken out of the machine's,
+which the load average, recorded too, cannot do).
 
 Run: ``python benchmarks/bench_models.py`` (every bundled model; a table), or
 ``python benchmarks/bench_models.py mito-em path/to/model.safetensors --json``.
@@ -44,6 +46,32 @@ def synthetic_input(channels: int, size: int) -> tuple[np.ndarray, str]:
     return rng.random((size, size, channels), dtype=np.float32), "YXC"
 
 
+def cpu_sample() -> tuple[float, float, float] | None:
+    """(wall seconds, busy CPU seconds of the whole machine, CPU seconds of this process).
+
+    None where the machine's CPU times cannot be read (psutil missing).
+    """
+    try:
+        import psutil
+    except ImportError:
+        return None
+    total = psutil.cpu_times()
+    # guest time is already counted in user time on Linux
+    idle = sum(getattr(total, name, 0.0) for name in ("idle", "iowait", "guest", "guest_nice"))
+    own = os.times()
+    return time.monotonic(), sum(total) - idle, own.user + own.system
+
+
+def other_load(
+    start: tuple[float, float, float] | None, end: tuple[float, float, float] | None
+) -> float | None:
+    """Cores kept busy by other processes between two :func:`cpu_sample` readings."""
+    if start is None or end is None or end[0] <= start[0]:
+        return None
+    elsewhere = (end[1] - start[1]) - (end[2] - start[2])
+    return round(max(0.0, elsewhere / (end[0] - start[0])), 2)
+
+
 def measure_speed(
     model: Any,
     *,
@@ -69,7 +97,9 @@ def measure_speed(
     dict
         ``mpx_per_s_cpu``, ``mpx_per_s_cpu_segment``, ``seconds_predict``,
         ``seconds_postprocess``, ``image``, ``tile_size``, ``overlap``, ``tta``,
-        ``threads``, ``cpu``, ``cores``, ``load_average``, ``torch``, ``measured``.
+        ``threads``, ``cpu``, ``cores``, ``load_average``, ``other_load`` (cores
+        other processes kept busy while timing; None where unknown), ``torch``,
+        ``measured``.
     """
     import torch
 
@@ -90,6 +120,7 @@ def measure_speed(
         warm, _ = synthetic_input(model.in_channels, min(size, 256))
         drain(run_prediction(model, warm, axes=axes, options=options), show=False)
         best_predict, best_post = float("inf"), float("inf")
+        start_sample = cpu_sample()
         for _ in range(max(1, repeats)):
             start = time.perf_counter()
             result = drain(run_prediction(model, image, axes=axes, options=options), show=False)
@@ -100,6 +131,7 @@ def measure_speed(
             end = time.perf_counter()
             best_predict = min(best_predict, middle - start)
             best_post = min(best_post, end - middle)
+        busy_elsewhere = other_load(start_sample, cpu_sample())
     finally:
         torch.set_num_threads(before)
     megapixels = size * size / 1e6
@@ -116,6 +148,7 @@ def measure_speed(
         "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "load_average": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "other_load": busy_elsewhere,
         "torch": torch.__version__,
         "measured": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "script": "benchmarks/bench_models.py",
@@ -124,7 +157,7 @@ def measure_speed(
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """The results as a plain-text table."""
-    header = ("model", "MP/s predict", "MP/s segment", "tile", "threads", "load")
+    header = ("model", "MP/s predict", "MP/s segment", "tile", "threads", "load", "others")
     lines = [header]
     for row in rows:
         lines.append(
@@ -135,6 +168,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
                 str(row["tile_size"]),
                 str(row["threads"]),
                 "" if row["load_average"] is None else f"{row['load_average']:.1f}",
+                "" if row.get("other_load") is None else f"{row['other_load']:.1f}",
             )
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]

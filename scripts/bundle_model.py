@@ -234,6 +234,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def busy_warning(speed: dict[str, Any]) -> str:
+    """A warning when other processes slowed the speed measurement down, else ``""``.
+
+    Judged on the cores other processes kept busy while timing (``other_load``);
+    the load average, which counts the timing's own threads, only where that is unknown.
+    """
+    cores = speed.get("cores") or 1
+    others, load = speed.get("other_load"), speed.get("load_average")
+    if others is not None:
+        if others <= 0.25 * cores:
+            return ""
+        what = f"other processes kept {others} of {cores} cores busy"
+    elif load is not None and load > 0.5 * cores:
+        what = f"load average {load} on {cores} cores"
+    else:
+        return ""
+    return (
+        f"warning: the machine was busy while timing ({what}): the speed is too low. "
+        "Re-run with --overwrite when it is idle."
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import yaml
@@ -303,18 +325,16 @@ def main(argv: list[str] | None = None) -> int:
     bench = _bench_module()
     print(f"Timing on the CPU ({args.speed_size}x{args.speed_size}, all cores)...")
     speed = bench.measure_speed(model, size=args.speed_size, repeats=args.repeats)
-    load, cores = speed.get("load_average"), speed.get("cores") or 1
-    if load is not None and load > 0.5 * cores:
-        print(
-            f"warning: the machine was busy while timing (load average {load} on {cores} cores): "
-            "the speed is too low. Re-run with --overwrite when it is idle."
-        )
+    busy = busy_warning(speed)
+    if busy:
+        print(busy)
     value = row.get(target.metric, float("nan"))
     print(
         f"\n{target.label}: {value:.4f} (target >= {target.minimum}: "
         f"{'met' if target.met(value) else 'NOT MET'}); CPU {speed['mpx_per_s_cpu']:.2f} MP/s "
         f"prediction, {speed['mpx_per_s_cpu_segment']:.2f} MP/s with post-processing "
-        f"(load average {speed['load_average']})."
+        f"(load average {speed['load_average']}, other processes {speed.get('other_load')} "
+        "cores)."
     )
     if args.evaluate_only:
         return 0
@@ -381,7 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["python", "scripts/bundle_model.py", *(argv or sys.argv[1:])])
     log_line = (
         f"- {today}: {target.label} {value:.4f} ({verdict}), {speed['mpx_per_s_cpu']:.2f} MP/s "
-        f"on {speed['threads']} threads (load {speed['load_average']}); from "
+        f"on {speed['threads']} threads (load {speed['load_average']}, other processes "
+        f"{speed.get('other_load')} cores); from "
         f"`{shown_path(source)}` with `{command}`"
     )
     docs.update_docs(args.docs, card, size_mb, commands, log_line, cards)

@@ -101,7 +101,10 @@ def section_text(
         ("CPU speed", f"{rec['mpx_per_s_cpu']:.2f} MP/s prediction, "
                       f"{speed.get('mpx_per_s_cpu_segment', float('nan')):.2f} MP/s with "
                       f"post-processing ({speed.get('threads')} threads, {speed.get('cpu')}, "
-                      f"load average {speed.get('load_average')} while measured)"),
+                      f"load average {speed.get('load_average')}"
+                      + (f", other processes {speed['other_load']} cores"
+                         if speed.get("other_load") is not None else "")
+                      + " while measured)"),
         ("Training curve", f"[{curve}.csv]({curve}.csv)"
                            + (f" · ![validation curve]({curve}.png)"
                               if (docs_dir / f"{curve}.png").exists() else "")),

@@ -118,6 +118,7 @@ def test_bundling_writes_a_complete_float16_model_its_manifest_and_docs(
     assert bench.main([str(weights), "--size", "64", "--repeats", "1", "--json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)
     assert row["model"] == "tiny-fib" and row["mpx_per_s_cpu"] > 0 and row["tile_size"] == 64
+    assert row["other_load"] is None or row["other_load"] >= 0
 
     # The shipped file re-evaluates to the same score, writing nothing.
     before = sorted(p.name for p in (tmp_path / "bundled").iterdir())
@@ -179,3 +180,30 @@ def test_a_met_target_clears_an_earlier_miss_from_the_description():
         "Mask R-CNN for nuclei. Below its issue #8 target on the validation split: mean AP "
         "0.350 < 0.4."
     )
+
+
+def test_other_load_takes_this_process_out_of_the_machine_busy_time():
+    bench = _script()._bench_module()
+    # 10 s: the machine was busy for 25 CPU-seconds, 18 of them this process's own threads.
+    assert bench.other_load((100.0, 50.0, 3.0), (110.0, 75.0, 21.0)) == 0.7
+    # Only this process busy: nobody else; counters that cannot be read: unknown.
+    assert bench.other_load((0.0, 0.0, 0.0), (10.0, 19.0, 20.0)) == 0.0
+    assert bench.other_load(None, (10.0, 1.0, 1.0)) is None
+    assert bench.other_load((5.0, 1.0, 1.0), (5.0, 2.0, 1.0)) is None
+
+
+@pytest.mark.parametrize(
+    ("speed", "busy"),
+    [
+        ({"cores": 2, "other_load": 0.1, "load_average": 1.9}, False),  # own threads only
+        ({"cores": 2, "other_load": 0.9, "load_average": 1.9}, True),
+        ({"cores": 2, "other_load": None, "load_average": 1.9}, True),
+        ({"cores": 2, "other_load": None, "load_average": 0.4}, False),
+        ({"cores": 2}, False),
+    ],
+)
+def test_a_busy_machine_is_judged_on_other_processes_first(speed, busy):
+    warning = _script().busy_warning(speed)
+    assert bool(warning) is busy
+    if busy:
+        assert "Re-run with --overwrite when it is idle" in warning
