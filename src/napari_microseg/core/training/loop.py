@@ -155,7 +155,8 @@ class Trainer:
                 f"Validation scores {len(self.val_regions)} of the {len(held_out)} held-out "
                 f"regions ({sum(r.pixels for r in self.val_regions):,} of "
                 f"{sum(r.pixels for r in held_out):,} pixels): val_max_pixels is "
-                f"{settings.val_max_pixels:,}. Raise it in the config to score them all."
+                f"{settings.val_max_pixels:,}; a higher val_max_pixels (training config or "
+                "TrainSettings) scores them all."
             )
         self.step = 0
         self.best_state: dict[str, Any] | None = None
