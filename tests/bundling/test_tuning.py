@@ -108,3 +108,53 @@ def test_tta_is_weighed_at_the_best_postprocessing_without_it():
     assert not verdict["worth"]
     assert verdict["best"] is rows[2]  # the plain best, not the TTA row
     assert tta_verdict(rows[1:3], "ap") is None  # TTA not tried
+
+
+def test_each_image_is_predicted_once_per_tta_setting(monkeypatch):
+    import napari_microseg.core.inference.segment as segment
+
+    real = segment.run_prediction
+    calls = []
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["options"].tta)
+        return (yield from real(*args, **kwargs))
+
+    monkeypatch.setattr(segment, "run_prediction", counting)
+    grid = {"threshold": [1.0, 0.5, 0.0], "tta": [False, True]}
+    rows = drain(tune_postprocess(_model(), [_item(0), _item(1)], grid, metric="accuracy"))
+    assert len(rows) == 6
+    assert sorted(calls) == [False, False, True, True]  # 2 images x 2 TTA settings, not 12
+
+
+def test_each_point_scores_as_segmenting_with_it_would():
+    from dataclasses import replace
+
+    from napari_microseg.core.evaluation.evaluate import evaluate_images, mean_row
+    from napari_microseg.core.inference.segment import segment_job
+
+    model = _model()
+    rng = np.random.default_rng(3)
+    items = []
+    for seed in (4, 5):
+        item = _item(seed)
+        truth = (rng.random((48, 48)) > 0.5).astype(int)
+        items.append(ValidationItem(name=item.name, image=item.image, axes="YX", truth=truth))
+    grid = {"threshold": [0.3, 0.5, 0.7], "min_size": [0, 20]}
+    rows = drain(tune_postprocess(model, items, grid, metric="pixel_f1"), show=False)
+    own = model.card
+    for row in rows:
+        model.card = replace(
+            own, recommended={**own.recommended, "postprocess": row["postprocess"]}
+        )
+        alone = [
+            evaluate_images(
+                item.truth,
+                drain(segment_job(model, item.image, axes="YX")).labels,
+                metrics=["pixel_f1"],
+            )
+            for item in items
+        ]
+        model.card = own
+        assert row["pixel_f1"] == pytest.approx(mean_row(alone)["pixel_f1"])
+    assert len({round(row["pixel_f1"], 6) for row in rows}) > 1  # the points differ

@@ -6,7 +6,10 @@ segmented as the Segment widget would segment it, and scored with the metric
 its model card reports. The grid may also try test-time augmentation
 (``tta``), the one prediction option a card recommends beside tile size and
 overlap: each point is timed, so its gain can be weighed against its cost
-(:func:`tta_worth_it`). The validation labels are never read, so the card's
+(:func:`tta_worth_it`). A semantic model predicts each image once per TTA
+setting and every point post-processes that prediction, so a grid of nine
+watershed settings costs about one prediction per image, not nine. The
+validation labels are never read, so the card's
 validation score stays an honest estimate of new data. Used by
 ``scripts/tune_postprocess.py``.
 """
@@ -164,7 +167,7 @@ def tune_postprocess(
     """
     from ..core.evaluation.evaluate import evaluate_images, mean_row
     from ..core.inference.options import PredictOptions
-    from ..core.inference.segment import segment_job
+    from ..core.inference.segment import labels_on_image_grid, predict_on_image_grid
     from .bundle import postprocess_recommendation
 
     if not items:
@@ -182,23 +185,25 @@ def tune_postprocess(
         )
     points = grid_points(grid)
     total = len(points) * len(items)
-    rows: list[dict[str, Any]] = []
+    # Semantic models: each image is predicted once per prediction setting and every point
+    # post-processes that same prediction. A Mask R-CNN reads its thresholds while predicting,
+    # so it predicts again for every point.
+    reuse_prediction = model.task != "instance"
+    scores: list[list[dict[str, float]]] = [[] for _ in points]
+    seconds = [0.0] * len(points)
+    tta = [False] * len(points)
+    posts = [
+        {**base, **{k: v for k, v in point.items() if k not in PREDICTION_KEYS}} for point in points
+    ]
     started = time.monotonic()
     own_card = model.card
     try:
-        for number, point in enumerate(points):
-            post = {**base, **{k: v for k, v in point.items() if k not in PREDICTION_KEYS}}
-            # Mask R-CNN adapters read their thresholds from the card, so the card is swapped.
-            model.card = replace(
-                own_card, recommended={**own_card.recommended, "postprocess": post}
-            )
-            options = PredictOptions.for_card(model.card, device=device)
-            if "tta" in point:
-                options.tta = bool(point["tta"])
-            scores = []
-            seconds = 0.0
-            for index, item in enumerate(items):
-                done = number * len(items) + index
+        for index, item in enumerate(items):
+            spatial = item.axes.replace("C", "")
+            spacing = None if pixel_size_um is None else (pixel_size_um,) * len(spatial)
+            predicted: dict[bool, tuple[Any, Any, float]] = {}
+            for number, point in enumerate(points):
+                done = index * len(points) + number
                 elapsed = time.monotonic() - started
                 yield Progress(
                     done,
@@ -206,25 +211,44 @@ def tune_postprocess(
                     f"Trying {point} on {item.name}",
                     elapsed / done * (total - done) if done else None,
                 )
-                spatial = item.axes.replace("C", "")
-                spacing = None if pixel_size_um is None else (pixel_size_um,) * len(spatial)
-                job = segment_job(
-                    model, item.image, axes=item.axes, options=options, spacing=spacing
+                # Mask R-CNN adapters read their thresholds from the card, so the card is swapped.
+                model.card = replace(
+                    own_card, recommended={**own_card.recommended, "postprocess": posts[number]}
                 )
+                options = PredictOptions.for_card(model.card, device=device)
+                if "tta" in point:
+                    options.tta = bool(point["tta"])
+                tta[number] = options.tta
+                if not reuse_prediction or options.tta not in predicted:
+                    begun = time.perf_counter()
+                    result, factor = drain(
+                        predict_on_image_grid(
+                            model, item.image, axes=item.axes, options=options, spacing=spacing
+                        ),
+                        show=False,
+                    )
+                    predicted[options.tta] = (result, factor, time.perf_counter() - begun)
+                result, factor, predict_seconds = predicted[options.tta]
                 begun = time.perf_counter()
-                result = drain(job, show=False)
-                seconds += time.perf_counter() - begun
-                scores.append(evaluate_images(item.truth, result.labels, metrics=[metric]))
-            rows.append(
-                {
-                    **point,
-                    "postprocess": post,
-                    "tta": options.tta,
-                    metric: mean_row(scores)[metric],
-                    "seconds": round(seconds, 2),
-                }
-            )
+                segmented = drain(
+                    labels_on_image_grid(model, result, factor, spacing=spacing), show=False
+                )
+                # What segmenting the image with this point takes, as the Segment widget would.
+                seconds[number] += predict_seconds + time.perf_counter() - begun
+                scores[number].append(
+                    evaluate_images(item.truth, segmented.labels, metrics=[metric])
+                )
     finally:
         model.card = own_card
+    rows = [
+        {
+            **point,
+            "postprocess": posts[number],
+            "tta": tta[number],
+            metric: mean_row(scores[number])[metric],
+            "seconds": round(seconds[number], 2),
+        }
+        for number, point in enumerate(points)
+    ]
     yield Progress(total, total, "Scored every grid point")
     return sorted(rows, key=lambda row: -row[metric])

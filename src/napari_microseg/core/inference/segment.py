@@ -268,6 +268,42 @@ def segment_job(
         spacing=spacing,
         match_pixel_size=match_pixel_size,
     )
+    return (
+        yield from labels_on_image_grid(model, result, factor, pipeline=pipeline, spacing=spacing)
+    )
+
+
+def labels_on_image_grid(
+    model: SegmentationModel,
+    result: np.ndarray | Instances,
+    factor: tuple[float, float] | None,
+    *,
+    pipeline: PostprocessPipeline | None = None,
+    spacing: tuple[float, ...] | None = None,
+) -> Job[SegmentResult]:
+    """The post-processing half of :func:`segment_job`, on a prediction already made.
+
+    Scoring several post-processing settings on one image predicts it once
+    (``scripts/tune_postprocess.py``) and still labels it exactly as
+    :func:`segment_job` would.
+
+    Parameters
+    ----------
+    model : SegmentationModel
+        The model that predicted ``result``; its card gives the recommended
+        post-processing when ``pipeline`` is None.
+    result : (K, ...) ndarray of float32 or Instances
+        What :func:`predict_on_image_grid` returned for the image.
+    factor : (float, float) or None
+        The zoom factors :func:`predict_on_image_grid` returned with it.
+    pipeline, spacing
+        As for :func:`segment_job`.
+
+    Returns
+    -------
+    SegmentResult
+        Labels and probabilities on the image's grid.
+    """
     if isinstance(result, Instances):
         return SegmentResult(labels=result.labels, scores=result.scores, resampled=factor)
     probabilities = np.asarray(result)
