@@ -13,6 +13,9 @@ import numpy as np
 MODELS = ("mito-em", "membrane-em", "nuclei-fluo", "gland-he")
 SHIFTS = ("gamma", "blur_noise", "pixel_size", "illumination", "stain")
 
+#: The ``pixel_size`` shift's zoom: images resampled to 60 %, pixels 1 / 0.6 times larger.
+PIXEL_SIZE_ZOOM = 0.6
+
 
 # ----------------------------------------------------------------------------- data
 
@@ -127,7 +130,7 @@ def shift(kind: str, images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray
         field = 0.45 + 0.9 * np.exp(-2.0 * (((yy - 0.2 * h) / h) ** 2 + ((xx - 0.8 * w) / w) ** 2))
         x = x * (field[..., None] if colour else field)
     elif kind == "pixel_size":
-        factor = [0.6 if s else 1.0 for s in spatial]
+        factor = [PIXEL_SIZE_ZOOM if s else 1.0 for s in spatial]
         x = ndi.zoom(x, factor, order=1)
         labels = ndi.zoom(labels, factor[:3], order=0)
     elif kind == "stain":

@@ -40,6 +40,9 @@ fine-tune validation scores it) of:
   without one, the unshifted pool's, a stand-in), no batch-norm change;
 * ``adapted_matched``: both, what "Adapt to this image" and ``microseg adapt`` do by
   default when the card has a reference;
+* ``pixel_size_given`` (``pixel_size`` shift, models whose card has a pixel size): no
+  adaptation, the new pixel size given as a user types it into the layer's scale, so
+  the Segment widget resamples each image to the model's pixel size (``segmented`` only);
 * ``shots=n``: :func:`~napari_microseg.core.training.jobs.finetune` with the defaults
   of ``TrainSettings.for_finetune`` (the few-shot recipe) on n annotated pool
   slices/images,
@@ -73,7 +76,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from adapt_data import MODELS, SHIFTS, load_data, shift
+from adapt_data import MODELS, PIXEL_SIZE_ZOOM, SHIFTS, load_data, shift
 from adapt_report import segmented_score, segmented_table, table, target
 
 
@@ -136,7 +139,13 @@ def evaluate(model: Any, images: np.ndarray, labels: np.ndarray, axes: str) -> d
 
 
 def segmented(
-    model: Any, images: np.ndarray, labels: np.ndarray, axes: str, metric: str
+    model: Any,
+    images: np.ndarray,
+    labels: np.ndarray,
+    axes: str,
+    metric: str,
+    *,
+    spacing: tuple[float, ...] | None = None,
 ) -> dict[str, Any]:
     """What a user sees: each image segmented as the Segment widget segments it, scored.
 
@@ -145,7 +154,9 @@ def segmented(
     (the bundled card's target metric, e.g. mean AP for nuclei-fluo, passed in because a
     fine-tuned model's card may name another), pixel F1, object F1 and mean AP. The argmax
     Dice of :func:`evaluate` scores the network alone; this scores the product, whose
-    post-processing was tuned for the parent.
+    post-processing was tuned for the parent. ``spacing`` is each image's pixel size in µm
+    (Y, X), as a user would type it into the layer's scale: the Segment widget then resamples
+    the image to the model's pixel size.
     """
     from napari_microseg.core.evaluation.evaluate import evaluate_images
     from napari_microseg.core.inference.segment import segment_job
@@ -155,7 +166,7 @@ def segmented(
     names = sorted({metric, "pixel_f1", "object_f1", "ap_50_95"})
     rows = []
     for image, truth in zip(images, labels, strict=True):
-        result = drain(segment_job(model, image, axes=axes[1:]), show=False)
+        result = drain(segment_job(model, image, axes=axes[1:], spacing=spacing), show=False)
         rows.append(evaluate_images(truth, result.labels, metrics=names))
     scores = {name: round(float(np.mean([row[name] for row in rows])), 4) for name in names}
     return {
@@ -361,6 +372,20 @@ def main(argv: list[str] | None = None) -> int:
                 },
                 "loadavg_start": loadavg(),
             }
+            if kind == "pixel_size" and model.card.pixel_size_um is not None:
+                # The lever before any adaptation: the user gives the new pixel size.
+                given = (model.card.pixel_size_um / PIXEL_SIZE_ZOOM,) * 2
+                run["pixel_size_given"] = {
+                    "spacing_um": [round(v, 6) for v in given],
+                    "segmented": segmented(
+                        unflattened, evaluation, eval_labels, axes, metric, spacing=given
+                    ),
+                }
+                print(
+                    f"  {kind}: pixel size given ({given[0]:.4g} um), segmented "
+                    f"{segmented_score(run['pixel_size_given']):.4f}",
+                    flush=True,
+                )
             if args.flat_field:
                 # What the correction alone gives, and what it costs on the source images.
                 run["flat_field"] = {

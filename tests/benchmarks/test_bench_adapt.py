@@ -48,6 +48,36 @@ def test_segmented_scores_each_image_as_segmented_then_averages(bench, threshold
     assert scores["ap_50_95"] == pytest.approx((1 + 1 / 2) / 2, abs=1e-4)
 
 
+def test_a_given_pixel_size_reaches_the_segmentation(bench, thresholding_model, monkeypatch):
+    from dataclasses import replace
+
+    import napari_microseg.core.inference.segment as segment
+
+    real = segment.segment_job
+    seen = []
+
+    def recording(*args, **kwargs):
+        result = yield from real(*args, **kwargs)
+        seen.append((kwargs.get("spacing"), result.resampled))
+        return result
+
+    monkeypatch.setattr(segment, "segment_job", recording)
+    model = thresholding_model
+    model.card = replace(model.card, pixel_size_um=0.625)
+    images = np.zeros((1, 32, 32), np.uint8)
+    truth = np.zeros((1, 32, 32), np.int32)
+    images[:, 8:24, 8:24] = 255
+    truth[:, 8:24, 8:24] = 1
+
+    scores = bench.segmented(model, images, truth, "ZYX", "pixel_f1", spacing=(1.25, 1.25))
+
+    # Pixels twice the model's: the image is resampled 2x for it, and labelled on its own grid.
+    assert seen == [((1.25, 1.25), (2.0, 2.0))]
+    assert scores["pixel_f1"] == pytest.approx(1.0, abs=0.05)
+    bench.segmented(model, images, truth, "ZYX", "pixel_f1")
+    assert seen[-1] == (None, None)
+
+
 def run(source: tuple[float, float], shifted: tuple[float, float], two: tuple[float, float]):
     """A bench run: (argmax Dice, segmented score) of the source, shifted and 2-shot models."""
 
