@@ -45,7 +45,8 @@ fine-tune validation scores it) of:
   the Segment widget resamples each image to the model's pixel size (``segmented`` only);
 * ``shots=n``: :func:`~napari_microseg.core.training.jobs.finetune` with the defaults
   of ``TrainSettings.for_finetune`` (the few-shot recipe) on n annotated pool
-  slices/images,
+  slices/images (with ``--given-pixel-size``, under the pixel-size shift, told the new
+  pixel size and segmented with it, as after a user sets the layer's scale),
 
 with wall and CPU seconds of each adaptation. The source, shifted, adapted and
 ``shots=n`` entries also hold ``segmented``: the evaluation images segmented as
@@ -262,6 +263,12 @@ def main(argv: list[str] | None = None) -> int:
         help="another replicate: annotated slices drawn at random, one per equal part of the "
         "pool, and the fine-tune seeded with this (default: the parts' centres, seed 0)",
     )
+    parser.add_argument(
+        "--given-pixel-size",
+        action="store_true",
+        help="pixel_size shift: the fine-tunes get the new pixel size (their planes are "
+        "resampled to the model's) and are segmented with it, as after a user sets the scale",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args(argv)
 
@@ -372,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
                 },
                 "loadavg_start": loadavg(),
             }
+            given: tuple[float, ...] | None = None
             if kind == "pixel_size" and model.card.pixel_size_um is not None:
                 # The lever before any adaptation: the user gives the new pixel size.
                 given = (model.card.pixel_size_um / PIXEL_SIZE_ZOOM,) * 2
@@ -429,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"({wall_both:.1f} s)",
                 flush=True,
             )
+            tune_spacing = given if args.given_pixel_size else None
             for n in shots:
                 chosen = spread(n, len(pool), args.pick_seed)
                 labels = np.zeros(pool_labels.shape, np.int32)
@@ -444,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
                     settings=settings,
                     device="cpu",
                     folder=workdir / "saved",
+                    spacing=None if tune_spacing is None else (1.0, *tune_spacing),
                 )
                 tuned, wall, cpu = timed(drain, job, show=False, on_progress=events.append)
                 done = [e.info for e in events if e.info.get("phase") == "done"][-1]
@@ -452,7 +462,10 @@ def main(argv: list[str] | None = None) -> int:
                 noise = next((e.info for e in events if e.info.get("phase") == "noise"), {})
                 run[f"shots={n}"] = {
                     **evaluate(tuned, evaluation, eval_labels, axes),
-                    "segmented": segmented(tuned, evaluation, eval_labels, axes, metric),
+                    "segmented": segmented(
+                        tuned, evaluation, eval_labels, axes, metric, spacing=tune_spacing
+                    ),
+                    "pixel_size_given": tune_spacing is not None,
                     "slices": chosen,
                     "wall_s": wall,
                     "cpu_s": cpu,

@@ -90,3 +90,22 @@ def test_empty_labels_error_is_a_message_before_training(setup, monkeypatch):
     widget.start()
     assert widget.runner.worker is None  # nothing started
     assert warnings and "annotated" in warnings[-1].lower()
+
+
+def test_the_image_pixel_size_goes_to_the_finetune_job(setup, monkeypatch):
+    _, widget = setup
+    widget.image_combo.value.scale = (1.0, 0.5, 0.5)
+    seen = {}
+
+    class Started(Exception):
+        pass
+
+    def finetune(*args, **kwargs):
+        seen.update(kwargs)
+        raise Started
+
+    monkeypatch.setattr("napari_microseg.core.training.jobs.finetune", finetune)
+    with pytest.raises(Started):
+        widget.start()
+    # The job resamples planes far from the model's pixel size, as Segment does.
+    assert tuple(seen["spacing"]) == (1.0, 0.5, 0.5)

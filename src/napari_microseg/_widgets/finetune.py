@@ -42,6 +42,7 @@ from magicgui.widgets import (
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_info, show_warning
 
+from .._reader import layer_voxel_size
 from ._dock import DockedContainer
 from ._finetune_results import FinetuneSummary, TrainingCurves
 from ._layer_edits import edited_since_made
@@ -442,6 +443,8 @@ class FinetuneWidget(DockedContainer):
             name=self.new_name.value or None,
             settings=settings,
             device=self.device_combo.value,
+            # Planes far from the model's pixel size are resampled to it, as Segment does.
+            spacing=layer_voxel_size(image, len(axes.replace("C", ""))).size_um,
         )
         self._adapt_info: dict[str, Any] = {}
         self._illumination_info: dict[str, Any] = {}

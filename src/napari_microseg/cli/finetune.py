@@ -227,6 +227,7 @@ def run(args: argparse.Namespace) -> int:
         name=args.name,
         settings=settings,
         device=args.device,
+        spacing=image.scale,
     )
     model = drain_training(job, show=not args.json)
     if model is None:

@@ -96,6 +96,35 @@ def test_an_explicit_annotated_region_is_all_that_counts(parent, nuclei):
     assert np.array_equal(data.planes[0].annotated, annotated)
 
 
+def test_planes_far_from_the_model_pixel_size_are_resampled_to_it(parent):
+    from dataclasses import replace
+
+    parent.card = replace(parent.card, pixel_size_um=0.625)
+    labels = np.zeros((32, 48), np.int32)
+    labels[4:12, 8:20] = 1
+    labels[20:28, 30:44] = 2
+    image = np.where(labels > 0, 200, 20).astype(np.uint8)
+    annotated = np.zeros(labels.shape, bool)
+    annotated[:, :24] = True
+
+    # 1.25 µm pixels, twice the model's: every plane doubles in Y and X.
+    data = prepare([TrainingPair(image, labels, annotated, spacing=(1.25, 1.25))], parent)
+    plane = data.planes[0]
+    assert plane.image.shape == (1, 64, 96)
+    assert plane.instances.shape == plane.target.shape == plane.annotated.shape == (64, 96)
+    assert np.array_equal(plane.annotated, np.repeat(np.repeat(annotated, 2, 0), 2, 1))
+    # Nearest neighbour keeps the ids: each object covers four times its pixels.
+    assert np.count_nonzero(plane.instances) == 4 * np.count_nonzero(labels)
+    assert data.summary["images"][0]["resampled"] == [2.0, 2.0]
+    assert any("Resampling 32x48 to 64x96" in note for note in data.notes)
+
+    # An unknown pixel size (napari's scale 1) or a near one leaves the planes as they are.
+    for spacing in (None, (1.0, 1.0), (0.7, 0.7)):
+        same = prepare([TrainingPair(image, labels, annotated, spacing=spacing)], parent)
+        assert same.planes[0].image.shape == (1, 32, 48)
+        assert same.summary["images"][0]["resampled"] is None
+
+
 def test_two_planes_are_split_into_strips(parent):
     image, labels = sparse_stack()
     data = prepare([TrainingPair(image, labels)], parent)

@@ -29,7 +29,9 @@ from ..inference.denoise import apply_smoothing, session_noise
 from ..inference.illumination import apply_flat_field
 from ..inference.job import match_channels
 from ..inference.normalize import fit_normalizer, intensity_quantiles
+from ..inference.resample import nearest_planes, resample_plan, resample_plane_job
 from ..models.base import SegmentationModel
+from ..progress import drain
 from .targets import class_targets, instance_ids
 
 
@@ -57,6 +59,12 @@ class TrainingPair:
         Annotated slices of a stack; found automatically when omitted.
     name : str
         For messages and the lineage record.
+    spacing : sequence of float, optional
+        Voxel size in µm per spatial axis (the axes without ``C``). When it and
+        the model's pixel size are known and far apart, the planes are resampled
+        in Y and X to the model's pixel size, as prediction resamples them
+        (:func:`~..inference.resample.resample_plan`), so the model learns the
+        images as it will see them.
     """
 
     image: Any
@@ -65,6 +73,7 @@ class TrainingPair:
     axes: str | None = None
     slices: Sequence[int] | None = None
     name: str = ""
+    spacing: Sequence[float] | None = None
 
 
 @dataclass
@@ -328,6 +337,10 @@ def prepare(
                 )
         stack = "Z" in axes
         chosen = _chosen_slices(labels, annotated, pair.slices, stack, name)
+        plan = resample_plan(card.pixel_size_um, pair.spacing, axes, tuple(image.shape))
+        size = None if plan is None else (plan.shape[plan.y_axis], plan.shape[plan.x_axis])
+        if plan is not None and card.pixel_size_um is not None:
+            colour_notes.append(f"{name}: {plan.describe(float(card.pixel_size_um))}")
         # A model adapted with a flat field learns from corrected planes, as it will predict.
         image = apply_flat_field(image, axes, card.normalization, lazy=True)
         # ... and a model adapted to a noisy session learns from smoothed planes, likewise.
@@ -360,6 +373,10 @@ def prepare(
             plane_mask = (
                 np.ones(plane_labels.shape, bool) if mask_stack is None else mask_stack[z].copy()
             )
+            if size is not None:
+                image_plane = drain(resample_plane_job(image_plane, 1, 2, size), show=False)
+                plane_labels = nearest_planes(plane_labels, 0, 1, size)
+                plane_mask = nearest_planes(plane_mask, 0, 1, size)
             instances = instance_ids(plane_labels)
             target = class_targets(
                 plane_labels, card.classes, instances=instances, boundary_width=boundary_width
@@ -385,6 +402,7 @@ def prepare(
                 "axes": axes,
                 "shape": list(image.shape),
                 "slices": chosen if stack else None,
+                "resampled": None if plan is None else [round(f, 4) for f in plan.factor],
             }
         )
     return _finish(planes, digest.hexdigest(), per_pair, model, colour_notes)

@@ -123,6 +123,7 @@ def finetune(
     device: str = "auto",
     folder: str | os.PathLike | None = None,
     save: bool = True,
+    spacing: Sequence[float] | None = None,
 ) -> Job[SegmentationModel]:
     """Fine-tune a model on corrected labels (a few slices suffice); a progress generator.
 
@@ -153,6 +154,11 @@ def finetune(
         Where to save; the user's model folder by default.
     save : bool
         Save the result (and a draft on Cancel).
+    spacing : sequence of float, optional
+        The image's voxel size in µm per spatial axis. When it and the model's
+        pixel size are known and far apart, the annotated planes are resampled
+        to the model's pixel size, as prediction resamples the image, so the new
+        model keeps its parent's pixel size.
 
     Yields
     ------
@@ -180,7 +186,9 @@ def finetune(
     parent = resolve_model(model)
     settings = (settings or TrainSettings.for_finetune(parent.card)).validate()
     check_modality(parent, image, axes)
-    pair = TrainingPair(image, labels, annotated, axes, parse_slices(slices), name="image")
+    pair = TrainingPair(
+        image, labels, annotated, axes, parse_slices(slices), name="image", spacing=spacing
+    )
     return (
         yield from _run(
             parent,
