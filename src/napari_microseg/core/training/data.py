@@ -63,8 +63,8 @@ class TrainingPair:
         Voxel size in µm per spatial axis (the axes without ``C``). When it and
         the model's pixel size are known and far apart, the planes are resampled
         in Y and X to the model's pixel size, as prediction resamples them
-        (:func:`~..inference.resample.resample_plan`), so the model learns the
-        images as it will see them.
+        (:func:`~napari_microseg.core.inference.resample.resample_plan`), so the
+        model learns the images as it will see them.
     """
 
     image: Any
@@ -308,7 +308,7 @@ def prepare(
     planes: list[Plane] = []
     digest = hashlib.sha256()
     per_pair: list[dict[str, Any]] = []
-    colour_notes: list[str] = []
+    notices: list[str] = []
     for number, pair in enumerate(pairs):
         name = pair.name or f"image {number + 1}"
         image = (
@@ -322,8 +322,8 @@ def prepare(
         axes = _layout(tuple(image.shape), tuple(labels.shape), axes, name)
         # Colour to grey (or back) exactly as prediction does, so a model learns what it sees.
         image, axes, notice = match_channels(image, axes, card)
-        if notice and notice not in colour_notes:
-            colour_notes.append(notice)
+        if notice and notice not in notices:
+            notices.append(notice)
         channel_axis = axes.index("C") if "C" in axes else None
         channels = int(image.shape[channel_axis]) if channel_axis is not None else 1
         model.check_channels(channels * (2 * context + 1), image_name=name)
@@ -340,7 +340,7 @@ def prepare(
         plan = resample_plan(card.pixel_size_um, pair.spacing, axes, tuple(image.shape))
         size = None if plan is None else (plan.shape[plan.y_axis], plan.shape[plan.x_axis])
         if plan is not None and card.pixel_size_um is not None:
-            colour_notes.append(f"{name}: {plan.describe(float(card.pixel_size_um))}")
+            notices.append(f"{name}: {plan.describe(float(card.pixel_size_um))}")
         # A model adapted with a flat field learns from corrected planes, as it will predict.
         image = apply_flat_field(image, axes, card.normalization, lazy=True)
         # ... and a model adapted to a noisy session learns from smoothed planes, likewise.
@@ -393,6 +393,8 @@ def prepare(
                     z=int(z) if stack else None,
                 )
             )
+            if size is not None:  # the same pixels at another pixel size are other data
+                digest.update(str(size).encode())
             for part in (raw, plane_labels, np.packbits(plane_mask)):
                 digest.update(str((part.shape, part.dtype.str)).encode())
                 digest.update(np.ascontiguousarray(part).tobytes())
@@ -405,7 +407,7 @@ def prepare(
                 "resampled": None if plan is None else [round(f, 4) for f in plan.factor],
             }
         )
-    return _finish(planes, digest.hexdigest(), per_pair, model, colour_notes)
+    return _finish(planes, digest.hexdigest(), per_pair, model, notices)
 
 
 def _chosen_slices(
