@@ -109,3 +109,22 @@ def test_the_image_pixel_size_goes_to_the_finetune_job(setup, monkeypatch):
         widget.start()
     # The job resamples planes far from the model's pixel size, as Segment does.
     assert tuple(seen["spacing"]) == (1.0, 0.5, 0.5)
+
+
+def test_the_image_pixel_size_goes_to_adapt_to_this_image(setup, monkeypatch):
+    _, widget = setup
+    widget.image_combo.value.scale = (1.0, 0.5, 0.5)
+    seen = {}
+
+    class Started(Exception):
+        pass
+
+    def adapt(*args, **kwargs):
+        seen.update(kwargs)
+        raise Started
+
+    monkeypatch.setattr("napari_microseg.core.training.adapt.adapt", adapt)
+    with pytest.raises(Started):
+        widget.adapt_to_image()
+    # The statistics are measured on crops at the model's pixel size, as Segment predicts.
+    assert tuple(seen["spacing"]) == (1.0, 0.5, 0.5)

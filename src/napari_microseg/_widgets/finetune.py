@@ -522,6 +522,7 @@ class FinetuneWidget(DockedContainer):
             axes=axes,
             device="cpu",
             flat_field=True if self.flat_field.value else None,
+            spacing=layer_voxel_size(image, len(axes.replace("C", ""))).size_um,
         )
         self.result_label.value = "adapting to the image…"
         self.segment_again.visible = False

@@ -175,6 +175,7 @@ def run_adapt(args: argparse.Namespace) -> int:
                 match_intensities=args.match,
                 flat_field=True if args.flat_field else None,
                 smooth=smooth_choice(args.smooth),
+                spacing=image.scale,
             ),
             show=not args.json,
         )

@@ -117,6 +117,26 @@ def test_input_batches_are_normalised_crops_within_the_budget(tiny):
     assert -0.1 < min(b.min() for b in batches) and max(b.max() for b in batches) < 1.1
 
 
+def test_input_batches_are_resampled_to_the_model_pixel_size(tiny):
+    from dataclasses import replace
+
+    model = tiny  # a fresh load for each test
+    model.card = replace(model.card, pixel_size_um=0.625)
+    image = np.arange(6 * 40 * 50, dtype=np.uint16).reshape(6, 40, 50)
+    # 1.25 µm pixels, twice the model's: each crop doubles in Y and X, its values stay in range.
+    batches = input_batches(
+        model, image, axes="ZYX", max_pixels=3 * 40 * 50, crop=64, spacing=(1.0, 1.25, 1.25)
+    )
+    plain = input_batches(model, image, axes="ZYX", max_pixels=3 * 40 * 50, crop=64)
+    assert len(batches) == 3 and all(b.shape == (1, 1, 80, 100) for b in batches)
+    assert all(b.dtype == np.float32 and b.flags.c_contiguous for b in batches)
+    for big, small in zip(batches, plain, strict=True):
+        assert big.mean() == pytest.approx(small.mean(), abs=1e-3)
+    # An unknown pixel size (napari's scale 1) leaves the crops as they are.
+    same = input_batches(model, image, axes="ZYX", max_pixels=3 * 40 * 50, spacing=(1, 1, 1))
+    assert all(b.shape == (1, 1, 40, 50) for b in same)
+
+
 # ----------------------------------------------------------------------------- the job
 
 

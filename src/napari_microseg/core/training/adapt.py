@@ -39,8 +39,9 @@ from ..inference.denoise import GENTLE_SIGMA, apply_smoothing, choose_sigma, smo
 from ..inference.illumination import FLAT_FIELD_FRACTION, apply_flat_field
 from ..inference.job import match_channels
 from ..inference.normalize import fit_normalizer
+from ..inference.resample import resample_plan, resample_plane_job
 from ..models.base import ModelCard, ModelError, SegmentationModel
-from ..progress import Job, Progress
+from ..progress import Job, Progress, drain
 from .annotations import check_modality, guess_axes
 from .data import TrainingDataError, centre_slice, parse_slices
 from .settings import TrainingWarning
@@ -144,6 +145,7 @@ def input_batches(
     max_pixels: int = ADAPT_MAX_PIXELS,
     crop: int = ADAPT_CROP,
     seed: int = 0,
+    spacing: Sequence[float] | None = None,
 ) -> list[np.ndarray]:
     """Normalised crops of an image as the model sees them, for measuring statistics.
 
@@ -165,6 +167,10 @@ def input_batches(
         Largest crop side.
     seed : int
         Where the crops start inside a plane larger than ``crop``.
+    spacing : sequence of float, optional
+        The image's voxel size in µm per spatial axis: far from the model's
+        pixel size, each crop is resampled to it, as prediction resamples the
+        image (:func:`~napari_microseg.core.inference.resample.resample_plan`).
 
     Returns
     -------
@@ -189,6 +195,7 @@ def input_batches(
     channels = int(data.shape[channel_axis]) if channel_axis is not None else 1
     context = int(card.context_slices or 0)
     model.check_channels(channels * (2 * context + 1))
+    plan = resample_plan(card.pixel_size_um, spacing, axes, tuple(data.shape))
     data = apply_flat_field(data, axes, card.normalization, lazy=True)
     data = apply_smoothing(data, axes, card.normalization, lazy=True)
     normalizer = fit_normalizer(data, card.normalization, channel_axis=channel_axis)
@@ -231,7 +238,11 @@ def input_batches(
             zz = min(max(z + dz, 0), depth - 1)
             raw = np.asarray(view[zz, :, top : top + side_y, left : left + side_x])
             parts.append(normalizer(raw, channel_axis=0))
-        batches.append(np.ascontiguousarray(np.concatenate(parts)[None], dtype=np.float32))
+        batch = np.concatenate(parts).astype(np.float32, copy=False)
+        if plan is not None:
+            size = (max(1, round(side_y * plan.factor[0])), max(1, round(side_x * plan.factor[1])))
+            batch = drain(resample_plane_job(batch, 1, 2, size), show=False)
+        batches.append(np.ascontiguousarray(batch[None]))
     return batches
 
 
@@ -345,6 +356,7 @@ def adapt(
     match_intensities: bool | None = None,
     flat_field: bool | None = None,
     smooth: bool | float | None = None,
+    spacing: Sequence[float] | None = None,
 ) -> Job[SegmentationModel]:
     """Adapt to this image: match its intensities and re-estimate batch-norm statistics, no labels.
 
@@ -401,6 +413,11 @@ def adapt(
         never; a number: that sigma in pixels. ``benchmarks/bench_adapt.py``:
         the mito-em parent under blur and noise scores Dice 0.788 as the images
         are and 0.900 on them smoothed by 0.7 px.
+    spacing : sequence of float, optional
+        The image's voxel size in µm per spatial axis: far from the model's
+        pixel size, the statistics are measured on crops resampled to it, as
+        prediction resamples the image (the noise and flat-field estimates are
+        still made on the image's own grid).
 
     Yields
     ------
@@ -473,7 +490,9 @@ def adapt(
         normalization["smooth"] = sigma
     # The statistics are measured on the inputs as the adapted model will see them.
     working.card.normalization = normalization
-    batches = input_batches(working, image, axes=axes, slices=slices, max_pixels=max_pixels)
+    batches = input_batches(
+        working, image, axes=axes, slices=slices, max_pixels=max_pixels, spacing=spacing
+    )
     layers = batchnorm_layers(working.module)
     total = len(batches)
     digest = hashlib.sha256()

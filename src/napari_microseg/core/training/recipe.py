@@ -145,7 +145,9 @@ def statistics_batches(
                 continue
             exclude = (leave_out[1],)
         axes = pair.axes or getattr(pair.image, "axes", None)
-        batches += input_batches(model, pair.image, axes=axes, exclude=exclude, max_pixels=share)
+        batches += input_batches(
+            model, pair.image, axes=axes, exclude=exclude, max_pixels=share, spacing=pair.spacing
+        )
     return batches
 
 
