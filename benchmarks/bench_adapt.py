@@ -45,8 +45,9 @@ fine-tune validation scores it) of:
   the Segment widget resamples each image to the model's pixel size (``segmented`` only);
 * ``shots=n``: :func:`~napari_microseg.core.training.jobs.finetune` with the defaults
   of ``TrainSettings.for_finetune`` (the few-shot recipe) on n annotated pool
-  slices/images (with ``--given-pixel-size``, under the pixel-size shift, told the new
-  pixel size and segmented with it, as after a user sets the layer's scale),
+  slices/images (with ``--given-pixel-size``, under the pixel-size shift, these and
+  ``adapted`` are told the new pixel size and segmented with it, as after a user sets
+  the layer's scale),
 
 with wall and CPU seconds of each adaptation. The source, shifted, adapted and
 ``shots=n`` entries also hold ``segmented``: the evaluation images segmented as
@@ -266,8 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--given-pixel-size",
         action="store_true",
-        help="pixel_size shift: the fine-tunes get the new pixel size (their planes are "
-        "resampled to the model's) and are segmented with it, as after a user sets the scale",
+        help="pixel_size shift: label-free adaptation and the fine-tunes get the new pixel "
+        "size (resampled to the model's) and are segmented with it, as after a user sets "
+        "the scale",
     )
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args(argv)
@@ -402,11 +404,23 @@ def main(argv: list[str] | None = None) -> int:
                     "shifted": evaluate(model, evaluation, eval_labels, axes),
                 }
             # A job runs only when drained, so timing the drain times the whole job.
-            job = adapt(model, pool, axes=axes, save=False, match_intensities=False, smooth=smooth)
+            tune_spacing = given if args.given_pixel_size else None
+            job = adapt(
+                model,
+                pool,
+                axes=axes,
+                save=False,
+                match_intensities=False,
+                smooth=smooth,
+                spacing=None if tune_spacing is None else (1.0, *tune_spacing),
+            )
             adapted, wall, cpu = timed(drain, job, show=False)
             run["adapted"] = {
                 **evaluate(adapted, evaluation, eval_labels, axes),
-                "segmented": segmented(adapted, evaluation, eval_labels, axes, metric),
+                "segmented": segmented(
+                    adapted, evaluation, eval_labels, axes, metric, spacing=tune_spacing
+                ),
+                "pixel_size_given": tune_spacing is not None,
                 "wall_s": wall,
                 "cpu_s": cpu,
                 "smooth": adapted.card.normalization.get("smooth"),
@@ -437,7 +451,6 @@ def main(argv: list[str] | None = None) -> int:
                 f"({wall_both:.1f} s)",
                 flush=True,
             )
-            tune_spacing = given if args.given_pixel_size else None
             for n in shots:
                 chosen = spread(n, len(pool), args.pick_seed)
                 labels = np.zeros(pool_labels.shape, np.int32)
