@@ -93,6 +93,32 @@ def thresholding_model():
     return bright_model()
 
 
+class CallRecorded(Exception):
+    """Raised by :func:`record_call`'s stand-in once it has kept the call's keyword arguments."""
+
+
+@pytest.fixture
+def record_call(monkeypatch):
+    """Replace a function (dotted path) by one that keeps its keyword arguments and stops.
+
+    Returns ``patch(target) -> kwargs``: a dict filled by the call, which then raises
+    :class:`CallRecorded` (``pytest.raises(record_call.stop)``), so nothing runs.
+    """
+
+    def patch(target: str) -> dict:
+        seen: dict = {}
+
+        def stand_in(*args, **kwargs):
+            seen.update(kwargs)
+            raise CallRecorded(target)
+
+        monkeypatch.setattr(target, stand_in)
+        return seen
+
+    patch.stop = CallRecorded
+    return patch
+
+
 @pytest.fixture
 def loads(monkeypatch):
     """``microseg predict`` loads a tiny thresholding model; the list of names asked for."""

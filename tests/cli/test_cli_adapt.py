@@ -86,23 +86,13 @@ def test_adapt_smooths_as_asked_and_refuses_a_bad_sigma(user_folder, tmp_path, c
     assert not (user_folder / "bad.json").exists()
 
 
-def test_adapt_passes_the_file_pixel_size_on(user_folder, tmp_path, monkeypatch):
+def test_adapt_passes_the_file_pixel_size_on(user_folder, tmp_path, record_call):
     from napari_microseg.core.io.writers import write_image
-    from napari_microseg.core.training import adapt as adapt_module
 
     sample = synthetic.fibsem_mitochondria((3, 48, 48), seed=2)
     image = write_image(tmp_path / "s2.tif", sample.image, axes="ZYX", scale=(0.01, 0.01, 0.01))
-    seen = {}
-
-    class Started(Exception):
-        pass
-
-    def adapt(*args, **kwargs):
-        seen.update(kwargs)
-        raise Started
-
-    monkeypatch.setattr(adapt_module, "adapt", adapt)
-    with pytest.raises(Started):
+    seen = record_call("napari_microseg.core.training.adapt.adapt")
+    with pytest.raises(record_call.stop):
         main(["adapt", "--model", "tiny-bn", "--image", str(image)])
     # The statistics are measured at the model's pixel size, as prediction resamples.
     assert tuple(seen["spacing"]) == pytest.approx((0.01, 0.01, 0.01))

@@ -74,26 +74,18 @@ def test_finetune_saves_a_new_version_usable_by_name(image_files, capsys):
     assert child.lineage["settings"]["learning_rate"] == 2e-4  # the parent card's recommendation
 
 
-def test_finetune_passes_the_file_pixel_size_on(tmp_path, monkeypatch):
+def test_finetune_passes_the_file_pixel_size_on(tmp_path, record_call):
     from napari_microseg.core.io.writers import write_image
-    from napari_microseg.core.training import jobs
 
     sample = synthetic.fluorescence_nuclei((40, 40), n_objects=4, seed=2)
     image = write_image(tmp_path / "cells.tif", sample.image, scale=(0.5, 0.5))
     labels = tmp_path / "cells_labels.tif"
     tifffile.imwrite(labels, sample.labels)
     registry.save_user_model(create_model("unet", name="tiny", depth=2, base_width=8))
-    seen = {}
-
-    def finetune(*args, **kwargs):
-        seen.update(kwargs)
-        return None  # as after Ctrl-C
-        yield
-
-    monkeypatch.setattr(jobs, "finetune", finetune)
+    seen = record_call("napari_microseg.core.training.jobs.finetune")
     args = ["finetune", "--model", "tiny", "--image", str(image), "--labels", str(labels)]
-    args += ["--name", "tiny-scaled"]
-    assert main(args) == 130
+    with pytest.raises(record_call.stop):
+        main([*args, "--name", "tiny-scaled"])
     # The job resamples planes far from the model's pixel size, as prediction does.
     assert tuple(seen["spacing"]) == pytest.approx((0.5, 0.5))
 

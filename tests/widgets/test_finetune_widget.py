@@ -92,39 +92,18 @@ def test_empty_labels_error_is_a_message_before_training(setup, monkeypatch):
     assert warnings and "annotated" in warnings[-1].lower()
 
 
-def test_the_image_pixel_size_goes_to_the_finetune_job(setup, monkeypatch):
+@pytest.mark.parametrize(
+    ("start", "job"),
+    [
+        ("start", "napari_microseg.core.training.jobs.finetune"),
+        ("adapt_to_image", "napari_microseg.core.training.adapt.adapt"),
+    ],
+)
+def test_the_image_pixel_size_goes_to_the_job(setup, record_call, start, job):
     _, widget = setup
     widget.image_combo.value.scale = (1.0, 0.5, 0.5)
-    seen = {}
-
-    class Started(Exception):
-        pass
-
-    def finetune(*args, **kwargs):
-        seen.update(kwargs)
-        raise Started
-
-    monkeypatch.setattr("napari_microseg.core.training.jobs.finetune", finetune)
-    with pytest.raises(Started):
-        widget.start()
-    # The job resamples planes far from the model's pixel size, as Segment does.
-    assert tuple(seen["spacing"]) == (1.0, 0.5, 0.5)
-
-
-def test_the_image_pixel_size_goes_to_adapt_to_this_image(setup, monkeypatch):
-    _, widget = setup
-    widget.image_combo.value.scale = (1.0, 0.5, 0.5)
-    seen = {}
-
-    class Started(Exception):
-        pass
-
-    def adapt(*args, **kwargs):
-        seen.update(kwargs)
-        raise Started
-
-    monkeypatch.setattr("napari_microseg.core.training.adapt.adapt", adapt)
-    with pytest.raises(Started):
-        widget.adapt_to_image()
-    # The statistics are measured on crops at the model's pixel size, as Segment predicts.
+    seen = record_call(job)
+    with pytest.raises(record_call.stop):
+        getattr(widget, start)()
+    # Fine-tuning and label-free adaptation resample to the model's pixel size, as Segment does.
     assert tuple(seen["spacing"]) == (1.0, 0.5, 0.5)
