@@ -405,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
                 }
             # A job runs only when drained, so timing the drain times the whole job.
             tune_spacing = given if args.given_pixel_size else None
+            # The pool is a stack: its slices keep their place, Y and X get the new pixel size.
+            pool_spacing = None if tune_spacing is None else (1.0, *tune_spacing)
             job = adapt(
                 model,
                 pool,
@@ -412,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
                 save=False,
                 match_intensities=False,
                 smooth=smooth,
-                spacing=None if tune_spacing is None else (1.0, *tune_spacing),
+                spacing=pool_spacing,
             )
             adapted, wall, cpu = timed(drain, job, show=False)
             run["adapted"] = {
@@ -466,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
                     settings=settings,
                     device="cpu",
                     folder=workdir / "saved",
-                    spacing=None if tune_spacing is None else (1.0, *tune_spacing),
+                    spacing=pool_spacing,
                 )
                 tuned, wall, cpu = timed(drain, job, show=False, on_progress=events.append)
                 done = [e.info for e in events if e.info.get("phase") == "done"][-1]

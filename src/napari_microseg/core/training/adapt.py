@@ -228,6 +228,9 @@ def input_batches(
         fits = (height // side_y) * (width // side_x)
         per_plane = min(n_crops // len(planes), fits)
         schedule = [z for z in planes for _ in range(per_plane)]
+    size = None  # every crop's side at the model's pixel size, when it is resampled
+    if plan is not None:
+        size = (max(1, round(side_y * plan.factor[0])), max(1, round(side_x * plan.factor[1])))
     rng = np.random.default_rng(seed)
     batches = []
     for z in schedule:
@@ -239,8 +242,7 @@ def input_batches(
             raw = np.asarray(view[zz, :, top : top + side_y, left : left + side_x])
             parts.append(normalizer(raw, channel_axis=0))
         batch = np.concatenate(parts).astype(np.float32, copy=False)
-        if plan is not None:
-            size = (max(1, round(side_y * plan.factor[0])), max(1, round(side_x * plan.factor[1])))
+        if size is not None:
             batch = drain(resample_plane_job(batch, 1, 2, size), show=False)
         batches.append(np.ascontiguousarray(batch[None]))
     return batches
