@@ -96,3 +96,21 @@ def test_adapt_passes_the_file_pixel_size_on(user_folder, tmp_path, record_call)
         main(["adapt", "--model", "tiny-bn", "--image", str(image)])
     # The statistics are measured at the model's pixel size, as prediction resamples.
     assert tuple(seen["spacing"]) == pytest.approx((0.01, 0.01, 0.01))
+
+
+def test_adapt_says_it_resampled_the_image(user_folder, tmp_path, capsys):
+    from dataclasses import replace
+
+    from napari_microseg.core.io.writers import write_image
+
+    torch.manual_seed(0)
+    model = create_model("unet", name="tiny-5nm", depth=2, base_width=4, batch_norm=True)
+    model.card = replace(model.card, pixel_size_um=0.005)
+    registry.save_user_model(model)
+    sample = synthetic.fibsem_mitochondria((3, 48, 48), seed=2)
+    image = write_image(tmp_path / "s2.tif", sample.image, axes="ZYX", scale=(0.01, 0.01, 0.01))
+    assert main(["adapt", "--model", "tiny-5nm", "--image", str(image), "--json"]) == 0
+    captured = capsys.readouterr()
+    # 10 nm pixels for a 5 nm model: measured on planes twice as large, and said so.
+    assert "note: Resampling 48x48 to 96x96 pixels (2x), the model's 5 nm per pixel" in captured.err
+    assert json.loads(captured.out)["pixels"] % (96 * 96) == 0

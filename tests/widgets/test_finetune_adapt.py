@@ -160,6 +160,30 @@ def test_adapting_to_a_noisy_image_says_it_smooths(viewer_and_image, model_regis
     assert "noisy input smoothed (sigma 1 px)" in widget.result_label.value
 
 
+def test_adapting_an_image_of_another_pixel_size_says_so(viewer_and_image, model_registry, qtbot):
+    from dataclasses import replace
+
+    import torch
+
+    from napari_microseg.core.models.build import create_model
+    from napari_microseg.core.models.registry import save_user_model
+
+    torch.manual_seed(0)
+    model = create_model("unet", name="bn-5nm", depth=2, base_width=4, batch_norm=True)
+    model.card = replace(model.card, pixel_size_um=0.005)
+    save_user_model(model, folder=model_registry)
+    viewer, image, _ = viewer_and_image
+    widget = FinetuneWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.image_combo.value = image
+    widget.model_combo.value = "bn-5nm"
+    image.scale = (0.01,) * image.ndim  # 10 nm pixels, twice the model's
+    widget.adapt_to_image()
+    qtbot.waitUntil(lambda: widget.runner.worker is None, timeout=120000)
+    assert "at the model's pixel size (Resampling" in widget.result_label.value
+    assert "(2x), the model's 5 nm per pixel" in widget.result_label.value
+
+
 def test_the_recipe_follows_the_models_benchmark(viewer_and_image, model_registry):
     from napari_microseg._widgets.finetune import RECIPE, RECIPE_NO_LABEL_FREE
     from napari_microseg.core.models.registry import load_model, save_user_model

@@ -536,9 +536,11 @@ class FinetuneWidget(DockedContainer):
         flattened = "illumination corrected, " if lineage.get("flat_field") else ""
         sigma = lineage.get("smooth")
         smoothed = f"noisy input smoothed (sigma {sigma:g} px), " if sigma else ""
+        resampled = (lineage.get("data") or {}).get("resampled")
+        scale = f", at the model's pixel size ({resampled})" if resampled else ""
         self.result_label.value = (
             f"saved as {model.name!r}: {flattened}{smoothed}{matched}{layers} batch-norm layers "
-            "adapted to this image "
+            f"adapted to this image{scale} "
             "(no labels, so no score yet: segment again and look, or correct a few objects and "
             "fine-tune)."
         )

@@ -89,6 +89,18 @@ def test_only_y_and_x_are_smoothed_and_lazy_results_equal_eager_ones():
     assert radius(1.0) == 4 and radius(0.7) == 3
 
 
+def test_a_sigma_in_model_pixels_is_divided_by_the_zoom_still_to_come():
+    rng = np.random.default_rng(5)
+    plane = rng.random((30, 40)).astype(np.float32)
+    spec = {"kind": "none", "smooth": 1.0}
+    # Y will be doubled (1 model pixel = 0.5 image pixel), X halved (= 2 image pixels).
+    zoomed = apply_smoothing(plane, "YX", spec, zoom=(2.0, 0.5))
+    np.testing.assert_array_equal(zoomed, smooth_planes(plane, "YX", (0.5, 2.0)))
+    expected = ndi.gaussian_filter(plane, (0.5, 2.0), mode="reflect")
+    np.testing.assert_allclose(zoomed, expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(apply_smoothing(plane, "YX", spec), smooth_planes(plane, "YX", 1))
+
+
 def test_the_spec_says_whether_and_how_much():
     assert smooth_sigma(None) is None and smooth_sigma({"kind": "none"}) is None
     assert smooth_sigma({"smooth": 0.7}) == 0.7 and smooth_sigma({"smooth": 1}) == 1.0

@@ -117,12 +117,23 @@ def test_planes_far_from_the_model_pixel_size_are_resampled_to_it(parent):
     assert np.count_nonzero(plane.instances) == 4 * np.count_nonzero(labels)
     assert data.summary["images"][0]["resampled"] == [2.0, 2.0]
     assert any("Resampling 32x48 to 64x96" in note for note in data.notes)
+    assert plane.zoom == (2.0, 2.0)
+    # The held-out strip is told in the image's pixels, which the user annotated.
+    _, val_regions, text = split_validation(data.planes, fraction=0.2)
+    rows, cols = np.nonzero(val_regions[0].mask)
+    held = (
+        ("rows", rows.min(), rows.max()) if "rows" in text else ("columns", cols.min(), cols.max())
+    )
+    kind, first, last = held
+    assert f"{kind} {first // 2}-{last // 2} ({first}-{last} at the model's pixel size)" in text
 
     # An unknown pixel size (napari's scale 1) or a near one leaves the planes as they are.
     for spacing in (None, (1.0, 1.0), (0.7, 0.7)):
         same = prepare([TrainingPair(image, labels, annotated, spacing=spacing)], parent)
         assert same.planes[0].image.shape == (1, 32, 48)
         assert same.summary["images"][0]["resampled"] is None
+        assert same.planes[0].zoom is None
+        assert "pixel size" not in split_validation(same.planes, fraction=0.2)[2]
 
 
 def test_two_planes_are_split_into_strips(parent):

@@ -10,13 +10,19 @@ import torch
 from scipy import ndimage as ndi
 from skimage.measure import label
 
-from napari_microseg.core.inference.denoise import GENTLE_SIGMA, STRONG_SIGMA, noise_level
+from napari_microseg.core.inference.denoise import (
+    GENTLE_SIGMA,
+    STRONG_SIGMA,
+    noise_level,
+    smooth_planes,
+)
+from napari_microseg.core.inference.resample import resample_plane_job
 from napari_microseg.core.io import synthetic
 from napari_microseg.core.models import registry
 from napari_microseg.core.models.base import ModelCard, SegmentationModel
 from napari_microseg.core.models.build import create_model
 from napari_microseg.core.progress import drain
-from napari_microseg.core.training.adapt import adapt
+from napari_microseg.core.training.adapt import adapt, input_batches
 from napari_microseg.core.training.data import (
     TrainingPair,
     input_noise,
@@ -164,6 +170,66 @@ def test_adapting_to_a_noisy_session_smooths_it_without_labels(tiny):
     assert again.card.normalization["smooth"] == GENTLE_SIGMA
     with pytest.raises(ValueError, match="Gaussian sigma"):
         drain(adapt(tiny, image, axes="ZYX", save=False, smooth=-1.0), show=False)
+
+
+def as_prediction_sees_it(plane: np.ndarray, size: tuple[int, int], sigma: float) -> np.ndarray:
+    """``plane`` resampled to ``size``, then smoothed: the order of ``segment_job``."""
+    resampled = drain(resample_plane_job(plane[None], 1, 2, size), show=False)[0]
+    return smooth_planes(resampled, "YX", sigma)
+
+
+def test_a_resampled_session_is_smoothed_in_the_model_pixels_as_prediction_smooths_it(tiny):
+    from dataclasses import replace
+
+    rng = np.random.default_rng(0)
+    structure = ndi.gaussian_filter(rng.normal(size=(64, 64)), 4) * 400
+    image = (structure + rng.normal(0, 10, (64, 64))).astype(np.float32)
+    labels = np.zeros((64, 64), np.int32)
+    labels[4:12, 8:20] = 1
+    # Pixels twice the model's: the card's sigma of 1 model pixel is half an image pixel.
+    model = tiny
+    model.card = replace(
+        model.card, pixel_size_um=0.625, normalization={"kind": "none", "smooth": 1.0}
+    )
+    expected = as_prediction_sees_it(image, (128, 128), 1.0)
+    sigma_in_image_pixels = drain(
+        resample_plane_job(smooth_planes(image, "YX", 1.0)[None], 1, 2, (128, 128)), show=False
+    )[0]
+    inside = (slice(8, -8), slice(8, -8))  # the edges are mirrored differently
+
+    def spread(plane: np.ndarray) -> float:
+        return float(np.std((plane - expected)[inside]))
+
+    trained_on = prepare([TrainingPair(image, labels, spacing=(1.25, 1.25))], model)
+    (measured,) = input_batches(model, image, axes="YX", crop=64, spacing=(1.25, 1.25))
+    for plane in (trained_on.planes[0].image[0], measured[0, 0]):
+        assert plane.shape == (128, 128)
+        # Smoothing then resampling differs from the reverse by interpolation only; a sigma
+        # taken in image pixels would blur twice as far (as far from it as no smoothing).
+        assert spread(plane) < 0.4 * spread(sigma_in_image_pixels)
+        assert spread(plane) < 0.04 * float(np.std(image))
+
+
+def test_adapt_measures_the_noise_at_the_model_pixel_size(tiny):
+    from dataclasses import replace
+
+    image = synthetic.fibsem_mitochondria((2, 96, 96), seed=1).image.astype(np.float32)
+    model = tiny
+    model.card = replace(model.card, pixel_size_um=0.625)
+    model.card.normalization = {**model.card.normalization, "noise": noise_level(image[0])}
+    session = noisy(image, 2.0 * np.ptp(image) * model.card.normalization["noise"])
+    # On its own grid the session is twice as noisy as the training data: smoothed.
+    plain = drain(adapt(model, session, axes="ZYX", save=False), show=False)
+    assert plain.card.normalization["smooth"] == GENTLE_SIGMA
+    # Its pixels are twice the model's: resampled 2x, the noise spreads over neighbouring
+    # pixels and is far below the training data's per pixel, so nothing is smoothed.
+    with pytest.warns(UserWarning, match="Resampling 96x96 to 192x192 pixels"):
+        coarse = drain(
+            adapt(model, session, axes="ZYX", save=False, spacing=(1.0, 1.25, 1.25)), show=False
+        )
+    assert "smooth" not in coarse.card.normalization
+    assert coarse.card.lineage["data"]["resampled"].startswith("Resampling 96x96 to 192x192")
+    assert plain.card.lineage["data"]["resampled"] is None
 
 
 def test_smoothing_must_gain_a_margin_on_the_images_as_they_are():

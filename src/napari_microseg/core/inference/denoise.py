@@ -91,11 +91,14 @@ def radius(sigma: float) -> int:
     return int(TRUNCATE * float(sigma) + 0.5)
 
 
-def _sigmas(axes: str, sigma: float) -> list[float]:
-    return [float(sigma) if letter in "YX" else 0.0 for letter in axes]
+def _sigmas(axes: str, sigma: float | tuple[float, float]) -> list[float]:
+    along = {"Y": sigma, "X": sigma} if isinstance(sigma, int | float) else dict(zip("YX", sigma))
+    return [float(along[letter]) if letter in "YX" else 0.0 for letter in axes]
 
 
-def smooth_planes(data: Any, axes: str, sigma: float, *, lazy: bool = False) -> Any:
+def smooth_planes(
+    data: Any, axes: str, sigma: float | tuple[float, float], *, lazy: bool = False
+) -> Any:
     """``data`` smoothed by a Gaussian of ``sigma`` pixels along Y and X, as float32.
 
     Parameters
@@ -104,8 +107,8 @@ def smooth_planes(data: Any, axes: str, sigma: float, *, lazy: bool = False) -> 
         Image or volume with axes ``axes``.
     axes : str
         Letters of ``data``'s axes; only ``Y`` and ``X`` are smoothed.
-    sigma : float
-        Gaussian sigma in pixels.
+    sigma : float or (float, float)
+        Gaussian sigma in pixels; a pair gives it along Y and X.
     lazy : bool
         Return a dask array (one whole plane per chunk) for a NumPy or zarr
         stack too, so only the planes read are smoothed. A dask input always
@@ -140,11 +143,34 @@ def smooth_planes(data: Any, axes: str, sigma: float, *, lazy: bool = False) -> 
 
 
 def apply_smoothing(
-    data: Any, axes: str, spec: dict[str, Any] | None, *, lazy: bool = False
+    data: Any,
+    axes: str,
+    spec: dict[str, Any] | None,
+    *,
+    lazy: bool = False,
+    zoom: tuple[float, float] | None = None,
 ) -> Any:
-    """``data`` smoothed as ``spec["smooth"]`` asks; ``data`` itself when it does not."""
+    """``data`` smoothed as ``spec["smooth"]`` asks; ``data`` itself when it does not.
+
+    ``spec["smooth"]`` is in the model's pixels, as prediction smooths the image
+    after resampling it to the model's pixel size. ``zoom``: the Y and X factors
+    (image pixel size / model pixel size) by which ``data`` will be resampled
+    afterwards; the sigma is then divided by them, so that smoothing first and
+    resampling second blurs as much as prediction does.
+
+    Examples
+    --------
+    >>> plane = np.zeros((9, 9), np.float32); plane[4, 4] = 1
+    >>> wide = apply_smoothing(plane, "YX", {"smooth": 1.0}, zoom=(0.5, 0.5))
+    >>> bool(np.allclose(wide, smooth_planes(plane, "YX", 2.0)))
+    True
+    """
     sigma = smooth_sigma(spec)
-    return data if sigma is None else smooth_planes(data, axes, sigma, lazy=lazy)
+    if sigma is None:
+        return data
+    if zoom is None:
+        return smooth_planes(data, axes, sigma, lazy=lazy)
+    return smooth_planes(data, axes, (sigma / zoom[0], sigma / zoom[1]), lazy=lazy)
 
 
 def noise_level(plane: Any) -> float | None:

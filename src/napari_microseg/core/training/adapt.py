@@ -185,19 +185,17 @@ def input_batches(
     ModelError
         An image whose channels the model cannot take.
     """
-    data = image.data if hasattr(image, "axes") and hasattr(image, "data") else image
-    axes = axes or getattr(image, "axes", None)
-    data = np.asarray(data) if not hasattr(data, "shape") else data
-    axes = guess_axes(tuple(data.shape), axes)
+    data, axes = _as_model_takes_it(model, image, axes)
     card = model.card
-    data, axes, _ = match_channels(data, axes, card)
     channel_axis = axes.index("C") if "C" in axes else None
     channels = int(data.shape[channel_axis]) if channel_axis is not None else 1
     context = int(card.context_slices or 0)
     model.check_channels(channels * (2 * context + 1))
     plan = resample_plan(card.pixel_size_um, spacing, axes, tuple(data.shape))
     data = apply_flat_field(data, axes, card.normalization, lazy=True)
-    data = apply_smoothing(data, axes, card.normalization, lazy=True)
+    # The card's sigma is in the model's pixels; these crops are resampled after smoothing.
+    zoom = None if plan is None else plan.factor
+    data = apply_smoothing(data, axes, card.normalization, lazy=True, zoom=zoom)
     normalizer = fit_normalizer(data, card.normalization, channel_axis=channel_axis)
     order = [axes.index(a) for a in "ZCYX" if a in axes]
     view = np.transpose(data, order) if isinstance(data, np.ndarray) else data.transpose(order)
@@ -246,6 +244,28 @@ def input_batches(
             batch = drain(resample_plane_job(batch, 1, 2, size), show=False)
         batches.append(np.ascontiguousarray(batch[None]))
     return batches
+
+
+def _as_model_takes_it(model: SegmentationModel, image: Any, axes: str | None) -> tuple[Any, str]:
+    """The image's array and axes with its channels fitted to the model's card."""
+    data = image.data if hasattr(image, "axes") and hasattr(image, "data") else image
+    axes = axes or getattr(image, "axes", None)
+    data = np.asarray(data) if not hasattr(data, "shape") else data
+    axes = guess_axes(tuple(data.shape), axes)
+    data, axes, _ = match_channels(data, axes, model.card)
+    return data, axes
+
+
+def resampling_note(
+    model: SegmentationModel, image: Any, axes: str | None, spacing: Sequence[float] | None
+) -> str | None:
+    """How the image is resampled to the model's pixel size to adapt it; None: it is not."""
+    pixel_size = model.card.pixel_size_um
+    if pixel_size is None or spacing is None:
+        return None
+    data, axes = _as_model_takes_it(model, image, axes)
+    plan = resample_plan(pixel_size, spacing, axes, tuple(data.shape))
+    return None if plan is None else plan.describe(float(pixel_size))
 
 
 def adapt_batchnorm(
@@ -412,14 +432,14 @@ def adapt(
         (the card's ``noise``; no labels needed), with the sigma
         :func:`~.inference.denoise.choose_sigma` gives; a parent that smooths
         keeps its sigma. True: always (that sigma, or the gentle one); False:
-        never; a number: that sigma in pixels. ``benchmarks/bench_adapt.py``:
+        never; a number: that sigma in the model's pixels. ``benchmarks/bench_adapt.py``:
         the mito-em parent under blur and noise scores Dice 0.788 as the images
         are and 0.900 on them smoothed by 0.7 px.
     spacing : sequence of float, optional
         The image's voxel size in µm per spatial axis: far from the model's
-        pixel size, the statistics are measured on crops resampled to it, as
-        prediction resamples the image (the noise and flat-field estimates are
-        still made on the image's own grid).
+        pixel size, the statistics and the noise are measured on crops
+        resampled to it, as prediction resamples the image (the flat field, a
+        fraction of the plane, is the same on either grid).
 
     Yields
     ------
@@ -463,7 +483,12 @@ def adapt(
     has_batchnorm = bool(batchnorm_layers(parent.module))
     # The image is checked before its noise is measured, so a wrong one gets the clear message.
     check_modality(parent, image, axes)
-    sigma = session_smoothing(parent, image, axes=axes, slices=slices, smooth=smooth)
+    resampled = resampling_note(parent, image, axes, spacing)
+    if resampled:
+        warnings.warn(resampled, TrainingWarning, stacklevel=2)
+    sigma = session_smoothing(
+        parent, image, axes=axes, slices=slices, smooth=smooth, spacing=spacing
+    )
     if not has_batchnorm and not matching and not flat_field and sigma is None:
         raise ModelError(
             f"Model {parent.name!r} has no batch-norm layers and no intensity reference, so "
@@ -526,7 +551,12 @@ def adapt(
         "parent": parent.name,
         "parent_sha256": _parent_sha(parent),
         "data_sha256": digest.hexdigest(),
-        "data": {"pixels": pixels, "crops": total, "slices": parse_slices(slices)},
+        "data": {
+            "pixels": pixels,
+            "crops": total,
+            "slices": parse_slices(slices),
+            "resampled": resampled,
+        },
         "settings": {"strength": strength, "max_pixels": max_pixels},
         "batchnorm_layers": [layer_name for layer_name, _ in layers],
         "device": str(choice),
@@ -581,14 +611,20 @@ def session_smoothing(
     axes: str | None = None,
     slices: Sequence[int] | str | None = None,
     smooth: bool | float | None = None,
+    spacing: Sequence[float] | None = None,
 ) -> float | None:
-    """The smoothing sigma (px) an adapted copy of ``model`` takes for ``image``; None: none.
+    """The smoothing sigma an adapted copy of ``model`` takes for ``image``; None: none.
+
+    The sigma is in the model's pixels, and the noise is measured there too: on
+    planes resampled to the model's pixel size when ``spacing`` is far from it,
+    as prediction sees them (upsampling by interpolation lowers the noise a
+    plane seems to have).
 
     Parameters
     ----------
     model : SegmentationModel
         The parent; its card's ``noise`` is the training inputs' noise level.
-    image, axes, slices
+    image, axes, slices, spacing
         As for :func:`adapt`.
     smooth : bool or float, optional
         As for :func:`adapt`.
@@ -610,7 +646,13 @@ def session_smoothing(
     if "noise" in spec and model.task != "instance":
         # Whole planes (a crop this large is the plane), each on its own intensity scale.
         planes = input_batches(
-            model, image, axes=axes, slices=slices, crop=1 << 16, max_pixels=NOISE_MAX_PIXELS
+            model,
+            image,
+            axes=axes,
+            slices=slices,
+            crop=1 << 16,
+            max_pixels=NOISE_MAX_PIXELS,
+            spacing=spacing,
         )
         context = int(model.card.context_slices or 0)
         sigma = choose_sigma([centre_slice(p[0], context) for p in planes], spec["noise"])

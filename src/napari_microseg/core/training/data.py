@@ -96,6 +96,10 @@ class Plane:
         Index of the training pair it comes from.
     z : int or None
         Its slice in that pair's stack; None for a 2D image.
+    zoom : (float, float) or None
+        Y and X factors by which the image's plane was resampled to the model's
+        pixel size (so row ``r`` here is row ``r / zoom[0]`` of the image);
+        None when it was not.
     """
 
     image: np.ndarray
@@ -105,6 +109,7 @@ class Plane:
     name: str = ""
     source: int = 0
     z: int | None = None
+    zoom: tuple[float, float] | None = None
     cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -343,8 +348,10 @@ def prepare(
             notices.append(f"{name}: {plan.describe(float(card.pixel_size_um))}")
         # A model adapted with a flat field learns from corrected planes, as it will predict.
         image = apply_flat_field(image, axes, card.normalization, lazy=True)
-        # ... and a model adapted to a noisy session learns from smoothed planes, likewise.
-        image = apply_smoothing(image, axes, card.normalization, lazy=True)
+        # ... and a model adapted to a noisy session learns from smoothed planes, likewise,
+        # blurred as much in the model's pixels as prediction (which resamples, then smooths).
+        zoom = None if plan is None else plan.factor
+        image = apply_smoothing(image, axes, card.normalization, lazy=True, zoom=zoom)
         normalizer = fit_normalizer(image, card.normalization, channel_axis=channel_axis)
         # (Z, C, Y, X) view of the image, without reading it.
         order = [axes.index(a) for a in "ZCYX" if a in axes]
@@ -391,6 +398,7 @@ def prepare(
                     name=f"{name} z={z}" if stack else name,
                     source=number,
                     z=int(z) if stack else None,
+                    zoom=None if plan is None else plan.factor,
                 )
             )
             if size is not None:  # the same pixels at another pixel size are other data

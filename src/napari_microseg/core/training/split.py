@@ -8,6 +8,7 @@ a user who corrected two slices still gets an honest validation score.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -128,9 +129,23 @@ def _best_strip(
             score = abs(share - total_fg) + (1.0 if share == 0 else 0.0)
             if (axis, end) in used:
                 score += REUSED_SIDE_COST
-            label = f"{'rows' if axis == 0 else 'columns'} {a}-{b - 1}"
+            label = _strip_label(axis, a, b, plane.zoom)
             if best is None or score < best[0]:
                 best = (score, strip, label, (axis, end))
     if best is None:
         return None, "", (0, 0)
     return best[1], best[2], best[3]
+
+
+def _strip_label(axis: int, start: int, stop: int, zoom: tuple[float, float] | None) -> str:
+    """``"rows 0-50"``: the strip ``start:stop`` along ``axis`` in the image's own pixels.
+
+    A plane resampled to the model's pixel size (``zoom``) is described on the
+    image's grid, which is the one the user annotated, with the model's beside it.
+    """
+    kind = "rows" if axis == 0 else "columns"
+    if zoom is None:
+        return f"{kind} {start}-{stop - 1}"
+    factor = zoom[axis]
+    first, last = math.floor(start / factor), math.ceil(stop / factor) - 1
+    return f"{kind} {first}-{last} ({start}-{stop - 1} at the model's pixel size)"
