@@ -259,3 +259,26 @@ def test_example_configs_are_valid(path):
         classes=config["classes"],
         **config["hyperparameters"],
     )
+
+
+def test_the_report_says_a_threshold_chosen_on_the_annotations(capsys):
+    from types import SimpleNamespace
+
+    from napari_microseg.cli.finetune import report
+
+    lineage = {
+        "metrics_before": {"dice": 0.8},
+        "metrics_after": {"dice": 0.85},
+        "recipe": {"kept": "trained"},
+        "threshold": {"card": 0.75, "chosen": 0.9, "dice": {"0.75": 0.86, "0.9": 0.88}},
+    }
+    model = SimpleNamespace(name="mito-em-2", card=SimpleNamespace(lineage=lineage, parent="m"))
+    report(model)
+    assert "segmentation threshold 0.75 -> 0.9, chosen on the annotated pixels" in (
+        capsys.readouterr().out
+    )
+    report(model, as_json=True)
+    assert json.loads(capsys.readouterr().out)["threshold"]["chosen"] == 0.9
+    unchanged = {**lineage, "threshold": {**lineage["threshold"], "chosen": 0.75}}
+    report(SimpleNamespace(name="m2", card=SimpleNamespace(lineage=unchanged, parent="m")))
+    assert "segmentation threshold" not in capsys.readouterr().out

@@ -66,3 +66,25 @@ def test_a_run_on_a_noisy_session_says_its_input_is_smoothed():
     assert parent.text("x").startswith(
         "saved as 'x' (noisy images smoothed (training did not help))"
     )
+
+
+def test_a_threshold_chosen_on_the_annotations_is_said():
+    lineage = {
+        "metrics_before": {"dice": 0.5},
+        "metrics_after": {"dice": 0.8},
+        "recipe": {"kept": "trained"},
+        "threshold": {"card": 0.75, "chosen": 0.9, "dice": {}, "pixels": 10},
+    }
+    summary = FinetuneSummary.of(lineage, {}, {})
+    assert summary.threshold == (0.75, 0.9)
+    assert summary.text("x") == (
+        "saved as 'x' (fine-tuned; it segments at threshold 0.9, not 0.75, as your annotated "
+        "pixels prefer). on held-out annotated pixels: dice: parent 0.500 → result 0.800"
+    )
+    kept = {**lineage["threshold"], "chosen": 0.75}
+    assert FinetuneSummary.of({**lineage, "threshold": kept}, {}, {}).threshold is None
+    parent = FinetuneSummary.of({**lineage, "recipe": {"kept": "threshold parent"}}, {}, {})
+    assert parent.text("x").startswith(
+        "saved as 'x' (the parent with a threshold chosen on your annotations (training did not "
+        "help); it segments at threshold 0.9, not 0.75"
+    )

@@ -16,6 +16,8 @@ HOW = {
     "adapted": "batch-norm adapted (training did not help)",
     "flat-field parent": "illumination corrected (training did not help)",
     "smoothed parent": "noisy images smoothed (training did not help)",
+    "threshold parent": "the parent with a threshold chosen on your annotations (training did "
+    "not help)",
 }
 
 
@@ -76,7 +78,8 @@ class FinetuneSummary:
     ----------
     kept : str
         ``"trained"``, ``"adapted"``, ``"flat-field parent"``, ``"smoothed
-        parent"`` or ``"parent"`` (nothing beat the parent; nothing was saved).
+        parent"``, ``"threshold parent"`` or ``"parent"`` (nothing beat the
+        parent; nothing was saved).
     metrics : str
         Per metric: the parent, the illumination-corrected parent, the adapted
         model and the result, as far as the run measured them.
@@ -84,12 +87,16 @@ class FinetuneSummary:
         The run learnt from flat-field corrected images.
     smoothed : float, optional
         The Gaussian sigma (px) of a run that learnt from smoothed (noisy) images.
+    threshold : (float, float), optional
+        The card's segmentation threshold and the one chosen on the annotated
+        pixels, when they differ.
     """
 
     kept: str
     metrics: str
     corrected: bool = False
     smoothed: float | None = None
+    threshold: tuple[float, float] | None = None
 
     @classmethod
     def of(
@@ -128,11 +135,14 @@ class FinetuneSummary:
                 steps.append(f"result {after[key]:.3f}")
             parts.append(f"{key.replace('_', ' ')}: " + " → ".join(steps))
         recipe = lineage.get("recipe") or {}
+        chosen = lineage.get("threshold") or {}
+        changed = chosen.get("chosen") is not None and chosen.get("chosen") != chosen.get("card")
         return cls(
             kept=recipe.get("kept", "trained"),
             metrics="; ".join(parts),
             corrected=bool(flat),
             smoothed=recipe.get("smooth"),
+            threshold=(chosen["card"], chosen["chosen"]) if changed else None,
         )
 
     def text(self, name: str) -> str:
@@ -147,4 +157,9 @@ class FinetuneSummary:
             how += "; it corrects uneven illumination, as the held-out pixels asked"
         if self.smoothed and self.kept != "smoothed parent":
             how += f"; it smooths its input (sigma {self.smoothed:g} px): the session is noisy"
+        if self.threshold:
+            how += (
+                f"; it segments at threshold {self.threshold[1]:g}, not {self.threshold[0]:g}, "
+                "as your annotated pixels prefer"
+            )
         return f"saved as {name!r} ({how}). {WHERE}: {self.metrics}"

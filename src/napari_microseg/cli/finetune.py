@@ -331,6 +331,7 @@ def report(model: Any, *, as_json: bool = False) -> None:
             "metrics_after": after,
             "data_sha256": lineage.get("data_sha256"),
             "recipe": lineage.get("recipe"),
+            "threshold": lineage.get("threshold"),
         }
         print(json.dumps(summary, indent=2))
         return
@@ -350,6 +351,12 @@ def report(model: Any, *, as_json: bool = False) -> None:
             old = f"{before[key]:.3f} -> " if key in before else ""
             print(f"  validation {key}: {old}{after[key]:.3f}")
     print(f"  validation data: {lineage.get('validation')}")
+    threshold = lineage.get("threshold") or {}
+    if threshold.get("chosen") is not None and threshold.get("chosen") != threshold.get("card"):
+        print(
+            f"  segmentation threshold {threshold['card']:g} -> {threshold['chosen']:g}, chosen "
+            "on the annotated pixels (the new model's card recommends it)"
+        )
     sigma = (lineage.get("recipe") or {}).get("smooth")
     if sigma:
         print(

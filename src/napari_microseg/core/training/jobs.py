@@ -81,6 +81,7 @@ from .settings import TrainingError, TrainingWarning, TrainSettings
 from .smoothing import smoothing_outcome, smoothing_start, tries_smoothing
 from .split import split_validation
 from .state import cpu_state
+from .threshold import annotated_regions, choose_threshold, session_threshold
 
 if TYPE_CHECKING:
     import os
@@ -459,6 +460,7 @@ def _run(
             "model and data. Give more minutes or steps."
         )
     kept = "trained"
+    parent_threshold = None  # the parent's session threshold, when only that could be saved
     if few_shot and settings.keep_better_start:
         kept = better_of(outcome, start, settings)
         if kept == "parent" and plain_metrics is not None:
@@ -489,6 +491,21 @@ def _run(
                 # The parent on the images as they are beat everything smoothed: it stays as
                 # it was, smoothing and all forgotten.
                 parent, parent_metrics = as_it_was, unsmoothed_metrics
+        # Not after smoothing was tried: the regions are then the smoothed images.
+        if kept == "parent" and settings.choose_threshold and unsmoothed_metrics is None:
+            parent_threshold = choose_threshold(
+                parent, annotated_regions(train_regions, val_regions), device=choice.device
+            )
+        if parent_threshold is not None and parent_threshold.changed:
+            # The weights stay the parent's; the session's threshold makes it a new model.
+            kept = "threshold parent"
+            working.module.load_state_dict(cpu_state(parent.module))
+            outcome.after = dict(parent_metrics or outcome.before)
+            outcome.notes.append(
+                "Fine-tuning did not beat the parent on the held-out annotated pixels; the parent "
+                "with the threshold chosen on the annotated pixels (no gradient steps kept) was "
+                "saved."
+            )
         if kept == "parent":
             # Nothing is saved; the result is the parent's weights under the parent's name, with
             # a card that records the run and why nothing was kept.
@@ -535,6 +552,10 @@ def _run(
     result = with_input_reference(
         data, trained_model(working, parent, name, lineage, outcome.after, kind, data)
     )
+    if few_shot and settings.choose_threshold:
+        regions = annotated_regions(train_regions, val_regions)
+        found = parent_threshold if kept == "threshold parent" else None
+        yield from session_threshold(result, regions, choice.device, outcome.steps, found=found)
     path = None
     if save:
         from ..models.versions import save_version

@@ -17,7 +17,7 @@ on would not be the one a user sees.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -248,6 +248,32 @@ def _semantic_predictions(
                     prob = part[0].softmax(dim=0) if part.shape[1] > 1 else part[0].sigmoid()
                     prob = prob.cpu().numpy()
                 yield region, mask, target, truth_ids, pred.cpu().numpy(), loss, prob
+
+
+def heldout_probabilities(
+    model: SegmentationModel, regions: Sequence[Region], *, device: Any
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Each held-out region's crop: its annotated mask, class targets and probabilities.
+
+    The crops are those :func:`evaluate_regions` scores (the region's box with
+    :data:`CONTEXT` pixels of image around it), so a post-processing run on the
+    probabilities sees the context the Segment widget would.
+
+    Yields
+    ------
+    mask : (h, w) ndarray of bool
+    target : (h, w) ndarray of uint8
+    prob : (K, h, w) ndarray of float32
+        Softmax (or, for one channel, sigmoid) of the logits.
+    """
+    import torch
+
+    model.module.eval()
+    with torch.no_grad():
+        for _, mask, target, _, _, _, prob in _semantic_predictions(
+            model.module, regions, device, "ce", probabilities=True
+        ):
+            yield mask, target, prob
 
 
 def capped_regions(regions: Sequence[Region], max_pixels: int | None) -> list[Region]:

@@ -146,6 +146,10 @@ class TrainSettings:
         labels needed, :mod:`~.smoothing`); the new model then smooths every image
         it segments, and is kept only if it beats the parent on the held-out
         pixels of the images as they are.
+    choose_threshold : bool
+        Fine-tuning: a model whose card recommends a fixed threshold gets the
+        one that segments the held-out annotated pixels best
+        (:mod:`~.threshold`), written into the new model's card.
     """
 
     steps: int | None = 2000
@@ -185,6 +189,7 @@ class TrainSettings:
     keep_better_start: bool = False
     try_flat_field: bool = False
     try_smoothing: bool = False
+    choose_threshold: bool = False
     anchor_decay: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -203,7 +208,8 @@ class TrainSettings:
         starting model when training made it worse (see :mod:`.adapt` and
         benchmarks/bench_adapt.py). Where the card says so
         (:func:`finetune_anchor_decay`), every step also pulls the weights back
-        towards the start.
+        towards the start. Last, a model segmented with a fixed threshold gets the
+        threshold its held-out pixels prefer (:mod:`.threshold`).
 
         Early stopping waits for :data:`FINETUNE_PATIENCE` validations without
         improvement, about as many as the budget holds, so a fine-tune uses its
@@ -235,6 +241,7 @@ class TrainSettings:
             keep_better_start=True,
             try_flat_field=True,
             try_smoothing=True,
+            choose_threshold=True,
             anchor_decay=finetune_anchor_decay(card),
         )
         return replace(base, **overrides)
