@@ -65,7 +65,7 @@ RECIPE = (
     "Recipe: 1) Adapt to this image (no labels, about a second); 2) correct a few objects or "
     "slices and fine-tune (corrects uneven illumination if the held-out pixels gain, adapts "
     "first, encoder at 1/4 of the rate, early stop on held-out pixels, keeps the parent if "
-    "nothing beats it)."
+    "nothing beats it, segments at the threshold your annotated pixels prefer)."
 )
 #: The recipe for a model whose card says label-free adaptation lowered its scores.
 RECIPE_NO_LABEL_FREE = (

@@ -5,8 +5,8 @@ was chosen on the model's training data. A new session moves the probabilities:
 under blur, object edges spread and a higher threshold puts them back where the
 annotation has them. ``benchmarks/bench_adapt.py`` (mito-em, blur and noise,
 slices 4 and 6 annotated) measured foreground Dice on the unseen slices of
-0.908 at the card's 0.75 and 0.922 at 0.9 for the fine-tuned model, and the
-annotated slices pointed the same way.
+0.908 at the card's 0.75 and 0.922 at 0.9 for the fine-tuned model, which
+chooses 0.9 on its annotated pixels.
 
 So a fine-tune of a threshold model tries :data:`THRESHOLD_CHOICES` on **all**
 its annotated pixels, post-processing each annotated plane with the card's
@@ -17,7 +17,7 @@ the pixels the weights learnt from bias it little. In the 4 mito-em fine-tunes
 where another threshold gained 0.01 or more on the unseen slices, the strip
 alone (a fifth of two slices) kept the card's each time; all the annotated
 pixels found it each time (+0.011 to +0.014), and in the others changed little
-(at most 0.002 either way; docs/benchmarks.md, session 21). A fine-tune that
+(-0.001 to +0.004; docs/benchmarks.md, session 21). A fine-tune that
 keeps the parent's weights still saves the parent with the session's threshold
 when that threshold gains the margin (``"threshold parent"``).
 Watershed cards are left alone: their threshold and marker height act together
