@@ -117,6 +117,9 @@ def test_only_a_fixed_threshold_is_chosen_again():
             is None
         )
     assert choose_threshold(probability_model(THRESHOLD_05), [], device=CPU) is None
+    three_classes = probability_model(THRESHOLD_05)
+    three_classes.card.classes = ["background", "interior", "boundary"]
+    assert not chooses_threshold(three_classes)
 
 
 def test_a_fine_tune_writes_the_chosen_threshold_into_the_new_card(user_folder):

@@ -114,11 +114,14 @@ class ThresholdChoice:
 def chooses_threshold(model: SegmentationModel) -> bool:
     """Whether a fine-tune of ``model`` re-chooses its threshold.
 
-    A semantic model whose card recommends a fixed ``"threshold"`` in pixels.
+    A semantic model of one foreground class (no boundary class, whose pixels
+    the threshold's labels leave out) whose card recommends a fixed
+    ``"threshold"`` in pixels.
     """
     stored = model.card.recommended.get("postprocess")
     return (
         model.task != "instance"
+        and len(model.classes) <= 2
         and isinstance(stored, dict)
         and stored.get("method") == "threshold"
         and isinstance(stored.get("threshold"), int | float)
