@@ -88,6 +88,10 @@ def test_finetune_passes_the_file_pixel_size_on(tmp_path, record_call):
         main([*args, "--name", "tiny-scaled"])
     # The job resamples planes far from the model's pixel size, as prediction does.
     assert tuple(seen["spacing"]) == pytest.approx((0.5, 0.5))
+    assert seen["settings"].choose_threshold  # the session's threshold, by default
+    with pytest.raises(record_call.stop):
+        main([*args, "--name", "tiny-same-threshold", "--keep-threshold"])
+    assert not seen["settings"].choose_threshold
 
 
 def test_finetune_bad_input_is_one_clear_line(image_files, tmp_path, capsys):

@@ -61,6 +61,12 @@ def register(subparsers: Any) -> None:
         help="save the fine-tuned model even when held-back annotated pixels score the "
         "parent better (by default the parent is kept and nothing is saved)",
     )
+    parser.add_argument(
+        "--keep-threshold",
+        action="store_true",
+        help="keep the base model's segmentation threshold (by default a model segmented at a "
+        "fixed threshold gets the one that segments the annotated pixels best)",
+    )
     parser.add_argument("--patch-size", type=int, help="patch side in pixels (default 128)")
     parser.add_argument("--batch-size", type=int, help="patches per step (default 4)")
     parser.add_argument(
@@ -83,6 +89,8 @@ def settings_from_args(args: argparse.Namespace, card: Any = None) -> Any:
         overrides["adapt_batchnorm"] = False
     if getattr(args, "always_save", False):
         overrides["keep_better_start"] = False
+    if getattr(args, "keep_threshold", False):
+        overrides["choose_threshold"] = False
     # One budget given: it alone limits the run (steps alone are reproducible).
     if args.steps is not None:
         overrides.update(steps=args.steps, minutes=None)
