@@ -185,8 +185,9 @@ def input_batches(
     ModelError
         An image whose channels the model cannot take.
     """
-    data, axes = _as_model_takes_it(model, image, axes)
+    data, axes = _image_and_axes(image, axes)
     card = model.card
+    data, axes, _ = match_channels(data, axes, card)
     channel_axis = axes.index("C") if "C" in axes else None
     channels = int(data.shape[channel_axis]) if channel_axis is not None else 1
     context = int(card.context_slices or 0)
@@ -246,14 +247,12 @@ def input_batches(
     return batches
 
 
-def _as_model_takes_it(model: SegmentationModel, image: Any, axes: str | None) -> tuple[Any, str]:
-    """The image's array and axes with its channels fitted to the model's card."""
+def _image_and_axes(image: Any, axes: str | None) -> tuple[Any, str]:
+    """The array of an image (or ImageData) and its axes, given or guessed."""
     data = image.data if hasattr(image, "axes") and hasattr(image, "data") else image
     axes = axes or getattr(image, "axes", None)
     data = np.asarray(data) if not hasattr(data, "shape") else data
-    axes = guess_axes(tuple(data.shape), axes)
-    data, axes, _ = match_channels(data, axes, model.card)
-    return data, axes
+    return data, guess_axes(tuple(data.shape), axes)
 
 
 def resampling_note(
@@ -263,7 +262,8 @@ def resampling_note(
     pixel_size = model.card.pixel_size_um
     if pixel_size is None or spacing is None:
         return None
-    data, axes = _as_model_takes_it(model, image, axes)
+    # Only Y and X matter here, which fitting the channels leaves as they are.
+    data, axes = _image_and_axes(image, axes)
     plan = resample_plan(pixel_size, spacing, axes, tuple(data.shape))
     return None if plan is None else plan.describe(float(pixel_size))
 

@@ -250,10 +250,10 @@ def _semantic_predictions(
                 yield region, mask, target, truth_ids, pred.cpu().numpy(), loss, prob
 
 
-def heldout_probabilities(
+def region_probabilities(
     model: SegmentationModel, regions: Sequence[Region], *, device: Any
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Each held-out region's crop: its annotated mask, class targets and probabilities.
+    """Each region's crop: its annotated mask, class targets and class probabilities.
 
     The crops are those :func:`evaluate_regions` scores (the region's box with
     :data:`CONTEXT` pixels of image around it), so a post-processing run on the

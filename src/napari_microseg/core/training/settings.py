@@ -148,8 +148,8 @@ class TrainSettings:
         pixels of the images as they are.
     choose_threshold : bool
         Fine-tuning: a model whose card recommends a fixed threshold gets the
-        one that segments the held-out annotated pixels best
-        (:mod:`~.threshold`), written into the new model's card.
+        one that segments all the annotated pixels best (:mod:`~.threshold`),
+        written into the new model's card.
     """
 
     steps: int | None = 2000
@@ -209,7 +209,7 @@ class TrainSettings:
         benchmarks/bench_adapt.py). Where the card says so
         (:func:`finetune_anchor_decay`), every step also pulls the weights back
         towards the start. Last, a model segmented with a fixed threshold gets the
-        threshold its held-out pixels prefer (:mod:`.threshold`).
+        threshold its annotated pixels prefer (:mod:`.threshold`).
 
         Early stopping waits for :data:`FINETUNE_PATIENCE` validations without
         improvement, about as many as the budget holds, so a fine-tune uses its

@@ -37,7 +37,7 @@ import numpy as np
 from ..inference.segment import recommended_pipeline
 from ..progress import Job, Progress
 from .data import Region
-from .scoring import capped_regions, heldout_probabilities
+from .scoring import capped_regions, region_probabilities
 
 if TYPE_CHECKING:
     from ..models.base import SegmentationModel
@@ -154,7 +154,7 @@ def choose_threshold(
     Returns
     -------
     ThresholdChoice or None
-        None when the model does not take a threshold or nothing is held out.
+        None when the model does not take a threshold or no pixel is annotated.
     """
     if not chooses_threshold(model) or not regions:
         return None
@@ -163,7 +163,7 @@ def choose_threshold(
     tried = sorted({card, *(float(t) for t in choices)})
     counts = {t: np.zeros(3, np.int64) for t in tried}  # tp, fp, fn
     pixels = 0
-    for mask, target, prob in heldout_probabilities(model, regions, device=device):
+    for mask, target, prob in region_probabilities(model, regions, device=device):
         truth = (target != 0) & mask
         pixels += int(mask.sum())
         for t in tried:
