@@ -461,15 +461,20 @@ def _run(
         )
     kept = "trained"
     parent_threshold = None  # the parent's session threshold, when only that could be saved
+
+    def parent_weights_kept(note: str) -> None:
+        """No gradient step kept: the parent's weights, in a new model whose card differs."""
+        working.module.load_state_dict(cpu_state(parent.module))
+        outcome.after = dict(parent_metrics or outcome.before)
+        outcome.notes.append(note)
+
     if few_shot and settings.keep_better_start:
         kept = better_of(outcome, start, settings)
         if kept == "parent" and plain_metrics is not None:
             # The corrected parent beat the parent; training did not beat it: keep the
             # parent's weights with the correction in its card, a new model.
             kept = "flat-field parent"
-            working.module.load_state_dict(cpu_state(parent.module))
-            outcome.after = dict(parent_metrics or outcome.before)
-            outcome.notes.append(
+            parent_weights_kept(
                 "Fine-tuning did not beat the flat-field corrected parent on the held-out "
                 "annotated pixels; the parent with the correction (no gradient steps kept) was "
                 "saved."
@@ -481,9 +486,7 @@ def _run(
             )
             kept = smoothing_outcome(kept, kept_metrics, unsmoothed_metrics, settings)
             if kept == "smoothed parent":
-                working.module.load_state_dict(cpu_state(parent.module))
-                outcome.after = dict(parent_metrics or outcome.before)
-                outcome.notes.append(
+                parent_weights_kept(
                     "Fine-tuning did not beat the parent on the smoothed images; the parent "
                     "with the smoothing (no gradient steps kept) was saved."
                 )
@@ -499,9 +502,7 @@ def _run(
         if parent_threshold is not None and parent_threshold.changed:
             # The weights stay the parent's; the session's threshold makes it a new model.
             kept = "threshold parent"
-            working.module.load_state_dict(cpu_state(parent.module))
-            outcome.after = dict(parent_metrics or outcome.before)
-            outcome.notes.append(
+            parent_weights_kept(
                 "Fine-tuning did not beat the parent on the held-out annotated pixels; the parent "
                 "with the threshold chosen on the annotated pixels (no gradient steps kept) was "
                 "saved."
