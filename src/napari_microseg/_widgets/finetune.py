@@ -443,8 +443,7 @@ class FinetuneWidget(DockedContainer):
             name=self.new_name.value or None,
             settings=settings,
             device=self.device_combo.value,
-            # Planes far from the model's pixel size are resampled to it, as Segment does.
-            spacing=layer_voxel_size(image, len(axes.replace("C", ""))).size_um,
+            spacing=_pixel_size(image, axes),
         )
         self._adapt_info: dict[str, Any] = {}
         self._illumination_info: dict[str, Any] = {}
@@ -522,7 +521,7 @@ class FinetuneWidget(DockedContainer):
             axes=axes,
             device="cpu",
             flat_field=True if self.flat_field.value else None,
-            spacing=layer_voxel_size(image, len(axes.replace("C", ""))).size_um,
+            spacing=_pixel_size(image, axes),
         )
         self.result_label.value = "adapting to the image…"
         self.segment_again.visible = False
@@ -603,6 +602,15 @@ class FinetuneWidget(DockedContainer):
         widget.image_combo.value = self.image_combo.value
         widget.model_combo.value = self.new_model.name
         widget.run()
+
+
+def _pixel_size(image: Any, axes: str) -> tuple[float, ...] | None:
+    """The image layer's voxel size in µm, for the jobs to resample to the model's pixel size.
+
+    Planes far from the model's pixel size are resampled to it, as Segment does; None
+    (a scale of 1, unknown) leaves them as they are.
+    """
+    return layer_voxel_size(image, len(axes.replace("C", ""))).size_um
 
 
 def _docked_widgets(viewer: napari.Viewer) -> list[Any]:

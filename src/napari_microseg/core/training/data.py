@@ -398,7 +398,7 @@ def prepare(
                     name=f"{name} z={z}" if stack else name,
                     source=number,
                     z=int(z) if stack else None,
-                    zoom=None if plan is None else plan.factor,
+                    zoom=zoom,
                 )
             )
             if size is not None:  # the same pixels at another pixel size are other data
