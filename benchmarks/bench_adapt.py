@@ -258,6 +258,13 @@ def main(argv: list[str] | None = None) -> int:
         help="never smooth a noisy session (TrainSettings.try_smoothing off, adapt smooth=False)",
     )
     parser.add_argument(
+        "--train-one-image",
+        action="store_true",
+        help="fine-tunes on one image take gradient steps even where the card advises "
+        "against it (TrainSettings.train_one_plane; what scripts/record_adaptation.py "
+        "decides that advice from)",
+    )
+    parser.add_argument(
         "--pick-seed",
         type=int,
         default=None,
@@ -332,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.no_smoothing:
             overrides["try_smoothing"] = False
         smooth = False if args.no_smoothing else None
+        if args.train_one_image:
+            overrides["train_one_plane"] = True
         if args.pick_seed is not None:
             overrides["seed"] = args.pick_seed
         settings = TrainSettings.for_finetune(model.card, **overrides)

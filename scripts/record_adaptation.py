@@ -20,6 +20,14 @@ fine-tuning on 1, 2 and 4 annotated slices or images.
   (``bench_adapt.py --steps``), compared at the same rate and pull: the card's
   ``steps``. Fine-tunes are compared only with the same shift, number of
   annotated images and the same images.
+* Where the results hold fine-tunes on **one** annotated image that took gradient
+  steps (``--shots 1``), and any of them scored below not adapting (the product's
+  score, the card's metric on segmented labels, where measured; else the Dice),
+  the card says so (``train_on_one_image: false``): a fine-tune on one image of
+  that model then takes no gradient step and only tries the label-free
+  corrections, judged on all the annotated pixels
+  (``TrainSettings.train_one_plane``). One image's held-out pixels cannot see
+  this (they approved every such run).
 
 A value recorded before stays unless the new results compare several. The
 label-free figures are replaced as a whole (new weights make old figures
@@ -106,8 +114,19 @@ def verdicts(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             if steps is not None:
                 scores = stepped.setdefault(run["model"], {}).setdefault(steps, {})
                 scores.update({(rate, anchor, shift, *key): dice for key, dice in shots.items()})
+    for result in results:
+        for run in result.get("runs", []):
+            one = one_image_figures(run)
+            if one:
+                model = found[run["model"]]
+                model.setdefault("one_image_scores", {}).update(one)
     for name, model in found.items():
         model["label_free"] = label_free(model["shifts"].values())
+        if model.get("one_image_scores"):
+            model["train_on_one_image"] = all(
+                f["one_image"] >= f["shifted"] - TOLERANCE
+                for f in model["one_image_scores"].values()
+            )
         for setting, scores in (
             ("learning_rate", tuned),
             ("anchor_decay", anchored),
@@ -117,6 +136,24 @@ def verdicts(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             if best is not None:
                 model[setting], model[f"mean_dice_by_{setting}"], model[f"{setting}_runs"] = best
     return found
+
+
+def one_image_figures(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The run's fine-tune on one image, if it took gradient steps: ``{"shift image N":
+    {"shifted", "one_image", "metric"}}`` on the product's score (segmented) where both
+    were measured, else the Dice; {} otherwise."""
+    one = run.get("shots=1")
+    if not isinstance(one, dict) or not one.get("steps") or one.get("gradient_steps") is False:
+        return {}
+    shifted = run["shifted"]
+    if isinstance(one.get("segmented"), dict) and isinstance(shifted.get("segmented"), dict):
+        metric = one["segmented"]["metric"]
+        before, after = shifted["segmented"]["score"], one["segmented"]["score"]
+    else:
+        metric, before, after = "dice", shifted["dice"], one["dice"]
+    slices = ",".join(str(s) for s in one.get("slices") or ())
+    key = f"{run['shift']} image {slices} ({run_steps(run, {}) or 'default'} steps)"
+    return {key: {"shifted": before, "one_image": after, "metric": metric}}
 
 
 def label_free(figures: Any) -> bool:
@@ -175,6 +212,17 @@ def write(name: str, verdict: dict[str, Any], *, merge: bool = False) -> Path:
             adaptation[f"{setting}_measured_by"] = verdict["commands"]
         else:  # what an earlier comparison found stays, with every key about it
             adaptation.update({key: value for key, value in previous.items() if setting in key})
+    if "train_on_one_image" in verdict:
+        scores = verdict["one_image_scores"]
+        if merge:
+            scores = {**(previous.get("one_image_scores") or {}), **scores}
+        adaptation["train_on_one_image"] = all(
+            f["one_image"] >= f["shifted"] - TOLERANCE for f in scores.values()
+        )
+        adaptation["one_image_scores"] = scores
+        adaptation["train_on_one_image_measured_by"] = verdict["commands"]
+    else:  # what earlier one-image fine-tunes found stays
+        adaptation.update({k: v for k, v in previous.items() if "one_image" in k})
     recommended["adaptation"] = adaptation
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
@@ -210,6 +258,12 @@ def main(argv: list[str] | None = None) -> int:
                     f"over {verdict[f'{setting}_runs']} fine-tunes: "
                     f"{verdict[f'mean_dice_by_{setting}']})"
                 )
+        if "train_on_one_image" in recorded and "train_on_one_image" in verdict:
+            verdict_text = "train" if recorded["train_on_one_image"] else "no gradient steps"
+            print(
+                f"  fine-tunes on one image: {verdict_text} "
+                f"({len(recorded['one_image_scores'])} measured)"
+            )
         print(f"  -> {path.relative_to(ROOT)}")
     return 0
 

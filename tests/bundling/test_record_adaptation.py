@@ -179,3 +179,51 @@ def test_the_step_limit_is_compared_on_the_same_annotated_images(tmp_path, monke
     adaptation = json.loads((tmp_path / "a.json").read_text())["recommended"]["adaptation"]
     assert adaptation["steps"] == 1000
     assert adaptation["steps_measured_by"] == [c["command"] for c in (short, long, other_images)]
+
+
+def one_image(shift: str, shifted: float, after: float, steps: int = 675, image: int = 3) -> dict:
+    """A bench_adapt run with a fine-tune on one image, scored segmented (mean AP)."""
+    entry = run("n", shift, 0.71, 0.61)
+    entry["shifted"]["segmented"] = {"metric": "ap_50_95", "score": shifted}
+    entry["shots=1"] = {
+        "dice": 0.72,
+        "segmented": {"metric": "ap_50_95", "score": after},
+        "slices": [image],
+        "steps": steps,
+    }
+    return entry
+
+
+def test_one_image_fine_tunes_worse_than_not_adapting_stop_one_image_training(
+    tmp_path, monkeypatch
+):
+    script = load_script()
+    worse = {"command": "bench_adapt --shots 1", "runs": [one_image("blur_noise", 0.2325, 0.2165)]}
+    found = script.verdicts([worse])["n"]
+    assert found["train_on_one_image"] is False
+    assert found["one_image_scores"] == {
+        "blur_noise image 3 (default steps)": {
+            "shifted": 0.2325,
+            "one_image": 0.2165,
+            "metric": "ap_50_95",
+        }
+    }
+    # Within the tolerance, or without a gradient step (nothing learnt), it is no evidence.
+    close = {"command": "c", "runs": [one_image("gamma", 0.32, 0.318)]}
+    assert script.verdicts([close])["n"]["train_on_one_image"] is True
+    untrained = {"command": "u", "runs": [one_image("gamma", 0.32, 0.10, steps=0)]}
+    assert "train_on_one_image" not in script.verdicts([untrained])["n"]
+
+    monkeypatch.setattr(script, "BUNDLED", tmp_path)
+    (tmp_path / "n.json").write_text(json.dumps({"name": "n", "recommended": {}}))
+    script.write("n", found)
+    adaptation = json.loads((tmp_path / "n.json").read_text())["recommended"]["adaptation"]
+    assert adaptation["train_on_one_image"] is False
+    assert adaptation["train_on_one_image_measured_by"] == ["bench_adapt --shots 1"]
+    # A later result without one-image fine-tunes keeps the verdict; a merged one adds to it.
+    script.write("n", script.verdicts([untrained])["n"], merge=True)
+    adaptation = json.loads((tmp_path / "n.json").read_text())["recommended"]["adaptation"]
+    assert adaptation["train_on_one_image"] is False
+    script.write("n", script.verdicts([close])["n"], merge=True)
+    adaptation = json.loads((tmp_path / "n.json").read_text())["recommended"]["adaptation"]
+    assert adaptation["train_on_one_image"] is False and len(adaptation["one_image_scores"]) == 2

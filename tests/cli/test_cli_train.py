@@ -286,3 +286,29 @@ def test_the_report_says_a_threshold_chosen_on_the_annotations(capsys):
     unchanged = {**lineage, "threshold": {**lineage["threshold"], "chosen": 0.75}}
     report(SimpleNamespace(name="m2", card=SimpleNamespace(lineage=unchanged, parent="m")))
     assert "segmentation threshold" not in capsys.readouterr().out
+
+
+def test_the_report_says_a_one_image_run_took_no_step(capsys):
+    from types import SimpleNamespace
+
+    from napari_microseg.cli.finetune import report
+
+    lineage = {
+        "metrics_before": {"dice": 0.75},
+        "metrics_after": {"dice": 0.79},
+        "recipe": {"kept": "smoothed parent", "smooth": 1.0, "gradient_steps": False},
+        "steps": 0,
+        "stopped": "one image",
+        "duration_s": 4.2,
+    }
+    report(SimpleNamespace(name="n-2", card=SimpleNamespace(lineage=lineage, parent="n")))
+    out = capsys.readouterr().out
+    assert (
+        "Saved 'n-2' (no gradient steps: one annotated image, as the parent's card advises" in out
+    )
+    assert "validation dice: 0.750 -> 0.790" in out
+    kept = {**lineage, "recipe": {"kept": "parent", "gradient_steps": False}}
+    report(SimpleNamespace(name="n", card=SimpleNamespace(lineage=kept, parent=None)))
+    assert "no label-free correction beat it on the annotated pixels (one image: no training)" in (
+        capsys.readouterr().out
+    )

@@ -88,3 +88,31 @@ def test_a_threshold_chosen_on_the_annotations_is_said():
         "saved as 'x' (the parent with a threshold chosen on your annotations (training did not "
         "help); it segments at threshold 0.9, not 0.75"
     )
+
+
+def test_one_image_without_training_says_so_and_where_it_was_judged():
+    lineage = {
+        "metrics_before": {"dice": 0.75},
+        "metrics_after": {"dice": 0.79},
+        "recipe": {"kept": "smoothed parent", "smooth": 1.0, "gradient_steps": False},
+    }
+    summary = FinetuneSummary.of(lineage, {}, {})
+    assert not summary.trained
+    assert summary.text("nuclei-2") == (
+        "saved as 'nuclei-2' (noisy images smoothed; one image, so no training: correct a "
+        "second image to fine-tune). on all your annotated pixels: dice: parent 0.750 → result "
+        "0.790"
+    )
+    kept = {
+        **lineage,
+        "metrics_after": {"dice": 0.75},
+        "recipe": {"kept": "parent", "gradient_steps": False},
+    }
+    assert (
+        FinetuneSummary.of(kept, {}, {})
+        .text("nuclei-fluo")
+        .startswith(
+            "kept the parent 'nuclei-fluo': one image, so no training (its card advises a second "
+            "image); no label-free correction beat it on all your annotated pixels"
+        )
+    )

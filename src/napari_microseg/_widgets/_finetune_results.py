@@ -20,6 +20,14 @@ HOW = {
     "not help)",
 }
 
+#: The same for a one-image run that took no gradient step (the card advised it).
+UNTRAINED_HOW = {
+    "adapted": "batch-norm adapted",
+    "flat-field parent": "illumination corrected",
+    "smoothed parent": "noisy images smoothed",
+    "threshold parent": "the parent with a threshold chosen on your annotations",
+}
+
 
 class TrainingCurves:
     """A small matplotlib canvas with loss and validation-metric curves."""
@@ -97,6 +105,7 @@ class FinetuneSummary:
     corrected: bool = False
     smoothed: float | None = None
     threshold: tuple[float, float] | None = None
+    trained: bool = True
 
     @classmethod
     def of(
@@ -143,10 +152,13 @@ class FinetuneSummary:
             corrected=bool(flat),
             smoothed=recipe.get("smooth"),
             threshold=(chosen["card"], chosen["chosen"]) if changed else None,
+            trained=recipe.get("gradient_steps") is not False,
         )
 
     def text(self, name: str) -> str:
         """The result line of the dock, for the model ``name`` (the parent's when kept)."""
+        if not self.trained:
+            return self.untrained_text(name)
         if self.kept == "parent":
             return (
                 f"kept the parent {name!r}: neither adaptation nor fine-tuning beat it "
@@ -163,3 +175,22 @@ class FinetuneSummary:
                 "as your annotated pixels prefer"
             )
         return f"saved as {name!r} ({how}). {WHERE}: {self.metrics}"
+
+    def untrained_text(self, name: str) -> str:
+        """The result line of a one-image run without gradient steps (the card advised it)."""
+        where = "on all your annotated pixels"
+        if self.kept == "parent":
+            return (
+                f"kept the parent {name!r}: one image, so no training (its card advises a "
+                f"second image); no label-free correction beat it {where} ({self.metrics}). "
+                "Nothing was saved."
+            )
+        how = [UNTRAINED_HOW.get(self.kept, self.kept)]
+        if self.smoothed and self.kept != "smoothed parent":
+            how.append(f"it smooths its input (sigma {self.smoothed:g} px)")
+        if self.threshold:
+            how.append(f"it segments at threshold {self.threshold[1]:g}, not {self.threshold[0]:g}")
+        return (
+            f"saved as {name!r} ({'; '.join(how)}; one image, so no training: correct a second "
+            f"image to fine-tune). {where}: {self.metrics}"
+        )

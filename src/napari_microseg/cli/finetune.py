@@ -343,17 +343,30 @@ def report(model: Any, *, as_json: bool = False) -> None:
         }
         print(json.dumps(summary, indent=2))
         return
-    if (lineage.get("recipe") or {}).get("kept") == "parent":
+    recipe = lineage.get("recipe") or {}
+    # A one-image fine-tune of a card that advises against training on one image (#21).
+    untrained = recipe.get("gradient_steps") is False
+    if recipe.get("kept") == "parent":
+        why = (
+            "no label-free correction beat it on the annotated pixels (one image: no training)"
+            if untrained
+            else "neither adaptation nor fine-tuning beat it on the held-out annotated pixels"
+        )
         print(
-            f"Kept the parent {model.name!r}: neither adaptation nor fine-tuning beat it on the "
-            f"held-out annotated pixels (Dice {after.get('dice', float('nan')):.3f}); nothing "
-            "was saved."
+            f"Kept the parent {model.name!r}: {why} (Dice {after.get('dice', float('nan')):.3f}); "
+            "nothing was saved."
         )
         return
-    print(
-        f"Saved {model.name!r} ({lineage.get('steps')} steps, stopped by "
-        f"{lineage.get('stopped')}, {lineage.get('duration_s')} s)."
-    )
+    if untrained:
+        print(
+            f"Saved {model.name!r} (no gradient steps: one annotated image, as the parent's "
+            f"card advises; {lineage.get('duration_s')} s)."
+        )
+    else:
+        print(
+            f"Saved {model.name!r} ({lineage.get('steps')} steps, stopped by "
+            f"{lineage.get('stopped')}, {lineage.get('duration_s')} s)."
+        )
     for key in ("dice", "iou", "object_f1"):
         if key in after:
             old = f"{before[key]:.3f} -> " if key in before else ""
@@ -365,7 +378,7 @@ def report(model: Any, *, as_json: bool = False) -> None:
             f"  segmentation threshold {threshold['card']:g} -> {threshold['chosen']:g}, chosen "
             "on the annotated pixels (the new model's card recommends it)"
         )
-    sigma = (lineage.get("recipe") or {}).get("smooth")
+    sigma = recipe.get("smooth")
     if sigma:
         print(
             f"  the images were noisier than the training data: the new model smooths its "

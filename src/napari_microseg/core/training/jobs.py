@@ -28,7 +28,8 @@ phase          keys
                ``improved``, ``best_step``, ``best_val_dice``, ``elapsed_s``
 ``save``       ``name``
 ``done``       ``name``, ``path``, ``metrics_before``, ``metrics_after``, ``steps``,
-               ``stopped`` (``"steps"``, ``"time"`` or ``"early stop"``), ``kept``
+               ``stopped`` (``"steps"``, ``"time"``, ``"early stop"``, or ``"one image"``:
+               no gradient step, see :func:`~.recipe.untrained_outcome`), ``kept``
                (``"trained"``, ``"adapted"``: batch-norm adaptation alone was best,
                or ``"parent"``: nothing beat the parent, which is returned unsaved)
 =============  ================================================================
@@ -71,11 +72,14 @@ from .fewshot import FewShotTrainer
 from .loop import Outcome, Trainer
 from .recipe import (
     KEPT_PARENT,
+    KEPT_PARENT_UNTRAINED,
     adapted_start,
     better_of,
     flat_field_start,
     kept_parent_event,
+    one_plane_levers_note,
     tries_flat_field,
+    untrained_outcome,
 )
 from .settings import TrainingError, TrainingWarning, TrainSettings
 from .smoothing import smoothing_outcome, smoothing_start, tries_smoothing
@@ -333,11 +337,19 @@ def _run(
         )
     few_shot = kind == "fine-tune"
     parts = {(r.plane.source, r.plane.z) for r in [*train_regions, *val_regions]}
-    if few_shot and not val_pairs and len(parts) == 1:
-        note = ONE_PLANE_NOTE
+    one_plane = few_shot and not val_pairs and len(parts) == 1
+    learns = not one_plane or settings.train_one_plane
+    if one_plane:
+        note = ONE_PLANE_NOTE if learns else one_plane_levers_note(parent.name)
         data.notes.append(note)
         warnings.warn(note, TrainingWarning, stacklevel=3)
         yield Progress(0, settings.steps, note, None, {"phase": "prepare", "note": note})
+    if not learns:
+        # No step will learn from the annotated pixels: all of them judge the label-free levers.
+        val_regions = annotated_regions(train_regions, val_regions)
+        split = "all the annotated pixels (one image: no gradient steps, nothing held out)"
+    # Said before a correction (flat field, smoothing) replaces the data; the lineage keeps it.
+    early_notes = list(data.notes)
     plain_metrics = None
     # Fine-tunes split their held-out pixels from the annotated planes (no val_pairs).
     if few_shot and not val_pairs and settings.try_flat_field and tries_flat_field(parent):
@@ -363,6 +375,7 @@ def _run(
         )
         if chosen is not None:
             parent, data, train_regions, val_regions, unsmoothed_metrics = chosen
+    data.notes[:0] = [note for note in early_notes if note not in data.notes]
     deadline = started + settings.minutes * 60 if settings.minutes else None
     if deadline is not None and time.monotonic() >= deadline:
         raise TrainingError(
@@ -403,10 +416,11 @@ def _run(
             history=history,
             best_step=best_step,
             notes=data.notes + notes,
-            earlier_s=trainer.earlier_s,
+            earlier_s=0.0 if trainer is None else trainer.earlier_s,
         )
         lineage["reproducible"] = settings.reproducibility(choice.kind)
-        lineage.update(trainer.card_facts())  # data workers, batch used, AMP... (#19)
+        if trainer is not None:
+            lineage.update(trainer.card_facts())  # data workers, batch used, AMP... (#19)
         return lineage
 
     def keep_draft(state: dict[str, Any], metrics: dict[str, float], step: int) -> None:
@@ -439,33 +453,49 @@ def _run(
                 f"The draft {draft_name!r} was not kept: {error}", TrainingWarning, stacklevel=2
             )
 
-    trainer = (FewShotTrainer if few_shot else Trainer)(
-        working,
-        settings,
-        device=choice,
-        train_regions=train_regions,
-        val_regions=val_regions,
-        deadline=deadline,
-        data_hash=data.data_hash,
-        checkpoint=checkpoint,
-        resume=resume,
-        on_cancel=keep_draft,
-        started=started,
+    trainer = (
+        None
+        if not learns
+        else (FewShotTrainer if few_shot else Trainer)(
+            working,
+            settings,
+            device=choice,
+            train_regions=train_regions,
+            val_regions=val_regions,
+            deadline=deadline,
+            data_hash=data.data_hash,
+            checkpoint=checkpoint,
+            resume=resume,
+            on_cancel=keep_draft,
+            started=started,
+        )
     )
-    with frozen_batchnorm(working.module, few_shot and settings.freeze_batchnorm):
-        outcome: Outcome = yield from trainer.run()
+    if trainer is None:
+        outcome: Outcome = yield from untrained_outcome(
+            working, val_regions, settings, choice.device
+        )
+    else:
+        with frozen_batchnorm(working.module, few_shot and settings.freeze_batchnorm):
+            outcome = yield from trainer.run()
     if outcome.best_state is None:
         raise TrainingError(
             "Training ended before its first step: the time budget is too small for this "
             "model and data. Give more minutes or steps."
         )
     kept = "trained"
+    # Recorded so that the CLI and the widget do not say "training did not help".
+    no_steps = {} if learns else {"gradient_steps": False}
     parent_threshold = None  # the parent's session threshold, when only that could be saved
 
-    def parent_weights_kept(note: str) -> None:
+    def parent_weights_kept(note: str, correction: str) -> None:
         """No gradient step kept: the parent's weights, in a new model whose card differs."""
         working.module.load_state_dict(cpu_state(parent.module))
         outcome.after = dict(parent_metrics or outcome.before)
+        if not learns:
+            note = (
+                f"One image, so no gradient steps: the parent with {correction}, which beat the "
+                "parent as it was on all the annotated pixels, was saved."
+            )
         outcome.notes.append(note)
 
     if few_shot and settings.keep_better_start:
@@ -477,7 +507,8 @@ def _run(
             parent_weights_kept(
                 "Fine-tuning did not beat the flat-field corrected parent on the held-out "
                 "annotated pixels; the parent with the correction (no gradient steps kept) was "
-                "saved."
+                "saved.",
+                "the flat-field correction",
             )
         if unsmoothed_metrics is not None:
             # The held-out metrics of what was kept, all on the smoothed images.
@@ -488,7 +519,8 @@ def _run(
             if kept == "smoothed parent":
                 parent_weights_kept(
                     "Fine-tuning did not beat the parent on the smoothed images; the parent "
-                    "with the smoothing (no gradient steps kept) was saved."
+                    "with the smoothing (no gradient steps kept) was saved.",
+                    "the smoothing",
                 )
             elif kept == "parent":
                 # The parent on the images as they are beat everything smoothed: it stays as
@@ -505,7 +537,8 @@ def _run(
             parent_weights_kept(
                 "Fine-tuning did not beat the parent on the held-out annotated pixels; the parent "
                 "with the threshold chosen on the annotated pixels (no gradient steps kept) was "
-                "saved."
+                "saved.",
+                "the threshold chosen on the annotated pixels",
             )
         if kept == "parent":
             # Nothing is saved; the result is the parent's weights under the parent's name, with
@@ -519,11 +552,11 @@ def _run(
                 outcome.stopped,
                 outcome.history,
                 outcome.best_step,
-                [*outcome.notes, KEPT_PARENT],
+                [*outcome.notes, KEPT_PARENT if learns else KEPT_PARENT_UNTRAINED],
             )
-            lineage["recipe"] = {"start": start, "kept": "parent"}
+            lineage["recipe"] = {"start": start, "kept": "parent", **no_steps}
             kept_model = trained_model(working, parent, parent.name, lineage, metrics, kind, data)
-            yield kept_parent_event(parent, metrics, outcome)
+            yield kept_parent_event(parent, metrics, outcome, trained=learns)
             return kept_model.eval()
         if kept == "adapted":
             working.module.load_state_dict(event["adapted_state"])
@@ -549,6 +582,7 @@ def _run(
         "kept": kept,
         "flat_field": plain_metrics is not None,
         "smooth": smooth_sigma(parent.card.normalization),
+        **no_steps,
     }
     result = with_input_reference(
         data, trained_model(working, parent, name, lineage, outcome.after, kind, data)

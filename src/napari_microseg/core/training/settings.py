@@ -150,6 +150,13 @@ class TrainSettings:
         Fine-tuning: a model whose card recommends a fixed threshold gets the
         one that segments all the annotated pixels best (:mod:`~.threshold`),
         written into the new model's card.
+    train_one_plane : bool
+        Fine-tuning: take gradient steps when every annotated pixel lies in one
+        slice or image. False: only the label-free levers (flat field,
+        smoothing, threshold) are tried, each judged on all the annotated
+        pixels, which no step then learns from; the model's card says when its
+        fine-tunes from one image were worse on the session's other images
+        (:func:`finetune_trains_one_plane`).
     """
 
     steps: int | None = 2000
@@ -190,6 +197,7 @@ class TrainSettings:
     try_flat_field: bool = False
     try_smoothing: bool = False
     choose_threshold: bool = False
+    train_one_plane: bool = True
     anchor_decay: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -243,6 +251,7 @@ class TrainSettings:
             try_smoothing=True,
             choose_threshold=True,
             anchor_decay=finetune_anchor_decay(card),
+            train_one_plane=finetune_trains_one_plane(card),
         )
         return replace(base, **overrides)
 
@@ -397,6 +406,31 @@ def finetune_anchor_decay(card: ModelCard | None) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1:
         return float(value)
     return 0.0
+
+
+def finetune_trains_one_plane(card: ModelCard | None) -> bool:
+    """Whether a fine-tune of this model takes gradient steps on one annotated image.
+
+    ``recommended["adaptation"]["train_on_one_image"]``, written by
+    ``scripts/record_adaptation.py`` from ``benchmarks/bench_adapt.py --shots 1``
+    runs: nuclei-fluo trained on one DSB image (256 x 256, 12-36 nuclei) scored
+    worse on the session's other images than not adapting (mean AP 0.216 and
+    0.212 against 0.233 under blur and noise, session 21), while the held-out
+    pixels of that image approved it; its smoothed parent alone, judged on all
+    the annotated pixels, scored 0.356. mito-em, membrane-em and gland-he gained
+    from one slice or image, so it is per model.
+
+    Parameters
+    ----------
+    card : ModelCard, optional
+        The base model's card; None gives True.
+
+    Returns
+    -------
+    bool
+        :attr:`TrainSettings.train_one_plane`.
+    """
+    return recommended_for_finetune(card, "train_on_one_image") is not False
 
 
 def finetune_steps(card: ModelCard | None) -> int:
