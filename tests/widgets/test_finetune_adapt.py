@@ -185,7 +185,7 @@ def test_adapting_an_image_of_another_pixel_size_says_so(viewer_and_image, model
 
 
 def test_the_recipe_follows_the_models_benchmark(viewer_and_image, model_registry):
-    from napari_microseg._widgets.finetune import RECIPE, RECIPE_NO_LABEL_FREE
+    from napari_microseg._widgets.finetune import ONE_IMAGE_HINT, RECIPE, RECIPE_NO_LABEL_FREE
     from napari_microseg.core.models.registry import load_model, save_user_model
 
     harmful = load_model("tiny-grey", device="cpu")
@@ -197,6 +197,7 @@ def test_the_recipe_follows_the_models_benchmark(viewer_and_image, model_registr
             "dice_shifted_vs_adapted": {"blur_noise": {"shifted": 0.71, "adapted": 0.43}},
             "learning_rate": 1e-4,
             "steps": 1000,
+            "train_on_one_image": False,
         },
     }
     save_user_model(harmful, folder=model_registry)
@@ -205,7 +206,7 @@ def test_the_recipe_follows_the_models_benchmark(viewer_and_image, model_registr
     viewer.window.add_dock_widget(widget)
     widget.refresh_models()
     widget.model_combo.value = "tiny-harmful"
-    assert widget.recipe_label.value == RECIPE_NO_LABEL_FREE
+    assert widget.recipe_label.value == f"{RECIPE_NO_LABEL_FREE} {ONE_IMAGE_HINT}"
     assert "0.71 -> 0.43" in widget.adapt_button.tooltip
     assert not widget.adapt_first.value and not widget.adapt_first.enabled
     assert widget.learning_rate.value == pytest.approx(1e-4)

@@ -73,6 +73,12 @@ RECIPE_NO_LABEL_FREE = (
     "image': benchmarks/bench_adapt.py found that it lowers this model's scores; the fine-tune "
     "tries the statistics itself and keeps them only when held-out pixels agree)."
 )
+#: Added to the recipe of a model whose card says one image's fine-tunes were worse.
+ONE_IMAGE_HINT = (
+    "Annotate two or more images or slices: trained on one, this model scored worse on the "
+    "session's other images (benchmarks/bench_adapt.py), so with one it is not trained; only "
+    "the corrections that need no training (smoothing a noisy session, flat field) are tried."
+)
 FLAT_FIELD_TOOLTIP = (
     "With 'Adapt to this image': the new model divides each plane by its smoothed brightness "
     "before segmenting, which undoes uneven illumination (vignetting, a lamp off centre). "
@@ -483,13 +489,19 @@ class FinetuneWidget(DockedContainer):
         """The chosen model's recipe: its learning rate and step limit; no label-free
         adaptation where it hurt."""
         from ..core.training.adapt import label_free_advice
-        from ..core.training.settings import finetune_learning_rate, finetune_steps
+        from ..core.training.settings import (
+            finetune_learning_rate,
+            finetune_steps,
+            finetune_trains_one_plane,
+        )
 
         card = self.card_of(self.model_combo.value)
         self.learning_rate.value = finetune_learning_rate(card)
         self.steps.value = finetune_steps(card)
         advice = None if card is None else label_free_advice(card)
-        self.recipe_label.value = RECIPE if advice is None else RECIPE_NO_LABEL_FREE
+        recipe = RECIPE if advice is None else RECIPE_NO_LABEL_FREE
+        one_image = "" if finetune_trains_one_plane(card) else f" {ONE_IMAGE_HINT}"
+        self.recipe_label.value = recipe + one_image
         self.adapt_button.tooltip = ADAPT_TOOLTIP + (f"\n\n{advice}" if advice else "")
         # The fine-tune skips the statistics for such a model anyway (recipe.adapted_start).
         if advice:

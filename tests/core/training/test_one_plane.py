@@ -133,6 +133,13 @@ def test_one_image_whose_corrections_lose_keeps_the_parent_and_says_why(user_fol
         "gradient_steps": False,
     }
     assert not list(Path(user_folder).glob("threshold-lose*"))
+    # Without a step there is nothing to keep but the start, whatever keep_better_start says.
+    with pytest.warns(TrainingWarning, match="no gradient step is taken"):
+        result, events = tune(
+            parent, image[:1], labels[:1], "threshold-lose2", keep_better_start=False
+        )
+    assert events[-1].info["kept"] == "parent" and result.name == "threshold"
+    assert not list(Path(user_folder).glob("threshold-lose*"))
 
 
 def test_two_images_or_a_card_without_the_advice_still_train():

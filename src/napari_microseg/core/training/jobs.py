@@ -498,7 +498,8 @@ def _run(
             )
         outcome.notes.append(note)
 
-    if few_shot and settings.keep_better_start:
+    # Without a step the start is all there is: the parent unless a correction beat it.
+    if few_shot and (settings.keep_better_start or not learns):
         kept = better_of(outcome, start, settings)
         if kept == "parent" and plain_metrics is not None:
             # The corrected parent beat the parent; training did not beat it: keep the
