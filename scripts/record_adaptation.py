@@ -213,14 +213,16 @@ def write(name: str, verdict: dict[str, Any], *, merge: bool = False) -> Path:
         else:  # what an earlier comparison found stays, with every key about it
             adaptation.update({key: value for key, value in previous.items() if setting in key})
     if "train_on_one_image" in verdict:
-        scores = verdict["one_image_scores"]
+        scores, measured_by = verdict["one_image_scores"], list(verdict["commands"])
         if merge:
             scores = {**(previous.get("one_image_scores") or {}), **scores}
+            earlier = previous.get("train_on_one_image_measured_by") or []
+            measured_by = [c for c in earlier if c not in measured_by] + measured_by
         adaptation["train_on_one_image"] = all(
             f["one_image"] >= f["shifted"] - TOLERANCE for f in scores.values()
         )
         adaptation["one_image_scores"] = scores
-        adaptation["train_on_one_image_measured_by"] = verdict["commands"]
+        adaptation["train_on_one_image_measured_by"] = measured_by
     else:  # what earlier one-image fine-tunes found stays
         adaptation.update({k: v for k, v in previous.items() if "one_image" in k})
     recommended["adaptation"] = adaptation

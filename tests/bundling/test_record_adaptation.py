@@ -227,3 +227,4 @@ def test_one_image_fine_tunes_worse_than_not_adapting_stop_one_image_training(
     script.write("n", script.verdicts([close])["n"], merge=True)
     adaptation = json.loads((tmp_path / "n.json").read_text())["recommended"]["adaptation"]
     assert adaptation["train_on_one_image"] is False and len(adaptation["one_image_scores"]) == 2
+    assert adaptation["train_on_one_image_measured_by"] == ["bench_adapt --shots 1", "c"]

@@ -414,10 +414,11 @@ def finetune_trains_one_plane(card: ModelCard | None) -> bool:
     ``recommended["adaptation"]["train_on_one_image"]``, written by
     ``scripts/record_adaptation.py`` from ``benchmarks/bench_adapt.py --shots 1``
     runs: nuclei-fluo trained on one DSB image (256 x 256, 12-36 nuclei) scored
-    worse on the session's other images than not adapting (mean AP 0.216 and
-    0.212 against 0.233 under blur and noise, session 21), while the held-out
-    pixels of that image approved it; its smoothed parent alone, judged on all
-    the annotated pixels, scored 0.356. mito-em, membrane-em and gland-he gained
+    below not adapting on the session's other images in 10 of 12 cells (three
+    images, four shifts; mean AP 0.04-0.42 against 0.23-0.53; the other two kept
+    the parent), while the held-out pixels of that image approved it; under blur
+    and noise its smoothed parent alone, judged on all the annotated pixels of
+    image 3, scored 0.356 against 0.233. mito-em, membrane-em and gland-he gained
     from one slice or image, so it is per model.
 
     Parameters
