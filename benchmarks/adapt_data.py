@@ -32,7 +32,12 @@ def card_names(model: str, pattern: str) -> list[str]:
 
 
 def first_four_pooled(images: np.ndarray, ids: np.ndarray, axes: str, what: str) -> dict[str, Any]:
-    """The first four images are the annotation pool, the rest the evaluation set."""
+    """The first four images are the annotation pool, the rest the evaluation set.
+
+    ``separate``: the images are unrelated 2D images stacked for convenience, not the
+    slices of one volume; one of them annotated alone is given as a user opens it, by
+    itself (normalised on its own, as each evaluation image is).
+    """
     return {
         "pool_images": images[:4],
         "pool_labels": ids[:4].astype(np.int32),
@@ -40,6 +45,7 @@ def first_four_pooled(images: np.ndarray, ids: np.ndarray, axes: str, what: str)
         "eval_labels": ids[4:].astype(np.int32),
         "axes": axes,
         "what": what,
+        "separate": True,
     }
 
 

@@ -47,7 +47,11 @@ fine-tune validation scores it) of:
   of ``TrainSettings.for_finetune`` (the few-shot recipe) on n annotated pool
   slices/images (with ``--given-pixel-size``, under the pixel-size shift, these and
   ``adapted`` are told the new pixel size and segmented with it, as after a user sets
-  the layer's scale),
+  the layer's scale). The pool is given as one stack, normalised as a whole, with the
+  chosen slices annotated, except one DSB or GlaS image annotated alone (``shots=1``;
+  since session 22): it is given by itself, as a user opens one 2D image, normalised
+  on its own as every evaluation image is (the four pool images are unrelated
+  pictures stacked for convenience),
 
 with wall and CPU seconds of each adaptation. The source, shifted, adapted and
 ``shots=n`` entries also hold ``segmented``: the evaluation images segmented as
@@ -467,17 +471,22 @@ def main(argv: list[str] | None = None) -> int:
                 labels = np.zeros(pool_labels.shape, np.int32)
                 labels[chosen] = pool_labels[chosen]
                 events: list[Any] = []
+                given = (pool, labels, chosen, axes, pool_spacing)
+                if n == 1 and data.get("separate"):
+                    # One 2D image annotated alone: the user opens it by itself.
+                    single = None if pool_spacing is None else pool_spacing[1:]
+                    given = (pool[chosen[0]], labels[chosen[0]], None, axes[1:], single)
                 job = finetune(
                     model,
-                    pool,
-                    labels,
-                    slices=chosen,
-                    axes=axes,
+                    given[0],
+                    given[1],
+                    slices=given[2],
+                    axes=given[3],
                     name=f"{name}-{kind}-{n}",
                     settings=settings,
                     device="cpu",
                     folder=workdir / "saved",
-                    spacing=pool_spacing,
+                    spacing=given[4],
                 )
                 tuned, wall, cpu = timed(drain, job, show=False, on_progress=events.append)
                 done = [e.info for e in events if e.info.get("phase") == "done"][-1]
