@@ -77,7 +77,8 @@ RECIPE_NO_LABEL_FREE = (
 ONE_IMAGE_HINT = (
     "Annotate two or more images or slices: trained on one, this model scored worse on the "
     "session's other images (benchmarks/bench_adapt.py), so with one it is not trained; only "
-    "the corrections that need no training (smoothing a noisy session, flat field) are tried."
+    "the corrections that need no training (smoothing a noisy session, a fixed threshold) are "
+    "tried."
 )
 FLAT_FIELD_TOOLTIP = (
     "With 'Adapt to this image': the new model divides each plane by its smoothed brightness "

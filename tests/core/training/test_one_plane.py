@@ -99,6 +99,8 @@ def test_one_image_takes_no_step_and_keeps_the_smoothing_all_its_pixels_approve(
         result, events = tune(parent, image, labels, "threshold-one")
     done = events[-1].info
     assert done["kept"] == "smoothed parent" and done["steps"] == 0
+    # One image's pixels approved flat fields that cost the other images: not tried.
+    assert not [e for e in events if e.info.get("phase") == "illumination"]
     assert done["stopped"] == "one image"
     # No step: the threshold is the parent's, exactly; the smoothing is what was learnt.
     assert result.module.threshold.item() == 0.5
@@ -146,6 +148,7 @@ def test_two_images_or_a_card_without_the_advice_still_train():
     image, labels = session()
     result, events = tune(model(one_image=False), image, labels, "threshold-two")
     assert events[-1].info["steps"] == 3
+    assert [e for e in events if e.info.get("phase") == "illumination"]
     assert "gradient_steps" not in result.card.lineage["recipe"]
     with pytest.warns(TrainingWarning, match="cannot tell whether the result holds"):
         result, events = tune(model(one_image=None), image[:1], labels[:1], "threshold-default")

@@ -36,8 +36,8 @@ pixels (:func:`better_of`); a fine-tune that beats neither saves nothing.
 
 A model whose card says its fine-tunes from one image were worse on the session's
 other images (:func:`~.settings.finetune_trains_one_plane`) takes no gradient step
-when every annotation lies in one image: the label-free levers alone are judged,
-on all the annotated pixels (:func:`untrained_outcome`, :func:`one_plane_levers_note`).
+when every annotation lies in one image: the smoothing and the threshold alone are
+judged, on all the annotated pixels (:func:`untrained_outcome`, :func:`one_plane_levers_note`).
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ KEPT_PARENT = (
 
 #: The note of a one-image fine-tune without gradient steps whose corrections did not help.
 KEPT_PARENT_UNTRAINED = (
-    "No label-free correction (flat field, smoothing, threshold) beat the parent on the "
+    "No correction that needs no training (smoothing, threshold) beat the parent on the "
     "annotated pixels, so the parent is kept and nothing was saved. Correct a second image "
     "to fine-tune."
 )
@@ -389,7 +389,8 @@ def one_plane_levers_note(model_name: str) -> str:
         f"All annotations are in one slice or image, and {model_name}'s card says that its "
         "fine-tunes from one image scored worse on the session's other images than not "
         "adapting (benchmarks/bench_adapt.py). So no gradient step is taken: only the "
-        "label-free corrections (smoothing a noisy session, flat field, threshold) are tried, "
+        "corrections that need no training (smoothing a noisy session, a fixed threshold) are "
+        "tried, "
         "each judged on all your annotated pixels. Correct a second slice or image to "
         "fine-tune."
     )

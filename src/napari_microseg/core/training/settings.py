@@ -152,10 +152,12 @@ class TrainSettings:
         written into the new model's card.
     train_one_plane : bool
         Fine-tuning: take gradient steps when every annotated pixel lies in one
-        slice or image. False: only the label-free levers (flat field,
-        smoothing, threshold) are tried, each judged on all the annotated
-        pixels, which no step then learns from; the model's card says when its
-        fine-tunes from one image were worse on the session's other images
+        slice or image. False: only the corrections that need no training
+        (smoothing a noisy session, a fixed threshold) are tried, each judged on
+        all the annotated pixels, which no step then learns from; not the flat
+        field, which one image's pixels approved where it cost the session's
+        other images (bench_adapt). The model's card says when its fine-tunes
+        from one image were worse on the session's other images
         (:func:`finetune_trains_one_plane`).
     """
 
