@@ -415,12 +415,12 @@ def finetune_trains_one_plane(card: ModelCard | None) -> bool:
 
     ``recommended["adaptation"]["train_on_one_image"]``, written by
     ``scripts/record_adaptation.py`` from ``benchmarks/bench_adapt.py --shots 1``
-    runs: nuclei-fluo trained on one DSB image (256 x 256, 12-36 nuclei) scored
-    below not adapting on the session's other images in 10 of 12 cells (three
-    images, four shifts; mean AP 0.04-0.42 against 0.23-0.53; the other two kept
-    the parent), while the held-out pixels of that image approved it; under blur
-    and noise its smoothed parent alone, judged on all the annotated pixels of
-    image 3, scored 0.356 against 0.233. mito-em, membrane-em and gland-he gained
+    runs: nuclei-fluo trained on one DSB image (256 x 256, 12-36 nuclei), given
+    alone as a user opens it, scored below not adapting on the session's other
+    images in 8 of 12 cells (three images, four shifts; mean AP 0.06-0.46
+    against 0.23-0.53), level in 3 and better in one, while the held-out pixels
+    of that image approved every trained result kept (session 22). mito-em,
+    membrane-em and gland-he gained
     from one slice or image, so it is per model.
 
     Parameters
