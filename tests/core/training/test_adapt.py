@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from threshold_net import Threshold
 
 from napari_microseg.core.io import synthetic
 from napari_microseg.core.models import registry
@@ -337,17 +338,6 @@ def test_finetune_adapts_first_and_records_the_recipe(tiny):
         # "before" is the parent as the user had it, not the adapted start.
         parent_dice = adapt_events[-1]["metrics_parent"]["dice"]
         assert result.card.lineage["metrics_before"]["dice"] == parent_dice
-
-
-class Threshold(torch.nn.Module):
-    """Foreground where the input is above a learnable threshold: perfect on its own data."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.threshold = torch.nn.Parameter(torch.tensor(0.5))
-
-    def forward(self, x):
-        return torch.cat([(self.threshold - x) * 20, (x - self.threshold) * 20], dim=1)
 
 
 def threshold_and_blobs(size: int, blur: float) -> tuple[SegmentationModel, np.ndarray, np.ndarray]:

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from scipy import ndimage as ndi
 from skimage.measure import label
+from threshold_net import Threshold
 
 from napari_microseg.core.inference.denoise import STRONG_SIGMA
 from napari_microseg.core.models.base import ModelCard, SegmentationModel
 from napari_microseg.core.progress import drain
 from napari_microseg.core.training.jobs import ONE_PLANE_NOTE, finetune
-from napari_microseg.core.training.recipe import KEPT_PARENT_UNTRAINED, one_plane_levers_note
+from napari_microseg.core.training.one_plane import KEPT_PARENT_UNTRAINED, one_plane_levers_note
 from napari_microseg.core.training.settings import (
     TrainingWarning,
     TrainSettings,
@@ -30,17 +30,6 @@ from napari_microseg.core.training.settings import (
 pytestmark = pytest.mark.usefixtures("user_folder")
 
 SIZE = 64
-
-
-class Threshold(torch.nn.Module):
-    """Foreground where the input is above a learnable threshold (starts at 0.5)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.threshold = torch.nn.Parameter(torch.tensor(0.5))
-
-    def forward(self, x):
-        return torch.cat([(self.threshold - x) * 20, (x - self.threshold) * 20], dim=1)
 
 
 def model(*, one_image: bool | None) -> SegmentationModel:

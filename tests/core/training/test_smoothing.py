@@ -9,6 +9,7 @@ import pytest
 import torch
 from scipy import ndimage as ndi
 from skimage.measure import label
+from threshold_net import Threshold
 
 from napari_microseg.core.inference.denoise import (
     GENTLE_SIGMA,
@@ -34,17 +35,6 @@ from napari_microseg.core.training.settings import TrainSettings
 from napari_microseg.core.training.smoothing import tries_smoothing
 
 pytestmark = pytest.mark.usefixtures("user_folder")
-
-
-class Threshold(torch.nn.Module):
-    """Foreground where the input is above a learnable threshold."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.threshold = torch.nn.Parameter(torch.tensor(0.5))
-
-    def forward(self, x):
-        return torch.cat([(self.threshold - x) * 20, (x - self.threshold) * 20], dim=1)
 
 
 def blobs(size: int = 96) -> np.ndarray:

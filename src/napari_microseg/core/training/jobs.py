@@ -29,7 +29,7 @@ phase          keys
 ``save``       ``name``
 ``done``       ``name``, ``path``, ``metrics_before``, ``metrics_after``, ``steps``,
                ``stopped`` (``"steps"``, ``"time"``, ``"early stop"``, or ``"one image"``:
-               no gradient step, see :func:`~.recipe.untrained_outcome`), ``kept``
+               no gradient step, see :func:`~.one_plane.untrained_outcome`), ``kept``
                (``"trained"``, ``"adapted"``: batch-norm adaptation alone was best,
                or ``"parent"``: nothing beat the parent, which is returned unsaved)
 =============  ================================================================
@@ -70,16 +70,14 @@ from .data import (
 )
 from .fewshot import FewShotTrainer
 from .loop import Outcome, Trainer
+from .one_plane import KEPT_PARENT_UNTRAINED, one_plane_levers_note, untrained_outcome
 from .recipe import (
     KEPT_PARENT,
-    KEPT_PARENT_UNTRAINED,
     adapted_start,
     better_of,
     flat_field_start,
     kept_parent_event,
-    one_plane_levers_note,
     tries_flat_field,
-    untrained_outcome,
 )
 from .settings import TrainingError, TrainingWarning, TrainSettings
 from .smoothing import smoothing_outcome, smoothing_start, tries_smoothing

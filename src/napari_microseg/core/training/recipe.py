@@ -35,9 +35,8 @@ After training, the result is kept only when it beats its start on the held-out
 pixels (:func:`better_of`); a fine-tune that beats neither saves nothing.
 
 A model whose card says its fine-tunes from one image were worse on the session's
-other images (:func:`~.settings.finetune_trains_one_plane`) takes no gradient step
-when every annotation lies in one image: the smoothing and the threshold alone are
-judged, on all the annotated pixels (:func:`untrained_outcome`, :func:`one_plane_levers_note`).
+other images takes no gradient step when every annotation lies in one image
+(:mod:`.one_plane`).
 """
 
 from __future__ import annotations
@@ -57,31 +56,28 @@ from .adapt import (
     input_batches,
     label_free_advice,
 )
-from .loop import Outcome
-from .scoring import capped_regions, evaluate_regions, metrics_text, prefixed
+from .scoring import capped_regions, evaluate_regions, metrics_text
 from .state import cpu_state
 
 if TYPE_CHECKING:
     from ..models.base import SegmentationModel
     from .data import PreparedData, Region, TrainingPair
+    from .loop import Outcome
     from .settings import TrainSettings
 
 __all__ = [
     "CROSS_FIT_FOLDS",
     "FLAT_FIELD_MIN_GAIN",
     "KEPT_PARENT",
-    "KEPT_PARENT_UNTRAINED",
     "AdaptedStart",
     "adapted_start",
     "better_of",
     "cross_fit",
     "illumination_start",
     "kept_parent_event",
-    "one_plane_levers_note",
     "score",
     "statistics_batches",
     "tries_flat_field",
-    "untrained_outcome",
     "with_flat_field",
     "with_normalization",
     "with_planes",
@@ -92,13 +88,6 @@ KEPT_PARENT = (
     "Neither the batch-norm adaptation nor the fine-tuning beat the parent on the held-out "
     "annotated pixels, so the parent is kept and nothing was saved. Annotate more (or other) "
     "objects, or give more time."
-)
-
-#: The note of a one-image fine-tune without gradient steps whose corrections did not help.
-KEPT_PARENT_UNTRAINED = (
-    "No correction that needs no training (smoothing, threshold) beat the parent on the "
-    "annotated pixels, so the parent is kept and nothing was saved. Correct a second image "
-    "to fine-tune."
 )
 
 #: Slices (or images) whose held-out pixels judge statistics measured without them; more
@@ -352,7 +341,7 @@ def kept_parent_event(
     """The last event of a fine-tune that kept the parent (nothing saved).
 
     ``trained`` False: a one-image fine-tune that took no gradient step
-    (:func:`untrained_outcome`), judged on all the annotated pixels.
+    (:func:`~.one_plane.untrained_outcome`), judged on all the annotated pixels.
     """
     dice = f"Dice {metrics.get('dice', float('nan')):.3f}"
     if trained:
@@ -380,73 +369,6 @@ def kept_parent_event(
             "kept": "parent",
             "start": "parent",
         },
-    )
-
-
-def one_plane_levers_note(model_name: str) -> str:
-    """Said when a one-image fine-tune of ``model_name`` takes no gradient step."""
-    return (
-        f"All annotations are in one slice or image, and {model_name}'s card says that its "
-        "fine-tunes from one image scored worse on the session's other images than not "
-        "adapting (benchmarks/bench_adapt.py). So no gradient step is taken: only the "
-        "corrections that need no training (smoothing a noisy session, a fixed threshold) are "
-        "tried, "
-        "each judged on all your annotated pixels. Correct a second slice or image to "
-        "fine-tune."
-    )
-
-
-def untrained_outcome(
-    model: SegmentationModel,
-    regions: Sequence[Region],
-    settings: TrainSettings,
-    device: Any,
-) -> Job[Outcome]:
-    """The start as a run's outcome, without a gradient step.
-
-    Parameters
-    ----------
-    model : SegmentationModel
-        The chosen start (its module unchanged).
-    regions : sequence of Region
-        The pixels that judge it: all the annotated pixels, as nothing learns from them.
-    settings : TrainSettings
-        ``val_max_pixels``, ``loss``, ``steps`` (for the progress events).
-    device : torch.device
-        Where ``model`` is.
-
-    Returns
-    -------
-    Outcome
-        ``before`` = ``after`` = the start's metrics on ``regions``, 0 steps,
-        ``stopped="one image"``.
-
-    Yields
-    ------
-    Progress
-        ``phase="baseline"``, as a trainer's first validation.
-    """
-    yield Progress(0, settings.steps, "Validating the starting model", None, {"phase": "baseline"})
-    metrics = evaluate_regions(
-        model,
-        capped_regions(regions, settings.val_max_pixels),
-        device=device,
-        loss_kind=settings.loss,
-    )
-    yield Progress(
-        0,
-        settings.steps,
-        metrics_text("On all the annotated pixels (one image: no training)", metrics),
-        None,
-        {"phase": "baseline", "metrics_before": dict(metrics), **prefixed(metrics)},
-    )
-    return Outcome(
-        best_state=cpu_state(model.module),
-        before=metrics,
-        after=dict(metrics),
-        steps=0,
-        best_step=0,
-        stopped="one image",
     )
 
 
