@@ -92,6 +92,17 @@ def test_finetune_passes_the_file_pixel_size_on(tmp_path, record_call):
     with pytest.raises(record_call.stop):
         main([*args, "--name", "tiny-same-threshold", "--keep-threshold"])
     assert not seen["settings"].choose_threshold
+    # A card that advises against training on one image, and the flag that overrides it.
+    advised = create_model("unet", name="tiny-one", depth=2, base_width=8)
+    advised.card.recommended["adaptation"] = {"train_on_one_image": False}
+    registry.save_user_model(advised)
+    one = ["finetune", "--model", "tiny-one", "--image", str(image), "--labels", str(labels)]
+    with pytest.raises(record_call.stop):
+        main([*one, "--name", "tiny-one-a"])
+    assert not seen["settings"].train_one_plane
+    with pytest.raises(record_call.stop):
+        main([*one, "--name", "tiny-one-b", "--train-one-image"])
+    assert seen["settings"].train_one_plane
 
 
 def test_finetune_bad_input_is_one_clear_line(image_files, tmp_path, capsys):

@@ -67,6 +67,13 @@ def register(subparsers: Any) -> None:
         help="keep the base model's segmentation threshold (by default a model segmented at a "
         "fixed threshold gets the one that segments the annotated pixels best)",
     )
+    parser.add_argument(
+        "--train-one-image",
+        action="store_true",
+        help="train even when all annotations are in one slice or image and the base model's "
+        "card advises against it (its benchmark found one image's fine-tunes worse than not "
+        "adapting; by default such a run only tries the smoothing and the threshold)",
+    )
     parser.add_argument("--patch-size", type=int, help="patch side in pixels (default 128)")
     parser.add_argument("--batch-size", type=int, help="patches per step (default 4)")
     parser.add_argument(
@@ -91,6 +98,8 @@ def settings_from_args(args: argparse.Namespace, card: Any = None) -> Any:
         overrides["keep_better_start"] = False
     if getattr(args, "keep_threshold", False):
         overrides["choose_threshold"] = False
+    if getattr(args, "train_one_image", False):
+        overrides["train_one_plane"] = True
     # One budget given: it alone limits the run (steps alone are reproducible).
     if args.steps is not None:
         overrides.update(steps=args.steps, minutes=None)
