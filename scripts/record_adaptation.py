@@ -143,7 +143,7 @@ def one_image_figures(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
     {"shifted", "one_image", "metric"}}`` on the product's score (segmented) where both
     were measured, else the Dice; {} otherwise."""
     one = run.get("shots=1")
-    if not isinstance(one, dict) or not one.get("steps") or one.get("gradient_steps") is False:
+    if not isinstance(one, dict) or not one.get("steps"):
         return {}
     shifted = run["shifted"]
     if isinstance(one.get("segmented"), dict) and isinstance(shifted.get("segmented"), dict):

@@ -22,7 +22,6 @@ HOW = {
 
 #: The same for a one-image run that took no gradient step (the card advised it).
 UNTRAINED_HOW = {
-    "adapted": "batch-norm adapted",
     "smoothed parent": "noisy images smoothed",
     "threshold parent": "the parent with a threshold chosen on your annotations",
 }
