@@ -15,7 +15,6 @@ from napari_microseg.core.training.jobs import finetune
 from napari_microseg.core.training.settings import TrainSettings
 from napari_microseg.core.training.threshold import (
     THRESHOLD_MIN_GAIN,
-    annotated_regions,
     choose_threshold,
     chooses_threshold,
 )
@@ -191,16 +190,3 @@ def test_a_fine_tune_that_keeps_the_parent_saves_it_with_the_session_threshold(u
         show=False,
     )
     assert kept.name == "as-probability" and kept.card.lineage["recipe"]["kept"] == "parent"
-
-
-def test_the_annotated_regions_are_whole_planes_each_once():
-    image, labels = three_levels()
-    plane, other = plane_of(image, labels), plane_of(image, labels)
-    other.annotated[:, 32:] = False
-    strip = np.zeros(labels.shape, bool)
-    strip[:12] = True
-    train = [Region(plane, ~strip), Region(other, other.annotated & ~strip)]
-    held_out = [Region(plane, strip), Region(other, other.annotated & strip)]
-    regions = annotated_regions(train, held_out)
-    assert [r.plane for r in regions] == [plane, other]
-    assert regions[0].mask.all() and np.array_equal(regions[1].mask, other.annotated)

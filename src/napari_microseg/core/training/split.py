@@ -149,3 +149,26 @@ def _strip_label(axis: int, start: int, stop: int, zoom: tuple[float, float] | N
     factor = zoom[axis]
     first, last = math.floor(start / factor), math.ceil(stop / factor) - 1
     return f"{kind} {first}-{last} ({start}-{stop - 1} at the model's pixel size)"
+
+
+def annotated_regions(*parts: Sequence[Region]) -> list[Region]:
+    """Every annotated pixel of the planes ``parts`` lie on, one region per plane.
+
+    The inverse of a split: what the annotations hold before any pixel is held out.
+
+    Parameters
+    ----------
+    *parts : sequence of Region
+        E.g. a fine-tune's training and held-out regions (strips of the same planes).
+
+    Returns
+    -------
+    list of Region
+        Whole annotated planes, each once, in the order first met.
+    """
+    planes, seen = [], set()
+    for region in (r for part in parts for r in part):
+        if id(region.plane) not in seen:
+            seen.add(id(region.plane))
+            planes.append(region.plane)
+    return [Region(p, p.annotated) for p in planes]

@@ -36,18 +36,17 @@ import numpy as np
 
 from ..inference.segment import recommended_pipeline
 from ..progress import Job, Progress
-from .data import Region
 from .scoring import capped_regions, region_probabilities
 
 if TYPE_CHECKING:
     from ..models.base import SegmentationModel
+    from .data import Region
 
 __all__ = [
     "THRESHOLD_CHOICES",
     "THRESHOLD_MAX_PIXELS",
     "THRESHOLD_MIN_GAIN",
     "ThresholdChoice",
-    "annotated_regions",
     "choose_threshold",
     "chooses_threshold",
     "session_threshold",
@@ -145,7 +144,8 @@ def choose_threshold(
         (:func:`chooses_threshold`).
     regions : sequence of Region
         Annotated regions, on planes at the model's pixel size
-        (:func:`annotated_regions`).
+        (:func:`~.split.annotated_regions`); at most :data:`THRESHOLD_MAX_PIXELS`
+        of them are scored, spread over the planes.
     device : torch.device
         Where the module is.
     choices : sequence of float
@@ -163,7 +163,8 @@ def choose_threshold(
     tried = sorted({card, *(float(t) for t in choices)})
     counts = {t: np.zeros(3, np.int64) for t in tried}  # tp, fp, fn
     pixels = 0
-    for mask, target, prob in region_probabilities(model, regions, device=device):
+    scored = capped_regions(regions, THRESHOLD_MAX_PIXELS)
+    for mask, target, prob in region_probabilities(model, scored, device=device):
         truth = (target != 0) & mask
         pixels += int(mask.sum())
         for t in tried:
@@ -183,27 +184,6 @@ def choose_threshold(
 
 def _dice(tp: int, fp: int, fn: int) -> float:
     return 1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
-
-
-def annotated_regions(*parts: Sequence[Region]) -> list[Region]:
-    """Every annotated pixel of the planes ``parts`` lie on, one region per plane.
-
-    Parameters
-    ----------
-    *parts : sequence of Region
-        E.g. a fine-tune's training and held-out regions (strips of the same planes).
-
-    Returns
-    -------
-    list of Region
-        Whole annotated planes, each once, at most :data:`THRESHOLD_MAX_PIXELS`.
-    """
-    planes, seen = [], set()
-    for region in (r for part in parts for r in part):
-        if id(region.plane) not in seen:
-            seen.add(id(region.plane))
-            planes.append(region.plane)
-    return capped_regions([Region(p, p.annotated) for p in planes], THRESHOLD_MAX_PIXELS)
 
 
 def session_threshold(
