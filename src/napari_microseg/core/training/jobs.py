@@ -81,9 +81,9 @@ from .recipe import (
 )
 from .settings import TrainingError, TrainingWarning, TrainSettings
 from .smoothing import smoothing_outcome, smoothing_start, tries_smoothing
-from .split import split_validation
+from .split import annotated_regions, split_validation
 from .state import cpu_state
-from .threshold import annotated_regions, choose_threshold, session_threshold
+from .threshold import choose_threshold, session_threshold
 
 if TYPE_CHECKING:
     import os
@@ -337,17 +337,17 @@ def _run(
     parts = {(r.plane.source, r.plane.z) for r in [*train_regions, *val_regions]}
     one_plane = few_shot and not val_pairs and len(parts) == 1
     learns = not one_plane or settings.train_one_plane
+    # The run's own notes: a flat field or smoothing below prepares the data again.
+    run_notes: list[str] = []
     if one_plane:
         note = ONE_PLANE_NOTE if learns else one_plane_levers_note(parent.name)
-        data.notes.append(note)
+        run_notes.append(note)
         warnings.warn(note, TrainingWarning, stacklevel=3)
         yield Progress(0, settings.steps, note, None, {"phase": "prepare", "note": note})
     if not learns:
         # No step will learn from the annotated pixels: all of them judge the label-free levers.
         val_regions = annotated_regions(train_regions, val_regions)
         split = "all the annotated pixels (one image: no gradient steps, nothing held out)"
-    # Said before a correction (flat field, smoothing) replaces the data; the lineage keeps it.
-    early_notes = list(data.notes)
     plain_metrics = None
     # Fine-tunes split their held-out pixels from the annotated planes (no val_pairs).
     # Not without steps: one image's pixels approved a flat field that cost the session's
@@ -382,7 +382,6 @@ def _run(
         )
         if chosen is not None:
             parent, data, train_regions, val_regions, unsmoothed_metrics = chosen
-    data.notes[:0] = [note for note in early_notes if note not in data.notes]
     deadline = started + settings.minutes * 60 if settings.minutes else None
     if deadline is not None and time.monotonic() >= deadline:
         raise TrainingError(
@@ -422,7 +421,7 @@ def _run(
             stopped=stopped,
             history=history,
             best_step=best_step,
-            notes=data.notes + notes,
+            notes=data.notes + run_notes + notes,
             earlier_s=0.0 if trainer is None else trainer.earlier_s,
         )
         lineage["reproducible"] = settings.reproducibility(choice.kind)
