@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,7 +12,8 @@ import tifffile
 import torch
 
 from napari_microseg.cli import main
-from napari_microseg.cli.train import initialise_from, read_config
+from napari_microseg.cli import CommandError
+from napari_microseg.cli.train import initialise_from, model_pixel_size, read_config
 from napari_microseg.core.io import synthetic
 from napari_microseg.core.models import registry
 from napari_microseg.core.models.build import ARCHITECTURES, create_model
@@ -250,6 +252,32 @@ def test_train_can_start_from_a_saved_model_of_the_same_network(tmp_path, capsys
     assert main([*base, "--steps", "1", "--name", "third", "--init", "nope"]) == 2
     assert "nope" in capsys.readouterr().err
     assert "third" not in usable_names()
+
+
+def test_a_config_pixel_size_trains_on_resampled_images(tmp_path, capsys):
+    data = fake_lucchi(tmp_path / "lucchi")  # 48 x 48 pixels of 5 nm
+    config = tmp_path / "cfg.yaml"
+    config.write_text(
+        "name: coarse\nfamily: unet\nclasses: [background, mitochondrion]\n"
+        "hyperparameters: {depth: 2, base_width: 4}\npixel_size_um: 0.01\n"
+        "data: {kind: lucchi}\ntraining: {steps: 1, patch_size: 16, batch_size: 2}\n"
+    )
+    assert main(["train", "--config", str(config), "--data", str(data), "--device", "cpu"]) == 0
+    streams = capsys.readouterr()
+    assert "Resampling 48x48 to 24x24 pixels (0.5x)" in streams.out + streams.err
+    assert registry.load_model("coarse", device="cpu").card.pixel_size_um == 0.01
+
+
+def test_a_config_pixel_size_needs_data_with_one():
+    no_size = SimpleNamespace(pixel_size_um=None, description="DSB 2018 nuclei", kind="dsb2018")
+    sized = SimpleNamespace(pixel_size_um=0.62, description="GlaS", kind="glas")
+    assert model_pixel_size({}, sized) == 0.62 and model_pixel_size({}, no_size) is None
+    assert model_pixel_size({"pixel_size_um": 1.24}, sized) == 1.24
+    with pytest.raises(CommandError, match="DSB 2018 nuclei has none"):
+        model_pixel_size({"pixel_size_um": 1.24}, no_size)
+    for bad in (0, -1, "1.2", True):
+        with pytest.raises(CommandError, match="positive number"):
+            model_pixel_size({"pixel_size_um": bad}, sized)
 
 
 def test_train_config_errors(tmp_path, capsys):

@@ -36,6 +36,7 @@ CONFIG_KEYS = (
     "classes",
     "hyperparameters",
     "normalization",
+    "pixel_size_um",
     "description",
     "recommended",
     "data",
@@ -51,7 +52,8 @@ def register(subparsers: Any) -> None:
         "train",
         help="train a model from scratch from a YAML config",
         description="Train a U-Net, SegNet, Micro-Net or Mask R-CNN as a YAML config describes "
-        "(family, hyper-parameters, classes, data set, training settings), and save it in the "
+        "(family, hyper-parameters, classes, data set, training settings; pixel_size_um trains at "
+        "another pixel size than the data's, resampling them), and save it in the "
         "user's model folder with its lineage. See configs/*.yaml. Ctrl-C keeps the best "
         "weights so far as NAME-draft (exit code 130).",
     )
@@ -141,6 +143,7 @@ def build(config: dict[str, Any], args: argparse.Namespace, base: Path) -> tuple
     if args.steps is not None and args.minutes is None:
         training["minutes"] = None
     settings = TrainSettings.from_dict(training).validate()
+    pixel_size_um = model_pixel_size(config, dataset)
     name = args.name or _free_name(config["name"])
     # The fresh network's initial weights come from the seed too, so a rerun starts alike.
     torch.manual_seed(settings.seed)
@@ -150,7 +153,7 @@ def build(config: dict[str, Any], args: argparse.Namespace, base: Path) -> tuple
         in_channels=int(config.get("in_channels", 1)),
         classes=config.get("classes") or ("background", "foreground"),
         normalization=config.get("normalization"),
-        pixel_size_um=dataset.pixel_size_um,
+        pixel_size_um=pixel_size_um,
         modality=dataset.modality,
         description=config.get("description", ""),
         **(config.get("hyperparameters") or {}),
@@ -160,6 +163,35 @@ def build(config: dict[str, Any], args: argparse.Namespace, base: Path) -> tuple
     if args.init:
         initialise_from(model, args.init)
     return model, dataset, settings
+
+
+def model_pixel_size(config: dict[str, Any], dataset: Any) -> float | None:
+    """The pixel size (µm) the network learns at: the config's, else the data's own.
+
+    A config's ``pixel_size_um`` other than the data's trains on resampled
+    images (coarser pixels show a network more context per patch and cost
+    fewer pixels per image); prediction resamples every image to it likewise.
+
+    Raises
+    ------
+    CommandError
+        If the value is not a positive number, or the data set has no pixel
+        size to resample from.
+    """
+    from . import CommandError
+
+    wanted = config.get("pixel_size_um")
+    if wanted is None:
+        return dataset.pixel_size_um
+    if isinstance(wanted, bool) or not isinstance(wanted, int | float) or not wanted > 0:
+        raise CommandError(f"pixel_size_um must be a positive number of µm, not {wanted!r}.")
+    if dataset.pixel_size_um is None:
+        raise CommandError(
+            f"pixel_size_um {wanted} needs data with a known pixel size to resample from; "
+            f"{dataset.description or dataset.kind} has none. Remove pixel_size_um from the "
+            "config to train at the images' own pixels."
+        )
+    return float(wanted)
 
 
 def initialise_from(model: Any, source: str) -> None:

@@ -58,6 +58,7 @@ def test_lucchi_stacks_with_their_own_validation(lucchi):
     assert set(np.unique(pair.labels)) == {0, 1}  # 0/255 masks become 0/1
     assert data.validation[0].image.shape == (3, 16, 20)
     assert data.pixel_size_um == 0.005 and data.modality == "EM"
+    assert pair.spacing == (0.005, 0.005, 0.005) == data.validation[0].spacing
     assert load_dataset(lucchi, limit=2).pairs[0].image.shape[0] == 2
 
 
@@ -71,6 +72,8 @@ def test_isbi_membrane_polarity(tmp_path):
     assert detect_layout(folder) == "isbi2012"
     membrane = load_dataset(folder).pairs[0].labels
     assert membrane[:, 3].all() and membrane.sum() == 16
+    # Sections are cut 50 nm apart, imaged at 4 nm: the pixels resample from these.
+    assert load_dataset(folder).pairs[0].spacing == (0.05, 0.004, 0.004)
     cells = load_dataset(folder, target="cells").pairs[0].labels
     assert not cells[:, 3].any()
     with pytest.raises(TrainingDataError, match="membrane"):
@@ -91,6 +94,9 @@ def test_indexed_layouts_split_limit_and_grey(tmp_path, kind):
     assert rgb.labels.max() == 2
     with pytest.raises(TrainingDataError, match="no rows"):
         load_dataset(folder, split="test")
+    # GlaS is scanned at 0.62 µm per pixel; DSB 2018 mixes microscopes and says nothing.
+    spacing = (0.62, 0.62) if kind == "glas" else None
+    assert all(pair.spacing == spacing for pair in everything.pairs)
 
 
 def test_unknown_folders_are_clear_errors(tmp_path):

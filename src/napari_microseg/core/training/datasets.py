@@ -43,6 +43,11 @@ LAYOUTS: dict[str, tuple[str, ...]] = {
     "glas": ("images", "labels", "index.csv"),
     "dsb2018": ("images", "labels", "index.csv"),
 }
+#: Voxel sizes (Z, Y, X) and pixel sizes in µm, as the data sets' sources give them: a
+#: model trained at another pixel size (a config's ``pixel_size_um``) resamples from these.
+LUCCHI_SPACING_UM = (0.005, 0.005, 0.005)
+ISBI_SPACING_UM = (0.05, 0.004, 0.004)
+GLAS_PIXEL_UM = 0.62
 
 
 @dataclass
@@ -193,7 +198,13 @@ def _spread(n: int, limit: int | None) -> np.ndarray:
 def _stack_pair(images: Path, labels: Path, limit: int | None, name: str) -> TrainingPair:
     image, mask = _read(images), _read(labels)
     picks = _spread(image.shape[0], limit)
-    return TrainingPair(image[picks], (mask[picks] > 0).astype(np.uint8), axes="ZYX", name=name)
+    return TrainingPair(
+        image[picks],
+        (mask[picks] > 0).astype(np.uint8),
+        axes="ZYX",
+        name=name,
+        spacing=LUCCHI_SPACING_UM,
+    )
 
 
 def _lucchi(folder: Path, limit: int | None) -> Dataset:
@@ -213,7 +224,7 @@ def _lucchi(folder: Path, limit: int | None) -> Dataset:
         folder,
         [train],
         validation,
-        pixel_size_um=0.005,
+        pixel_size_um=LUCCHI_SPACING_UM[-1],
         modality="EM",
         description="EPFL hippocampus FIB-SEM (Lucchi++ labels), mitochondria",
     )
@@ -227,13 +238,19 @@ def _isbi(folder: Path, limit: int | None, target: str) -> Dataset:
     picks = _spread(image.shape[0], limit)
     # The original polarity: 0 = membrane, 255 = cell interior.
     fg = labels[picks] == 0 if target == "membrane" else labels[picks] > 0
-    pair = TrainingPair(image[picks], fg.astype(np.uint8), axes="ZYX", name=f"isbi2012 {target}")
+    pair = TrainingPair(
+        image[picks],
+        fg.astype(np.uint8),
+        axes="ZYX",
+        name=f"isbi2012 {target}",
+        spacing=ISBI_SPACING_UM,
+    )
     return Dataset(
         "isbi2012",
         folder,
         [pair],
         None,
-        pixel_size_um=0.004,
+        pixel_size_um=ISBI_SPACING_UM[-1],
         modality="EM",
         description=f"ISBI 2012 ssTEM Drosophila VNC, {target}",
     )
@@ -256,7 +273,13 @@ def _indexed(folder: Path, kind: str, split: str | None, limit: int | None, grey
             image = image.mean(axis=-1).astype(np.float32)
         labels = _read(folder / "labels" / f"{name}.tif")
         pairs.append(
-            TrainingPair(image, labels, axes="YXC" if image.ndim == 3 else "YX", name=name)
+            TrainingPair(
+                image,
+                labels,
+                axes="YXC" if image.ndim == 3 else "YX",
+                name=name,
+                spacing=(GLAS_PIXEL_UM,) * 2 if kind == "glas" else None,
+            )
         )
     if kind == "glas":
         return Dataset(
@@ -264,7 +287,7 @@ def _indexed(folder: Path, kind: str, split: str | None, limit: int | None, grey
             folder,
             pairs,
             None,
-            pixel_size_um=0.62,
+            pixel_size_um=GLAS_PIXEL_UM,
             modality="H&E",
             description="GlaS 2015 colorectal H&E, glands",
         )
