@@ -11,8 +11,7 @@ import pytest
 import tifffile
 import torch
 
-from napari_microseg.cli import main
-from napari_microseg.cli import CommandError
+from napari_microseg.cli import CommandError, main
 from napari_microseg.cli.train import initialise_from, model_pixel_size, read_config
 from napari_microseg.core.io import synthetic
 from napari_microseg.core.models import registry
