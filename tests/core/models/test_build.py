@@ -40,7 +40,12 @@ def test_unknown_and_invalid_hyperparameters():
 
 def test_create_model_writes_every_hyperparameter_into_the_card():
     model = create_model("unet", name="fresh", in_channels=3, depth=3, base_width=4)
-    assert model.card.hyperparameters == {"depth": 3, "base_width": 4, "batch_norm": False}
+    assert model.card.hyperparameters == {
+        "depth": 3,
+        "base_width": 4,
+        "batch_norm": False,
+        "downsample": 1,
+    }
     assert model.in_channels == 3 and model.task == "semantic"
     assert default_hyperparameters("maskrcnn")["anchor_sizes"] == [8, 16, 32, 64, 128]
 

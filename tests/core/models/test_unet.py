@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from napari_microseg.core.models.footprint import count_parameters
 from napari_microseg.core.models.unet import PAPER_CONFIG, UNet
@@ -44,7 +45,24 @@ def test_paper_structure():
     assert max(c.out_channels for c in convs) == 1024
 
 
-@pytest.mark.parametrize("bad", [{"depth": 0}, {"base_width": -1}])
+@pytest.mark.parametrize("shape", [(1, 3, 64, 96), (2, 3, 37, 53)])
+def test_downsample_is_the_plain_network_on_pooled_pixels(shape):
+    plain = UNet(3, 3, depth=3, base_width=4, batch_norm=True).eval()
+    coarse = UNet(3, 3, depth=3, base_width=4, batch_norm=True, downsample=2).eval()
+    coarse.load_state_dict(plain.state_dict())  # the same weights: no layer depends on it
+    x = torch.rand(shape)
+    with torch.no_grad():
+        out = coarse(x)
+        assert out.shape == (shape[0], 3, *shape[2:])
+        if shape[2] % 8 == 0 and shape[3] % 8 == 0:  # no padding: exactly pool, net, upsample
+            expected = F.interpolate(
+                plain(F.avg_pool2d(x, 2)), size=shape[2:], mode="bilinear", align_corners=False
+            )
+            torch.testing.assert_close(out, expected)
+    assert coarse.multiple == 8 and plain.multiple == 4
+
+
+@pytest.mark.parametrize("bad", [{"depth": 0}, {"base_width": -1}, {"downsample": 0}])
 def test_bad_sizes_are_refused(bad):
     with pytest.raises(ValueError, match="positive"):
         UNet(1, 2, **bad)

@@ -221,7 +221,7 @@ def create_model(
     --------
     >>> model = create_model("unet", name="demo", depth=3, base_width=8)  # doctest: +SKIP
     >>> model.card.hyperparameters  # doctest: +SKIP
-    {'depth': 3, 'base_width': 8, 'batch_norm': False}
+    {'depth': 3, 'base_width': 8, 'batch_norm': False, 'downsample': 1}
     """
     arch = get_architecture(architecture, model_name=name)
     full = default_hyperparameters(arch.key)

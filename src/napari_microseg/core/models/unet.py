@@ -8,7 +8,11 @@ two 3x3 convolutions follow. A 1x1 convolution gives the class logits.
 
 The paper uses 5 levels and 64 base channels (:data:`PAPER_CONFIG`, about
 31 M parameters); the default here, 4 levels of 32 base channels (about
-1.9 M), segments microscopy well and runs on a laptop CPU.
+1.9 M), segments microscopy well and runs on a laptop CPU. With ``downsample``
+the network works at a fraction of its input's resolution (average pooling
+in, bilinear upsampling of the logits out): it sees ``downsample`` times
+further for the same cost, for large objects such as glands, while its card
+keeps the pixel size of the images it takes.
 
 References
 ----------
@@ -19,6 +23,7 @@ References
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .layers import check_sizes, conv_block, crop_to, pad_to_multiple
@@ -43,11 +48,16 @@ class UNet(nn.Module):
     batch_norm : bool
         Batch normalization after each convolution (not in the paper; it speeds
         up training from scratch).
+    downsample : int
+        Work at 1 / ``downsample`` of the input's resolution: the input is
+        averaged over ``downsample`` x ``downsample`` blocks and the logits are
+        upsampled bilinearly back to the input's size. 1 (the default) is the
+        plain U-Net; the weights do not depend on it.
 
     Notes
     -----
     Any H and W are accepted: the input is padded inside to a multiple of
-    ``2**(depth - 1)`` and the output cropped back.
+    ``downsample * 2**(depth - 1)`` and the output cropped back.
     """
 
     def __init__(
@@ -58,6 +68,7 @@ class UNet(nn.Module):
         depth: int = 4,
         base_width: int = 32,
         batch_norm: bool = False,
+        downsample: int = 1,
     ) -> None:
         super().__init__()
         check_sizes(
@@ -66,9 +77,11 @@ class UNet(nn.Module):
             n_classes=n_classes,
             depth=depth,
             base_width=base_width,
+            downsample=downsample,
         )
         widths = [base_width * 2**level for level in range(depth)]
-        self.multiple = 2 ** (depth - 1)
+        self.downsample = downsample
+        self.multiple = downsample * 2 ** (depth - 1)
         self.encoders = nn.ModuleList()
         channels = in_channels
         for width in widths:
@@ -86,6 +99,9 @@ class UNet(nn.Module):
         """Logits ``(N, K, H, W)`` for a batch ``(N, C, H, W)``."""
         size = (x.shape[-2], x.shape[-1])
         x, offset = pad_to_multiple(x, self.multiple)
+        padded = (x.shape[-2], x.shape[-1])
+        if self.downsample > 1:
+            x = F.avg_pool2d(x, self.downsample)
         skips = []
         for level, encoder in enumerate(self.encoders):
             if level > 0:
@@ -95,4 +111,7 @@ class UNet(nn.Module):
         skips.pop()  # the bottom level feeds the decoder directly
         for upsample, decoder in zip(self.upsamplers, self.decoders):
             x = decoder(torch.cat([skips.pop(), upsample(x)], dim=1))
-        return crop_to(self.head(x), offset, size)
+        logits = self.head(x)
+        if self.downsample > 1:
+            logits = F.interpolate(logits, size=padded, mode="bilinear", align_corners=False)
+        return crop_to(logits, offset, size)
