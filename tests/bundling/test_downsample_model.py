@@ -1,0 +1,65 @@
+"""scripts/downsample_model.py: a network learnt on resampled images resamples them itself."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from napari_microseg.core.models.build import create_model
+from napari_microseg.core.models.checkpoint import load_checkpoint, save_checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location(
+        "downsample_model", ROOT / "scripts" / "downsample_model.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def coarse_unet():
+    model = create_model(
+        "unet", name="coarse", in_channels=3, classes=["background", "gland", "boundary"],
+        depth=2, base_width=4, batch_norm=True, pixel_size_um=1.24,
+    )  # fmt: skip
+    model.card.recommended = {"tile_size": 256, "overlap": 0.25}
+    return model.eval()
+
+
+def test_the_weights_move_into_a_network_that_pools_itself(tmp_path, capsys):
+    coarse = coarse_unet()
+    source = save_checkpoint(coarse, tmp_path / "coarse")
+    assert load_script().main([str(source), "--out", str(tmp_path / "fine"), "--name", "fine"]) == 0
+    assert "downsample 2, 0.62 µm per pixel, tile 512" in capsys.readouterr().out
+    fine = load_checkpoint(tmp_path / "fine")
+    card = fine.card
+    assert card.name == "fine" and card.pixel_size_um == pytest.approx(0.62)
+    assert card.hyperparameters["downsample"] == 2 and card.recommended["tile_size"] == 512
+    assert card.lineage["downsampled"]["pixel_size_um_learnt"] == 1.24
+    # At 0.62 µm the new network predicts what the old one predicted at 1.24 µm.
+    x = torch.rand(1, 3, 64, 48)
+    with torch.no_grad():
+        expected = F.interpolate(
+            coarse.module(F.avg_pool2d(x, 2)), size=(64, 48), mode="bilinear", align_corners=False
+        )
+        torch.testing.assert_close(fine.module(x), expected)
+
+
+def test_only_a_unet_with_a_pixel_size(tmp_path):
+    script = load_script()
+    sizeless = coarse_unet()
+    sizeless.card.pixel_size_um = None
+    with pytest.raises(SystemExit, match="no pixel size"):
+        script.downsampled(sizeless, 2)
+    segnet = create_model("segnet", name="s", depth=2, base_width=4, pixel_size_um=1.0)
+    with pytest.raises(SystemExit, match="not a U-Net"):
+        script.downsampled(segnet, 2)
+    with pytest.raises(SystemExit, match="factor"):
+        script.main(["x", "--factor", "1", "--out", str(tmp_path / "y")])
