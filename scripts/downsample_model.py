@@ -26,9 +26,13 @@ import argparse
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from napari_microseg.core.models.base import SegmentationModel
 
 
-def downsampled(model, factor: int):  # noqa: ANN001, ANN201 - SegmentationModel in and out
+def downsampled(model: SegmentationModel, factor: int) -> SegmentationModel:
     """The same weights in a U-Net that pools ``factor`` x ``factor`` blocks itself."""
     from napari_microseg.core.models.build import build_model
 
