@@ -113,6 +113,27 @@ def test_export_is_valid_and_bioimageio_core_reproduces_it(tiny, tmp_path):
     assert rdf["config"]["napari_microseg"]["card"]["name"] == "tiny"
 
 
+@pytest.mark.slow
+def test_a_downsampling_unet_exports_and_reproduces(tmp_path):
+    from bioimageio.core import test_model
+
+    torch.manual_seed(0)
+    model = create_model(
+        "unet", name="coarse", in_channels=3, classes=["background", "gland", "boundary"],
+        depth=2, base_width=4, downsample=2, modality="H&E",
+        normalization={"kind": "range", "min": 0, "max": 255},
+    )  # fmt: skip
+    registry.save_user_model(model)
+    out = export_bioimageio("coarse", tmp_path / "coarse.zip", authors=["A. Tester"])
+    kwargs = rdf_of(out)["weights"]["pytorch_state_dict"]["architecture"]["kwargs"]
+    assert kwargs["downsample"] == 2
+    # The package's own architecture file rebuilds the network and reproduces its outputs.
+    summary = test_model(out, devices=["cpu"])
+    assert summary.status == "passed", (
+        summary.display_text() if hasattr(summary, "display_text") else summary
+    )
+
+
 def test_the_test_output_is_float32_where_the_cpu_would_run_bfloat16(tiny, tmp_path, monkeypatch):
     # CPUs with AVX512-BF16 run inference in bfloat16 by default; a package's reference output
     # must still be float32, which other tools reproduce to a relative tolerance of 1e-3.
