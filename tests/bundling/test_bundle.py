@@ -34,9 +34,12 @@ def _isbi_folder(folder, depth=6):
     return np.stack(images), np.stack(labels)
 
 
-def _trained_like(dataset_pairs, **settings):
+def _trained_like(dataset_pairs, pixel_size_um=None, **settings):
     """A fresh model whose lineage is what `microseg train` would record for these pairs."""
-    model = create_model("unet", name="m", classes=["membrane", "cell"], depth=2, base_width=4)
+    model = create_model(
+        "unet", name="m", classes=["membrane", "cell"], depth=2, base_width=4,
+        pixel_size_um=pixel_size_um,
+    )  # fmt: skip
     settings = TrainSettings(steps=1, **settings)
     data = prepare(dataset_pairs, model, boundary_width=settings.boundary_width)
     _, _, split = split_validation(data.planes, fraction=settings.val_fraction)
@@ -64,6 +67,23 @@ def test_held_out_planes_are_the_ones_training_chose_as_raw_slices(tmp_path):
         assert item.axes == "YX"
         np.testing.assert_array_equal(item.image, images[z])
         np.testing.assert_array_equal(item.truth > 0, labels[z] > 0)
+
+
+def test_planes_trained_at_another_pixel_size_are_held_out_as_whole_images(tmp_path):
+    from napari_microseg.bundling.downsample import downsampled
+    from napari_microseg.bundling.split import training_items
+    from napari_microseg.core.training.datasets import load_dataset
+
+    images, labels = _isbi_folder(tmp_path / "isbi")  # 64 x 64 pixels of 4 nm
+    dataset = load_dataset(tmp_path / "isbi", target="cells")
+    model = _trained_like(dataset.pairs, pixel_size_um=0.008, val_fraction=0.35)  # 32 x 32
+    # The network that pools 2 x 2 blocks itself (at 4 nm) rebuilds the same split.
+    for trained in (model, downsampled(model, 2)):
+        split = validation_split(trained, tmp_path / "isbi", config=CELLS)
+        assert [item.name for item in split.items] == ["isbi2012_cells_z_2", "isbi2012_cells_z_3"]
+        np.testing.assert_array_equal(split.items[0].image, images[2])
+        np.testing.assert_array_equal(split.items[1].truth > 0, labels[3] > 0)
+        assert [item.image.shape for item in training_items(split, 10)] == [(64, 64)] * 4
 
 
 def test_other_data_or_another_split_are_refused(tmp_path):

@@ -1,4 +1,4 @@
-"""scripts/downsample_model.py: a network learnt on resampled images resamples them itself."""
+"""bundling.downsample and its script: a network learnt on resampled images resamples itself."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from napari_microseg.bundling.downsample import as_trained, downsampled
 from napari_microseg.core.models.build import create_model
 from napari_microseg.core.models.checkpoint import load_checkpoint, save_checkpoint
 
@@ -53,13 +54,22 @@ def test_the_weights_move_into_a_network_that_pools_itself(tmp_path, capsys):
 
 
 def test_only_a_unet_with_a_pixel_size(tmp_path):
-    script = load_script()
     sizeless = coarse_unet()
     sizeless.card.pixel_size_um = None
-    with pytest.raises(SystemExit, match="no pixel size"):
-        script.downsampled(sizeless, 2)
+    with pytest.raises(ValueError, match="no pixel size"):
+        downsampled(sizeless, 2)
     segnet = create_model("segnet", name="s", depth=2, base_width=4, pixel_size_um=1.0)
-    with pytest.raises(SystemExit, match="not a U-Net"):
-        script.downsampled(segnet, 2)
+    with pytest.raises(ValueError, match="not a U-Net"):
+        downsampled(segnet, 2)
+    with pytest.raises(ValueError, match="2 or more"):
+        downsampled(coarse_unet(), 1)
     with pytest.raises(SystemExit, match="factor"):
-        script.main(["x", "--factor", "1", "--out", str(tmp_path / "y")])
+        load_script().main(["x", "--factor", "1", "--out", str(tmp_path / "y")])
+
+
+def test_as_trained_gives_back_the_pixel_size_training_saw():
+    coarse = coarse_unet()
+    assert as_trained(coarse) is coarse
+    fine = downsampled(coarse, 2)
+    trained = as_trained(fine)
+    assert trained.card.pixel_size_um == 1.24 and trained.module is fine.module

@@ -158,8 +158,10 @@ def validation_split(
     from ..core.training.data import prepare
     from ..core.training.settings import TrainSettings
     from ..core.training.split import split_validation
+    from .downsample import as_trained
 
     lineage = _lineage(model)
+    model = as_trained(model)  # a network that resamples itself learnt from resampled data
     settings = TrainSettings.from_dict(
         {k: v for k, v in lineage["settings"].items() if k != "extra"}
     )
@@ -269,6 +271,13 @@ def _plane_lookup(pairs: list[TrainingPair]) -> dict[str, tuple[TrainingPair, in
     return lookup
 
 
+def _unzoomed(part: slice, factor: float, trained: int, whole: int) -> slice:
+    """A slice of a resampled plane (``trained`` long) on the image's axis (``whole`` long)."""
+    start = 0 if part.start == 0 else min(whole, round(part.start / factor))
+    stop = whole if part.stop == trained else min(whole, round(part.stop / factor))
+    return slice(start, stop)
+
+
 def _region_item(region: Any, lookup: dict[str, tuple[TrainingPair, int | None]]) -> ValidationItem:
     plane = region.plane
     if plane.name not in lookup:
@@ -285,6 +294,13 @@ def _region_item(region: Any, lookup: dict[str, tuple[TrainingPair, int | None]]
         raise BundleError(
             f"The validation part of {plane.name!r} is not a rectangle; it cannot be evaluated "
             "as an image of its own."
+        )
+    if plane.zoom is not None:  # training resampled the plane: back to the image's pixels
+        box = tuple(
+            _unzoomed(part, factor, trained, whole)
+            for part, factor, trained, whole in zip(
+                box, plane.zoom, region.mask.shape, labels.shape[-2:]
+            )
         )
     y, x = axes.index("Y"), axes.index("X")
     index: list[Any] = [slice(None)] * image.ndim
