@@ -135,6 +135,17 @@ def test_planes_far_from_the_model_pixel_size_are_resampled_to_it(parent):
         assert same.planes[0].zoom is None
         assert "pixel size" not in split_validation(same.planes, fraction=0.2)[2]
 
+    # Many images resampled alike: one note for all, not one per image.
+    many = [
+        TrainingPair(image, labels, annotated, spacing=(1.25, 1.25), name=f"im{i}")
+        for i in range(5)
+    ]
+    notes = [note for note in prepare(many, parent).notes if "Resampling" in note]
+    assert notes == [
+        "5 of 5 images resampled to the model's pixel size, as prediction will; the first: "
+        "im0: Resampling 32x48 to 64x96 pixels (2x), the model's 625 nm per pixel"
+    ]
+
 
 def test_two_planes_are_split_into_strips(parent):
     image, labels = sparse_stack()

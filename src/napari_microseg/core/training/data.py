@@ -39,6 +39,10 @@ class TrainingDataError(ValueError):
     """The training data cannot be used as given; the message says why and what to do."""
 
 
+#: Above this many resampled images, one note says it for all of them.
+MAX_RESAMPLING_NOTES = 3
+
+
 @dataclass
 class TrainingPair:
     """One image with its labels, as given by the user.
@@ -314,6 +318,7 @@ def prepare(
     digest = hashlib.sha256()
     per_pair: list[dict[str, Any]] = []
     notices: list[str] = []
+    resampled: list[str] = []
     for number, pair in enumerate(pairs):
         name = pair.name or f"image {number + 1}"
         image = (
@@ -345,7 +350,7 @@ def prepare(
         plan = resample_plan(card.pixel_size_um, pair.spacing, axes, tuple(image.shape))
         size = None if plan is None else (plan.shape[plan.y_axis], plan.shape[plan.x_axis])
         if plan is not None and card.pixel_size_um is not None:
-            notices.append(f"{name}: {plan.describe(float(card.pixel_size_um))}")
+            resampled.append(f"{name}: {plan.describe(float(card.pixel_size_um))}")
         # A model adapted with a flat field learns from corrected planes, as it will predict.
         image = apply_flat_field(image, axes, card.normalization, lazy=True)
         # ... and a model adapted to a noisy session learns from smoothed planes, likewise,
@@ -415,7 +420,22 @@ def prepare(
                 "resampled": None if plan is None else [round(f, 4) for f in plan.factor],
             }
         )
+    notices.extend(resampling_notes(resampled, len(pairs)))
     return _finish(planes, digest.hexdigest(), per_pair, model, notices)
+
+
+def resampling_notes(resampled: list[str], total: int) -> list[str]:
+    """What was resampled, one note per image for a few, one note in all for many.
+
+    A data set of 85 images at another pixel size than the model's would
+    otherwise print 85 lines and fill the model's lineage with them.
+    """
+    if len(resampled) <= MAX_RESAMPLING_NOTES:
+        return list(resampled)
+    return [
+        f"{len(resampled)} of {total} images resampled to the model's pixel size, as "
+        f"prediction will; the first: {resampled[0]}"
+    ]
 
 
 def _chosen_slices(
