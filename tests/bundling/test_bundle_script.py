@@ -7,12 +7,12 @@ private user folder), then bundled into a temporary folder with a temporary
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from script_loader import load_script
 
 from napari_microseg.cli import main as microseg
 from napari_microseg.core.models.bundled import MANIFEST_NAME, card_problems
@@ -34,10 +34,7 @@ training: {steps: 2, batch_size: 2, patch_size: 64, val_every: 2, seed: 0}
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("bundle_model", ROOT / "scripts/bundle_model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bundle_model")
 
 
 @pytest.fixture(scope="module")

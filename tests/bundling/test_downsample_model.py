@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
+from script_loader import load_script
 
 from napari_microseg.bundling.downsample import as_trained, downsampled
 from napari_microseg.core.models.build import create_model
 from napari_microseg.core.models.checkpoint import load_checkpoint, save_checkpoint
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location(
-        "downsample_model", ROOT / "scripts" / "downsample_model.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def coarse_unet():
@@ -37,7 +24,12 @@ def coarse_unet():
 def test_the_weights_move_into_a_network_that_pools_itself(tmp_path, capsys):
     coarse = coarse_unet()
     source = save_checkpoint(coarse, tmp_path / "coarse")
-    assert load_script().main([str(source), "--out", str(tmp_path / "fine"), "--name", "fine"]) == 0
+    assert (
+        load_script("downsample_model").main(
+            [str(source), "--out", str(tmp_path / "fine"), "--name", "fine"]
+        )
+        == 0
+    )
     assert "downsample 2, 0.62 µm per pixel, tile 512" in capsys.readouterr().out
     fine = load_checkpoint(tmp_path / "fine")
     card = fine.card
@@ -64,7 +56,7 @@ def test_only_a_unet_with_a_pixel_size(tmp_path):
     with pytest.raises(ValueError, match="2 or more"):
         downsampled(coarse_unet(), 1)
     with pytest.raises(SystemExit, match="factor"):
-        load_script().main(["x", "--factor", "1", "--out", str(tmp_path / "y")])
+        load_script("downsample_model").main(["x", "--factor", "1", "--out", str(tmp_path / "y")])
 
 
 def test_as_trained_gives_back_the_pixel_size_training_saw():

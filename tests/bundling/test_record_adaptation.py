@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
+from script_loader import load_script
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location(
-        "record_adaptation", ROOT / "scripts" / "record_adaptation.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def run(model: str, shift: str, shifted: float, adapted: float) -> dict:
@@ -28,7 +20,7 @@ def run(model: str, shift: str, shifted: float, adapted: float) -> dict:
 
 
 def test_one_harmful_shift_makes_the_advice_and_noise_does_not(tmp_path, monkeypatch):
-    script = load_script()
+    script = load_script("record_adaptation")
     result = {
         "command": "python benchmarks/bench_adapt.py --models a,b",
         "runs": [
@@ -60,7 +52,7 @@ def tuned(model: str, shift: str, rate: float | None, **dice: float) -> dict:
 
 
 def test_the_learning_rate_with_the_best_mean_dice_is_recorded_and_kept(tmp_path, monkeypatch):
-    script = load_script()
+    script = load_script("record_adaptation")
     # Runs without their own rate ran at the file's default (bench_adapt before --lr).
     default = {
         "command": "bench_adapt --models a",
@@ -90,7 +82,7 @@ def test_the_learning_rate_with_the_best_mean_dice_is_recorded_and_kept(tmp_path
 
 
 def test_the_pull_towards_the_start_is_compared_at_one_rate_and_kept(tmp_path, monkeypatch):
-    script = load_script()
+    script = load_script("record_adaptation")
     plain = {
         "command": "bench_adapt --models a",
         "runs": [tuned("a", "gamma", 1e-4, n2=0.80), tuned("a", "blur", 1e-4, n2=0.82)],
@@ -115,7 +107,7 @@ def test_the_pull_towards_the_start_is_compared_at_one_rate_and_kept(tmp_path, m
 
 
 def test_merge_keeps_the_shifts_not_measured_again_and_decides_over_all(tmp_path, monkeypatch):
-    script = load_script()
+    script = load_script("record_adaptation")
     monkeypatch.setattr(script, "BUNDLED", tmp_path)
     (tmp_path / "a.json").write_text(json.dumps({"name": "a"}))
     first = {
@@ -144,7 +136,7 @@ def test_merge_keeps_the_shifts_not_measured_again_and_decides_over_all(tmp_path
 
 
 def test_the_step_limit_is_compared_on_the_same_annotated_images(tmp_path, monkeypatch):
-    script = load_script()
+    script = load_script("record_adaptation")
 
     def runs(steps: int | None, **dice: float) -> list[dict]:
         made = []
@@ -197,7 +189,7 @@ def one_image(shift: str, shifted: float, after: float, steps: int = 675, image:
 def test_one_image_fine_tunes_worse_than_not_adapting_stop_one_image_training(
     tmp_path, monkeypatch
 ):
-    script = load_script()
+    script = load_script("record_adaptation")
     worse = {"command": "bench_adapt --shots 1", "runs": [one_image("blur_noise", 0.2325, 0.2165)]}
     found = script.verdicts([worse])["n"]
     assert found["train_on_one_image"] is False
