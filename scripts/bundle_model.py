@@ -118,7 +118,8 @@ def find_source(source: str) -> Path:
 def retrain_command(
     config_path: Path | None, data: Path, lineage: dict, config: dict, limit: int | None = None
 ) -> str:
-    """The ``microseg train`` command that reproduces the training run."""
+    """The ``microseg train`` command that reproduces the training run (and its conversion
+    to a U-Net that resamples its input itself, when the lineage records one)."""
     parts = ["microseg", "train"]
     if config_path is not None:
         parts += ["--config", shown_path(config_path)]
@@ -134,7 +135,16 @@ def retrain_command(
     if isinstance(start, dict) and start.get("model"):
         # Warm-started: the weights it began from are named (their SHA-256 is in the lineage).
         parts += ["--init", str(start["model"])]
-    return shlex.join(parts)
+    command = shlex.join(parts)
+    pooled = lineage.get("downsampled")
+    if isinstance(pooled, dict) and config.get("name"):
+        # Trained on resampled images, then given a network that resamples them itself.
+        name, factor = str(config["name"]), int(pooled["factor"])
+        command += " && " + shlex.join(
+            ["python", "scripts/downsample_model.py", name, "--factor", str(factor),
+             "--out", f"{name}-d{factor}"]
+        )  # fmt: skip
+    return command
 
 
 def read_mean_row(path: Path) -> dict[str, Any]:

@@ -150,6 +150,13 @@ def test_the_retrain_command_names_the_weights_a_warm_start_began_from(tmp_path)
     command = script.retrain_command(tmp_path / "c.yaml", tmp_path / "glas", lineage, config)
     assert command.endswith("--minutes 95 --init gland-he")
     assert "--init" not in script.retrain_command(None, tmp_path, {"settings": {}}, config)
+    # Trained at 1.24 µm, then pooled inside the network: both steps reproduce it.
+    lineage["downsampled"] = {"factor": 2, "pixel_size_um_learnt": 1.24}
+    command = script.retrain_command(None, tmp_path, lineage, {**config, "name": "gland-he-half"})
+    assert command.endswith(
+        "--init gland-he && python scripts/downsample_model.py gland-he-half --factor 2 "
+        "--out gland-he-half-d2"
+    )
 
 
 def test_postprocess_takes_the_long_json_tune_postprocess_prints_or_a_file(tmp_path):
