@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..core.models.base import SegmentationModel
+from ..core.training.split import image_span
 
 if TYPE_CHECKING:
     from ..core.training.data import TrainingPair
@@ -272,10 +273,13 @@ def _plane_lookup(pairs: list[TrainingPair]) -> dict[str, tuple[TrainingPair, in
 
 
 def _unzoomed(part: slice, factor: float, trained: int, whole: int) -> slice:
-    """A slice of a resampled plane (``trained`` long) on the image's axis (``whole`` long)."""
-    start = 0 if part.start == 0 else min(whole, round(part.start / factor))
-    stop = whole if part.stop == trained else min(whole, round(part.stop / factor))
-    return slice(start, stop)
+    """A slice of a resampled plane (``trained`` long) on the image's axis (``whole`` long).
+
+    A slice that reaches the plane's end reaches the image's: rounding the plane's
+    length must not cut the image's last row.
+    """
+    start, stop = image_span(part.start, part.stop, factor)
+    return slice(min(start, whole), whole if part.stop == trained else min(stop, whole))
 
 
 def _region_item(region: Any, lookup: dict[str, tuple[TrainingPair, int | None]]) -> ValidationItem:

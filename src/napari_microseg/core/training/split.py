@@ -146,9 +146,17 @@ def _strip_label(axis: int, start: int, stop: int, zoom: tuple[float, float] | N
     kind = "rows" if axis == 0 else "columns"
     if zoom is None:
         return f"{kind} {start}-{stop - 1}"
-    factor = zoom[axis]
-    first, last = math.floor(start / factor), math.ceil(stop / factor) - 1
-    return f"{kind} {first}-{last} ({start}-{stop - 1} at the model's pixel size)"
+    first, end = image_span(start, stop, zoom[axis])
+    return f"{kind} {first}-{end - 1} ({start}-{stop - 1} at the model's pixel size)"
+
+
+def image_span(start: int, stop: int, factor: float) -> tuple[int, int]:
+    """The pixels ``start:stop`` of a plane resampled by ``factor``, on the image's own grid.
+
+    Row ``r`` of the resampled plane is row ``r / factor`` of the image
+    (:attr:`~.data.Plane.zoom`); the span covers every image pixel that touches it.
+    """
+    return math.floor(start / factor), math.ceil(stop / factor)
 
 
 def annotated_regions(*parts: Sequence[Region]) -> list[Region]:
