@@ -471,22 +471,25 @@ def main(argv: list[str] | None = None) -> int:
                 labels = np.zeros(pool_labels.shape, np.int32)
                 labels[chosen] = pool_labels[chosen]
                 events: list[Any] = []
-                given = (pool, labels, chosen, axes, pool_spacing)
+                image, annotated, slices, image_axes, spacing = (
+                    pool, labels, chosen, axes, pool_spacing
+                )  # fmt: skip
                 if n == 1 and data.get("separate"):
                     # One 2D image annotated alone: the user opens it by itself.
-                    single = None if pool_spacing is None else pool_spacing[1:]
-                    given = (pool[chosen[0]], labels[chosen[0]], None, axes[1:], single)
+                    image, annotated = pool[chosen[0]], labels[chosen[0]]
+                    slices, image_axes = None, axes[1:]
+                    spacing = None if pool_spacing is None else pool_spacing[1:]
                 job = finetune(
                     model,
-                    given[0],
-                    given[1],
-                    slices=given[2],
-                    axes=given[3],
+                    image,
+                    annotated,
+                    slices=slices,
+                    axes=image_axes,
                     name=f"{name}-{kind}-{n}",
                     settings=settings,
                     device="cpu",
                     folder=workdir / "saved",
-                    spacing=given[4],
+                    spacing=spacing,
                 )
                 tuned, wall, cpu = timed(drain, job, show=False, on_progress=events.append)
                 done = [e.info for e in events if e.info.get("phase") == "done"][-1]
