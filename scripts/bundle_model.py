@@ -132,10 +132,21 @@ def retrain_command(
         if key in settings and settings[key] != configured.get(key, settings[key]):
             parts += [f"--{key}", str(settings[key])]
     start = lineage.get("initial_weights")
+    widening = ""
     if isinstance(start, dict) and start.get("model"):
         # Warm-started: the weights it began from are named (their SHA-256 is in the lineage).
-        parts += ["--init", str(start["model"])]
-    command = shlex.join(parts)
+        wider = start.get("widened")
+        if isinstance(wider, dict) and wider.get("model"):
+            # ... from a narrow model made wider first: that step comes before training.
+            widening = shlex.join(
+                ["python", "scripts/widen_model.py", str(wider["model"]), "--base-width",
+                 str(wider["base_width_to"]), "--noise", str(wider.get("noise", 0.01)),
+                 "--seed", str(wider.get("seed", 0)), "--out", str(start["model"])]
+            ) + " && "  # fmt: skip
+            parts += ["--init", f"{start['model']}.safetensors"]
+        else:
+            parts += ["--init", str(start["model"])]
+    command = widening + shlex.join(parts)
     pooled = lineage.get("downsampled")
     if isinstance(pooled, dict) and config.get("name"):
         # Trained on resampled images, then given a network that resamples them itself.

@@ -157,6 +157,17 @@ def test_the_retrain_command_names_the_weights_a_warm_start_began_from(tmp_path)
         "--init gland-he && python scripts/downsample_model.py gland-he-half --factor 2 "
         "--out gland-he-half-d2"
     )
+    # Began from a narrow model made wider: the widening comes first.
+    lineage["initial_weights"]["model"] = "third-w32"
+    lineage["initial_weights"]["widened"] = {
+        "model": "third", "base_width_from": 16, "base_width_to": 32, "noise": 0.01, "seed": 0
+    }  # fmt: skip
+    command = script.retrain_command(None, tmp_path, lineage, {**config, "name": "third-wide"})
+    assert command.startswith(
+        "python scripts/widen_model.py third --base-width 32 --noise 0.01 --seed 0 "
+        "--out third-w32 && microseg train --data "
+    )
+    assert "--init third-w32.safetensors && python scripts/downsample_model.py" in command
 
 
 def test_postprocess_takes_the_long_json_tune_postprocess_prints_or_a_file(tmp_path):

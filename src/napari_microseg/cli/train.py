@@ -231,10 +231,14 @@ def initialise_from(model: Any, source: str) -> None:
             f"missing, extra or reshaped, e.g. {differ[0]!r}); check the config's hyperparameters."
         )
     model.module.load_state_dict(state)  # copies cast the float16 of bundled weights
-    model.card.lineage = {
-        **model.card.lineage,
-        "initial_weights": {"model": given.name, "sha256": inspect_checkpoint(weights).sha256},
+    start_record: dict[str, Any] = {
+        "model": given.name,
+        "sha256": inspect_checkpoint(weights).sha256,
     }
+    if isinstance(given.lineage, dict) and isinstance(given.lineage.get("widened"), dict):
+        # Made wider from a narrow model (scripts/widen_model.py): how to make it again.
+        start_record["widened"] = given.lineage["widened"]
+    model.card.lineage = {**model.card.lineage, "initial_weights": start_record}
     print(f"Starting from the weights of {given.name!r}.")
 
 
