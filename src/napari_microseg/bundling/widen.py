@@ -1,6 +1,6 @@
 """A trained U-Net made wider without forgetting what it learnt (Net2WiderNet).
 
-A wider U-Net (base width 32 instead of 16) costs four times a training step;
+A wider U-Net (base width 32 instead of 16) costs about four times a training step;
 from scratch it needs hours on a GPU before it catches up with the narrow
 network it is meant to beat. :func:`widened` starts it where the narrow one
 is: every new channel copies a channel of the old network (its incoming
