@@ -125,7 +125,7 @@ def widened(
         ):
             continue
         params = {key: value for key, value in old_state.items() if key.rsplit(".", 1)[0] == name}
-        state.update(_widened_layer(name, module, params, old_width, noise, generator))
+        state.update(_widened_layer(name, module, params, noise, generator))
     wide.module.load_state_dict(state)
     return wide.eval()
 
@@ -134,7 +134,6 @@ def _widened_layer(
     name: str,
     module: Any,
     params: dict[str, torch.Tensor],
-    old_width: int,
     noise: float,
     generator: torch.Generator,
 ) -> dict[str, torch.Tensor]:
