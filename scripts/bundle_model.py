@@ -41,7 +41,10 @@ import shlex
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from napari_microseg.core.evaluation.uncertainty import Interval
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "models.md"
@@ -168,6 +171,16 @@ def read_mean_row(path: Path) -> dict[str, Any]:
         if key != "image" and value not in ("", None):
             out[key] = float(value)
     return out
+
+
+def metric_interval(path: Path, metric: str) -> Interval | None:
+    """The bootstrap interval over images of one column's mean, from a ``microseg evaluate``
+    CSV; None when fewer than three images have a finite value."""
+    from napari_microseg.core.evaluation.evaluate import mean_intervals
+
+    with open(path, newline="", encoding="utf-8") as stream:
+        rows = [row for row in csv.DictReader(stream) if row["image"] != "mean"]
+    return mean_intervals(rows, [metric]).get(metric)
 
 
 def parse_postprocess(text: str | None) -> dict[str, Any] | None:
@@ -342,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         if code:
             raise SystemExit(f"microseg evaluate failed (exit code {code}).")
         row = read_mean_row(table)
+        interval = metric_interval(table, TARGETS[split.kind].metric)
 
     bench = _bench_module()
     print(f"Timing on the CPU ({args.speed_size}x{args.speed_size}, all cores)...")
@@ -350,8 +364,14 @@ def main(argv: list[str] | None = None) -> int:
     if busy:
         print(busy)
     value = row.get(target.metric, float("nan"))
+    spread = (
+        f", {interval.confidence:.0%} bootstrap interval over the {interval.n} images "
+        f"{interval.low:.3f}-{interval.high:.3f}"
+        if interval is not None
+        else ""
+    )
     print(
-        f"\n{target.label}: {value:.4f} (target >= {target.minimum}: "
+        f"\n{target.label}: {value:.4f}{spread} (target >= {target.minimum}: "
         f"{'met' if target.met(value) else 'NOT MET'}); CPU {speed['mpx_per_s_cpu']:.2f} MP/s "
         f"prediction, {speed['mpx_per_s_cpu_segment']:.2f} MP/s with post-processing "
         f"(load average {speed['load_average']}, other processes {speed.get('other_load')} "
@@ -400,6 +420,14 @@ def main(argv: list[str] | None = None) -> int:
             **({"limit": args.limit} if args.limit is not None else {}),
         },
     )
+    if interval is not None:
+        card.metrics["target"]["interval"] = {
+            "low": round(interval.low, 4),
+            "high": round(interval.high, 4),
+            "confidence": interval.confidence,
+            "images": interval.n,
+            "method": "percentile bootstrap of the mean over images",
+        }
     card.description = target_description(
         card.description, target.label, value, target.minimum, met=card.metrics["target"]["met"]
     )

@@ -222,3 +222,15 @@ def test_a_busy_machine_is_judged_on_other_processes_first(speed, busy):
     assert bool(warning) is busy
     if busy:
         assert "Re-run with --overwrite when it is idle" in warning
+
+
+def test_metric_interval_bootstraps_the_images_of_an_evaluate_csv(tmp_path):
+    from napari_microseg.core.evaluation.evaluate import write_csv
+
+    rows = [{"image": f"img{i}", "object_f1": f1} for i, f1 in enumerate([1.0, 1.0, 0.8, 0.8])]
+    table = write_csv(tmp_path / "evaluate.csv", [*rows, {"image": "mean", "object_f1": 0.9}])
+    interval = _script().metric_interval(table, "object_f1")
+    # The mean row is not an image; four images give 0.9 within [0.8, 1.0].
+    assert (interval.n, interval.low, interval.high) == (4, 0.8, 1.0)
+    assert interval.mean == pytest.approx(0.9)
+    assert _script().metric_interval(table, "pixel_f1") is None

@@ -69,6 +69,24 @@ def test_folders_pair_by_name(tmp_path, capsys):
     assert [r["image"] for r in rows] == ["img1", "img2", "mean"]
     assert float(rows[0]["ap_50_95"]) == 1.0
     assert float(rows[2]["n_matched"]) == pytest.approx(2.5)
+    # Two images are too few for an interval of the mean.
+    assert "bootstrap interval" not in captured.out
+
+
+def test_three_images_or_more_print_how_far_the_mean_can_move(tmp_path, capsys):
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "gt").mkdir()
+    truth = truth_labels()
+    for number in range(4):
+        write_labels(tmp_path / "gt" / f"img{number}.tif", truth)
+        # Two images right, two with object 3 missed: object F1 1, 1, 0.8, 0.8.
+        pred = truth if number < 2 else np.where(truth == 3, 0, truth)
+        write_labels(tmp_path / "pred" / f"img{number}.tif", pred)
+    assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt")]) == 0
+    printed = capsys.readouterr().out
+    assert "95% bootstrap interval over the 4 images" in printed
+    assert "object_f1 0.900 [0.800, 1.000]" in printed
+    assert "n_true" not in printed.split("bootstrap interval")[1]
 
 
 def test_binary_png_truth_counts_connected_components(tmp_path):

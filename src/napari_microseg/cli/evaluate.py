@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         evaluate_images,
         format_table,
         is_scores_header,
+        mean_intervals,
         mean_row,
         select_metrics,
         write_csv,
@@ -95,6 +96,14 @@ def run(args: argparse.Namespace) -> int:
         f"\nObjects found: {found}/{total} (IoU > {args.iou_threshold:g}) in {len(rows)} "
         f"image(s); {false} predicted object(s) matched nothing."
     )
+    intervals = mean_intervals(rows, shown[1:])
+    if intervals:
+        confidence = next(iter(intervals.values())).confidence
+        shown_intervals = "; ".join(f"{column} {value}" for column, value in intervals.items())
+        print(
+            f"Means with their {confidence:.0%} bootstrap interval over the {len(rows)} images "
+            f"(how far the mean can move with other images like these): {shown_intervals}."
+        )
     if args.csv is not None:
         written = write_csv(args.csv, table_rows)
         print(f"Wrote {written}")

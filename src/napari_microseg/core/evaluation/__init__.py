@@ -2,7 +2,8 @@
 
 Pixel metrics and Rand/VI (:mod:`.metrics`), object F1, Dice, Hausdorff and mean AP
 (:mod:`.objects`, :mod:`.hausdorff`) on one contingency table (:mod:`.contingency`);
-:func:`evaluate_images` makes one row per image pair; :func:`measure_objects` and
+:func:`evaluate_images` makes one row per image pair, and :mod:`.uncertainty` says how far
+a mean over a few images can be trusted; :func:`measure_objects` and
 :func:`export_job` give per-object measurements in physical units and write them.
 """
 
@@ -33,6 +34,9 @@ _HOMES = {
     "as_instances": "contingency",
     "overlap": "contingency",
     "evaluate_images": "evaluate",
+    "mean_intervals": "evaluate",
+    "bootstrap_interval": "uncertainty",
+    "paired_difference": "uncertainty",
     "measure_objects": "measure",
     "summarize": "measure",
     "export_job": "export",

@@ -33,6 +33,7 @@ from .objects import (
     object_dice_from,
     object_f1_from,
 )
+from .uncertainty import MIN_IMAGES, Interval, bootstrap_interval
 
 #: CSV columns, in order; the first holds the image name (``"mean"`` in the last row).
 COLUMNS: tuple[str, ...] = (
@@ -211,6 +212,34 @@ def mean_row(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         if values:
             mean[column] = float(np.mean(values))
     return mean
+
+
+def mean_intervals(
+    rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None
+) -> dict[str, Interval]:
+    """Each score column's mean with its bootstrap interval over the rows (images).
+
+    Parameters
+    ----------
+    rows : sequence of dict
+        Per-image rows of :func:`evaluate_images` (no ``mean`` row).
+    columns : sequence of str, optional
+        Columns to give; default every column of :data:`COLUMNS`.
+
+    Returns
+    -------
+    dict of str to Interval
+        Only score columns (no counts) with at least :data:`~.uncertainty.MIN_IMAGES`
+        values, all finite (an infinite Hausdorff distance gives none).
+    """
+    intervals: dict[str, Interval] = {}
+    for column in columns or COLUMNS[1:]:
+        if column == "image" or column in COUNT_COLUMNS:
+            continue
+        values = [float(r[column]) for r in rows if _present(r.get(column))]
+        if len(values) >= MIN_IMAGES and all(math.isfinite(v) for v in values):
+            intervals[column] = bootstrap_interval(values)
+    return intervals
 
 
 def _present(value: Any) -> bool:
