@@ -225,6 +225,12 @@ def main(argv: list[str] | None = None) -> int:
         "--lr", type=float, default=None, help="override the card's fine-tune learning rate"
     )
     parser.add_argument(
+        "--patch-size",
+        type=int,
+        default=None,
+        help="override the fine-tune's patch side, in image pixels (TrainSettings.patch_size)",
+    )
+    parser.add_argument(
         "--anchor-decay",
         type=float,
         default=None,
@@ -334,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
             overrides["steps"] = args.steps
         if args.lr is not None:
             overrides["learning_rate"] = args.lr
+        if args.patch_size is not None:
+            overrides["patch_size"] = args.patch_size
         if args.anchor_decay is not None:
             overrides["anchor_decay"] = args.anchor_decay
         if args.patience is not None:
@@ -383,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
             run: dict[str, Any] = {
                 "model": name,
                 "learning_rate": settings.learning_rate,
+                "patch_size": settings.patch_size,
                 "anchor_decay": settings.anchor_decay,
                 "steps": settings.steps,
                 "shift": kind,
