@@ -191,9 +191,14 @@ def summary_table(cards: dict[str, Any]) -> str:
         target = card.metrics.get("target", {})
         kind = card.lineage.get("dataset", {}).get("kind")
         speed = card.recommended.get("mpx_per_s_cpu", float("nan"))
+        value = _fmt(target.get("value"))
+        interval = target.get("interval")
+        if isinstance(interval, dict) and "low" in interval and "high" in interval:
+            # How far the mean over the validation images could move (bundle_model.py).
+            value += f" [{_fmt(interval['low'])}, {_fmt(interval['high'])}]"
         lines.append(
             f"| [{name}](#{name}) | {card.architecture} | {kind} | {target.get('label')} >= "
-            f"{target.get('minimum')} | {_fmt(target.get('value'))} | "
+            f"{target.get('minimum')} | {value} | "
             f"{'yes' if target.get('met') else 'no'} | {speed:.2f} |"
         )
     lines.append("<!-- /summary -->")
