@@ -288,6 +288,13 @@ def main(argv: list[str] | None = None) -> int:
         "size (resampled to the model's) and are segmented with it, as after a user sets "
         "the scale",
     )
+    parser.add_argument(
+        "--separate-images",
+        action="store_true",
+        help="DSB and GlaS: give n >= 2 annotated pool images as separate images, each "
+        "normalised on its own (finetune's `more`, `microseg finetune --image A --image B`), "
+        "not as one stack",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args(argv)
 
@@ -298,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     from napari_microseg.core.models.registry import load_model
     from napari_microseg.core.progress import drain
     from napari_microseg.core.training.adapt import adapt
+    from napari_microseg.core.training.data import TrainingPair
     from napari_microseg.core.training.jobs import finetune
     from napari_microseg.core.training.settings import TrainSettings
 
@@ -392,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
                 "model": name,
                 "learning_rate": settings.learning_rate,
                 "patch_size": settings.patch_size,
+                "separate_images": bool(args.separate_images and data.get("separate")),
                 "anchor_decay": settings.anchor_decay,
                 "steps": settings.steps,
                 "shift": kind,
@@ -483,11 +492,18 @@ def main(argv: list[str] | None = None) -> int:
                 image, annotated, slices, image_axes, spacing = (
                     pool, labels, chosen, axes, pool_spacing
                 )  # fmt: skip
-                if n == 1 and data.get("separate"):
-                    # One 2D image annotated alone: the user opens it by itself.
+                more: list[TrainingPair] = []
+                if data.get("separate") and (n == 1 or args.separate_images):
+                    # 2D images annotated alone: the user opens each by itself.
                     image, annotated = pool[chosen[0]], labels[chosen[0]]
                     slices, image_axes = None, axes[1:]
                     spacing = None if pool_spacing is None else pool_spacing[1:]
+                    more = [
+                        TrainingPair(
+                            pool[c], labels[c], axes=image_axes, name=f"image {c}", spacing=spacing
+                        )
+                        for c in chosen[1:]
+                    ]
                 job = finetune(
                     model,
                     image,
@@ -499,6 +515,7 @@ def main(argv: list[str] | None = None) -> int:
                     device="cpu",
                     folder=workdir / "saved",
                     spacing=spacing,
+                    more=more,
                 )
                 tuned, wall, cpu = timed(drain, job, show=False, on_progress=events.append)
                 done = [e.info for e in events if e.info.get("phase") == "done"][-1]

@@ -75,6 +75,62 @@ def test_finetune_saves_a_new_version_usable_by_name(image_files, capsys):
     assert child.lineage["settings"]["learning_rate"] == 2e-4  # the parent card's recommendation
 
 
+def test_finetune_learns_from_several_separate_images(image_files, tmp_path, capsys):
+    torch.manual_seed(0)
+    registry.save_user_model(create_model("unet", name="tiny", depth=2, base_width=8))
+    image, labels = image_files
+    # A second image of another shape: stacking it with the first would not even be possible.
+    other = synthetic.fluorescence_nuclei((64, 96), n_objects=8, seed=3)
+    other_image, other_labels = tmp_path / "other.tif", tmp_path / "other_labels.tif"
+    tifffile.imwrite(other_image, other.image)
+    tifffile.imwrite(other_labels, other.labels)
+    args = ["finetune", "--model", "tiny", "--name", "tiny-two", "--steps", "3"]
+    args += ["--image", str(image), "--labels", str(labels)]
+    args += ["--image", str(other_image), "--labels", str(other_labels)]
+    assert main([*args, "--device", "cpu", "--patch-size", "48", "--always-save", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["name"] == "tiny-two" and summary["steps"] == 3
+    child = registry.load_model("tiny-two", device="cpu").card
+    assert child.lineage["data"]["planes"] == 2
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--image", "c.tif"], "2 --image but 1 --labels"),
+        (["--image", "c.tif", "--labels", "d.tif", "--slices", "1"], "--slices names the slices"),
+        (
+            ["--image", "c.tif", "--labels", "d.tif", "--annotated", "m.tif"],
+            "1 --annotated for 2 --image",
+        ),
+    ],
+)
+def test_several_images_that_do_not_pair_up_are_refused_first(extra, message, capsys):
+    args = ["finetune", "--model", "nowhere", "--name", "x", "--image", "a.tif"]
+    assert main([*args, "--labels", "b.tif", *extra]) == 2
+    # Refused before the model or any file is read.
+    assert message in capsys.readouterr().err
+
+
+def test_a_wrong_kind_of_image_among_several_is_named(tmp_path):
+    from napari_microseg.core.progress import drain
+    from napari_microseg.core.training.data import TrainingDataError
+    from napari_microseg.core.training.jobs import finetune
+
+    grey = create_model("unet", name="grey", depth=2, base_width=8)
+    grey.card.modality = "fluorescence"
+    sample = synthetic.fluorescence_nuclei((48, 48), n_objects=4, seed=1)
+    colour = np.repeat(sample.image[..., None], 3, axis=-1)
+    colour[..., 0] = 0  # not a grey image saved in colour
+    with pytest.raises(TrainingDataError, match="^image 2: The image is in colour"):
+        drain(
+            finetune(
+                grey, sample.image, sample.labels, more=[(colour, sample.labels)], save=False
+            ),
+            show=False,
+        )
+
+
 def test_finetune_passes_the_file_pixel_size_on(tmp_path, record_call):
     from napari_microseg.core.io.writers import write_image
 

@@ -6,6 +6,8 @@ Examples
 
     microseg finetune --model mito-em --image stack.tif --labels corrected.tif \\
         --slices 12,40 --name mito-em-mine --minutes 2
+    microseg finetune --model gland-he --image a.png --labels a_fixed.tif \
+        --image b.png --labels b_fixed.tif --name gland-he-mine   # two separate images
     microseg predict --model mito-em-mine ...      # usable by name at once
     microseg adapt --model mito-em --image new-session.tif --name mito-em-session2
 """
@@ -33,12 +35,31 @@ def register(subparsers: Any) -> None:
         "the same machine's CPU give the same weights.",
     )
     parser.add_argument("--model", required=True, help="parent model: registry name or file")
-    parser.add_argument("--image", required=True, type=Path, help="the image (TIFF, PNG...)")
-    parser.add_argument("--labels", required=True, type=Path, help="the corrected labels")
     parser.add_argument(
-        "--annotated", type=Path, help="mask of the annotated region (default: annotated slices)"
+        "--image",
+        required=True,
+        type=Path,
+        action="append",
+        help="the image (TIFF, PNG...); repeat it, each with its --labels, to learn from "
+        "several separate images of the session at once",
     )
-    parser.add_argument("--slices", help="annotated slices of a stack, e.g. 3,10-12")
+    parser.add_argument(
+        "--labels",
+        required=True,
+        type=Path,
+        action="append",
+        help="the corrected labels (one per --image, in the same order)",
+    )
+    parser.add_argument(
+        "--annotated",
+        type=Path,
+        action="append",
+        help="mask of the annotated region (default: annotated slices); with several images, "
+        "one per --image or none",
+    )
+    parser.add_argument(
+        "--slices", help="annotated slices of a stack, e.g. 3,10-12 (one image only)"
+    )
     parser.add_argument("--name", required=True, help="registry name of the new model")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     budget = parser.add_mutually_exclusive_group()
@@ -228,30 +249,67 @@ def run_adapt(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     from ..core.io.images import imread
     from ..core.training.adapt import resolve_model
+    from ..core.training.data import TrainingPair
     from ..core.training.jobs import finetune
 
+    check_image_counts(args)
     parent = resolve_model(args.model)
     settings = settings_from_args(args, parent.card)
-    image = imread(args.image)
-    labels = imread(args.labels)
-    annotated = imread(args.annotated).data if args.annotated else None
+    masks = args.annotated or [None] * len(args.image)
+    pairs = []
+    for image_path, labels_path, mask_path in zip(args.image, args.labels, masks, strict=True):
+        image = imread(image_path)
+        pairs.append(
+            TrainingPair(
+                image.data,
+                imread(labels_path).data,
+                imread(mask_path).data if mask_path else None,
+                image.axes,
+                name=image_path.name if len(args.image) > 1 else "image",
+                spacing=image.scale,
+            )
+        )
+    first, more = pairs[0], pairs[1:]
     job = finetune(
         parent,
-        image.data,
-        labels.data,
-        annotated=annotated,
+        first.image,
+        first.labels,
+        annotated=first.annotated,
         slices=args.slices,
-        axes=image.axes,
+        axes=first.axes,
         name=args.name,
         settings=settings,
         device=args.device,
-        spacing=image.scale,
+        spacing=first.spacing,
+        more=more,
     )
     model = drain_training(job, show=not args.json)
     if model is None:
         return INTERRUPTED
     report(model, as_json=args.json)
     return 0
+
+
+def check_image_counts(args: argparse.Namespace) -> None:
+    """Refuse, before reading anything, --image / --labels / --annotated that do not pair up."""
+    from . import CommandError
+
+    images, labels = len(args.image), len(args.labels)
+    if images != labels:
+        raise CommandError(
+            f"{images} --image but {labels} --labels: give one --labels per --image, in the "
+            "same order."
+        )
+    if args.annotated and len(args.annotated) != images:
+        raise CommandError(
+            f"{len(args.annotated)} --annotated for {images} --image: give one mask per image, "
+            "or none (every pixel of the annotated slices counts)."
+        )
+    if args.slices and images > 1:
+        raise CommandError(
+            "--slices names the slices of one stack; with several images, give each its "
+            "--annotated mask instead."
+        )
 
 
 #: Exit code after Ctrl-C (128 + SIGINT), as shells report it.

@@ -127,6 +127,7 @@ def finetune(
     folder: str | os.PathLike | None = None,
     save: bool = True,
     spacing: Sequence[float] | None = None,
+    more: Sequence[TrainingPair | tuple[Any, ...]] = (),
 ) -> Job[SegmentationModel]:
     """Fine-tune a model on corrected labels (a few slices suffice); a progress generator.
 
@@ -162,6 +163,12 @@ def finetune(
         pixel size are known and far apart, the annotated planes are resampled
         to the model's pixel size, as prediction resamples the image, so the new
         model keeps its parent's pixel size.
+    more : sequence of TrainingPair or (image, labels[, annotated]) tuples
+        Other corrected images of the same session, separate files of their own
+        shapes: each is normalised on its own, as prediction normalises it, and
+        their annotated planes join ``image``'s (held-out pixels are drawn from
+        all of them). Give a :class:`~.data.TrainingPair` for an image's own
+        ``axes``, ``slices`` or ``spacing``.
 
     Yields
     ------
@@ -188,14 +195,24 @@ def finetune(
     started = time.monotonic()
     parent = resolve_model(model)
     settings = (settings or TrainSettings.for_finetune(parent.card)).validate()
-    check_modality(parent, image, axes)
-    pair = TrainingPair(
-        image, labels, annotated, axes, parse_slices(slices), name="image", spacing=spacing
-    )
+    first = "image 1" if more else "image"
+    pairs = [
+        TrainingPair(
+            image, labels, annotated, axes, parse_slices(slices), name=first, spacing=spacing
+        ),
+        *(_as_pair(item, index) for index, item in enumerate(more, start=1)),
+    ]
+    for pair in pairs:
+        try:
+            check_modality(parent, pair.image, pair.axes)
+        except TrainingDataError as error:
+            if not more:
+                raise
+            raise TrainingDataError(f"{pair.name}: {error}") from error
     return (
         yield from _run(
             parent,
-            [pair],
+            pairs,
             None,
             settings=settings,
             device=device,
