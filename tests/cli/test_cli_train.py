@@ -122,7 +122,7 @@ def test_a_wrong_kind_of_image_among_several_is_named(tmp_path):
     sample = synthetic.fluorescence_nuclei((48, 48), n_objects=4, seed=1)
     colour = np.repeat(sample.image[..., None], 3, axis=-1)
     colour[..., 0] = 0  # not a grey image saved in colour
-    with pytest.raises(TrainingDataError, match="^image 2: The image is in colour"):
+    with pytest.raises(TrainingDataError, match=r"^image 2: The image is in colour"):
         drain(
             finetune(
                 grey, sample.image, sample.labels, more=[(colour, sample.labels)], save=False
