@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_microseg._widgets._more_images import training_pairs
 from napari_microseg._widgets.finetune import FinetuneWidget
 from napari_microseg.core.io.synthetic import fluorescence_nuclei
 
@@ -107,3 +108,32 @@ def test_the_image_pixel_size_goes_to_the_job(setup, record_call, start, job):
         getattr(widget, start)()
     # Fine-tuning and label-free adaptation resample to the model's pixel size, as Segment does.
     assert tuple(seen["spacing"]) == (1.0, 0.5, 0.5)
+
+
+def test_other_corrected_images_join_the_fine_tune(setup, record_call):
+    viewer, widget = setup
+    sample = fluorescence_nuclei((96, 80), n_objects=6, seed=4)
+    cells = viewer.add_image(sample.image, name="cells", scale=(0.5, 0.5))
+    made = viewer.add_labels(sample.labels, name="cells tiny-grey labels", scale=(0.5, 0.5))
+    viewer.add_labels(np.zeros((96, 80), np.uint16), name="painted by hand")  # no image known
+    viewer.add_labels(np.zeros((4, 128, 128), np.uint16), name="stack tiny-grey labels")
+    widget.more_labels.reset_choices()
+    # Only labels made from another image are offered; those of the chosen image would repeat it.
+    assert widget.more_labels.choices == (made,)
+    widget.more_labels.value = [made]
+    assert widget.pixels_label.value.endswith(", and 1 other image(s)")
+    seen = record_call("napari_microseg.core.training.jobs.finetune")
+    with pytest.raises(record_call.stop):
+        widget.start()
+    (pair,) = seen["more"]
+    assert pair.name == "cells tiny-grey labels" and pair.axes == "YX"
+    assert pair.image.shape == (96, 80) and tuple(pair.spacing) == (0.5, 0.5)
+    assert pair.labels is not made.data  # a snapshot: painting on goes on while it trains
+    # The image gone: its labels leave the choices; a tick kept anyway is one clear message.
+    viewer.layers.remove(cells)
+    assert widget.more_labels.choices == () and widget.more_labels.value == []
+    with pytest.raises(ValueError, match="that 'cells tiny-grey labels' was made from is gone"):
+        training_pairs(viewer, [made])
+    viewer.layers.remove(made)
+    with pytest.raises(ValueError, match="was removed; untick it"):
+        training_pairs(viewer, [made])

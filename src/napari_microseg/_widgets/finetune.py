@@ -18,9 +18,11 @@ Segment widget records it in its result layers' metadata), else the bundled
 model suggested for it, until the user picks one. Training uses whole
 annotated slices, or only the edited region plus a margin (what changed since
 the model's result, grown to the touched objects); the number of annotated
-pixels is shown. Training runs in a worker thread with live curves; at the
-end the dock shows the held-out metrics of the parent, the adapted and the
-fine-tuned model, and one click segments again with the new model.
+pixels is shown. Other images of the session corrected the same way can be
+ticked to learn from at once ("also learn from", :mod:`._more_images`).
+Training runs in a worker thread with live curves; at the end the dock shows
+the held-out metrics of the parent, the adapted and the fine-tuned model, and
+one click segments again with the new model.
 """
 
 from __future__ import annotations
@@ -36,16 +38,17 @@ from magicgui.widgets import (
     Label,
     LineEdit,
     PushButton,
+    Select,
     SpinBox,
     create_widget,
 )
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_info, show_warning
 
-from .._reader import layer_voxel_size
 from ._dock import DockedContainer
 from ._finetune_results import FinetuneSummary, TrainingCurves
 from ._layer_edits import edited_since_made
+from ._more_images import other_corrections, pixel_size_um, training_pairs
 from ._runner import JobRunner
 from .segment import NO_MODEL, image_axes, layer_hints
 
@@ -88,6 +91,11 @@ FLAT_FIELD_TOOLTIP = (
     "fine-tune from that model keeps the correction; a fine-tune also tries it by itself and "
     "keeps it when the held-out pixels gain."
 )
+MORE_TOOLTIP = (
+    "Other images of this session you corrected: the labels Segment made on them (named "
+    "'<image> <model> labels'). Each counts whole (every non-empty slice) and is normalised with "
+    "its own image, as Segment normalises it; the held-out pixels come from all of them."
+)
 ADAPT_TOOLTIP = (
     "Re-estimate the model's batch-norm statistics on this image; saves a new model, "
     "the base model is not changed."
@@ -120,6 +128,10 @@ class FinetuneWidget(DockedContainer):
         self.region_combo = ComboBox(choices=[WHOLE_SLICES, EDITED_REGION], label="train on")
         self.slices = LineEdit(value="", label="annotated slices")
         self.pixels_label = Label(value="annotated pixels: -", label="annotated")
+        self.more_labels = Select(
+            label="also learn from", choices=self._more_choices, allow_multiple=True
+        )
+        self.more_labels.tooltip = MORE_TOOLTIP
         self.margin = SpinBox(value=16, min=0, max=1000, label="margin (px)")
         self.new_name = LineEdit(value="", label="new model name")
         self.minutes = FloatSpinBox(
@@ -153,6 +165,7 @@ class FinetuneWidget(DockedContainer):
                 self.slices,
                 self.margin,
                 self.pixels_label,
+                self.more_labels,
                 self.new_name,
                 self.minutes,
                 self.steps,
@@ -183,6 +196,9 @@ class FinetuneWidget(DockedContainer):
         self.segment_again.changed.connect(self.segment_with_new_model)
         self.labels_combo.changed.connect(self._bind_labels)
         self.labels_combo.changed.connect(self.detect_slices)
+        self.labels_combo.changed.connect(self.more_labels.reset_choices)
+        self.image_combo.changed.connect(self.more_labels.reset_choices)
+        self.more_labels.changed.connect(self.update_pixels)
         self.image_combo.changed.connect(self.follow_image)
         self.model_combo.changed.connect(self._remember_pick)
         self.model_combo.changed.connect(self._suggest_name)
@@ -275,6 +291,16 @@ class FinetuneWidget(DockedContainer):
         self._set_model(lambda: super(FinetuneWidget, self).reset_choices(event))
         if hasattr(self, "curves"):
             self.refresh_models(keep=keep)
+
+    def _more_choices(self, widget: Any = None) -> list[tuple[str, Labels]]:
+        """Labels layers of the viewer's other images, for "also learn from"."""
+        chosen = getattr(self, "labels_combo", None)
+        image = getattr(self, "image_combo", None)
+        return other_corrections(
+            self.viewer,
+            chosen.value if chosen is not None else None,
+            image.value if image is not None else None,
+        )
 
     def _suggest_name(self, event: Any = None) -> None:
         base = self.model_combo.value
@@ -378,7 +404,9 @@ class FinetuneWidget(DockedContainer):
         else:
             count = int(labels.size) if np.any(labels) else 0
             where = "in the image"
-        self.pixels_label.value = f"{count:,} annotated pixels {where}"
+        more = len(self.more_labels.value) if hasattr(self, "more_labels") else 0
+        also = f", and {more} other image(s)" if more else ""
+        self.pixels_label.value = f"{count:,} annotated pixels {where}{also}"
         return count
 
     # --------------------------------------------------------------------- run
@@ -429,6 +457,12 @@ class FinetuneWidget(DockedContainer):
             # Bad input gets its message now, before anything loads or trains.
             check_annotation(label_data, annotated)
             check_modality(self._entry_card(base), image.data, axes)
+            more = training_pairs(self.viewer, self.more_labels.value)
+            for pair in more:
+                try:
+                    check_modality(self._entry_card(base), pair.image, pair.axes)
+                except TrainingDataError as error:
+                    raise TrainingDataError(f"{pair.name}: {error}") from error
         except (ValueError, TrainingDataError) as error:
             show_warning(str(error))
             return
@@ -450,7 +484,8 @@ class FinetuneWidget(DockedContainer):
             name=self.new_name.value or None,
             settings=settings,
             device=self.device_combo.value,
-            spacing=_pixel_size(image, axes),
+            spacing=pixel_size_um(image, axes),
+            more=more,
         )
         self._adapt_info: dict[str, Any] = {}
         self._illumination_info: dict[str, Any] = {}
@@ -534,7 +569,7 @@ class FinetuneWidget(DockedContainer):
             axes=axes,
             device="cpu",
             flat_field=True if self.flat_field.value else None,
-            spacing=_pixel_size(image, axes),
+            spacing=pixel_size_um(image, axes),
         )
         self.result_label.value = "adapting to the image…"
         self.segment_again.visible = False
@@ -615,15 +650,6 @@ class FinetuneWidget(DockedContainer):
         widget.image_combo.value = self.image_combo.value
         widget.model_combo.value = self.new_model.name
         widget.run()
-
-
-def _pixel_size(image: Any, axes: str) -> tuple[float, ...] | None:
-    """The image layer's voxel size in µm, for the jobs to resample to the model's pixel size.
-
-    Planes far from the model's pixel size are resampled to it, as Segment does; None
-    (a scale of 1, unknown) leaves them as they are.
-    """
-    return layer_voxel_size(image, len(axes.replace("C", ""))).size_um
 
 
 def _docked_widgets(viewer: napari.Viewer) -> list[Any]:

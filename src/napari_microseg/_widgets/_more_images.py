@@ -1,0 +1,117 @@
+"""The Fine-tune widget's other corrected images: learn from several images of a session at once.
+
+The Segment widget names its result ``"<image> <model> labels"``, so each
+labels layer it made knows its image by name. Besides the image and labels the
+widget trains on, the user may tick other such labels layers ("also learn
+from"); each counts whole (every non-empty slice of a stack, the whole of a 2D
+image) and is normalised with its own image, as prediction normalises it
+(:func:`~..core.training.jobs.finetune`'s ``more``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from napari.layers import Image, Labels
+
+from .._reader import layer_voxel_size
+from .segment import image_axes
+
+if TYPE_CHECKING:
+    import napari
+
+    from ..core.training.data import TrainingPair
+
+
+def pixel_size_um(image: Any, axes: str) -> tuple[float, ...] | None:
+    """The image layer's voxel size in µm, for the jobs to resample to the model's pixel size.
+
+    Planes far from the model's pixel size are resampled to it, as Segment does; None
+    (a scale of 1, unknown) leaves them as they are.
+    """
+    return layer_voxel_size(image, len(axes.replace("C", ""))).size_um
+
+
+def _spatial_shape(image: Image) -> tuple[int, ...]:
+    return tuple(image.data.shape[:-1] if image.rgb else image.data.shape)
+
+
+def image_for_labels(viewer: napari.Viewer, labels: Labels) -> Image | None:
+    """The image layer ``labels`` was made from, or None.
+
+    The image whose name followed by a space starts the labels' name (the longest
+    such name, so ``"cells 2"`` wins over ``"cells"``) and whose shape matches.
+    """
+    found = [
+        layer
+        for layer in viewer.layers
+        if isinstance(layer, Image)
+        and labels.name.startswith(f"{layer.name} ")
+        and _spatial_shape(layer) == tuple(np.shape(labels.data))
+    ]
+    return max(found, key=lambda layer: len(layer.name)) if found else None
+
+
+def other_corrections(
+    viewer: napari.Viewer, chosen: Labels | None, image: Image | None
+) -> list[tuple[str, Labels]]:
+    """Choices for "also learn from": labels layers of other images, as (text, layer).
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    chosen : Labels or None
+        The labels layer the widget trains on (left out).
+    image : Image or None
+        Its image (labels made from it are left out: they would repeat it).
+    """
+    choices = []
+    for layer in viewer.layers:
+        if not isinstance(layer, Labels) or layer is chosen:
+            continue
+        source = image_for_labels(viewer, layer)
+        if source is not None and source is not image:
+            choices.append((f"{layer.name} (on {source.name})", layer))
+    return choices
+
+
+def training_pairs(viewer: napari.Viewer, layers: Iterable[Labels]) -> list[TrainingPair]:
+    """Copies of the ticked labels layers with their images, ready for ``finetune(more=...)``.
+
+    Raises
+    ------
+    ValueError
+        A layer was removed, its image cannot be found, or it holds no label;
+        the message names the layer and what to do.
+    """
+    from ..core.training.annotations import check_annotation
+    from ..core.training.data import TrainingPair
+
+    pairs = []
+    for layer in layers:
+        if layer not in viewer.layers:
+            raise ValueError(f"{layer.name!r} was removed; untick it under 'also learn from'.")
+        image = image_for_labels(viewer, layer)
+        if image is None:
+            raise ValueError(
+                f"The image that {layer.name!r} was made from is gone or was renamed; untick it "
+                "under 'also learn from'."
+            )
+        labels = np.array(layer.data, copy=True)  # the user may keep painting while it trains
+        try:
+            check_annotation(labels, None)
+        except ValueError as error:
+            raise ValueError(f"{layer.name}: {error}") from error
+        axes = image_axes(image)
+        pairs.append(
+            TrainingPair(
+                np.array(image.data, copy=True),
+                labels,
+                axes=axes,
+                name=layer.name,
+                spacing=pixel_size_um(image, axes),
+            )
+        )
+    return pairs
