@@ -124,9 +124,7 @@ def test_a_wrong_kind_of_image_among_several_is_named(tmp_path):
     colour[..., 0] = 0  # not a grey image saved in colour
     with pytest.raises(TrainingDataError, match=r"^image 2: The image is in colour"):
         drain(
-            finetune(
-                grey, sample.image, sample.labels, more=[(colour, sample.labels)], save=False
-            ),
+            finetune(grey, sample.image, sample.labels, more=[(colour, sample.labels)], save=False),
             show=False,
         )
 
