@@ -295,6 +295,12 @@ def main(argv: list[str] | None = None) -> int:
         "normalised on its own (finetune's `more`, `microseg finetune --image A --image B`), "
         "not as one stack",
     )
+    parser.add_argument(
+        "--unlabelled-pool",
+        action="store_true",
+        help="with --separate-images: give the pool images nobody annotated as the fine-tune's "
+        "unlabelled images (label-free statistics only), as the stack gives its other slices",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args(argv)
 
@@ -401,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
                 "learning_rate": settings.learning_rate,
                 "patch_size": settings.patch_size,
                 "separate_images": bool(args.separate_images and data.get("separate")),
+                "unlabelled_pool": bool(
+                    args.unlabelled_pool and args.separate_images and data.get("separate")
+                ),
                 "anchor_decay": settings.anchor_decay,
                 "steps": settings.steps,
                 "shift": kind,
@@ -493,6 +502,7 @@ def main(argv: list[str] | None = None) -> int:
                     pool, labels, chosen, axes, pool_spacing
                 )  # fmt: skip
                 more: list[TrainingPair] = []
+                unlabelled: list[TrainingPair] = []
                 if data.get("separate") and (n == 1 or args.separate_images):
                     # 2D images annotated alone: the user opens each by itself.
                     image, annotated = pool[chosen[0]], labels[chosen[0]]
@@ -504,6 +514,14 @@ def main(argv: list[str] | None = None) -> int:
                         )
                         for c in chosen[1:]
                     ]
+                    if args.unlabelled_pool:
+                        unlabelled = [
+                            TrainingPair(
+                                pool[c], None, axes=image_axes, name=f"image {c}", spacing=spacing
+                            )
+                            for c in range(len(pool))
+                            if c not in chosen
+                        ]
                 job = finetune(
                     model,
                     image,
@@ -516,6 +534,7 @@ def main(argv: list[str] | None = None) -> int:
                     folder=workdir / "saved",
                     spacing=spacing,
                     more=more,
+                    unlabelled=unlabelled,
                 )
                 tuned, wall, cpu = timed(drain, job, show=False, on_progress=events.append)
                 done = [e.info for e in events if e.info.get("phase") == "done"][-1]

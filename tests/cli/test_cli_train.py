@@ -75,9 +75,20 @@ def test_finetune_saves_a_new_version_usable_by_name(image_files, capsys):
     assert child.lineage["settings"]["learning_rate"] == 2e-4  # the parent card's recommendation
 
 
-def test_finetune_learns_from_several_separate_images(image_files, tmp_path, capsys):
+def test_finetune_learns_from_several_separate_images(image_files, tmp_path, capsys, monkeypatch):
+    from napari_microseg.core.training import recipe
+
+    measured: list[list[str]] = []
+    statistics_batches = recipe.statistics_batches
+
+    def recording(model, pairs, **kwargs):
+        measured.append([pair.name for pair in pairs])
+        return statistics_batches(model, pairs, **kwargs)
+
+    monkeypatch.setattr(recipe, "statistics_batches", recording)
     torch.manual_seed(0)
-    registry.save_user_model(create_model("unet", name="tiny", depth=2, base_width=8))
+    tiny = create_model("unet", name="tiny", depth=2, base_width=8, batch_norm=True)
+    registry.save_user_model(tiny)
     image, labels = image_files
     # A second image of another shape: stacking it with the first would not even be possible.
     other = synthetic.fluorescence_nuclei((64, 96), n_objects=8, seed=3)
@@ -87,11 +98,18 @@ def test_finetune_learns_from_several_separate_images(image_files, tmp_path, cap
     args = ["finetune", "--model", "tiny", "--name", "tiny-two", "--steps", "3"]
     args += ["--image", str(image), "--labels", str(labels)]
     args += ["--image", str(other_image), "--labels", str(other_labels)]
+    # And an image nobody corrected: its batch-norm statistics only.
+    uncorrected = tmp_path / "uncorrected.tif"
+    tifffile.imwrite(uncorrected, synthetic.fluorescence_nuclei((72, 72), seed=4).image)
+    args += ["--unlabelled", str(uncorrected)]
     assert main([*args, "--device", "cpu", "--patch-size", "48", "--always-save", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["name"] == "tiny-two" and summary["steps"] == 3
     child = registry.load_model("tiny-two", device="cpu").card
-    assert child.lineage["data"]["planes"] == 2
+    assert child.lineage["data"]["planes"] == 2  # the uncorrected image is not trained on
+    assert child.lineage["unlabelled_images"] == ["uncorrected.tif"]
+    # The label-free start measured its statistics on all three images.
+    assert measured[0] == ["image 1", "other.tif", "uncorrected.tif"]
 
 
 @pytest.mark.parametrize(
@@ -125,6 +143,11 @@ def test_a_wrong_kind_of_image_among_several_is_named(tmp_path):
     with pytest.raises(TrainingDataError, match=r"^image 2: The image is in colour"):
         drain(
             finetune(grey, sample.image, sample.labels, more=[(colour, sample.labels)], save=False),
+            show=False,
+        )
+    with pytest.raises(TrainingDataError, match=r"^unlabelled image 1: The image is in colour"):
+        drain(
+            finetune(grey, sample.image, sample.labels, unlabelled=[colour], save=False),
             show=False,
         )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_microseg._widgets._more_images import training_pairs
+from napari_microseg._widgets._more_images import statistics_pairs, training_pairs
 from napari_microseg._widgets.finetune import FinetuneWidget
 from napari_microseg.core.io.synthetic import fluorescence_nuclei
 
@@ -112,16 +112,26 @@ def test_the_image_pixel_size_goes_to_the_job(setup, record_call, start, job):
 
 def test_other_corrected_images_join_the_fine_tune(setup, record_call):
     viewer, widget = setup
+    # One image and its labels: nothing else to offer, so both lists stay out of the way.
+    assert widget.more_labels.native.isHidden() and widget.more_images.native.isHidden()
     sample = fluorescence_nuclei((96, 80), n_objects=6, seed=4)
     cells = viewer.add_image(sample.image, name="cells", scale=(0.5, 0.5))
     made = viewer.add_labels(sample.labels, name="cells tiny-grey labels", scale=(0.5, 0.5))
     viewer.add_labels(np.zeros((96, 80), np.uint16), name="painted by hand")  # no image known
     viewer.add_labels(np.zeros((4, 128, 128), np.uint16), name="stack tiny-grey labels")
-    widget.more_labels.reset_choices()
+    widget.refresh_more()
+    assert not widget.more_labels.native.isHidden()
     # Only labels made from another image are offered; those of the chosen image would repeat it.
     assert widget.more_labels.choices == (made,)
     widget.more_labels.value = [made]
     assert widget.pixels_label.value.endswith(", and 1 other image(s)")
+    # Images nobody corrected: neither the chosen image nor those of ticked labels are offered.
+    uncorrected = viewer.add_image(fluorescence_nuclei((64, 64), seed=5).image, name="more")
+    viewer.add_image(np.zeros((96, 80), np.float32), name="cells tiny-grey probabilities",
+                     metadata={"model": "tiny-grey"})  # fmt: skip
+    widget.refresh_more()
+    assert widget.more_images.choices == (uncorrected,)
+    widget.more_images.value = [uncorrected]
     seen = record_call("napari_microseg.core.training.jobs.finetune")
     with pytest.raises(record_call.stop):
         widget.start()
@@ -129,6 +139,9 @@ def test_other_corrected_images_join_the_fine_tune(setup, record_call):
     assert pair.name == "cells tiny-grey labels" and pair.axes == "YX"
     assert pair.image.shape == (96, 80) and tuple(pair.spacing) == (0.5, 0.5)
     assert pair.labels is not made.data  # a snapshot: painting on goes on while it trains
+    (statistics_only,) = seen["unlabelled"]
+    assert statistics_only.name == "more" and statistics_only.labels is None
+    assert statistics_only.image.shape == (64, 64)
     # The image gone: its labels leave the choices; a tick kept anyway is one clear message.
     viewer.layers.remove(cells)
     assert widget.more_labels.choices == () and widget.more_labels.value == []
@@ -137,3 +150,6 @@ def test_other_corrected_images_join_the_fine_tune(setup, record_call):
     viewer.layers.remove(made)
     with pytest.raises(ValueError, match="was removed; untick it"):
         training_pairs(viewer, [made])
+    viewer.layers.remove(uncorrected)
+    with pytest.raises(ValueError, match="untick it under 'uncorrected images'"):
+        statistics_pairs(viewer, [uncorrected])

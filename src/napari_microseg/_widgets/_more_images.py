@@ -1,11 +1,13 @@
-"""The Fine-tune widget's other corrected images: learn from several images of a session at once.
+"""The Fine-tune widget's other images: learn from several images of a session at once.
 
 The Segment widget names its result ``"<image> <model> labels"``, so each
 labels layer it made knows its image by name. Besides the image and labels the
 widget trains on, the user may tick other such labels layers ("also learn
 from"); each counts whole (every non-empty slice of a stack, the whole of a 2D
 image) and is normalised with its own image, as prediction normalises it
-(:func:`~..core.training.jobs.finetune`'s ``more``).
+(:func:`~..core.training.jobs.finetune`'s ``more``). Images nobody corrected
+can be ticked too ("uncorrected images"): the label-free start measures its
+batch-norm statistics on them as well (``unlabelled``).
 """
 
 from __future__ import annotations
@@ -112,6 +114,49 @@ def training_pairs(viewer: napari.Viewer, layers: Iterable[Labels]) -> list[Trai
                 axes=axes,
                 name=layer.name,
                 spacing=pixel_size_um(image, axes),
+            )
+        )
+    return pairs
+
+
+def uncorrected_images(
+    viewer: napari.Viewer, image: Image | None, corrected: Iterable[Labels]
+) -> list[tuple[str, Image]]:
+    """Choices for "uncorrected images": image layers other than ``image``, the images of
+    the ``corrected`` labels layers and the probabilities a widget made, as (name, layer)."""
+    taken = {id(image)} | {id(image_for_labels(viewer, layer)) for layer in corrected}
+    return [
+        (layer.name, layer)
+        for layer in viewer.layers
+        # A widget's result (Segment's probabilities) records its model: not an image.
+        if isinstance(layer, Image)
+        and id(layer) not in taken
+        and "model" not in (layer.metadata or {})
+    ]
+
+
+def statistics_pairs(viewer: napari.Viewer, layers: Iterable[Image]) -> list[TrainingPair]:
+    """Copies of the ticked uncorrected images for ``finetune(unlabelled=...)`` (no labels).
+
+    Raises
+    ------
+    ValueError
+        A layer was removed or its axes cannot be told; the message says what to do.
+    """
+    from ..core.training.data import TrainingPair
+
+    pairs = []
+    for layer in layers:
+        if layer not in viewer.layers:
+            raise ValueError(f"{layer.name!r} was removed; untick it under 'uncorrected images'.")
+        axes = image_axes(layer)
+        pairs.append(
+            TrainingPair(
+                np.array(layer.data, copy=True),
+                None,
+                axes=axes,
+                name=layer.name,
+                spacing=pixel_size_um(layer, axes),
             )
         )
     return pairs

@@ -60,6 +60,15 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--slices", help="annotated slices of a stack, e.g. 3,10-12 (one image only)"
     )
+    parser.add_argument(
+        "--unlabelled",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="IMAGE",
+        help="an image of the same session nobody corrected (repeatable): the label-free start "
+        "measures its batch-norm statistics on it too; nothing is trained on it",
+    )
     parser.add_argument("--name", required=True, help="registry name of the new model")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     budget = parser.add_mutually_exclusive_group()
@@ -270,6 +279,12 @@ def run(args: argparse.Namespace) -> int:
             )
         )
     first, more = pairs[0], pairs[1:]
+    unlabelled = []
+    for path in args.unlabelled:
+        image = imread(path)
+        unlabelled.append(
+            TrainingPair(image.data, None, axes=image.axes, name=path.name, spacing=image.scale)
+        )
     job = finetune(
         parent,
         first.image,
@@ -282,6 +297,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         spacing=first.spacing,
         more=more,
+        unlabelled=unlabelled,
     )
     model = drain_training(job, show=not args.json)
     if model is None:

@@ -128,6 +128,7 @@ def finetune(
     save: bool = True,
     spacing: Sequence[float] | None = None,
     more: Sequence[TrainingPair | tuple[Any, ...]] = (),
+    unlabelled: Sequence[Any] = (),
 ) -> Job[SegmentationModel]:
     """Fine-tune a model on corrected labels (a few slices suffice); a progress generator.
 
@@ -169,6 +170,12 @@ def finetune(
         their annotated planes join ``image``'s (held-out pixels are drawn from
         all of them). Give a :class:`~.data.TrainingPair` for an image's own
         ``axes``, ``slices`` or ``spacing``.
+    unlabelled : sequence of array-like or TrainingPair
+        Images of the same session nobody corrected: only the label-free start
+        measures its batch-norm statistics on them too (and checks them on
+        held-out annotated pixels they never saw); nothing is trained on them.
+        Give a :class:`~.data.TrainingPair` (its labels are not read) for an
+        image's own ``axes`` or ``spacing``.
 
     Yields
     ------
@@ -202,11 +209,17 @@ def finetune(
         ),
         *(_as_pair(item, index) for index, item in enumerate(more, start=1)),
     ]
-    for pair in pairs:
+    statistics_only = [
+        item
+        if isinstance(item, TrainingPair)
+        else TrainingPair(item, None, name=f"unlabelled image {index}")
+        for index, item in enumerate(unlabelled, start=1)
+    ]
+    for pair in [*pairs, *statistics_only]:
         try:
             check_modality(parent, pair.image, pair.axes)
         except TrainingDataError as error:
-            if not more:
+            if not more and not statistics_only:
                 raise
             raise TrainingDataError(f"{pair.name}: {error}") from error
     return (
@@ -221,6 +234,7 @@ def finetune(
             save=save,
             kind="fine-tune",
             started=started,
+            unlabelled=statistics_only,
         )
     )
 
@@ -319,6 +333,7 @@ def _run(
     started: float,
     checkpoint: Path | None = None,
     resume: bool = False,
+    unlabelled: Sequence[TrainingPair] = (),
 ) -> Job[SegmentationModel]:
     from ..models.device import select_device
     from ..models.versions import check_new_name, default_name, now_iso, working_copy
@@ -409,10 +424,12 @@ def _run(
     start, parent_metrics = "parent", None
     if few_shot:
         check_classes(data.summary)
+        # Uncorrected images of the session count for the statistics only; after the
+        # annotated ones, so the held-out regions' image indices stay theirs.
         start, parent_metrics, event = yield from adapted_start(
             working,
             parent,
-            pairs,
+            [*pairs, *unlabelled],
             val_regions,
             settings,
             choice.device,
@@ -442,6 +459,9 @@ def _run(
             earlier_s=0.0 if trainer is None else trainer.earlier_s,
         )
         lineage["reproducible"] = settings.reproducibility(choice.kind)
+        if unlabelled:
+            # Images the label-free start measured statistics on, with no label read.
+            lineage["unlabelled_images"] = [pair.name for pair in unlabelled]
         if trainer is not None:
             lineage.update(trainer.card_facts())  # data workers, batch used, AMP... (#19)
         return lineage
