@@ -6,7 +6,7 @@ Examples
 
     microseg finetune --model mito-em --image stack.tif --labels corrected.tif \\
         --slices 12,40 --name mito-em-mine --minutes 2
-    microseg finetune --model gland-he --image a.png --labels a_fixed.tif \
+    microseg finetune --model gland-he --image a.png --labels a_fixed.tif \\
         --image b.png --labels b_fixed.tif --name gland-he-mine   # two separate images
     microseg predict --model mito-em-mine ...      # usable by name at once
     microseg adapt --model mito-em --image new-session.tif --name mito-em-session2
