@@ -19,7 +19,9 @@ model suggested for it, until the user picks one. Training uses whole
 annotated slices, or only the edited region plus a margin (what changed since
 the model's result, grown to the touched objects); the number of annotated
 pixels is shown. Other images of the session corrected the same way can be
-ticked to learn from at once ("also learn from", :mod:`._more_images`).
+ticked to learn from at once ("also learn from"), and images nobody corrected
+for the batch-norm statistics only ("uncorrected images"; :mod:`._more_images`);
+each list shows only when the viewer holds such layers.
 Training runs in a worker thread with live curves; at the end the dock shows
 the held-out metrics of the parent, the adapted and the fine-tuned model, and
 one click segments again with the new model.
