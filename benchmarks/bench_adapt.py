@@ -296,6 +296,12 @@ def main(argv: list[str] | None = None) -> int:
         "not as one stack",
     )
     parser.add_argument(
+        "--stack-annotated-only",
+        action="store_true",
+        help="give only the n annotated pool images, as one stack (the others left out), to "
+        "tell --separate-images' effect from that of the stack's unannotated images",
+    )
+    parser.add_argument(
         "--unlabelled-pool",
         action="store_true",
         help="with --separate-images: give the pool images nobody annotated as the fine-tune's "
@@ -407,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
                 "learning_rate": settings.learning_rate,
                 "patch_size": settings.patch_size,
                 "separate_images": bool(args.separate_images and data.get("separate")),
+                "stack_annotated_only": bool(args.stack_annotated_only),
                 "unlabelled_pool": bool(
                     args.unlabelled_pool and args.separate_images and data.get("separate")
                 ),
@@ -503,6 +510,9 @@ def main(argv: list[str] | None = None) -> int:
                 )  # fmt: skip
                 more: list[TrainingPair] = []
                 unlabelled: list[TrainingPair] = []
+                if args.stack_annotated_only:
+                    # The annotated pool images alone, stacked: against --separate-images.
+                    image, annotated, slices = pool[chosen], labels[chosen], list(range(n))
                 if data.get("separate") and (n == 1 or args.separate_images):
                     # 2D images annotated alone: the user opens each by itself.
                     image, annotated = pool[chosen[0]], labels[chosen[0]]
