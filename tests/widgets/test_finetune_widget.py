@@ -153,3 +153,16 @@ def test_other_corrected_images_join_the_fine_tune(setup, record_call):
     viewer.layers.remove(uncorrected)
     with pytest.raises(ValueError, match="untick it under 'uncorrected images'"):
         statistics_pairs(viewer, [uncorrected])
+
+
+def test_the_lists_follow_the_layers_added(setup):
+    viewer, widget = setup
+    assert widget.more_labels.native.isHidden() and widget.more_images.native.isHidden()
+    sample = fluorescence_nuclei((64, 64), n_objects=4, seed=1)
+    other = viewer.add_image(sample.image, name="other")
+    # napari resets a docked widget's choices when layers come and go.
+    assert widget.more_images.choices == (other,) and not widget.more_images.native.isHidden()
+    made = viewer.add_labels(sample.labels, name="other tiny-grey labels")
+    assert widget.more_labels.choices == (made,) and not widget.more_labels.native.isHidden()
+    viewer.layers.remove(made)
+    assert widget.more_labels.native.isHidden()
