@@ -111,9 +111,9 @@ MORE_TOOLTIP = (
 UNCORRECTED_TOOLTIP = (
     "Other images of this session you did not correct: the fine-tune measures its batch-norm "
     "statistics on them too (kept only if held-out annotated pixels agree); nothing is trained "
-    "on them. benchmarks/bench_adapt.py, gland-he with two corrected images: object F1 +0.056 "
-    "under a gamma change and +0.030 under uneven light with the two other images ticked, the "
-    "same under blur and a stain change."
+    "on them. benchmarks/bench_adapt.py, gland-he with two corrected images and two uncorrected "
+    "ones ticked, eight simulated sessions: Dice on the session's other images up in five, never "
+    "down (mean +0.011); object F1 from +0.056 to -0.044 (mean 0.000)."
 )
 ADAPT_TOOLTIP = (
     "Re-estimate the model's batch-norm statistics on this image; saves a new model, "
