@@ -89,7 +89,6 @@ def training_pairs(viewer: napari.Viewer, layers: Iterable[Labels]) -> list[Trai
         the message names the layer and what to do.
     """
     from ..core.training.annotations import check_annotation
-    from ..core.training.data import TrainingPair
 
     pairs = []
     for layer in layers:
@@ -106,16 +105,7 @@ def training_pairs(viewer: napari.Viewer, layers: Iterable[Labels]) -> list[Trai
             check_annotation(labels, None)
         except ValueError as error:
             raise ValueError(f"{layer.name}: {error}") from error
-        axes = image_axes(image)
-        pairs.append(
-            TrainingPair(
-                np.array(image.data, copy=True),
-                labels,
-                axes=axes,
-                name=layer.name,
-                spacing=pixel_size_um(image, axes),
-            )
-        )
+        pairs.append(_snapshot(image, labels, layer.name))
     return pairs
 
 
@@ -143,20 +133,23 @@ def statistics_pairs(viewer: napari.Viewer, layers: Iterable[Image]) -> list[Tra
     ValueError
         A layer was removed or its axes cannot be told; the message says what to do.
     """
-    from ..core.training.data import TrainingPair
-
     pairs = []
     for layer in layers:
         if layer not in viewer.layers:
             raise ValueError(f"{layer.name!r} was removed; untick it under 'uncorrected images'.")
-        axes = image_axes(layer)
-        pairs.append(
-            TrainingPair(
-                np.array(layer.data, copy=True),
-                None,
-                axes=axes,
-                name=layer.name,
-                spacing=pixel_size_um(layer, axes),
-            )
-        )
+        pairs.append(_snapshot(layer, None, layer.name))
     return pairs
+
+
+def _snapshot(image: Image, labels: np.ndarray | None, name: str) -> TrainingPair:
+    """A copy of the image layer's pixels with its axes and voxel size, for a worker thread."""
+    from ..core.training.data import TrainingPair
+
+    axes = image_axes(image)
+    return TrainingPair(
+        np.array(image.data, copy=True),
+        labels,
+        axes=axes,
+        name=name,
+        spacing=pixel_size_um(image, axes),
+    )
