@@ -327,25 +327,14 @@ class FinetuneWidget(DockedContainer):
             select.reset_choices()
             select.visible = bool(select.choices)
 
+    # The lists are made after the pickers they read, so these run only once those exist.
     def _more_choices(self, widget: Any = None) -> list[tuple[str, Labels]]:
         """Labels layers of the viewer's other images, for "also learn from"."""
-        chosen = getattr(self, "labels_combo", None)
-        image = getattr(self, "image_combo", None)
-        return other_corrections(
-            self.viewer,
-            chosen.value if chosen is not None else None,
-            image.value if image is not None else None,
-        )
+        return other_corrections(self.viewer, self.labels_combo.value, self.image_combo.value)
 
     def _uncorrected_choices(self, widget: Any = None) -> list[tuple[str, Image]]:
         """Image layers other than the chosen one and those of ticked labels."""
-        image = getattr(self, "image_combo", None)
-        more = getattr(self, "more_labels", None)
-        return uncorrected_images(
-            self.viewer,
-            image.value if image is not None else None,
-            more.value if more is not None else [],
-        )
+        return uncorrected_images(self.viewer, self.image_combo.value, self.more_labels.value)
 
     def _suggest_name(self, event: Any = None) -> None:
         base = self.model_combo.value
@@ -449,7 +438,7 @@ class FinetuneWidget(DockedContainer):
         else:
             count = int(labels.size) if np.any(labels) else 0
             where = "in the image"
-        more = len(self.more_labels.value) if hasattr(self, "more_labels") else 0
+        more = len(self.more_labels.value)
         also = f", and {more} other image(s)" if more else ""
         self.pixels_label.value = f"{count:,} annotated pixels {where}{also}"
         return count

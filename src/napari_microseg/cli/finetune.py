@@ -274,7 +274,7 @@ def run(args: argparse.Namespace) -> int:
                 imread(labels_path).data,
                 imread(mask_path).data if mask_path else None,
                 image.axes,
-                name=image_path.name if len(args.image) > 1 else "image",
+                name=image_path.name,
                 spacing=image.scale,
             )
         )
