@@ -2,7 +2,10 @@
 
 The validation split training held out is rebuilt (and checked) as
 ``scripts/bundle_model.py`` rebuilds it; the images are drawn from the rest, so
-the validation labels are never read. Every combination of the ``--try``
+the validation labels are never read. A run that held tuning images out of
+training (the config's ``tune_fraction``) is scored on those instead: the
+network is surer on images it learnt from, so settings that win there need not
+win on new ones. Every combination of the ``--try``
 values is scored with the metric the model's issue #8 target uses, and the
 best is printed as the JSON to pass to ``bundle_model.py --postprocess``.
 
@@ -58,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="values to try for one post-processing option, or tta=false,true (repeatable)",
     )
     parser.add_argument("--images", type=int, default=60, help="training images to score on")
+    parser.add_argument(
+        "--training-images",
+        action="store_true",
+        help="score on training images even when the run held tuning images out",
+    )
     parser.add_argument("--seed", type=int, default=0, help="which training images are drawn")
     parser.add_argument("--device", default="cpu", help="where the model runs")
     return parser
@@ -68,7 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     import yaml
     from bundle_model import find_config, find_source
 
-    from napari_microseg.bundling.split import BundleError, training_items, validation_split
+    from napari_microseg.bundling.split import (
+        BundleError,
+        training_items,
+        tuning_items,
+        validation_split,
+    )
     from napari_microseg.bundling.tuning import TTA_MIN_GAIN, tta_verdict, tune_postprocess
     from napari_microseg.core.models.bundled import TARGETS
     from napari_microseg.core.models.checkpoint import load_checkpoint
@@ -83,13 +96,16 @@ def main(argv: list[str] | None = None) -> int:
         split = validation_split(model, args.data, config=config, limit=args.limit)
     except BundleError as error:
         raise SystemExit(f"tune_postprocess: {error}") from error
-    items = training_items(split, args.images, seed=args.seed)
+    if split.tuning_regions and not args.training_images:
+        items, which = tuning_items(split), "tuning image(s), never trained on"
+    else:
+        items, which = training_items(split, args.images, seed=args.seed), "training image(s)"
     held_out = {item.name for item in split.items}
     if held_out & {item.name for item in items}:
         raise SystemExit("tune_postprocess: a drawn training image is in the validation split.")
     metric = TARGETS[split.kind].metric
     grid = dict(args.grid)
-    print(f"{model.name}: {len(items)} training image(s), {metric}, grid {grid}")
+    print(f"{model.name}: {len(items)} {which}, {metric}, grid {grid}")
     try:
         rows = drain(
             tune_postprocess(

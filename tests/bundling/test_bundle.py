@@ -15,7 +15,7 @@ from napari_microseg.core.models.build import create_model
 from napari_microseg.core.models.bundled import TARGETS
 from napari_microseg.core.training.data import prepare
 from napari_microseg.core.training.settings import TrainSettings
-from napari_microseg.core.training.split import split_validation
+from napari_microseg.core.training.split import split_tuning, split_validation
 
 
 def _isbi_folder(folder, depth=6):
@@ -42,7 +42,9 @@ def _trained_like(dataset_pairs, pixel_size_um=None, **settings):
     )  # fmt: skip
     settings = TrainSettings(steps=1, **settings)
     data = prepare(dataset_pairs, model, boundary_width=settings.boundary_width)
-    _, _, split = split_validation(data.planes, fraction=settings.val_fraction)
+    train, _, split = split_validation(data.planes, fraction=settings.val_fraction)
+    if settings.tune_fraction:
+        _, _, split = split_tuning(train, fraction=settings.tune_fraction, validation=split)
     model.card.lineage = {
         "settings": settings.to_dict(),
         "data_sha256": data.data_hash,
@@ -135,3 +137,50 @@ def test_training_items_never_include_a_held_out_plane(tmp_path):
     assert len(drawn) == 2 and {i.name for i in drawn} <= {i.name for i in items}
     with pytest.raises(ValueError, match="at least 1"):
         training_items(split, 0)
+
+
+def test_tuning_planes_are_rebuilt_and_never_drawn_as_training_images(tmp_path):
+    from napari_microseg.bundling.split import training_items, tuning_items
+    from napari_microseg.core.training.datasets import load_dataset
+
+    images, labels = _isbi_folder(tmp_path / "isbi", depth=8)
+    dataset = load_dataset(tmp_path / "isbi", target="cells")
+    model = _trained_like(dataset.pairs, tune_fraction=0.2)
+    split = validation_split(model, tmp_path / "isbi", config=CELLS)
+    # 8 slices: z=2 and z=5 validate; one of the other six (z=7) is held out for tuning.
+    assert [item.name for item in split.items] == ["isbi2012_cells_z_2", "isbi2012_cells_z_5"]
+    tuning = tuning_items(split)
+    assert [item.name for item in tuning] == ["isbi2012_cells_z_7"]
+    np.testing.assert_array_equal(tuning[0].image, images[7])
+    np.testing.assert_array_equal(tuning[0].truth > 0, labels[7] > 0)
+    trained = [item.name for item in training_items(split, 10)]
+    assert trained == [f"isbi2012_cells_z_{z}" for z in (0, 1, 3, 4, 6)]
+    assert "1 training plane held out for tuning" in split.description
+    # A run without tuning planes has none to give.
+    plain = validation_split(_trained_like(dataset.pairs), tmp_path / "isbi", config=CELLS)
+    assert tuning_items(plain) == []
+
+
+def test_tune_postprocess_scores_on_the_tuning_planes_when_the_run_held_some_out(
+    tmp_path, monkeypatch, capsys
+):
+    import yaml
+    from script_loader import ROOT, load_script
+
+    from napari_microseg.core.models.checkpoint import save_checkpoint
+    from napari_microseg.core.training.datasets import load_dataset
+
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))  # as `python scripts/...` runs it
+    _isbi_folder(tmp_path / "isbi", depth=8)
+    model = _trained_like(load_dataset(tmp_path / "isbi", target="cells").pairs, tune_fraction=0.2)
+    model.card.recommended["postprocess"] = {"method": "threshold", "threshold": 0.5}
+    save_checkpoint(model, tmp_path / "m.safetensors")
+    config = tmp_path / "m.yaml"
+    config.write_text(yaml.safe_dump(CELLS))
+    script = load_script("tune_postprocess")
+    common = ["m.safetensors", "--data", str(tmp_path / "isbi"), "--config", str(config)]
+    monkeypatch.chdir(tmp_path)
+    assert script.main([*common, "--try", "threshold=0.5"]) == 0
+    assert "m: 1 tuning image(s), never trained on, accuracy" in capsys.readouterr().out
+    assert script.main([*common, "--try", "threshold=0.5", "--training-images"]) == 0
+    assert "m: 5 training image(s), accuracy" in capsys.readouterr().out

@@ -70,7 +70,11 @@ class ValidationSplit:
         Pixel size of the data set.
     training_regions : list of Region
         The annotated regions training learned from (empty when the data set
-        has its own validation part: then all of ``dataset.pairs`` trained).
+        has its own validation part and nothing was held out for tuning: then
+        all of ``dataset.pairs`` trained).
+    tuning_regions : list of Region
+        Training planes held out from training for choosing post-processing
+        (the lineage's ``tune_fraction``); empty when none were.
     """
 
     kind: str
@@ -80,6 +84,7 @@ class ValidationSplit:
     pixel_size_um: float | None = None
     notes: list[str] = field(default_factory=list)
     training_regions: list[Any] = field(default_factory=list)
+    tuning_regions: list[Any] = field(default_factory=list)
 
     @property
     def pixels(self) -> int:
@@ -187,7 +192,19 @@ def validation_split(
         )
         lookup = _plane_lookup(dataset.pairs)
         items = [_region_item(region, lookup) for region in val_regions]
-        description = f"held-out part of the training data as training chose it: {split_text}"
+        description = "held-out part of the training data as training chose it"
+    tuning_regions: list[Any] = []
+    if settings.tune_fraction:
+        from ..core.training.data import Region
+        from ..core.training.split import split_tuning
+
+        if dataset.validation:
+            train_regions = [Region(plane, plane.annotated) for plane in prepared.planes]
+        train_regions, tuning_regions, split_text = split_tuning(
+            train_regions, fraction=settings.tune_fraction, validation=split_text
+        )
+    if not dataset.validation:
+        description = f"{description}: {split_text}"
     if split_text != lineage.get("validation"):
         raise BundleError(
             f"The validation split rebuilt from the data ({split_text!r}) differs from the one "
@@ -201,6 +218,7 @@ def validation_split(
         dataset=dataset,
         pixel_size_um=dataset.pixel_size_um,
         training_regions=train_regions,
+        tuning_regions=tuning_regions,
     )
 
 
@@ -235,6 +253,23 @@ def training_items(split: ValidationSplit, count: int, *, seed: int = 0) -> list
     pairs = split.dataset.pairs
     picks = sorted(rng.choice(len(pairs), min(count, len(pairs)), replace=False))
     return [_whole_item(pairs[i]) for i in picks]
+
+
+def tuning_items(split: ValidationSplit) -> list[ValidationItem]:
+    """The images held out from training for choosing post-processing.
+
+    Parameters
+    ----------
+    split : ValidationSplit
+        From :func:`validation_split`.
+
+    Returns
+    -------
+    list of ValidationItem
+        Empty when the run held none out (its lineage's ``tune_fraction`` is 0).
+    """
+    lookup = _plane_lookup(split.dataset.pairs)
+    return [_region_item(region, lookup) for region in split.tuning_regions]
 
 
 def _safe_stem(text: str) -> str:

@@ -525,3 +525,37 @@ def test_maskrcnn_trains_on_its_multi_task_loss(nuclei):
     losses = [e.info["loss"] for e in events if e.info.get("phase") == "train"]
     assert len(losses) == 2 and all(np.isfinite(losses))
     assert result.card.task == "instance" and "dice" in result.card.lineage["metrics_after"]
+
+
+def test_tuning_planes_are_neither_trained_nor_validated_on(monkeypatch):
+    from napari_microseg.core.training import jobs
+
+    stack = synthetic.fibsem_mitochondria((8, 48, 48), n_objects=12, seed=5)
+    seen = {}
+    real_trainer = jobs.Trainer
+
+    def recording_trainer(*args, train_regions, val_regions, **kwargs):
+        seen["train"] = [r.plane.name for r in train_regions]
+        seen["val"] = [r.plane.name for r in val_regions]
+        return real_trainer(*args, train_regions=train_regions, val_regions=val_regions, **kwargs)
+
+    monkeypatch.setattr(jobs, "Trainer", recording_trainer)
+    settings = TrainSettings(steps=2, patch_size=32, batch_size=2, val_every=2, tune_fraction=0.2)
+    torch.manual_seed(0)
+    model = drain(
+        train(
+            create_model("unet", name="tuned", depth=2, base_width=4),
+            [(stack.image, stack.labels)],
+            settings=settings,
+            device="cpu",
+            save=False,
+        ),
+        show=False,
+    )
+    # 8 planes: 2 validate (z=2, z=5), 1 of the other 6 is held out for tuning (z=7).
+    assert seen["val"] == ["image 1 z=2", "image 1 z=5"]
+    assert seen["train"] == [f"image 1 z={z}" for z in (0, 1, 3, 4, 6)]
+    assert model.card.lineage["validation"].endswith(
+        "; 1 training plane held out for tuning (image 1 z=7)"
+    )
+    assert model.card.lineage["settings"]["tune_fraction"] == 0.2

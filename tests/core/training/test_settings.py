@@ -75,3 +75,11 @@ def test_the_step_limit_comes_from_the_card():
     assert TrainSettings.for_finetune(card({"steps": 1000}), steps=50).steps == 50
     for bad in (0, -5, 2.5, True, "many", None):
         assert finetune_steps(card({"steps": bad})) == FINETUNE_STEPS
+
+
+def test_the_tuning_share_is_none_by_default_and_at_most_half():
+    assert TrainSettings().tune_fraction == 0.0
+    TrainSettings(tune_fraction=0.2).validate()
+    for bad in (-0.1, 0.6):
+        with pytest.raises(TrainingError, match="tune_fraction must be in"):
+            TrainSettings(tune_fraction=bad).validate()

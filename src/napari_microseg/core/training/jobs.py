@@ -81,7 +81,7 @@ from .recipe import (
 )
 from .settings import TrainingError, TrainingWarning, TrainSettings
 from .smoothing import smoothing_outcome, smoothing_start, tries_smoothing
-from .split import annotated_regions, split_validation
+from .split import annotated_regions, split_tuning, split_validation
 from .state import cpu_state
 from .threshold import choose_threshold, session_threshold
 
@@ -366,6 +366,10 @@ def _run(
             data.planes, fraction=settings.val_fraction
         )
     few_shot = kind == "fine-tune"
+    if settings.tune_fraction and not few_shot:
+        train_regions, _, split = split_tuning(
+            train_regions, fraction=settings.tune_fraction, validation=split
+        )
     parts = {(r.plane.source, r.plane.z) for r in [*train_regions, *val_regions]}
     one_plane = few_shot and not val_pairs and len(parts) == 1
     learns = not one_plane or settings.train_one_plane

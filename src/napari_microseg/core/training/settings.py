@@ -79,6 +79,12 @@ class TrainSettings:
     val_fraction : float
         Share of the annotation held out for validation (when no validation
         data are given).
+    tune_fraction : float
+        Share of the training planes (after validation) held out from training
+        as well, for choosing post-processing on images the network has not
+        seen (``scripts/tune_postprocess.py`` uses them); 0 (default): none.
+        ``microseg train`` only (fine-tunes ignore it); weights started from a
+        model that learnt those images have seen them all the same.
     val_every : int or None
         Steps between validations; None: about 8 per run.
     patience : int
@@ -179,6 +185,7 @@ class TrainSettings:
     augment: str | dict[str, Any] = "default"
     object_bias: float = 0.7
     val_fraction: float = 0.2
+    tune_fraction: float = 0.0
     val_every: int | None = None
     patience: int = 6
     min_delta: float = 1e-3
@@ -317,6 +324,11 @@ class TrainSettings:
             )
         if not 0 < self.val_fraction <= 0.5:
             raise TrainingError(f"val_fraction must be in (0, 0.5], got {self.val_fraction!r}.")
+        if not 0 <= self.tune_fraction <= 0.5:
+            raise TrainingError(
+                f"tune_fraction must be in [0, 0.5] (0: no tuning images), got "
+                f"{self.tune_fraction!r}."
+            )
         if not 0 <= self.anchor_decay <= 1:
             raise TrainingError(
                 f"anchor_decay must be in [0, 1] (the share of the way back to the starting "
