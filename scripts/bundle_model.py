@@ -123,6 +123,8 @@ def retrain_command(
 ) -> str:
     """The ``microseg train`` command that reproduces the training run (and its conversion
     to a U-Net that resamples its input itself, when the lineage records one)."""
+    from napari_microseg.core.models.base import LINEAGE_DOWNSAMPLED, LINEAGE_WIDENED
+
     parts = ["microseg", "train"]
     if config_path is not None:
         parts += ["--config", shown_path(config_path)]
@@ -138,7 +140,7 @@ def retrain_command(
     widening = ""
     if isinstance(start, dict) and start.get("model"):
         # Warm-started: the weights it began from are named (their SHA-256 is in the lineage).
-        wider = start.get("widened")
+        wider = start.get(LINEAGE_WIDENED)
         if isinstance(wider, dict) and wider.get("model"):
             # ... from a narrow model made wider first: that step comes before training.
             widening = shlex.join(
@@ -150,7 +152,7 @@ def retrain_command(
         else:
             parts += ["--init", str(start["model"])]
     command = widening + shlex.join(parts)
-    pooled = lineage.get("downsampled")
+    pooled = lineage.get(LINEAGE_DOWNSAMPLED)
     if isinstance(pooled, dict) and config.get("name"):
         # Trained on resampled images, then given a network that resamples them itself.
         name, factor = str(config["name"]), int(pooled["factor"])

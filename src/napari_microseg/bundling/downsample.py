@@ -19,11 +19,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from ..core.models.base import LINEAGE_DOWNSAMPLED
+
 if TYPE_CHECKING:
     from ..core.models.base import SegmentationModel
-
-#: Lineage key of a conversion by :func:`downsampled`.
-DOWNSAMPLED = "downsampled"
 
 
 def downsampled(model: SegmentationModel, factor: int) -> SegmentationModel:
@@ -63,7 +62,7 @@ def downsampled(model: SegmentationModel, factor: int) -> SegmentationModel:
         recommended["tile_size"] = int(recommended["tile_size"]) * factor
     learnt = float(card.pixel_size_um)
     lineage: dict[str, Any] = dict(card.lineage)
-    lineage[DOWNSAMPLED] = {
+    lineage[LINEAGE_DOWNSAMPLED] = {
         "factor": factor,
         "pixel_size_um_learnt": learnt,
         "note": (
@@ -90,7 +89,8 @@ def as_trained(model: SegmentationModel) -> SegmentationModel:
     """``model`` with the card training saw: the pixel size before :func:`downsampled`."""
     from ..core.models.base import SegmentationModel
 
-    record = model.card.lineage.get(DOWNSAMPLED) if isinstance(model.card.lineage, dict) else None
+    lineage = model.card.lineage
+    record = lineage.get(LINEAGE_DOWNSAMPLED) if isinstance(lineage, dict) else None
     if not record:
         return model
     card = replace(model.card, pixel_size_um=float(record["pixel_size_um_learnt"]))

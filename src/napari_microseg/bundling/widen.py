@@ -21,13 +21,12 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from ..core.models.base import LINEAGE_WIDENED
+
 if TYPE_CHECKING:
     import torch
 
     from ..core.models.base import SegmentationModel
-
-#: Lineage key of a conversion by :func:`widened`.
-WIDENED = "widened"
 
 
 def channel_map(old: int, new: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,7 +103,7 @@ def widened(
     if not noise >= 0:
         raise ValueError(f"The noise must be 0 or more, not {noise!r}.")
     lineage: dict[str, Any] = dict(card.lineage)
-    lineage[WIDENED] = {
+    lineage[LINEAGE_WIDENED] = {
         "model": card.name,
         "base_width_from": old_width,
         "base_width_to": base_width,

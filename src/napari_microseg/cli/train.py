@@ -203,6 +203,7 @@ def initialise_from(model: Any, source: str) -> None:
         When ``source`` cannot be loaded, or its network is not the config's
         (architecture, channels, classes or layer shapes differ).
     """
+    from ..core.models.base import LINEAGE_WIDENED
     from ..core.models.checkpoint import inspect_checkpoint
     from ..core.models.registry import find_model, load_model
     from . import CommandError
@@ -235,9 +236,10 @@ def initialise_from(model: Any, source: str) -> None:
         "model": given.name,
         "sha256": inspect_checkpoint(weights).sha256,
     }
-    if isinstance(given.lineage, dict) and isinstance(given.lineage.get("widened"), dict):
+    widened = given.lineage.get(LINEAGE_WIDENED) if isinstance(given.lineage, dict) else None
+    if isinstance(widened, dict):
         # Made wider from a narrow model (scripts/widen_model.py): how to make it again.
-        start_record["widened"] = given.lineage["widened"]
+        start_record[LINEAGE_WIDENED] = widened
     model.card.lineage = {**model.card.lineage, "initial_weights": start_record}
     print(f"Starting from the weights of {given.name!r}.")
 

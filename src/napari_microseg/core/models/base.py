@@ -37,6 +37,11 @@ DEFAULT_NORMALIZATION: dict[str, Any] = {"kind": "percentile", "low": 1.0, "high
 COLOUR_TO_GREY = ("mean", "luminance")
 #: How messages name an input of 1 or 3 channels.
 CHANNEL_KINDS = {1: "greyscale (1 channel)", 3: "RGB (3 channels)"}
+#: Lineage keys of the conversions in :mod:`napari_microseg.bundling` (a U-Net made wider;
+#: weights moved into a U-Net that resamples its input itself). Here because ``microseg train``
+#: carries the first into a warm start's record, and the cli does not import bundling.
+LINEAGE_WIDENED = "widened"
+LINEAGE_DOWNSAMPLED = "downsampled"
 
 
 class ModelError(ValueError):
