@@ -155,7 +155,9 @@ retrained bundled model is saved there as `<name>-2`, so add `--model mito-em-2`
 
     python scripts/bundle_model.py mito-em --data ../shared/data/lucchi
 
-Post-processing thresholds are chosen on training images only, never on the validation split:
+Post-processing thresholds are chosen on training images only (on the tuning images a run
+held out of training, when its config's `tune_fraction` held some out), never on the validation
+split:
 
     python scripts/tune_postprocess.py nuclei-maskrcnn --data ../shared/data/dsb2018 \\
         --try score_threshold=0.5,0.7,0.9 --images 40
