@@ -394,3 +394,24 @@ def test_cleanup_alone_after_finding_objects_equals_the_whole_pipeline(method):
     whole = pipeline.run(prob)
     assert whole.max() > 3
     np.testing.assert_array_equal(pipeline.clean(pipeline.without_cleanup().run(prob)), whole)
+
+
+def test_a_resampled_recipe_scales_pixel_sizes_and_lengths_only():
+    recipe = PostprocessPipeline(
+        method="watershed", threshold=0.5, boundary_class=2, h=40.0, min_size=1000.0,
+        max_hole_size=100.0, opening_radius=2.0, closing_radius=4.0, min_distance=6,
+    )  # fmt: skip
+    half = recipe.resampled((0.5, 0.5))
+    assert (half.min_size, half.max_hole_size) == (250.0, 25.0)
+    assert (half.opening_radius, half.closing_radius, half.h, half.min_distance) == (1, 2, 20, 3)
+    assert (half.threshold, half.boundary_class, half.method) == (0.5, 2, "watershed")
+    # Lengths follow the geometric mean of the axes' zooms, areas their product.
+    mixed = recipe.resampled((0.25, 1.0))
+    assert (mixed.min_size, mixed.h) == (250.0, 20.0)
+    assert recipe.resampled((1, 1)) is recipe
+    probability = PostprocessPipeline(method="watershed", markers="probability", h=0.1)
+    assert probability.resampled((0.5, 0.5)).h == 0.1
+    microns = PostprocessPipeline(min_size=2.0, physical_units=True)
+    assert microns.resampled((0.5, 0.5)) is microns
+    with pytest.raises(ValueError, match="zoom must be positive"):
+        recipe.resampled((0.0, 1.0))

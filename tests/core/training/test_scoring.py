@@ -86,3 +86,32 @@ def test_objects_come_from_components_for_other_post_processing():
     two = create_model("unet", name="two", depth=2, base_width=4)
     two.card.recommended["postprocess"] = {"method": "watershed", "boundary_class": 2}
     assert scoring.object_pipeline(two) is None  # no boundary class to split along
+
+
+def test_a_resampled_plane_scores_the_watershed_with_sizes_in_its_own_pixels():
+    classes = ["background", "gland", "boundary"]
+    model = create_model("unet", name="glands", classes=classes, depth=2, base_width=4)
+    yy, xx = np.mgrid[:64, :64]
+    gland = ((yy - 24) ** 2 + (xx - 24) ** 2 <= 12**2).astype(np.uint16)
+    plane = prepare([TrainingPair(gland.astype(np.float32), gland)], model).planes[0]
+    predicted = np.zeros((64, 64), np.int64)
+    predicted[gland == 1] = 1
+    predicted[50:53, 50:53] = 1  # 9 pixels here
+    logits = torch.nn.functional.one_hot(torch.from_numpy(predicted), 3).permute(2, 0, 1)
+    model.module = FixedLogits(10.0 * logits[None].float())
+    model.card.recommended["postprocess"] = {
+        "method": "watershed",
+        "threshold": 0.5,
+        "foreground_class": 1,
+        "boundary_class": 2,
+        "h": 2,
+        "min_size": 100,  # image pixels: the speck is 9 x 16 = 144 of them, the gland far more
+    }
+    regions = [Region(plane, plane.annotated)]
+    device = torch.device("cpu")
+    assert scoring.evaluate_regions(model, regions, device=device)["object_f1"] == 1.0
+    # A plane resampled to a quarter of the image's rows and columns: 100 image pixels are
+    # 6.25 of its own, and the speck is a real (false) object, as on the image itself.
+    plane.zoom = (0.25, 0.25)
+    scored = scoring.evaluate_regions(model, regions, device=device)
+    assert scored["object_f1"] == pytest.approx(2 / 3)

@@ -482,6 +482,45 @@ class PostprocessPipeline:
             return remove_small_holes(labels, self.max_hole_size, spacing=unit_spacing, out=labels)
         return labels
 
+    def resampled(self, zoom: Sequence[float]) -> PostprocessPipeline:
+        """The same recipe for the image resampled by ``zoom`` per spatial axis.
+
+        Sizes in pixels (``min_size``, ``max_hole_size``) scale with the
+        product of ``zoom``, and lengths in pixels (radii, ``min_distance``, a
+        distance ``h``) with its geometric mean, so that a recipe chosen on
+        the image finds the same objects in a copy with other pixels (training
+        validates at the model's pixel size). Thresholds and a probability
+        ``h`` do not change; neither does a recipe in physical units.
+
+        Parameters
+        ----------
+        zoom : sequence of float
+            New pixels per old pixel along each spatial axis (0.5: half the
+            rows and columns).
+
+        Returns
+        -------
+        PostprocessPipeline
+        """
+        factors = [float(z) for z in zoom]
+        if not factors or any(not np.isfinite(z) or z <= 0 for z in factors):
+            raise ValueError(f"zoom must be positive numbers, got {tuple(zoom)!r}.")
+        if self.physical_units or all(z == 1 for z in factors):
+            return self
+        area = float(np.prod(factors))
+        length = area ** (1 / len(factors))
+        return replace(
+            self,
+            min_size=self.min_size * area,
+            max_hole_size=self.max_hole_size * area,
+            opening_radius=self.opening_radius * length,
+            closing_radius=self.closing_radius * length,
+            h=self.h * length if self.h is not None and self.markers == "distance" else self.h,
+            min_distance=(
+                None if self.min_distance is None else max(1, round(self.min_distance * length))
+            ),
+        )
+
     def without_cleanup(self) -> PostprocessPipeline:
         """This pipeline with hole filling and small-object removal switched off."""
         return replace(self, fill_holes=False, max_hole_size=0.0, min_size=0.0)

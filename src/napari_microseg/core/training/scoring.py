@@ -147,7 +147,7 @@ def evaluate_regions(
             scored = _semantic_predictions(
                 module, regions, device, loss_kind, probabilities=pipeline is not None
             )
-        for _, mask, target, truth_ids, pred, loss, prob in scored:
+        for region, mask, target, truth_ids, pred, loss, prob in scored:
             count = int(mask.sum())
             if model.task == "instance":
                 pred_ids = pred
@@ -156,7 +156,10 @@ def evaluate_regions(
                 loss_sum += loss * count
                 pred_fg = pred != 0
                 if pipeline is not None:
-                    pred_ids = pipeline.run(prob, class_axis=0)
+                    # The card's sizes are in the image's pixels; a resampled plane has others.
+                    zoom = region.plane.zoom
+                    here = pipeline if zoom is None else pipeline.resampled(zoom)
+                    pred_ids = here.run(prob, class_axis=0)
                 else:
                     pred_ids = predicted_objects(pred, model.classes)
             truth_fg = target != 0
