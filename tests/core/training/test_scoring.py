@@ -44,18 +44,33 @@ class FixedLogits(torch.nn.Module):
         return self.logits.expand(x.shape[0], -1, -1, -1)
 
 
-def test_a_watershed_card_is_scored_on_the_objects_its_watershed_finds():
+#: The watershed a gland card recommends, without its minimum size.
+GLAND_WATERSHED = {
+    "method": "watershed",
+    "threshold": 0.5,
+    "foreground_class": 1,
+    "boundary_class": 2,
+    "h": 2,
+}
+
+
+def gland_and_speck():
+    """A 3-class model that finds a plane's one gland and also a 3 x 3 speck of gland."""
     classes = ["background", "gland", "boundary"]
     model = create_model("unet", name="glands", classes=classes, depth=2, base_width=4)
     yy, xx = np.mgrid[:64, :64]
     gland = ((yy - 24) ** 2 + (xx - 24) ** 2 <= 12**2).astype(np.uint16)
     plane = prepare([TrainingPair(gland.astype(np.float32), gland)], model).planes[0]
-    # The network finds the gland and also a 3 x 3 speck of gland elsewhere.
     predicted = np.zeros((64, 64), np.int64)
     predicted[gland == 1] = 1
     predicted[50:53, 50:53] = 1
     logits = torch.nn.functional.one_hot(torch.from_numpy(predicted), 3).permute(2, 0, 1)
     model.module = FixedLogits(10.0 * logits[None].float())
+    return model, plane
+
+
+def test_a_watershed_card_is_scored_on_the_objects_its_watershed_finds():
+    model, plane = gland_and_speck()
     regions = [Region(plane, plane.annotated)]
     device = torch.device("cpu")
 
@@ -63,14 +78,7 @@ def test_a_watershed_card_is_scored_on_the_objects_its_watershed_finds():
     components = scoring.evaluate_regions(model, regions, device=device)
     assert components["object_f1"] == pytest.approx(2 / 3)  # one gland, one false speck
 
-    model.card.recommended["postprocess"] = {
-        "method": "watershed",
-        "threshold": 0.5,
-        "foreground_class": 1,
-        "boundary_class": 2,
-        "h": 2,
-        "min_size": 50,
-    }
+    model.card.recommended["postprocess"] = {**GLAND_WATERSHED, "min_size": 50}
     assert scoring.object_pipeline(model) is not None
     watershed = scoring.evaluate_regions(model, regions, device=device)
     assert watershed["object_f1"] == pytest.approx(1.0)  # the speck is below min_size
@@ -89,24 +97,9 @@ def test_objects_come_from_components_for_other_post_processing():
 
 
 def test_a_resampled_plane_scores_the_watershed_with_sizes_in_its_own_pixels():
-    classes = ["background", "gland", "boundary"]
-    model = create_model("unet", name="glands", classes=classes, depth=2, base_width=4)
-    yy, xx = np.mgrid[:64, :64]
-    gland = ((yy - 24) ** 2 + (xx - 24) ** 2 <= 12**2).astype(np.uint16)
-    plane = prepare([TrainingPair(gland.astype(np.float32), gland)], model).planes[0]
-    predicted = np.zeros((64, 64), np.int64)
-    predicted[gland == 1] = 1
-    predicted[50:53, 50:53] = 1  # 9 pixels here
-    logits = torch.nn.functional.one_hot(torch.from_numpy(predicted), 3).permute(2, 0, 1)
-    model.module = FixedLogits(10.0 * logits[None].float())
-    model.card.recommended["postprocess"] = {
-        "method": "watershed",
-        "threshold": 0.5,
-        "foreground_class": 1,
-        "boundary_class": 2,
-        "h": 2,
-        "min_size": 100,  # image pixels: the speck is 9 x 16 = 144 of them, the gland far more
-    }
+    model, plane = gland_and_speck()  # the speck: 9 pixels of the plane
+    # 100 image pixels: the speck is 9 x 16 = 144 of them, the gland far more.
+    model.card.recommended["postprocess"] = {**GLAND_WATERSHED, "min_size": 100}
     regions = [Region(plane, plane.annotated)]
     device = torch.device("cpu")
     assert scoring.evaluate_regions(model, regions, device=device)["object_f1"] == 1.0
