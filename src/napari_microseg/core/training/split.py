@@ -86,9 +86,10 @@ def split_tuning(
     post-processing chosen on its training images need not transfer: for
     gland-he's shipped weights, trained on the same images over several runs,
     the scores of 30 settings on training and on validation images had a rank
-    correlation of -0.24. (For a network trained in one run it was +0.55, as
-    good as tuning images' +0.51: docs/models.md, "A tuning split".) The tuning
-    regions are never trained on.
+    correlation of -0.24. (On 14 to 17 images such correlations are noise:
+    +0.55 and -0.31 for two networks trained alike, and tuning images chose no
+    better: docs/models.md, "A tuning split".) The tuning regions are never
+    trained on.
 
     Parameters
     ----------
