@@ -1,7 +1,8 @@
 """Stage 6, evaluation: label images scored against ground truth, measured and exported.
 
 Pixel metrics and Rand/VI (:mod:`.metrics`), object F1, Dice, Hausdorff and mean AP
-(:mod:`.objects`, :mod:`.hausdorff`) on one contingency table (:mod:`.contingency`);
+(:mod:`.objects`, :mod:`.hausdorff`) on one contingency table (:mod:`.contingency`); where
+pixel errors lie against the annotated boundary (:mod:`.boundary`);
 :func:`evaluate_images` makes one row per image pair, and :mod:`.uncertainty` says how far
 a mean over a few images can be trusted; :func:`measure_objects` and
 :func:`export_job` give per-object measurements in physical units and write them.
@@ -21,6 +22,9 @@ _HOMES = {
     "jaccard": "metrics",
     "confusion_counts": "metrics",
     "adapted_rand_error": "metrics",
+    "boundary_distance": "boundary",
+    "errors_by_boundary_distance": "boundary",
+    "shifted_self_accuracy": "boundary",
     "variation_of_information": "metrics",
     "object_f1": "objects",
     "object_dice": "objects",
