@@ -20,13 +20,26 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+#: Settings shown only where a run changed them from TrainSettings' defaults.
+_SHOWN_WHEN_SET = ("class_balance", "boundary_width", "monitor", "tune_fraction")
+
+
 def _settings_text(settings: dict[str, Any]) -> str:
+    from napari_microseg.core.training.settings import TrainSettings
+
     keys = (
         "steps", "minutes", "batch_size", "patch_size", "learning_rate", "schedule", "loss",
         "edge_weights", "augment", "object_bias", "deep_supervision", "val_fraction",
         "val_every", "patience", "seed",
     )  # fmt: skip
-    return ", ".join(f"{k} {settings[k]}" for k in keys if settings.get(k) is not None)
+    defaults = TrainSettings()
+    shown = [f"{k} {settings[k]}" for k in keys if settings.get(k) is not None]
+    shown += [
+        f"{k} {settings[k]}"
+        for k in _SHOWN_WHEN_SET
+        if settings.get(k) is not None and settings[k] != getattr(defaults, k)
+    ]
+    return ", ".join(shown)
 
 
 def _postprocess_text(post: dict[str, Any]) -> str:

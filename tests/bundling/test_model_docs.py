@@ -25,3 +25,10 @@ def test_the_summary_shows_the_interval_when_the_card_has_one():
     rows = {line.split(" | ")[0]: line for line in table.splitlines()}
     assert "| 0.864 [0.807, 0.915] | no | 17.00 |" in rows["| [gland-he](#gland-he)"]
     assert "| 0.864 | no |" in rows["| [gland-he-micronet](#gland-he-micronet)"]
+
+
+def test_settings_show_what_a_run_changed_from_the_defaults():
+    settings = {"steps": 9500, "class_balance": 0.5, "boundary_width": 2, "monitor": "dice",
+                "tune_fraction": 0.0, "learning_rate": 0.001}  # fmt: skip
+    text = load_script("model_docs")._settings_text(settings)
+    assert text == "steps 9500, learning_rate 0.001, class_balance 0.5, boundary_width 2"
